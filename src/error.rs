@@ -1,0 +1,87 @@
+//! The one error type every fallible streamlog call returns.
+
+use std::io;
+use std::path::{Path, PathBuf};
+
+use crate::TopicPartition;
+
+/// What went wrong. Each variant's message is a sentence that names the place of the problem.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+#[expect(missing_docs, reason = "each field is named in its variant's message")]
+pub enum Error {
+    /// A topic name is empty, too long, `.`/`..`, or uses characters outside `[A-Za-z0-9._-]`.
+    #[error("invalid topic name {name:?}: {reason}")]
+    InvalidTopicName { name: String, reason: &'static str },
+    /// `create_topic` was called for a name that already exists.
+    #[error("topic {0:?} already exists")]
+    TopicExists(String),
+    /// The topic does not exist (or no longer exists).
+    #[error("unknown topic {0:?}")]
+    UnknownTopic(String),
+    /// A partition number at or beyond the topic's partition count.
+    #[error("partition {partition} is out of range for topic {topic:?}, which has {count} partitions")]
+    PartitionOutOfRange { topic: String, partition: u32, count: u32 },
+    /// A record larger than the topic's `max_record_bytes`.
+    #[error("a record of {size_bytes} bytes exceeds the limit of {max_bytes} bytes for topic {topic:?}")]
+    RecordTooLarge { topic: String, size_bytes: u64, max_bytes: u64 },
+    /// A configuration value outside its allowed range.
+    #[error("invalid configuration: {0}")]
+    InvalidConfig(String),
+    /// A file written by a format version this build cannot read.
+    #[error("{path}: written in format version {found}, but this build reads only version {supported}")]
+    IncompatibleVersion { path: PathBuf, found: u16, supported: u16 },
+    /// A file in the queue directory that streamlog did not write.
+    #[error("{path}: not a streamlog file ({reason})")]
+    ForeignFile { path: PathBuf, reason: String },
+    /// Damaged data: a bad checksum or an impossible value at a known place.
+    #[error("{path}: corrupt data at byte {position}: {reason}")]
+    Corrupt { path: PathBuf, position: u64, reason: String },
+    /// The file system has no room left; nothing acknowledged was harmed and the operation can
+    /// be retried once space is freed.
+    #[error("no space left on device while trying to {operation} {path}")]
+    DiskFull { operation: &'static str, path: PathBuf },
+    /// A file operation failed.
+    #[error("failed to {operation} {path}: {source}")]
+    Io { operation: &'static str, path: PathBuf, source: io::Error },
+    /// An fsync failed earlier, so this partition no longer accepts writes: the kernel may have
+    /// dropped the unsynced data. Reopen the queue (from every process) to recover.
+    #[error("partition {0} refuses writes because an earlier fsync failed; reopen the queue to recover")]
+    Poisoned(TopicPartition),
+    /// A consumer position outside the log, with `OffsetReset::None`.
+    #[error("offset {offset} is outside the log of {partition}, which holds offsets {start}..{end}")]
+    OffsetOutOfRange { partition: TopicPartition, offset: u64, start: u64, end: u64 },
+    /// An operation on a partition that is not assigned to this consumer.
+    #[error("partition {0} is not assigned to this consumer")]
+    NotAssigned(TopicPartition),
+}
+
+/// The crate's result type.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+impl Error {
+    /// Wraps an I/O error with the operation and the path, recognising a full disk.
+    pub(crate) fn io(operation: &'static str, path: &Path, source: io::Error) -> Self {
+        let path = path.to_path_buf();
+        if matches!(source.raw_os_error(), Some(libc::ENOSPC) | Some(libc::EDQUOT)) {
+            Error::DiskFull { operation, path }
+        } else {
+            Error::Io { operation, path, source }
+        }
+    }
+
+    pub(crate) fn corrupt(path: &Path, position: u64, reason: impl Into<String>) -> Self {
+        Error::Corrupt { path: path.to_path_buf(), position, reason: reason.into() }
+    }
+}
+
+/// Attaches an operation and a path to `io::Result`s.
+pub(crate) trait IoContext<T> {
+    fn during(self, operation: &'static str, path: &Path) -> Result<T>;
+}
+
+impl<T> IoContext<T> for io::Result<T> {
+    fn during(self, operation: &'static str, path: &Path) -> Result<T> {
+        self.map_err(|source| Error::io(operation, path, source))
+    }
+}

@@ -1,0 +1,442 @@
+//! Every byte streamlog writes to disk, and every name it gives a file: pure encoding and
+//! decoding, no I/O. ARCHITECTURE.md draws these layouts. All integers are little-endian and
+//! fixed-width; nothing on disk is a `usize`.
+
+use std::path::Path;
+
+use crate::error::{Error, Result};
+use crate::record::Record;
+use crate::topic::TopicConfig;
+
+/// The format version this build writes and the only one it reads.
+pub(crate) const FORMAT_VERSION: u16 = 1;
+
+pub(crate) const QUEUE_MAGIC: [u8; 8] = *b"SLOGQUE\0";
+pub(crate) const TOPIC_MAGIC: [u8; 8] = *b"SLOGTOP\0";
+pub(crate) const SEGMENT_MAGIC: [u8; 8] = *b"SLOGSEG\0";
+pub(crate) const INDEX_MAGIC: [u8; 8] = *b"SLOGIDX\0";
+pub(crate) const STATE_MAGIC: [u8; 8] = *b"SLOGSTA\0";
+
+pub(crate) const QUEUE_META_FILE: &str = "streamlog.meta";
+pub(crate) const OPEN_LOCK_FILE: &str = "open.lock";
+pub(crate) const USERS_LOCK_FILE: &str = "users.lock";
+pub(crate) const TOPICS_DIR: &str = "topics";
+pub(crate) const STAGING_DIR: &str = "staging";
+pub(crate) const TOPIC_META_FILE: &str = "topic.meta";
+pub(crate) const STATE_FILE: &str = "state";
+
+/// Every segment, index, queue and topic file starts with a header of this size.
+pub(crate) const FILE_HEADER_BYTES: u32 = 64;
+pub(crate) const BATCH_HEADER_BYTES: u32 = 40;
+pub(crate) const RECORD_HEADER_BYTES: u32 = 24;
+pub(crate) const HEADER_ENTRY_OVERHEAD: u32 = 6;
+pub(crate) const INDEX_ENTRY_BYTES: u32 = 16;
+/// Size of a topic's metadata file.
+pub(crate) const TOPIC_META_BYTES: usize = 128;
+
+/// Record flag: the record has a key (a key may be empty).
+pub(crate) const FLAG_HAS_KEY: u16 = 1;
+/// Record flag: the record has no value (a tombstone).
+pub(crate) const FLAG_TOMBSTONE: u16 = 2;
+
+/// What a file in a partition directory is, judged by its name.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum PartitionFile {
+    Segment(u64),
+    Index(u64),
+    State,
+    /// A half-made file left by a crash; safe to delete during recovery.
+    Temporary,
+    Unknown,
+}
+
+pub(crate) fn segment_file_name(base_offset: u64) -> String {
+    format!("{base_offset:020}.log")
+}
+
+pub(crate) fn index_file_name(base_offset: u64) -> String {
+    format!("{base_offset:020}.index")
+}
+
+pub(crate) fn classify(name: &str) -> PartitionFile {
+    if name == STATE_FILE {
+        return PartitionFile::State;
+    }
+    if name.ends_with(".tmp") {
+        return PartitionFile::Temporary;
+    }
+    let parse = |stem: &str| (stem.len() == 20 && stem.bytes().all(|b| b.is_ascii_digit())).then(|| stem.parse::<u64>().ok()).flatten();
+    if let Some(base) = name.strip_suffix(".log").and_then(parse) {
+        return PartitionFile::Segment(base);
+    }
+    if let Some(base) = name.strip_suffix(".index").and_then(parse) {
+        return PartitionFile::Index(base);
+    }
+    PartitionFile::Unknown
+}
+
+/// The 64-byte header of segment and index files.
+///
+/// ```text
+/// 0  magic [8]   8  version u16   10 reserved u16   12 capacity_bytes u32
+/// 16 base_offset u64   24 created_ms u64   32 reserved [28]   60 crc32 of bytes 0..60
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct FileHeader {
+    pub(crate) magic: [u8; 8],
+    /// How many bytes of the file may ever hold data: every process maps exactly this much.
+    pub(crate) capacity_bytes: u32,
+    pub(crate) base_offset: u64,
+    pub(crate) created_ms: u64,
+}
+
+impl FileHeader {
+    pub(crate) fn encode(&self) -> [u8; FILE_HEADER_BYTES as usize] {
+        let mut out = [0u8; FILE_HEADER_BYTES as usize];
+        out[0..8].copy_from_slice(&self.magic);
+        out[8..10].copy_from_slice(&FORMAT_VERSION.to_le_bytes());
+        out[12..16].copy_from_slice(&self.capacity_bytes.to_le_bytes());
+        out[16..24].copy_from_slice(&self.base_offset.to_le_bytes());
+        out[24..32].copy_from_slice(&self.created_ms.to_le_bytes());
+        let crc = crc32fast::hash(&out[0..60]);
+        out[60..64].copy_from_slice(&crc.to_le_bytes());
+        out
+    }
+
+    pub(crate) fn decode(bytes: &[u8], magic: [u8; 8], path: &Path) -> Result<Self> {
+        check_magic_and_version(bytes, magic, path)?;
+        if crc32fast::hash(&bytes[0..60]) != u32_at(bytes, 60) {
+            return Err(Error::corrupt(path, 0, "file header checksum mismatch"));
+        }
+        Ok(FileHeader {
+            magic,
+            capacity_bytes: u32_at(bytes, 12),
+            base_offset: u64_at(bytes, 16),
+            created_ms: u64_at(bytes, 24),
+        })
+    }
+}
+
+/// Checks the first ten bytes every streamlog file starts with: magic, then version.
+fn check_magic_and_version(bytes: &[u8], magic: [u8; 8], path: &Path) -> Result<()> {
+    if bytes.len() < FILE_HEADER_BYTES as usize {
+        return Err(Error::ForeignFile { path: path.to_path_buf(), reason: "shorter than a file header".into() });
+    }
+    if bytes[0..8] != magic {
+        return Err(Error::ForeignFile { path: path.to_path_buf(), reason: "wrong magic number".into() });
+    }
+    let found = u16_at(bytes, 8);
+    if found != FORMAT_VERSION {
+        return Err(Error::IncompatibleVersion { path: path.to_path_buf(), found, supported: FORMAT_VERSION });
+    }
+    Ok(())
+}
+
+/// The queue directory's metadata file: magic, version, and the open epoch.
+///
+/// ```text
+/// 0 magic [8]   8 version u16   10 reserved [6]   16 epoch u64   24 reserved [36]   60 crc32
+/// ```
+pub(crate) fn encode_queue_meta(epoch: u64) -> [u8; FILE_HEADER_BYTES as usize] {
+    let mut out = [0u8; FILE_HEADER_BYTES as usize];
+    out[0..8].copy_from_slice(&QUEUE_MAGIC);
+    out[8..10].copy_from_slice(&FORMAT_VERSION.to_le_bytes());
+    out[16..24].copy_from_slice(&epoch.to_le_bytes());
+    let crc = crc32fast::hash(&out[0..60]);
+    out[60..64].copy_from_slice(&crc.to_le_bytes());
+    out
+}
+
+/// Returns the epoch stored in a queue metadata file.
+pub(crate) fn decode_queue_meta(bytes: &[u8], path: &Path) -> Result<u64> {
+    check_magic_and_version(bytes, QUEUE_MAGIC, path)?;
+    if crc32fast::hash(&bytes[0..60]) != u32_at(bytes, 60) {
+        return Err(Error::corrupt(path, 0, "queue metadata checksum mismatch"));
+    }
+    Ok(u64_at(bytes, 16))
+}
+
+/// A topic's persisted configuration.
+///
+/// ```text
+/// 0 magic [8]   8 version u16   10 reserved u16   12 partitions u32
+/// 16 segment_bytes u64   24 segment_ms u64   32 max_record_bytes u32   36 index_interval_bytes u32
+/// 40 reserved [84]   124 crc32 of bytes 0..124
+/// ```
+pub(crate) fn encode_topic_meta(config: &TopicConfig) -> [u8; TOPIC_META_BYTES] {
+    let mut out = [0u8; TOPIC_META_BYTES];
+    out[0..8].copy_from_slice(&TOPIC_MAGIC);
+    out[8..10].copy_from_slice(&FORMAT_VERSION.to_le_bytes());
+    out[12..16].copy_from_slice(&config.partitions.to_le_bytes());
+    out[16..24].copy_from_slice(&config.segment_bytes.to_le_bytes());
+    out[24..32].copy_from_slice(&config.segment_ms.to_le_bytes());
+    out[32..36].copy_from_slice(&config.max_record_bytes.to_le_bytes());
+    out[36..40].copy_from_slice(&config.index_interval_bytes.to_le_bytes());
+    let crc = crc32fast::hash(&out[0..124]);
+    out[124..128].copy_from_slice(&crc.to_le_bytes());
+    out
+}
+
+pub(crate) fn decode_topic_meta(bytes: &[u8], path: &Path) -> Result<TopicConfig> {
+    check_magic_and_version(bytes, TOPIC_MAGIC, path)?;
+    if bytes.len() != TOPIC_META_BYTES {
+        return Err(Error::corrupt(path, 0, format!("topic metadata is {} bytes, expected {TOPIC_META_BYTES}", bytes.len())));
+    }
+    if crc32fast::hash(&bytes[0..124]) != u32_at(bytes, 124) {
+        return Err(Error::corrupt(path, 0, "topic metadata checksum mismatch"));
+    }
+    let config = TopicConfig::new(u32_at(bytes, 12))
+        .segment_bytes(u64_at(bytes, 16))
+        .segment_ms(u64_at(bytes, 24))
+        .max_record_bytes(u32_at(bytes, 32))
+        .index_interval_bytes(u32_at(bytes, 36));
+    config.validate().map_err(|e| Error::corrupt(path, 12, e.to_string()))?;
+    Ok(config)
+}
+
+/// The fixed part of a record batch.
+///
+/// ```text
+/// 0  batch_bytes u32 (whole batch, header included)   4  crc32 of bytes 8..batch_bytes
+/// 8  base_offset u64   16 record_count u32   20 attributes u32 (0)
+/// 24 first_timestamp_ms u64   32 max_timestamp_ms u64
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct BatchHeader {
+    pub(crate) batch_bytes: u32,
+    pub(crate) crc: u32,
+    pub(crate) base_offset: u64,
+    pub(crate) record_count: u32,
+    pub(crate) max_timestamp_ms: u64,
+}
+
+impl BatchHeader {
+    /// Reads the header at the start of `bytes`, which must hold at least `BATCH_HEADER_BYTES`.
+    pub(crate) fn read(bytes: &[u8]) -> Self {
+        BatchHeader {
+            batch_bytes: u32_at(bytes, 0),
+            crc: u32_at(bytes, 4),
+            base_offset: u64_at(bytes, 8),
+            record_count: u32_at(bytes, 16),
+            max_timestamp_ms: u64_at(bytes, 32),
+        }
+    }
+
+    /// The offset after this batch's last record.
+    pub(crate) fn next_offset(&self) -> u64 {
+        self.base_offset + u64::from(self.record_count)
+    }
+
+    /// Whether the header's sizes are possible at all, before the checksum is looked at.
+    pub(crate) fn is_plausible(&self) -> bool {
+        self.batch_bytes >= BATCH_HEADER_BYTES + RECORD_HEADER_BYTES && self.record_count > 0
+    }
+}
+
+/// Whether `batch` (exactly one whole batch) matches its checksum.
+pub(crate) fn batch_checksum_ok(batch: &[u8]) -> bool {
+    crc32fast::hash(&batch[8..]) == u32_at(batch, 4)
+}
+
+/// Bytes one record takes inside a batch.
+pub(crate) fn record_bytes(record: &Record<'_>) -> u64 {
+    let headers: u64 = record.headers.iter().map(|(name, value)| u64::from(HEADER_ENTRY_OVERHEAD) + name.len() as u64 + value.len() as u64).sum();
+    u64::from(RECORD_HEADER_BYTES) + record.key.map_or(0, |k| k.len() as u64) + record.value.map_or(0, |v| v.len() as u64) + headers
+}
+
+/// Encodes `records` as one batch into `out`, which must be exactly the batch's size
+/// (`BATCH_HEADER_BYTES` plus each record's `record_bytes`). Returns the batch's max timestamp.
+pub(crate) fn write_batch(out: &mut [u8], base_offset: u64, records: &[Record<'_>], timestamps_ms: &[u64]) -> u64 {
+    let mut at = BATCH_HEADER_BYTES as usize;
+    let mut max_timestamp = 0;
+    for (record, &timestamp) in records.iter().zip(timestamps_ms) {
+        max_timestamp = max_timestamp.max(timestamp);
+        let start = at;
+        let key = record.key.unwrap_or_default();
+        let value = record.value.unwrap_or_default();
+        let flags = if record.key.is_some() { FLAG_HAS_KEY } else { 0 } | if record.value.is_none() { FLAG_TOMBSTONE } else { 0 };
+        at += RECORD_HEADER_BYTES as usize;
+        put(out, &mut at, key);
+        put(out, &mut at, value);
+        for (name, header_value) in &record.headers {
+            put(out, &mut at, &(name.len() as u16).to_le_bytes());
+            put(out, &mut at, &(header_value.len() as u32).to_le_bytes());
+            put(out, &mut at, name.as_bytes());
+            put(out, &mut at, header_value);
+        }
+        let header = &mut out[start..start + RECORD_HEADER_BYTES as usize];
+        header[0..4].copy_from_slice(&((at - start) as u32).to_le_bytes());
+        header[4..6].copy_from_slice(&flags.to_le_bytes());
+        header[6..8].copy_from_slice(&(record.headers.len() as u16).to_le_bytes());
+        header[8..16].copy_from_slice(&timestamp.to_le_bytes());
+        header[16..20].copy_from_slice(&(key.len() as u32).to_le_bytes());
+        header[20..24].copy_from_slice(&(value.len() as u32).to_le_bytes());
+    }
+    debug_assert_eq!(at, out.len(), "batch size was computed wrongly");
+    let first_timestamp = timestamps_ms.first().copied().unwrap_or(0);
+    let batch_bytes = out.len() as u32;
+    out[0..4].copy_from_slice(&batch_bytes.to_le_bytes());
+    out[8..16].copy_from_slice(&base_offset.to_le_bytes());
+    out[16..20].copy_from_slice(&(records.len() as u32).to_le_bytes());
+    out[20..24].copy_from_slice(&0u32.to_le_bytes());
+    out[24..32].copy_from_slice(&first_timestamp.to_le_bytes());
+    out[32..40].copy_from_slice(&max_timestamp.to_le_bytes());
+    let crc = crc32fast::hash(&out[8..]);
+    out[4..8].copy_from_slice(&crc.to_le_bytes());
+    max_timestamp
+}
+
+fn put(out: &mut [u8], at: &mut usize, bytes: &[u8]) {
+    out[*at..*at + bytes.len()].copy_from_slice(bytes);
+    *at += bytes.len();
+}
+
+/// Where one record's parts lie inside a batch, relative to the batch's first byte.
+///
+/// ```text
+/// 0 record_bytes u32   4 flags u16   6 header_count u16   8 timestamp_ms u64
+/// 16 key_bytes u32   20 value_bytes u32   24 key, value, then per header:
+///    name_bytes u16, value_bytes u32, name (UTF-8), value
+/// ```
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct RecordLayout {
+    pub(crate) record_bytes: u32,
+    pub(crate) flags: u16,
+    pub(crate) timestamp_ms: u64,
+    pub(crate) key_bytes: u32,
+    pub(crate) value_bytes: u32,
+}
+
+impl RecordLayout {
+    /// Parses the record starting at `bytes[0]`; `None` if its sizes do not fit in `bytes`.
+    pub(crate) fn parse(bytes: &[u8]) -> Option<Self> {
+        if bytes.len() < RECORD_HEADER_BYTES as usize {
+            return None;
+        }
+        let layout = RecordLayout {
+            record_bytes: u32_at(bytes, 0),
+            flags: u16_at(bytes, 4),
+            timestamp_ms: u64_at(bytes, 8),
+            key_bytes: u32_at(bytes, 16),
+            value_bytes: u32_at(bytes, 20),
+        };
+        let fixed = u64::from(RECORD_HEADER_BYTES) + u64::from(layout.key_bytes) + u64::from(layout.value_bytes);
+        let fits = u64::from(layout.record_bytes) >= fixed && layout.record_bytes as usize <= bytes.len();
+        fits.then_some(layout)
+    }
+}
+
+/// Iterates over the `(name, value)` headers encoded in `bytes`.
+pub(crate) fn parse_headers(bytes: &[u8]) -> impl Iterator<Item = (&str, &[u8])> {
+    let mut at = 0usize;
+    std::iter::from_fn(move || {
+        if at + HEADER_ENTRY_OVERHEAD as usize > bytes.len() {
+            return None;
+        }
+        let name_len = u16_at(bytes, at) as usize;
+        let value_len = u32_at(bytes, at + 2) as usize;
+        let name_start = at + HEADER_ENTRY_OVERHEAD as usize;
+        let value_start = name_start + name_len;
+        let end = value_start.checked_add(value_len)?;
+        if end > bytes.len() {
+            return None;
+        }
+        at = end;
+        // Names are checked to be UTF-8 when sent and the batch checksum held when read.
+        let name = std::str::from_utf8(&bytes[name_start..value_start]).unwrap_or_default();
+        Some((name, &bytes[value_start..end]))
+    })
+}
+
+/// One sparse index entry: the batch at `position` of the segment starts at
+/// `base + relative_offset`, and every record before it has a timestamp of at most
+/// `max_timestamp_before_ms`.
+///
+/// ```text
+/// 0 relative_offset u32   4 position u32   8 max_timestamp_before_ms u64
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct IndexEntry {
+    pub(crate) relative_offset: u32,
+    pub(crate) position: u32,
+    pub(crate) max_timestamp_before_ms: u64,
+}
+
+impl IndexEntry {
+    /// The first eight bytes, packed so that one atomic store writes them whole.
+    pub(crate) fn packed_location(&self) -> u64 {
+        u64::from(self.relative_offset) | (u64::from(self.position) << 32)
+    }
+
+    pub(crate) fn from_words(location: u64, max_timestamp_before_ms: u64) -> Self {
+        IndexEntry { relative_offset: location as u32, position: (location >> 32) as u32, max_timestamp_before_ms }
+    }
+}
+
+pub(crate) fn u16_at(bytes: &[u8], at: usize) -> u16 {
+    u16::from_le_bytes(bytes[at..at + 2].try_into().expect("two bytes"))
+}
+
+pub(crate) fn u32_at(bytes: &[u8], at: usize) -> u32 {
+    u32::from_le_bytes(bytes[at..at + 4].try_into().expect("four bytes"))
+}
+
+pub(crate) fn u64_at(bytes: &[u8], at: usize) -> u64 {
+    u64::from_le_bytes(bytes[at..at + 8].try_into().expect("eight bytes"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_batch_round_trips() {
+        let records = [
+            Record::new(b"first").key(b"k").header("trace", b"t1"),
+            Record::tombstone(b"gone"),
+            Record::new(b""),
+        ];
+        let size = BATCH_HEADER_BYTES as u64 + records.iter().map(record_bytes).sum::<u64>();
+        let mut batch = vec![0u8; size as usize];
+        let max = write_batch(&mut batch, 77, &records, &[5, 9, 7]);
+        assert_eq!(max, 9);
+        let header = BatchHeader::read(&batch);
+        assert_eq!((header.base_offset, header.record_count, header.batch_bytes as usize), (77, 3, batch.len()));
+        assert!(batch_checksum_ok(&batch));
+
+        let first = RecordLayout::parse(&batch[40..]).unwrap();
+        assert_eq!((first.flags, first.timestamp_ms, first.key_bytes, first.value_bytes), (FLAG_HAS_KEY, 5, 1, 5));
+        let headers_at = 40 + 24 + 1 + 5;
+        let headers: Vec<_> = parse_headers(&batch[headers_at..40 + first.record_bytes as usize]).collect();
+        assert_eq!(headers, vec![("trace", &b"t1"[..])]);
+        let second = RecordLayout::parse(&batch[40 + first.record_bytes as usize..]).unwrap();
+        assert_eq!(second.flags, FLAG_HAS_KEY | FLAG_TOMBSTONE);
+
+        batch[50] ^= 1;
+        assert!(!batch_checksum_ok(&batch), "a flipped bit must fail the checksum");
+    }
+
+    #[test]
+    fn headers_reject_foreign_and_future_files() {
+        let path = Path::new("x");
+        let header = FileHeader { magic: SEGMENT_MAGIC, capacity_bytes: 4096, base_offset: 12, created_ms: 3 };
+        let mut bytes = header.encode();
+        assert_eq!(FileHeader::decode(&bytes, SEGMENT_MAGIC, path).unwrap(), header);
+        assert!(matches!(FileHeader::decode(&bytes, INDEX_MAGIC, path), Err(Error::ForeignFile { .. })));
+        bytes[8] = 9;
+        assert!(matches!(FileHeader::decode(&bytes, SEGMENT_MAGIC, path), Err(Error::IncompatibleVersion { found: 9, .. })));
+        bytes[8] = 1;
+        bytes[20] ^= 4;
+        assert!(matches!(FileHeader::decode(&bytes, SEGMENT_MAGIC, path), Err(Error::Corrupt { .. })));
+    }
+
+    #[test]
+    fn file_names_are_classified() {
+        assert_eq!(classify(&segment_file_name(42)), PartitionFile::Segment(42));
+        assert_eq!(classify(&index_file_name(7)), PartitionFile::Index(7));
+        assert_eq!(classify("state"), PartitionFile::State);
+        assert_eq!(classify("00000000000000000042.log.tmp"), PartitionFile::Temporary);
+        assert_eq!(classify("42.log"), PartitionFile::Unknown);
+        assert_eq!(classify("notes.txt"), PartitionFile::Unknown);
+    }
+}

@@ -1,0 +1,46 @@
+//! streamlog puts Kafka's model inside an application: topics of partitioned, append-only
+//! logs in a directory, produced to and consumed from by threads of one program and by separate
+//! processes sharing the directory. No broker, no network hop; reads are zero-copy from the
+//! mapped log.
+//!
+//! ```
+//! # fn main() -> Result<(), streamlog::Error> {
+//! # let dir = std::env::temp_dir().join(format!("streamlog-doc-lib-{}", std::process::id()));
+//! use std::time::Duration;
+//! use streamlog::{ConsumerConfig, OffsetReset, Queue, Record, TopicPartition};
+//!
+//! let queue = Queue::open(&dir)?;
+//! queue.create_topic("orders", 4)?;
+//! let producer = queue.producer();
+//! let sent = producer.send("orders", Record::new(b"42 EUR").key(b"customer-7").header("trace", b"x"))?;
+//!
+//! let mut consumer = queue.consumer(ConsumerConfig::new("billing").auto_offset_reset(OffsetReset::Earliest))?;
+//! consumer.assign(&[TopicPartition::new("orders", sent.partition())])?;
+//! let records = consumer.poll(Duration::from_millis(100))?;
+//! let record = records.iter().next().expect("the record just sent");
+//! assert_eq!((record.key(), record.value(), record.offset()), (Some(&b"customer-7"[..]), &b"42 EUR"[..], sent.offset()));
+//! # drop((consumer, producer, queue)); std::fs::remove_dir_all(&dir).unwrap();
+//! # Ok(()) }
+//! ```
+//!
+//! See README.md for durability, limits and performance, and ARCHITECTURE.md for how it works.
+
+mod consumer;
+mod error;
+mod format;
+mod partition;
+mod producer;
+mod queue;
+mod record;
+mod recovery;
+mod segment;
+mod state;
+mod sys;
+mod topic;
+
+pub use consumer::{Consumer, ConsumerConfig, OffsetReset};
+pub use error::{Error, Result};
+pub use producer::{Durability, Producer, ProducerConfig, RecordMetadata, partition_for_key};
+pub use queue::Queue;
+pub use record::{ConsumerRecord, Record, Records};
+pub use topic::{MAX_PARTITIONS, MAX_RECORD_BYTES_LIMIT, MAX_SEGMENT_BYTES, MAX_TOPIC_NAME_BYTES, TopicConfig, TopicPartition};

@@ -1,0 +1,457 @@
+//! One partition as this process sees it: the shared state, the mapped segments, appending
+//! under the cross-process lock, and reading through cursors.
+
+use std::collections::BTreeMap;
+use std::fs::{self, OpenOptions};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+
+use parking_lot::{Mutex, RwLock};
+
+use crate::error::{Error, IoContext, Result};
+use crate::format::{
+    self, BATCH_HEADER_BYTES, BatchHeader, FILE_HEADER_BYTES, FileHeader, INDEX_ENTRY_BYTES, IndexEntry, PartitionFile, RecordLayout,
+    SEGMENT_MAGIC,
+};
+use crate::queue::DirLock;
+use crate::record::{ConsumerRecord, Record};
+use crate::recovery;
+use crate::segment::Segment;
+use crate::state::{AppendGuard, SharedState, Tail};
+use crate::topic::{MAX_RECORD_BYTES_LIMIT, TopicConfig, TopicPartition};
+
+/// The largest batch ever written: one record of the largest allowed size, or many small ones.
+pub(crate) const MAX_BATCH_BYTES: u64 = MAX_RECORD_BYTES_LIMIT as u64 + BATCH_HEADER_BYTES as u64;
+/// Batches `send_batch` builds are cut at this size unless one record alone is larger.
+pub(crate) const TARGET_BATCH_BYTES: u64 = 1 << 20;
+/// Log files grow on disk in steps of this size.
+const LOG_RESERVE_STEP_BYTES: u64 = 4 << 20;
+/// Index files grow on disk in steps of this size.
+const INDEX_RESERVE_STEP_BYTES: u64 = 64 << 10;
+
+/// Where a reader is in a partition's log.
+pub(crate) struct Cursor {
+    segment: Arc<Segment>,
+    /// Byte position of the next batch, or of the next record inside the current batch.
+    position: u64,
+    /// Offset of the record (or batch) at `position`.
+    offset: u64,
+    /// End of the current batch, or 0 between batches.
+    batch_end: u64,
+    /// Offset after the current batch's last record.
+    batch_end_offset: u64,
+}
+
+impl Cursor {
+    fn at_start(segment: Arc<Segment>) -> Self {
+        let offset = segment.base_offset();
+        Cursor { segment, position: u64::from(FILE_HEADER_BYTES), offset, batch_end: 0, batch_end_offset: 0 }
+    }
+
+    /// The offset of the next record this cursor reads.
+    pub(crate) fn offset(&self) -> u64 {
+        self.offset
+    }
+}
+
+pub(crate) struct Partition {
+    pub(crate) id: TopicPartition,
+    dir: PathBuf,
+    config: TopicConfig,
+    state: SharedState,
+    /// Known segments by base offset, mapped on first use.
+    segments: RwLock<BTreeMap<u64, Option<Arc<Segment>>>>,
+    /// The active segment as this process's writers last saw it.
+    writer: Mutex<Option<Arc<Segment>>>,
+    users: Arc<DirLock>,
+    /// Set when this process appended since the last background sync.
+    dirty: AtomicBool,
+}
+
+impl Partition {
+    /// Opens a partition, recovering it from its files if this is the first use in the queue's
+    /// current epoch (that is, since a process opened the queue alone).
+    pub(crate) fn open(id: TopicPartition, dir: PathBuf, config: TopicConfig, epoch: u64, users: Arc<DirLock>) -> Result<Self> {
+        let state_path = dir.join(format::STATE_FILE);
+        if !dir.is_dir() {
+            return Err(Error::UnknownTopic(id.topic().to_owned()));
+        }
+        let file = OpenOptions::new().read(true).write(true).create(true).truncate(false).open(&state_path).during("open", &state_path)?;
+        file.lock().during("lock", &state_path)?;
+        let result = (|| {
+            if SharedState::stored_epoch(&file).during("read", &state_path)? == Some(epoch) {
+                let state = SharedState::map(file.try_clone().during("reopen", &state_path)?, &state_path)?;
+                let bases = list_segments(&dir)?;
+                return Ok((state, bases.into_iter().map(|b| (b, None)).collect(), None));
+            }
+            let recovered = recovery::recover(&dir, &id, &config, &users)?;
+            let state = SharedState::initialize(file.try_clone().during("reopen", &state_path)?, &state_path, epoch, recovered.tail)?;
+            let mut segments: BTreeMap<u64, Option<Arc<Segment>>> = recovered.bases.into_iter().map(|b| (b, None)).collect();
+            let active = Arc::new(recovered.active);
+            segments.insert(active.base_offset(), Some(Arc::clone(&active)));
+            Ok((state, segments, Some(active)))
+        })();
+        file.unlock().during("unlock", &state_path)?;
+        let (state, segments, active) = result?;
+        Ok(Partition {
+            id,
+            dir,
+            config,
+            state,
+            segments: RwLock::new(segments),
+            writer: Mutex::new(active),
+            users,
+            dirty: AtomicBool::new(false),
+        })
+    }
+
+    /// The published tail of the log.
+    pub(crate) fn tail(&self) -> Tail {
+        self.state.tail()
+    }
+
+    /// The first offset still in the log.
+    pub(crate) fn start_offset(&self) -> u64 {
+        self.segments.read().keys().next().copied().unwrap_or(0)
+    }
+
+    /// Appends `records` (already checked against the size limits) as one batch and returns
+    /// the offset of the first. `batch_bytes` is the encoded size of the batch.
+    pub(crate) fn append(&self, records: &[Record<'_>], timestamps_ms: &[u64], batch_bytes: u64, now_ms: u64) -> Result<u64> {
+        debug_assert!(batch_bytes <= MAX_BATCH_BYTES && !records.is_empty());
+        let mut active = self.writer.lock();
+        let guard = self.state.lock_append(|_| self.repair())?;
+        if self.state.is_poisoned() {
+            return Err(Error::Poisoned(self.id.clone()));
+        }
+        let mut tail = self.state.tail();
+        let mut segment = self.writer_segment(&mut active, tail.active_base)?;
+        let header_bytes = u64::from(FILE_HEADER_BYTES);
+        let empty = tail.end_position == header_bytes;
+        let too_big = tail.end_position + batch_bytes > header_bytes + self.config.segment_bytes;
+        let too_old = now_ms.saturating_sub(segment.created_ms()) >= self.config.segment_ms;
+        if !empty && (too_big || too_old) {
+            segment = self.roll(&guard, &mut tail, &mut active, now_ms)?;
+        }
+
+        let end = tail.end_position + batch_bytes;
+        if end > tail.log_reserved_bytes {
+            let wanted = end.next_multiple_of(LOG_RESERVE_STEP_BYTES).min(segment.capacity_bytes());
+            segment.reserve_log(wanted)?;
+            tail.log_reserved_bytes = wanted;
+        }
+        let base_offset = tail.end_offset;
+        let mut max_timestamp_ms = 0;
+        segment.write_unpublished(tail.end_position, batch_bytes, |out| {
+            max_timestamp_ms = format::write_batch(out, base_offset, records, timestamps_ms);
+        });
+        self.index_batch(&segment, &mut tail, base_offset)?;
+        tail.end_offset += records.len() as u64;
+        tail.end_position = end;
+        tail.max_timestamp_ms = tail.max_timestamp_ms.max(max_timestamp_ms);
+        self.state.publish(&guard, tail);
+        drop(guard);
+        drop(active);
+        if !self.dirty.load(Ordering::Relaxed) {
+            self.dirty.store(true, Ordering::Relaxed);
+        }
+        Ok(base_offset)
+    }
+
+    /// Adds an index entry for the batch about to be published at the tail, if one is due.
+    fn index_batch(&self, segment: &Segment, tail: &mut Tail, base_offset: u64) -> Result<()> {
+        let due = tail.end_position - tail.last_indexed_position >= u64::from(self.config.index_interval_bytes);
+        if !due || tail.index_count >= segment.index_capacity_entries() {
+            return Ok(());
+        }
+        let needed = u64::from(FILE_HEADER_BYTES) + (tail.index_count + 1) * u64::from(INDEX_ENTRY_BYTES);
+        if needed > tail.index_reserved_bytes {
+            let wanted = needed.next_multiple_of(INDEX_RESERVE_STEP_BYTES);
+            segment.reserve_index(wanted)?;
+            tail.index_reserved_bytes = wanted;
+        }
+        let entry = IndexEntry {
+            relative_offset: (base_offset - segment.base_offset()) as u32,
+            position: tail.end_position as u32,
+            max_timestamp_before_ms: tail.max_timestamp_ms,
+        };
+        segment.write_index_entry(tail.index_count, entry);
+        tail.index_count += 1;
+        tail.last_indexed_position = tail.end_position;
+        Ok(())
+    }
+
+    fn writer_segment(&self, active: &mut Option<Arc<Segment>>, base: u64) -> Result<Arc<Segment>> {
+        match active {
+            Some(segment) if segment.base_offset() == base => Ok(Arc::clone(segment)),
+            _ => {
+                let segment = self.segment(base)?;
+                *active = Some(Arc::clone(&segment));
+                Ok(segment)
+            }
+        }
+    }
+
+    /// Seals the active segment (making it durable) and starts a new one at the tail.
+    fn roll(&self, guard: &AppendGuard<'_>, tail: &mut Tail, active: &mut Option<Arc<Segment>>, now_ms: u64) -> Result<Arc<Segment>> {
+        let old = self.writer_segment(active, tail.active_base)?;
+        self.sync_or_poison(&old)?;
+        let (segment, new_tail) = new_segment(&self.dir, &self.id, &self.config, tail.end_offset, now_ms, &self.users)?;
+        let segment = Arc::new(segment);
+        *tail = new_tail;
+        self.state.publish(guard, *tail);
+        self.segments.write().insert(tail.active_base, Some(Arc::clone(&segment)));
+        *active = Some(Arc::clone(&segment));
+        Ok(segment)
+    }
+
+    /// Runs after a writer died holding the append lock. The published tail is whole (it is
+    /// switched atomically), bytes past it are overwritten by the next append, and the only
+    /// other thing a dead writer can leave is one index entry past the published count.
+    fn repair(&self) -> Result<()> {
+        let tail = self.state.tail();
+        let segment = self.segment(tail.active_base)?;
+        segment.note_reserved(tail.log_reserved_bytes, tail.index_reserved_bytes);
+        segment.write_index_entry(tail.index_count, IndexEntry { relative_offset: 0, position: 0, max_timestamp_before_ms: 0 });
+        Ok(())
+    }
+
+    fn sync_or_poison(&self, segment: &Segment) -> Result<()> {
+        segment.sync().inspect_err(|_| self.state.poison())
+    }
+
+    /// Makes everything up to `end_offset` durable, sharing one fsync among concurrent callers.
+    pub(crate) fn sync_through(&self, end_offset: u64) -> Result<()> {
+        self.state.sync_through(end_offset, || {
+            let tail = self.state.tail();
+            // Earlier segments were synced when they were sealed.
+            self.sync_or_poison(&*self.segment(tail.active_base)?)?;
+            Ok(tail.end_offset)
+        })
+    }
+
+    /// Syncs if this process appended since the last call; for the background flusher.
+    pub(crate) fn sync_if_dirty(&self) -> Result<()> {
+        if self.dirty.swap(false, Ordering::Relaxed) {
+            return self.sync_through(self.tail().end_offset);
+        }
+        Ok(())
+    }
+
+    /// The mapped segment with this base offset.
+    pub(crate) fn segment(&self, base: u64) -> Result<Arc<Segment>> {
+        if let Some(Some(segment)) = self.segments.read().get(&base) {
+            return Ok(Arc::clone(segment));
+        }
+        let mut segments = self.segments.write();
+        if let Some(Some(segment)) = segments.get(&base) {
+            return Ok(Arc::clone(segment));
+        }
+        let segment = Arc::new(Segment::open(&self.dir, base, self.id.clone(), Arc::clone(&self.users))?);
+        segments.insert(base, Some(Arc::clone(&segment)));
+        Ok(segment)
+    }
+
+    /// Learns of segments rolled by other processes.
+    fn refresh_segments(&self, tail: &Tail) -> Result<()> {
+        let bases = list_segments(&self.dir)?;
+        let mut segments = self.segments.write();
+        for base in bases.into_iter().filter(|&b| b <= tail.active_base) {
+            segments.entry(base).or_insert(None);
+        }
+        Ok(())
+    }
+
+    fn known_base_at_or_before(&self, offset: u64) -> Option<u64> {
+        self.segments.read().range(..=offset).next_back().map(|(&b, _)| b)
+    }
+
+    fn known_base_after(&self, base: u64) -> Option<u64> {
+        self.segments.read().range(base + 1..).next().map(|(&b, _)| b)
+    }
+
+    /// A cursor whose next record is `offset`, which must lie in `[start_offset, tail.end_offset]`.
+    pub(crate) fn cursor_at(&self, offset: u64, tail: &Tail) -> Result<Cursor> {
+        let base = if offset >= tail.active_base {
+            tail.active_base
+        } else {
+            if self.known_base_after(self.known_base_at_or_before(offset).unwrap_or(0)).is_none_or(|next| next > tail.active_base) {
+                self.refresh_segments(tail)?;
+            }
+            self.known_base_at_or_before(offset).ok_or_else(|| self.corrupt_at(0, format!("no segment holds offset {offset}")))?
+        };
+        let segment = self.segment(base)?;
+        let mut cursor = Cursor::at_start(Arc::clone(&segment));
+        if let Some(entry) = self.index_entry_before(&segment, offset, tail) {
+            // Trust an index entry only if the batch it points at agrees with it.
+            let start = u64::from(entry.position);
+            let entry_offset = base + u64::from(entry.relative_offset);
+            let agrees = segment.read(start, u64::from(BATCH_HEADER_BYTES)).is_ok_and(|h| BatchHeader::read(h).base_offset == entry_offset);
+            if agrees {
+                cursor.position = start;
+                cursor.offset = entry_offset;
+            }
+        }
+        self.advance(&mut cursor, tail, offset, None, false)?;
+        Ok(cursor)
+    }
+
+    fn index_entry_before(&self, segment: &Segment, offset: u64, tail: &Tail) -> Option<IndexEntry> {
+        let relative = offset - segment.base_offset();
+        if segment.base_offset() == tail.active_base {
+            segment.note_reserved(tail.log_reserved_bytes, tail.index_reserved_bytes);
+            // Binary search for the first entry past `relative` among the published ones.
+            let (mut low, mut high) = (0, tail.index_count);
+            while low < high {
+                let middle = low + (high - low) / 2;
+                match segment.index_entry(middle) {
+                    Some(entry) if u64::from(entry.relative_offset) <= relative => low = middle + 1,
+                    _ => high = middle,
+                }
+            }
+            return low.checked_sub(1).and_then(|n| segment.index_entry(n));
+        }
+        let entries = segment.sealed_index();
+        let count = entries.partition_point(|e| u64::from(e.relative_offset) <= relative);
+        count.checked_sub(1).map(|n| entries[n])
+    }
+
+    /// Moves `cursor` forward until its offset reaches `until` or the published end. With
+    /// `out`, records passed are pushed to it, at most `max` in all.
+    pub(crate) fn advance(
+        &self,
+        cursor: &mut Cursor,
+        tail: &Tail,
+        until: u64,
+        mut out: Option<(&mut Vec<ConsumerRecord>, usize)>,
+        check_crc: bool,
+    ) -> Result<()> {
+        let until = until.min(tail.end_offset);
+        while cursor.offset < until {
+            if let Some((records, max)) = &out
+                && records.len() >= *max
+            {
+                return Ok(());
+            }
+            if cursor.batch_end == 0 && !self.enter_batch(cursor, tail, until, out.is_some(), check_crc)? {
+                continue;
+            }
+            let remaining = cursor.batch_end - cursor.position;
+            let bytes = cursor.segment.read(cursor.position, remaining)?;
+            let layout = RecordLayout::parse(bytes).ok_or_else(|| cursor_corrupt(cursor, "a record does not fit in its batch"))?;
+            if let Some((records, _)) = &mut out {
+                records.push(ConsumerRecord::new(&cursor.segment, cursor.offset, cursor.position as u32, &layout));
+            }
+            cursor.position += u64::from(layout.record_bytes);
+            cursor.offset += 1;
+            let batch_done = cursor.position == cursor.batch_end;
+            if batch_done != (cursor.offset == cursor.batch_end_offset) {
+                return Err(cursor_corrupt(cursor, "a batch's record count disagrees with its size"));
+            }
+            if batch_done {
+                cursor.batch_end = 0;
+            }
+        }
+        Ok(())
+    }
+
+    /// Positions `cursor` inside the batch at its position, moving to the next segment or
+    /// (when not `reading`) skipping a batch that lies wholly before `until` as needed. Returns false when the cursor
+    /// moved without entering a batch (call again).
+    fn enter_batch(&self, cursor: &mut Cursor, tail: &Tail, until: u64, reading: bool, check_crc: bool) -> Result<bool> {
+        let base = cursor.segment.base_offset();
+        let limit = if base == tail.active_base {
+            cursor.segment.note_reserved(tail.log_reserved_bytes, tail.index_reserved_bytes);
+            tail.end_position
+        } else {
+            let next = match self.known_base_after(base) {
+                Some(next) => Some(next),
+                None => {
+                    self.refresh_segments(tail)?;
+                    self.known_base_after(base)
+                }
+            };
+            match next {
+                Some(next) if cursor.offset == next => {
+                    *cursor = Cursor::at_start(self.segment(next)?);
+                    return Ok(false);
+                }
+                Some(next) if cursor.offset > next => return Err(cursor_corrupt(cursor, "the segment holds offsets of the next one")),
+                _ => cursor.segment.capacity_bytes(),
+            }
+        };
+        if cursor.position + u64::from(BATCH_HEADER_BYTES) > limit {
+            return Err(cursor_corrupt(cursor, format!("the log ends before offset {}", cursor.offset)));
+        }
+        let header = BatchHeader::read(cursor.segment.read(cursor.position, u64::from(BATCH_HEADER_BYTES))?);
+        if !header.is_plausible() || cursor.position + u64::from(header.batch_bytes) > limit {
+            return Err(cursor_corrupt(cursor, "impossible batch header"));
+        }
+        if header.base_offset != cursor.offset {
+            return Err(cursor_corrupt(cursor, format!("expected a batch starting at offset {}, found {}", cursor.offset, header.base_offset)));
+        }
+        if !reading && header.next_offset() <= until {
+            // The whole batch lies before the target: skip it without decoding its records.
+            cursor.position += u64::from(header.batch_bytes);
+            cursor.offset = header.next_offset();
+            return Ok(false);
+        }
+        if reading && check_crc && !format::batch_checksum_ok(cursor.segment.read(cursor.position, u64::from(header.batch_bytes))?) {
+            return Err(cursor_corrupt(cursor, format!("checksum mismatch in the batch at offset {}", header.base_offset)));
+        }
+        cursor.batch_end = cursor.position + u64::from(header.batch_bytes);
+        cursor.batch_end_offset = header.next_offset();
+        cursor.position += u64::from(BATCH_HEADER_BYTES);
+        cursor.offset = header.base_offset;
+        Ok(true)
+    }
+
+    fn corrupt_at(&self, position: u64, reason: String) -> Error {
+        Error::corrupt(&self.dir, position, reason)
+    }
+
+    /// The futex word consumers of this partition sleep on; see `SharedState::begin_wait`.
+    pub(crate) fn begin_wait(&self) -> (&AtomicU32, u32) {
+        self.state.begin_wait()
+    }
+
+    pub(crate) fn end_wait(&self) {
+        self.state.end_wait()
+    }
+}
+
+/// Creates the files of an empty segment starting at `base` and returns it with its tail.
+pub(crate) fn new_segment(
+    dir: &Path,
+    id: &TopicPartition,
+    config: &TopicConfig,
+    base: u64,
+    now_ms: u64,
+    users: &Arc<DirLock>,
+) -> Result<(Segment, Tail)> {
+    let capacity = u64::from(FILE_HEADER_BYTES) + config.segment_bytes + MAX_BATCH_BYTES;
+    let header = FileHeader { magic: SEGMENT_MAGIC, capacity_bytes: capacity as u32, base_offset: base, created_ms: now_ms };
+    let index_capacity = recovery::index_capacity_bytes(capacity, config);
+    let reserve = LOG_RESERVE_STEP_BYTES.min(capacity);
+    let segment = Segment::create(dir, id.clone(), header, index_capacity as u32, reserve, Arc::clone(users))?;
+    let tail = Tail::empty_segment(base, reserve, segment.index_length());
+    Ok((segment, tail))
+}
+
+fn cursor_corrupt(cursor: &Cursor, reason: impl Into<String>) -> Error {
+    Error::corrupt(cursor.segment.path(), cursor.position, reason)
+}
+
+/// Base offsets of the segments in a partition directory, in order.
+pub(crate) fn list_segments(dir: &Path) -> Result<Vec<u64>> {
+    let mut bases = Vec::new();
+    for entry in fs::read_dir(dir).during("list", dir)? {
+        let entry = entry.during("list", dir)?;
+        if let PartitionFile::Segment(base) = format::classify(&entry.file_name().to_string_lossy()) {
+            bases.push(base);
+        }
+    }
+    bases.sort_unstable();
+    Ok(bases)
+}

@@ -1,0 +1,270 @@
+//! Sending records: choosing partitions, checking limits, and waiting for durability.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use crate::error::{Error, Result};
+use crate::format::{self, BATCH_HEADER_BYTES};
+use crate::partition::TARGET_BATCH_BYTES;
+use crate::queue::{QueueInner, Topic};
+use crate::record::Record;
+
+/// When a sent record is on stable storage.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Durability {
+    /// `send` returns once the record is in the shared file (the page cache): it survives the
+    /// crash of any process, but not a power cut or kernel crash.
+    #[default]
+    Buffered,
+    /// As `Buffered`, and a background thread fsyncs at least this often: a power cut loses at
+    /// most about this much.
+    Interval(Duration),
+    /// `send` returns only after an fsync covering the record: it survives a power cut.
+    /// Concurrent senders, in any process, share fsyncs (group commit).
+    Sync,
+}
+
+/// Options for a [`Producer`].
+#[derive(Debug, Clone, Default)]
+pub struct ProducerConfig {
+    pub(crate) durability: Durability,
+}
+
+impl ProducerConfig {
+    /// The defaults: `Durability::Buffered`.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Sets when a send counts as done.
+    pub fn durability(mut self, durability: Durability) -> Self {
+        self.durability = durability;
+        self
+    }
+}
+
+/// Where a sent record landed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RecordMetadata {
+    partition: u32,
+    offset: u64,
+    timestamp_ms: u64,
+}
+
+impl RecordMetadata {
+    /// The partition the record went to.
+    pub fn partition(&self) -> u32 {
+        self.partition
+    }
+
+    /// The record's offset in that partition.
+    pub fn offset(&self) -> u64 {
+        self.offset
+    }
+
+    /// The record's timestamp, in milliseconds since the Unix epoch.
+    pub fn timestamp(&self) -> u64 {
+        self.timestamp_ms
+    }
+}
+
+/// Sends records to topics. Clone it freely and share it between threads; sends from one
+/// thread to one partition keep their order.
+///
+/// ```
+/// # fn main() -> Result<(), streamlog::Error> {
+/// # let dir = std::env::temp_dir().join(format!("streamlog-doc-producer-{}", std::process::id()));
+/// use streamlog::{Queue, Record};
+/// let queue = Queue::open(&dir)?;
+/// queue.create_topic("orders", 4)?;
+/// let producer = queue.producer();
+/// let sent = producer.send("orders", Record::new(b"42 EUR").key(b"customer-7"))?;
+/// let again = producer.send("orders", Record::new(b"13 EUR").key(b"customer-7"))?;
+/// assert_eq!((again.partition(), again.offset()), (sent.partition(), sent.offset() + 1));
+/// # drop(queue); std::fs::remove_dir_all(&dir).unwrap();
+/// # Ok(()) }
+/// ```
+pub struct Producer {
+    queue: Arc<QueueInner>,
+    config: ProducerConfig,
+    /// Where the next unkeyed record goes; each clone has its own, so threads do not contend.
+    round_robin: AtomicU32,
+}
+
+impl Clone for Producer {
+    fn clone(&self) -> Self {
+        let start = self.round_robin.load(Ordering::Relaxed).wrapping_add(0x9e37_79b9);
+        Producer { queue: Arc::clone(&self.queue), config: self.config.clone(), round_robin: AtomicU32::new(start) }
+    }
+}
+
+impl Producer {
+    pub(crate) fn new(queue: Arc<QueueInner>, config: ProducerConfig) -> Self {
+        let start = std::process::id().wrapping_mul(0x9e37_79b9);
+        Producer { queue, config, round_robin: AtomicU32::new(start) }
+    }
+
+    /// Appends one record and returns where it landed. With `Durability::Sync` it returns
+    /// only once the record is on stable storage.
+    pub fn send(&self, topic: &str, record: Record<'_>) -> Result<RecordMetadata> {
+        let topic = self.queue.topic(topic)?;
+        let partition_number = self.choose_partition(&topic, &record)?;
+        let size = check_size(&topic, &record)?;
+        let now_ms = now_ms();
+        let timestamp_ms = record.timestamp_ms.unwrap_or(now_ms);
+        let partition = topic.partition(partition_number, &self.queue)?;
+        let batch_bytes = u64::from(BATCH_HEADER_BYTES) + size;
+        let offset = partition.append(std::slice::from_ref(&record), &[timestamp_ms], batch_bytes, now_ms)?;
+        if self.config.durability == Durability::Sync {
+            partition.sync_through(offset + 1)?;
+        }
+        Ok(RecordMetadata { partition: partition_number, offset, timestamp_ms })
+    }
+
+    /// Appends many records, grouped into one batch per partition (cut at 1 MiB): one lock
+    /// and one write per batch. Returns each record's metadata in the order given. Records to
+    /// one partition keep their order; if an error occurs, batches already written stay.
+    pub fn send_batch<'a>(&self, topic: &str, records: impl IntoIterator<Item = Record<'a>>) -> Result<Vec<RecordMetadata>> {
+        let topic = self.queue.topic(topic)?;
+        let now_ms = now_ms();
+        let mut by_partition: std::collections::BTreeMap<u32, Vec<(usize, u64, Record<'a>)>> = Default::default();
+        let mut count = 0;
+        for record in records {
+            let partition = self.choose_partition(&topic, &record)?;
+            let size = check_size(&topic, &record)?;
+            by_partition.entry(partition).or_default().push((count, size, record));
+            count += 1;
+        }
+        let mut metadata = vec![RecordMetadata { partition: 0, offset: 0, timestamp_ms: 0 }; count];
+        for (partition_number, entries) in by_partition {
+            let partition = topic.partition(partition_number, &self.queue)?;
+            let mut end_offset = 0;
+            let mut rest = &entries[..];
+            while !rest.is_empty() {
+                let mut batch_bytes = u64::from(BATCH_HEADER_BYTES);
+                let mut take = 0;
+                while take < rest.len() && (take == 0 || batch_bytes + rest[take].1 <= TARGET_BATCH_BYTES) {
+                    batch_bytes += rest[take].1;
+                    take += 1;
+                }
+                let (chunk, later) = rest.split_at(take);
+                let batch: Vec<Record<'a>> = chunk.iter().map(|(_, _, r)| r.clone()).collect();
+                let timestamps: Vec<u64> = batch.iter().map(|r| r.timestamp_ms.unwrap_or(now_ms)).collect();
+                let base = partition.append(&batch, &timestamps, batch_bytes, now_ms)?;
+                for (i, (index, _, _)) in chunk.iter().enumerate() {
+                    metadata[*index] = RecordMetadata { partition: partition_number, offset: base + i as u64, timestamp_ms: timestamps[i] };
+                }
+                end_offset = base + take as u64;
+                rest = later;
+            }
+            if self.config.durability == Durability::Sync {
+                partition.sync_through(end_offset)?;
+            }
+        }
+        Ok(metadata)
+    }
+
+    /// Makes everything this process sent so far durable as the durability mode promises:
+    /// with `Interval` it syncs now instead of waiting; `Buffered` and `Sync` need nothing.
+    pub fn flush(&self) -> Result<()> {
+        match self.config.durability {
+            Durability::Interval(_) => self.queue.sync_dirty(),
+            Durability::Buffered | Durability::Sync => Ok(()),
+        }
+    }
+
+    fn choose_partition(&self, topic: &Topic, record: &Record<'_>) -> Result<u32> {
+        let count = topic.config.partitions;
+        match (record.partition, record.key) {
+            (Some(partition), _) if partition >= count => {
+                Err(Error::PartitionOutOfRange { topic: topic.name.clone(), partition, count })
+            }
+            (Some(partition), _) => Ok(partition),
+            (None, Some(key)) => Ok(partition_for_key(key, count)),
+            (None, None) => Ok(self.round_robin.fetch_add(1, Ordering::Relaxed) % count),
+        }
+    }
+}
+
+/// Checks a record against the topic's limits and returns its encoded size.
+fn check_size(topic: &Topic, record: &Record<'_>) -> Result<u64> {
+    let size_bytes = format::record_bytes(record);
+    let max_bytes = u64::from(topic.config.max_record_bytes);
+    if size_bytes > max_bytes {
+        return Err(Error::RecordTooLarge { topic: topic.name.clone(), size_bytes, max_bytes });
+    }
+    if record.headers.len() > usize::from(u16::MAX) || record.headers.iter().any(|(name, _)| name.len() > usize::from(u16::MAX)) {
+        return Err(Error::InvalidConfig(format!("a record for topic {:?} has too many headers or too long a header name", topic.name)));
+    }
+    Ok(size_bytes)
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
+}
+
+/// The partition a key goes to: Kafka's default partitioner (murmur2 of the key, sign bit
+/// cleared, modulo the partition count), so keys land where a Kafka producer would put them.
+/// It never changes between releases; it does change when partitions are added.
+pub fn partition_for_key(key: &[u8], partitions: u32) -> u32 {
+    (murmur2(key) & 0x7fff_ffff) % partitions
+}
+
+/// Kafka's 32-bit murmur2 variant (seed 0x9747b28c).
+fn murmur2(data: &[u8]) -> u32 {
+    const M: u32 = 0x5bd1_e995;
+    let mut h: u32 = 0x9747_b28c ^ data.len() as u32;
+    let mut chunks = data.chunks_exact(4);
+    for chunk in &mut chunks {
+        let mut k = u32::from_le_bytes(chunk.try_into().expect("four bytes"));
+        k = k.wrapping_mul(M);
+        k ^= k >> 24;
+        k = k.wrapping_mul(M);
+        h = h.wrapping_mul(M) ^ k;
+    }
+    let rest = chunks.remainder();
+    if !rest.is_empty() {
+        for (i, &byte) in rest.iter().enumerate().rev() {
+            h ^= u32::from(byte) << (8 * i);
+        }
+        h = h.wrapping_mul(M);
+    }
+    h ^= h >> 13;
+    h = h.wrapping_mul(M);
+    h ^= h >> 15;
+    h
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn murmur2_matches_kafka() {
+        // Expected values from Kafka's own test of Utils.murmur2, as signed 32-bit integers.
+        let cases: [(&[u8], i32); 6] = [
+            (b"21", -973932308),
+            (b"foobar", -790332482),
+            (b"a-little-bit-long-string", -985981536),
+            (b"a-little-bit-longer-string", -1486304829),
+            (b"lkjh234lh9fiuh90y23oiuhsafujhadof229phr9h19h89h8", -58897971),
+            (b"abc", 479470107),
+        ];
+        for (key, expected) in cases {
+            assert_eq!(murmur2(key) as i32, expected, "{:?}", std::str::from_utf8(key));
+        }
+    }
+
+    #[test]
+    fn keys_spread_and_stay_put() {
+        let mut counts = [0u32; 8];
+        for i in 0..8000u32 {
+            let key = i.to_le_bytes();
+            let partition = partition_for_key(&key, 8);
+            assert_eq!(partition, partition_for_key(&key, 8));
+            counts[partition as usize] += 1;
+        }
+        assert!(counts.iter().all(|&c| (800..1200).contains(&c)), "{counts:?}");
+    }
+}

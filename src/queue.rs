@@ -1,0 +1,343 @@
+//! The queue directory: opening it (and detecting that this process is alone, which starts a
+//! new epoch and so a recovery of each partition on first use), topics, and the background
+//! flusher for `Durability::Interval`.
+
+use std::collections::HashMap;
+use std::fs::{self, File, OpenOptions, TryLockError};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock, Weak};
+use std::time::Duration;
+
+use crossbeam_channel::{RecvTimeoutError, Sender};
+use parking_lot::{Mutex, RwLock};
+
+use crate::consumer::{Consumer, ConsumerConfig};
+use crate::error::{Error, IoContext, Result};
+use crate::format::{self, OPEN_LOCK_FILE, QUEUE_META_FILE, STAGING_DIR, TOPIC_META_FILE, TOPICS_DIR, USERS_LOCK_FILE};
+use crate::partition::Partition;
+use crate::producer::{Producer, ProducerConfig};
+use crate::sys;
+use crate::topic::{TopicConfig, TopicPartition, validate_topic_name};
+
+/// A shared lock on the queue directory's `users.lock`, held by every open queue handle and
+/// every mapping made through one: while it is held, no process recovers (truncates) files.
+pub(crate) struct DirLock {
+    _file: File,
+}
+
+/// A handle on a queue directory. Cheap to clone; every clone shares the same topics and
+/// mappings. Any number of processes may open the same directory at once.
+///
+/// ```
+/// # fn main() -> Result<(), streamlog::Error> {
+/// # let dir = std::env::temp_dir().join(format!("streamlog-doc-queue-{}", std::process::id()));
+/// let queue = streamlog::Queue::open(&dir)?;
+/// queue.create_topic("orders", 4)?;
+/// assert_eq!(queue.topics()?, vec!["orders".to_string()]);
+/// assert_eq!(queue.partition_count("orders")?, 4);
+/// # drop(queue); std::fs::remove_dir_all(&dir).unwrap();
+/// # Ok(()) }
+/// ```
+#[derive(Clone)]
+pub struct Queue {
+    pub(crate) inner: Arc<QueueInner>,
+}
+
+pub(crate) struct QueueInner {
+    dir: PathBuf,
+    epoch: u64,
+    users: Arc<DirLock>,
+    topics: RwLock<HashMap<String, Arc<Topic>>>,
+    flusher: Mutex<Option<Sender<Duration>>>,
+}
+
+/// A topic as this process knows it; partitions are opened on first use.
+pub(crate) struct Topic {
+    pub(crate) name: String,
+    pub(crate) config: TopicConfig,
+    dir: PathBuf,
+    partitions: Vec<OnceLock<Arc<Partition>>>,
+}
+
+impl Queue {
+    /// Opens the queue in `dir`, creating the directory if it is missing.
+    pub fn open(dir: impl AsRef<Path>) -> Result<Queue> {
+        let dir = dir.as_ref().to_path_buf();
+        fs::create_dir_all(&dir).during("create", &dir)?;
+        let open_path = dir.join(OPEN_LOCK_FILE);
+        let open_lock = lock_file(&open_path)?;
+        // Openers take turns, so deciding "alone or not" and acting on it is one step.
+        open_lock.lock().during("lock", &open_path)?;
+        let users_path = dir.join(USERS_LOCK_FILE);
+        let users = lock_file(&users_path)?;
+        let alone = match users.try_lock() {
+            Ok(()) => true,
+            Err(TryLockError::WouldBlock) => false,
+            Err(TryLockError::Error(e)) => return Err(Error::io("lock", &users_path, e)),
+        };
+        let epoch = if alone {
+            // No other handle exists anywhere: start a new epoch, so every partition is
+            // recovered from its files on first use before anyone maps it.
+            let epoch = read_epoch(&dir)?.unwrap_or(0) + 1;
+            write_epoch(&dir, epoch)?;
+            for sub in [TOPICS_DIR, STAGING_DIR] {
+                fs::create_dir_all(dir.join(sub)).during("create", &dir.join(sub))?;
+            }
+            clear_staging(&dir.join(STAGING_DIR))?;
+            users.unlock().during("unlock", &users_path)?;
+            users.lock_shared().during("lock", &users_path)?;
+            epoch
+        } else {
+            users.lock_shared().during("lock", &users_path)?;
+            read_epoch(&dir)?.ok_or_else(|| Error::ForeignFile { path: dir.join(QUEUE_META_FILE), reason: "missing".into() })?
+        };
+        open_lock.unlock().during("unlock", &open_path)?;
+        Ok(Queue {
+            inner: Arc::new(QueueInner {
+                dir,
+                epoch,
+                users: Arc::new(DirLock { _file: users }),
+                topics: RwLock::new(HashMap::new()),
+                flusher: Mutex::new(None),
+            }),
+        })
+    }
+
+    /// Creates a topic with `partitions` partitions and default settings.
+    pub fn create_topic(&self, name: &str, partitions: u32) -> Result<()> {
+        self.create_topic_with(name, TopicConfig::new(partitions))
+    }
+
+    /// Creates a topic with the given settings, which are persisted with it. The topic appears
+    /// to every process at once, whole, or not at all.
+    pub fn create_topic_with(&self, name: &str, config: TopicConfig) -> Result<()> {
+        validate_topic_name(name)?;
+        config.validate()?;
+        let target = self.inner.topic_dir(name);
+        if target.exists() {
+            return Err(Error::TopicExists(name.to_owned()));
+        }
+        static STAGED: AtomicU64 = AtomicU64::new(0);
+        let staging = self.inner.dir.join(STAGING_DIR).join(format!("{name}.{}.{}", std::process::id(), STAGED.fetch_add(1, Ordering::Relaxed)));
+        fs::create_dir(&staging).during("create", &staging)?;
+        let staged = (|| {
+            let meta = staging.join(TOPIC_META_FILE);
+            fs::write(&meta, format::encode_topic_meta(&config)).during("write", &meta)?;
+            File::open(&meta).and_then(|f| f.sync_all()).during("sync", &meta)?;
+            for partition in 0..config.partitions {
+                let path = staging.join(partition.to_string());
+                fs::create_dir(&path).during("create", &path)?;
+            }
+            sys::sync_directory(&staging).during("sync", &staging)?;
+            // rename(2) refuses to replace a non-empty directory, so one creator wins.
+            match fs::rename(&staging, &target) {
+                Ok(()) => Ok(()),
+                Err(e) if target.exists() => {
+                    drop(e);
+                    Err(Error::TopicExists(name.to_owned()))
+                }
+                Err(e) => Err(Error::io("rename into place", &target, e)),
+            }
+        })();
+        if staged.is_err() {
+            let _ = fs::remove_dir_all(&staging);
+        }
+        staged?;
+        let topics = self.inner.dir.join(TOPICS_DIR);
+        sys::sync_directory(&topics).during("sync", &topics)
+    }
+
+    /// The names of all topics, sorted.
+    pub fn topics(&self) -> Result<Vec<String>> {
+        let topics = self.inner.dir.join(TOPICS_DIR);
+        let mut names = Vec::new();
+        for entry in fs::read_dir(&topics).during("list", &topics)? {
+            let entry = entry.during("list", &topics)?;
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if validate_topic_name(&name).is_ok() && entry.path().join(TOPIC_META_FILE).exists() {
+                names.push(name);
+            }
+        }
+        names.sort();
+        Ok(names)
+    }
+
+    /// How many partitions a topic has.
+    pub fn partition_count(&self, topic: &str) -> Result<u32> {
+        Ok(self.inner.topic(topic)?.config.partitions)
+    }
+
+    /// The settings a topic was created with.
+    pub fn topic_config(&self, topic: &str) -> Result<TopicConfig> {
+        Ok(self.inner.topic(topic)?.config.clone())
+    }
+
+    /// The first offset still in a partition's log and the offset the next record will get.
+    pub fn offsets(&self, partition: &TopicPartition) -> Result<(u64, u64)> {
+        let partition = self.inner.partition(partition)?;
+        Ok((partition.start_offset(), partition.tail().end_offset))
+    }
+
+    /// A producer that sends with `Durability::Buffered`.
+    pub fn producer(&self) -> Producer {
+        self.producer_with(ProducerConfig::default())
+    }
+
+    /// A producer with the given options.
+    pub fn producer_with(&self, config: ProducerConfig) -> Producer {
+        if let crate::Durability::Interval(interval) = config.durability {
+            self.inner.start_flusher(interval);
+        }
+        Producer::new(Arc::clone(&self.inner), config)
+    }
+
+    /// A consumer; give it partitions with `assign`.
+    pub fn consumer(&self, config: ConsumerConfig) -> Result<Consumer> {
+        Ok(Consumer::new(self.clone(), config))
+    }
+
+    /// The directory this queue lives in.
+    pub fn path(&self) -> &Path {
+        &self.inner.dir
+    }
+}
+
+impl QueueInner {
+    fn topic_dir(&self, name: &str) -> PathBuf {
+        self.dir.join(TOPICS_DIR).join(name)
+    }
+
+    /// The named topic, loaded from disk on first use.
+    pub(crate) fn topic(&self, name: &str) -> Result<Arc<Topic>> {
+        if let Some(topic) = self.topics.read().get(name) {
+            return Ok(Arc::clone(topic));
+        }
+        validate_topic_name(name)?;
+        let dir = self.topic_dir(name);
+        let meta = dir.join(TOPIC_META_FILE);
+        let bytes = match fs::read(&meta) {
+            Ok(bytes) => bytes,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Err(Error::UnknownTopic(name.to_owned())),
+            Err(e) => return Err(Error::io("read", &meta, e)),
+        };
+        let config = format::decode_topic_meta(&bytes, &meta)?;
+        let partitions = (0..config.partitions).map(|_| OnceLock::new()).collect();
+        let topic = Arc::new(Topic { name: name.to_owned(), config, dir, partitions });
+        Ok(Arc::clone(self.topics.write().entry(name.to_owned()).or_insert(topic)))
+    }
+
+    pub(crate) fn partition(&self, tp: &TopicPartition) -> Result<Arc<Partition>> {
+        self.topic(tp.topic())?.partition(tp.partition(), self)
+    }
+
+    fn start_flusher(self: &Arc<Self>, interval: Duration) {
+        let mut flusher = self.flusher.lock();
+        if let Some(sender) = flusher.as_ref() {
+            let _ = sender.send(interval);
+            return;
+        }
+        let (sender, receiver) = crossbeam_channel::unbounded::<Duration>();
+        let queue: Weak<QueueInner> = Arc::downgrade(self);
+        std::thread::Builder::new()
+            .name("streamlog-flusher".into())
+            .spawn(move || {
+                let mut interval = interval;
+                loop {
+                    let stop = match receiver.recv_timeout(interval) {
+                        Ok(shorter) => {
+                            interval = interval.min(shorter);
+                            continue;
+                        }
+                        Err(RecvTimeoutError::Timeout) => false,
+                        Err(RecvTimeoutError::Disconnected) => true,
+                    };
+                    if let Some(queue) = queue.upgrade() {
+                        // A failed sync poisons its partition, so the next send reports it.
+                        let _ = queue.sync_dirty();
+                    }
+                    if stop {
+                        return;
+                    }
+                }
+            })
+            .expect("spawning the flusher thread");
+        *flusher = Some(sender);
+    }
+
+    /// Syncs every partition this process appended to since its last sync.
+    pub(crate) fn sync_dirty(&self) -> Result<()> {
+        let topics: Vec<Arc<Topic>> = self.topics.read().values().cloned().collect();
+        let mut first_error = None;
+        for topic in topics {
+            for partition in topic.partitions.iter().filter_map(OnceLock::get) {
+                if let Err(e) = partition.sync_if_dirty() {
+                    first_error.get_or_insert(e);
+                }
+            }
+        }
+        first_error.map_or(Ok(()), Err)
+    }
+}
+
+impl Drop for QueueInner {
+    fn drop(&mut self) {
+        // Dropping the sender stops the flusher after one last sync.
+        self.flusher.lock().take();
+    }
+}
+
+impl Topic {
+    pub(crate) fn partition(&self, number: u32, queue: &QueueInner) -> Result<Arc<Partition>> {
+        let cell = self.partitions.get(number as usize).ok_or_else(|| Error::PartitionOutOfRange {
+            topic: self.name.clone(),
+            partition: number,
+            count: self.config.partitions,
+        })?;
+        if let Some(partition) = cell.get() {
+            return Ok(Arc::clone(partition));
+        }
+        let id = TopicPartition::new(&self.name, number);
+        let partition = Partition::open(id, self.dir.join(number.to_string()), self.config.clone(), queue.epoch, Arc::clone(&queue.users))?;
+        Ok(Arc::clone(cell.get_or_init(|| Arc::new(partition))))
+    }
+}
+
+fn lock_file(path: &Path) -> Result<File> {
+    OpenOptions::new().read(true).write(true).create(true).truncate(false).open(path).during("open", path)
+}
+
+fn read_epoch(dir: &Path) -> Result<Option<u64>> {
+    let path = dir.join(QUEUE_META_FILE);
+    match fs::read(&path) {
+        Ok(bytes) => format::decode_queue_meta(&bytes, &path).map(Some),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            // A new queue, unless the directory already holds something else.
+            for entry in fs::read_dir(dir).during("list", dir)? {
+                let name = entry.during("list", dir)?.file_name();
+                if ![OPEN_LOCK_FILE, USERS_LOCK_FILE, "streamlog.meta.tmp"].iter().any(|n| name == *n) {
+                    return Err(Error::ForeignFile { path: dir.to_path_buf(), reason: "a non-empty directory without streamlog.meta".into() });
+                }
+            }
+            Ok(None)
+        }
+        Err(e) => Err(Error::io("read", &path, e)),
+    }
+}
+
+fn write_epoch(dir: &Path, epoch: u64) -> Result<()> {
+    let path = dir.join(QUEUE_META_FILE);
+    let temporary = dir.join(format!("{QUEUE_META_FILE}.tmp"));
+    fs::write(&temporary, format::encode_queue_meta(epoch)).during("write", &temporary)?;
+    File::open(&temporary).and_then(|f| f.sync_all()).during("sync", &temporary)?;
+    fs::rename(&temporary, &path).during("rename into place", &path)?;
+    sys::sync_directory(dir).during("sync", dir)
+}
+
+fn clear_staging(staging: &Path) -> Result<()> {
+    for entry in fs::read_dir(staging).during("list", staging)? {
+        let path = entry.during("list", staging)?.path();
+        fs::remove_dir_all(&path).during("remove leftover", &path)?;
+    }
+    Ok(())
+}

@@ -1,0 +1,206 @@
+//! Bringing a partition back after a crash: runs once per partition when the queue is first
+//! used after a process opened it alone. Only what can be torn is checked: the end of each
+//! sealed segment (from its last index entry) and the tail of the active one. A torn tail is
+//! cut off; damage followed by valid data is reported, never dropped silently.
+
+use std::fs;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use crate::error::{Error, IoContext, Result};
+use crate::format::{self, BATCH_HEADER_BYTES, BatchHeader, FILE_HEADER_BYTES, FileHeader, INDEX_ENTRY_BYTES, IndexEntry, PartitionFile};
+use crate::partition::{MAX_BATCH_BYTES, new_segment};
+use crate::queue::DirLock;
+use crate::segment::Segment;
+use crate::state::Tail;
+use crate::topic::{TopicConfig, TopicPartition};
+
+pub(crate) struct Recovered {
+    pub(crate) tail: Tail,
+    pub(crate) bases: Vec<u64>,
+    pub(crate) active: Segment,
+}
+
+pub(crate) fn recover(dir: &Path, id: &TopicPartition, config: &TopicConfig, users: &Arc<DirLock>) -> Result<Recovered> {
+    let mut bases = Vec::new();
+    let mut indexes = Vec::new();
+    for entry in fs::read_dir(dir).during("list", dir)? {
+        let entry = entry.during("list", dir)?;
+        let path = entry.path();
+        match format::classify(&entry.file_name().to_string_lossy()) {
+            PartitionFile::Segment(base) => bases.push(base),
+            PartitionFile::Index(base) => indexes.push(base),
+            PartitionFile::State => {}
+            PartitionFile::Temporary => fs::remove_file(&path).during("remove leftover", &path)?,
+            PartitionFile::Unknown => {
+                return Err(Error::ForeignFile { path, reason: "unexpected file in a partition directory".into() });
+            }
+        }
+    }
+    bases.sort_unstable();
+    for base in indexes.into_iter().filter(|b| !bases.contains(b)) {
+        // An index whose segment was never renamed into place: a roll that crashed half-way.
+        let path = dir.join(format::index_file_name(base));
+        fs::remove_file(&path).during("remove orphaned", &path)?;
+    }
+    let Some(&last) = bases.last() else {
+        let now_ms = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64);
+        let (active, tail) = new_segment(dir, id, config, 0, now_ms, users)?;
+        return Ok(Recovered { tail, bases: vec![0], active });
+    };
+    for pair in bases.windows(2) {
+        let segment = open_or_reindex(dir, pair[0], id, config, users)?;
+        check_sealed(&segment, pair[1])?;
+    }
+    let active = open_or_reindex(dir, last, id, config, users)?;
+    let tail = recover_active(&active, config)?;
+    Ok(Recovered { tail, bases, active })
+}
+
+/// Opens a segment, recreating its index file empty if it is missing.
+fn open_or_reindex(dir: &Path, base: u64, id: &TopicPartition, config: &TopicConfig, users: &Arc<DirLock>) -> Result<Segment> {
+    let index_path = dir.join(format::index_file_name(base));
+    if !index_path.exists() {
+        let log_path = dir.join(format::segment_file_name(base));
+        let mut head = [0u8; FILE_HEADER_BYTES as usize];
+        let file = fs::File::open(&log_path).during("open", &log_path)?;
+        std::os::unix::fs::FileExt::read_exact_at(&file, &mut head, 0).during("read the header of", &log_path)?;
+        let header = FileHeader::decode(&head, format::SEGMENT_MAGIC, &log_path)?;
+        let capacity = index_capacity_bytes(u64::from(header.capacity_bytes), config);
+        let index_header = FileHeader { magic: format::INDEX_MAGIC, capacity_bytes: capacity as u32, ..header };
+        fs::write(&index_path, index_header.encode()).during("recreate", &index_path)?;
+    }
+    Segment::open(dir, base, id.clone(), Arc::clone(users))
+}
+
+/// Bytes of an index file that can hold an entry for every `index_interval_bytes` of a log.
+pub(crate) fn index_capacity_bytes(log_capacity_bytes: u64, config: &TopicConfig) -> u64 {
+    let entries = log_capacity_bytes / u64::from(config.index_interval_bytes) + 1;
+    u64::from(FILE_HEADER_BYTES) + entries * u64::from(INDEX_ENTRY_BYTES)
+}
+
+/// What a forward scan over batches found.
+struct Scan {
+    end_position: u64,
+    end_offset: u64,
+    max_timestamp_ms: u64,
+    /// Index entries due for the batches scanned.
+    new_entries: Vec<IndexEntry>,
+}
+
+/// Walks whole, checksummed batches from `start`, stopping at the first that is not whole or
+/// at offset `stop_at`.
+fn scan(segment: &Segment, start: IndexEntry, interval: u64, stop_at: Option<u64>) -> Result<Scan> {
+    let base = segment.base_offset();
+    let file_len = segment.log_length()?.min(segment.capacity_bytes());
+    let mut scan = Scan {
+        end_position: u64::from(start.position),
+        end_offset: base + u64::from(start.relative_offset),
+        max_timestamp_ms: start.max_timestamp_before_ms,
+        new_entries: Vec::new(),
+    };
+    let mut last_indexed = scan.end_position;
+    loop {
+        let position = scan.end_position;
+        if stop_at == Some(scan.end_offset) || position + u64::from(BATCH_HEADER_BYTES) > file_len {
+            return Ok(scan);
+        }
+        let header = BatchHeader::read(segment.read(position, u64::from(BATCH_HEADER_BYTES))?);
+        if header.batch_bytes == 0 {
+            return Ok(scan);
+        }
+        if !batch_is_whole(segment, position, &header, scan.end_offset, file_len)? {
+            // A torn write leaves nothing valid after it. Valid data after a bad batch means
+            // the damage is in the middle of the log: report it rather than cut acknowledged data.
+            let next_position = position + u64::from(header.batch_bytes);
+            if header.is_plausible() && next_position + u64::from(BATCH_HEADER_BYTES) <= file_len {
+                let next = BatchHeader::read(segment.read(next_position, u64::from(BATCH_HEADER_BYTES))?);
+                if batch_is_whole(segment, next_position, &next, header.next_offset(), file_len)? {
+                    return Err(Error::corrupt(segment.path(), position, format!("damaged batch at offset {}", scan.end_offset)));
+                }
+            }
+            return Ok(scan);
+        }
+        if position - last_indexed >= interval && position > u64::from(FILE_HEADER_BYTES) {
+            scan.new_entries.push(IndexEntry {
+                relative_offset: (scan.end_offset - base) as u32,
+                position: position as u32,
+                max_timestamp_before_ms: scan.max_timestamp_ms,
+            });
+            last_indexed = position;
+        }
+        scan.max_timestamp_ms = scan.max_timestamp_ms.max(header.max_timestamp_ms);
+        scan.end_position += u64::from(header.batch_bytes);
+        scan.end_offset = header.next_offset();
+    }
+}
+
+fn batch_is_whole(segment: &Segment, position: u64, header: &BatchHeader, expected_offset: u64, file_len: u64) -> Result<bool> {
+    let fits = header.is_plausible()
+        && u64::from(header.batch_bytes) <= MAX_BATCH_BYTES
+        && position + u64::from(header.batch_bytes) <= file_len
+        && header.base_offset == expected_offset;
+    Ok(fits && format::batch_checksum_ok(segment.read(position, u64::from(header.batch_bytes))?))
+}
+
+/// The entry to start scanning from: the last index entry, if every entry agrees with the log.
+fn scan_start(segment: &Segment) -> Result<(IndexEntry, usize, Vec<IndexEntry>)> {
+    let entries = segment.sealed_index();
+    let file_len = segment.log_length()?;
+    let agrees = |entry: &IndexEntry| {
+        let position = u64::from(entry.position);
+        position + u64::from(BATCH_HEADER_BYTES) <= file_len
+            && segment
+                .read(position, u64::from(BATCH_HEADER_BYTES))
+                .is_ok_and(|h| BatchHeader::read(h).base_offset == segment.base_offset() + u64::from(entry.relative_offset))
+    };
+    let start_entry = IndexEntry { relative_offset: 0, position: FILE_HEADER_BYTES, max_timestamp_before_ms: 0 };
+    if !entries.iter().all(agrees) {
+        return Ok((start_entry, 0, Vec::new()));
+    }
+    match entries.last() {
+        Some(&last) => Ok((last, entries.len(), entries)),
+        None => Ok((start_entry, 0, entries)),
+    }
+}
+
+fn check_sealed(segment: &Segment, next_base: u64) -> Result<()> {
+    let (start, _, _) = scan_start(segment)?;
+    let scan = scan(segment, start, u64::MAX, Some(next_base))?;
+    if scan.end_offset != next_base {
+        return Err(Error::corrupt(
+            segment.path(),
+            scan.end_position,
+            format!("the segment's data ends at offset {} but the next segment starts at {next_base}", scan.end_offset),
+        ));
+    }
+    Ok(())
+}
+
+fn recover_active(segment: &Segment, config: &TopicConfig) -> Result<Tail> {
+    let (start, kept, mut entries) = scan_start(segment)?;
+    entries.truncate(kept);
+    let scan = scan(segment, start, u64::from(config.index_interval_bytes), None)?;
+    // An entry may point at the torn batch the scan stopped at; it must not outlive the cut.
+    entries.retain(|e| u64::from(e.position) < scan.end_position);
+    // Entries for the batch the scan started at were kept; only later ones are new.
+    entries.extend(scan.new_entries.into_iter().filter(|e| e.position > start.position));
+    entries.truncate(segment.index_capacity_entries() as usize);
+    let index_bytes = u64::from(FILE_HEADER_BYTES) + entries.len() as u64 * u64::from(INDEX_ENTRY_BYTES);
+    segment.reserve_index(index_bytes)?;
+    for (n, entry) in entries.iter().enumerate() {
+        segment.write_index_entry(n as u64, *entry);
+    }
+    segment.truncate(scan.end_position, entries.len() as u64)?;
+    Ok(Tail {
+        end_offset: scan.end_offset,
+        active_base: segment.base_offset(),
+        end_position: scan.end_position,
+        index_count: entries.len() as u64,
+        max_timestamp_ms: scan.max_timestamp_ms,
+        log_reserved_bytes: scan.end_position,
+        index_reserved_bytes: index_bytes,
+        last_indexed_position: entries.last().map_or(u64::from(FILE_HEADER_BYTES), |e| u64::from(e.position)),
+    })
+}

@@ -1,0 +1,286 @@
+//! The shared state of one partition: a small file that every process using the partition
+//! maps. It holds the append lock, the published tail of the log, the wake-up word consumers
+//! sleep on, and the group-commit bookkeeping. It is rebuilt from the log whenever a process
+//! opens the queue alone (see `queue.rs`), so nothing in it needs to survive a power cut.
+//!
+//! ```text
+//! 0   magic [8]  8 version u16  10 reserved [6]  16 epoch u64  24 poisoned u32  28 waiters u32
+//! 32  wake_seq u32 (futex word)  36 reserved u32  40 publish_seq u64  48 synced_offset u64
+//! 64  tail slot 0 (8 × u64)   128 tail slot 1 (8 × u64)
+//! 192 append mutex (pthread, robust, process-shared)   256 sync mutex   320.. reserved
+//! ```
+
+use std::fs::File;
+use std::io;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering, fence};
+
+use memmap2::{MmapOptions, MmapRaw};
+
+use crate::error::{IoContext, Result};
+use crate::format::{FORMAT_VERSION, STATE_MAGIC};
+use crate::sys::{self, Locked, RobustMutex};
+
+pub(crate) const STATE_FILE_BYTES: u64 = 4096;
+const EPOCH_AT: usize = 16;
+const POISONED_AT: usize = 24;
+const WAITERS_AT: usize = 28;
+const WAKE_SEQ_AT: usize = 32;
+const PUBLISH_SEQ_AT: usize = 40;
+const SYNCED_OFFSET_AT: usize = 48;
+const SLOTS_AT: usize = 64;
+const SLOT_BYTES: usize = 64;
+const APPEND_MUTEX_AT: usize = 192;
+const SYNC_MUTEX_AT: usize = 256;
+const _: () = assert!(sys::MUTEX_BYTES <= 64, "a pthread mutex must fit its 64-byte slot");
+
+/// The published end of a partition's log: everything a reader may look at.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Tail {
+    /// The offset the next record will get.
+    pub(crate) end_offset: u64,
+    /// Base offset of the segment being appended to.
+    pub(crate) active_base: u64,
+    /// Bytes of the active segment holding whole batches (header included).
+    pub(crate) end_position: u64,
+    /// Index entries of the active segment that are written.
+    pub(crate) index_count: u64,
+    /// Largest record timestamp in the active segment.
+    pub(crate) max_timestamp_ms: u64,
+    /// Bytes of the active segment file that are allocated on disk.
+    pub(crate) log_reserved_bytes: u64,
+    /// Bytes of the active index file that are allocated on disk.
+    pub(crate) index_reserved_bytes: u64,
+    /// Position of the batch the newest index entry points to.
+    pub(crate) last_indexed_position: u64,
+}
+
+impl Tail {
+    /// The tail of a new, empty active segment starting at `base`.
+    pub(crate) fn empty_segment(base: u64, log_reserved_bytes: u64, index_reserved_bytes: u64) -> Self {
+        let header_bytes = u64::from(crate::format::FILE_HEADER_BYTES);
+        Tail {
+            end_offset: base,
+            active_base: base,
+            end_position: header_bytes,
+            index_count: 0,
+            max_timestamp_ms: 0,
+            log_reserved_bytes,
+            index_reserved_bytes,
+            last_indexed_position: header_bytes,
+        }
+    }
+
+    fn to_words(self) -> [u64; 8] {
+        [
+            self.end_offset,
+            self.active_base,
+            self.end_position,
+            self.index_count,
+            self.max_timestamp_ms,
+            self.log_reserved_bytes,
+            self.index_reserved_bytes,
+            self.last_indexed_position,
+        ]
+    }
+
+    fn from_words(w: [u64; 8]) -> Self {
+        Tail {
+            end_offset: w[0],
+            active_base: w[1],
+            end_position: w[2],
+            index_count: w[3],
+            max_timestamp_ms: w[4],
+            log_reserved_bytes: w[5],
+            index_reserved_bytes: w[6],
+            last_indexed_position: w[7],
+        }
+    }
+}
+
+/// A mapped partition state file.
+pub(crate) struct SharedState {
+    map: MmapRaw,
+    append_mutex: RobustMutex,
+    sync_mutex: RobustMutex,
+    path: PathBuf,
+    _file: File,
+}
+
+/// Proof that the caller holds the append lock; unlocks on drop.
+pub(crate) struct AppendGuard<'a> {
+    state: &'a SharedState,
+}
+
+impl Drop for AppendGuard<'_> {
+    fn drop(&mut self) {
+        self.state.append_mutex.unlock();
+    }
+}
+
+impl SharedState {
+    /// Reads the epoch a state file was initialised in, or `None` if it is missing or was
+    /// never completely initialised.
+    pub(crate) fn stored_epoch(file: &File) -> io::Result<Option<u64>> {
+        let mut head = [0u8; 24];
+        if file.metadata()?.len() < STATE_FILE_BYTES || file.read_exact_at(&mut head, 0).is_err() {
+            return Ok(None);
+        }
+        let version = u16::from_le_bytes([head[8], head[9]]);
+        if head[0..8] != STATE_MAGIC || version != FORMAT_VERSION {
+            return Ok(None);
+        }
+        Ok(Some(u64::from_le_bytes(head[16..24].try_into().expect("eight bytes"))))
+    }
+
+    /// Rewrites the state file from scratch for `epoch` with `tail` published. The caller holds
+    /// the file's exclusive lock and knows that no process maps it (the previous epoch is over).
+    pub(crate) fn initialize(file: File, path: &Path, epoch: u64, tail: Tail) -> Result<Self> {
+        file.set_len(0).during("reset", path)?;
+        file.set_len(STATE_FILE_BYTES).during("size", path)?;
+        let state = Self::map(file, path)?;
+        state.append_mutex.init().during("initialise the append lock in", path)?;
+        state.sync_mutex.init().during("initialise the sync lock in", path)?;
+        // SAFETY: the header bytes are inside the mapping and nobody else maps the file yet.
+        unsafe {
+            std::ptr::copy_nonoverlapping(STATE_MAGIC.as_ptr(), state.map.as_mut_ptr(), 8);
+            std::ptr::copy_nonoverlapping(FORMAT_VERSION.to_le_bytes().as_ptr(), state.map.as_mut_ptr().add(8), 2);
+        }
+        state.write_slot(0, tail);
+        state.word64(PUBLISH_SEQ_AT).store(0, Ordering::Release);
+        // The epoch goes last: a crash before this line leaves the file marked uninitialised.
+        state.word64(EPOCH_AT).store(epoch, Ordering::Release);
+        Ok(state)
+    }
+
+    /// Maps an initialised state file.
+    pub(crate) fn map(file: File, path: &Path) -> Result<Self> {
+        let map = MmapOptions::new().len(STATE_FILE_BYTES as usize).map_raw(&file).during("map", path)?;
+        // SAFETY: both mutex slots are 64-byte aligned offsets inside the page-aligned mapping,
+        // which `SharedState` owns and drops after the mutex handles.
+        let (append_mutex, sync_mutex) =
+            unsafe { (RobustMutex::at(map.as_mut_ptr().add(APPEND_MUTEX_AT)), RobustMutex::at(map.as_mut_ptr().add(SYNC_MUTEX_AT))) };
+        Ok(SharedState { map, append_mutex, sync_mutex, path: path.to_path_buf(), _file: file })
+    }
+
+    fn word64(&self, at: usize) -> &AtomicU64 {
+        debug_assert!(at % 8 == 0 && at + 8 <= STATE_FILE_BYTES as usize);
+        // SAFETY: `at` is 8-aligned and inside the mapping, which lives as long as `self`; all
+        // processes touch these bytes only through atomics.
+        unsafe { &*(self.map.as_mut_ptr().add(at) as *const AtomicU64) }
+    }
+
+    fn word32(&self, at: usize) -> &AtomicU32 {
+        debug_assert!(at % 4 == 0 && at + 4 <= STATE_FILE_BYTES as usize);
+        // SAFETY: as in `word64`, for a 4-aligned 32-bit word.
+        unsafe { &*(self.map.as_mut_ptr().add(at) as *const AtomicU32) }
+    }
+
+    fn write_slot(&self, slot: usize, tail: Tail) {
+        for (i, word) in tail.to_words().into_iter().enumerate() {
+            self.word64(SLOTS_AT + slot * SLOT_BYTES + i * 8).store(word, Ordering::Relaxed);
+        }
+    }
+
+    fn read_slot(&self, slot: usize) -> Tail {
+        let mut words = [0u64; 8];
+        for (i, word) in words.iter_mut().enumerate() {
+            *word = self.word64(SLOTS_AT + slot * SLOT_BYTES + i * 8).load(Ordering::Relaxed);
+        }
+        Tail::from_words(words)
+    }
+
+    /// The published tail. Lock-free: two slots alternate, and a sequence number says which
+    /// one is current, so a writer that dies mid-publish leaves the previous tail in force.
+    pub(crate) fn tail(&self) -> Tail {
+        let seq = self.word64(PUBLISH_SEQ_AT);
+        loop {
+            let before = seq.load(Ordering::Acquire);
+            let tail = self.read_slot((before & 1) as usize);
+            fence(Ordering::Acquire);
+            if seq.load(Ordering::Relaxed) == before {
+                return tail;
+            }
+            std::hint::spin_loop();
+        }
+    }
+
+    /// Makes `tail` the published tail. Everything written to the log before this call becomes
+    /// visible to readers that see the new tail.
+    pub(crate) fn publish(&self, _guard: &AppendGuard<'_>, tail: Tail) {
+        let seq = self.word64(PUBLISH_SEQ_AT);
+        let current = seq.load(Ordering::Relaxed);
+        // Orders the previous publish before the slot writes below, so a reader that sees any
+        // of them also sees the sequence number move on and retries.
+        fence(Ordering::Release);
+        self.write_slot(((current + 1) & 1) as usize, tail);
+        seq.store(current + 1, Ordering::Release);
+        // Pairs with the fence in `begin_wait`: either the waiter sees this tail, or this
+        // thread sees the waiter and wakes it.
+        fence(Ordering::SeqCst);
+        if self.word32(WAITERS_AT).load(Ordering::Relaxed) > 0 {
+            self.word32(WAKE_SEQ_AT).fetch_add(1, Ordering::Release);
+            sys::futex_wake_all(self.word32(WAKE_SEQ_AT));
+        }
+    }
+
+    /// Takes the append lock. When its previous holder died, `repair` runs first, still under
+    /// the lock, and must leave the shared files consistent with the published tail.
+    pub(crate) fn lock_append(&self, repair: impl FnOnce(&AppendGuard<'_>) -> Result<()>) -> Result<AppendGuard<'_>> {
+        let outcome = self.append_mutex.lock().during("take the append lock in", &self.path)?;
+        let guard = AppendGuard { state: self };
+        if let Locked::OwnerDied = outcome {
+            repair(&guard)?;
+            self.append_mutex.mark_consistent().during("recover the append lock in", &self.path)?;
+        }
+        Ok(guard)
+    }
+
+    /// Registers a consumer about to sleep and returns the wake word and its current value.
+    /// The caller must re-check the tail after this and call `end_wait` after sleeping.
+    pub(crate) fn begin_wait(&self) -> (&AtomicU32, u32) {
+        self.word32(WAITERS_AT).fetch_add(1, Ordering::SeqCst);
+        fence(Ordering::SeqCst);
+        let word = self.word32(WAKE_SEQ_AT);
+        (word, word.load(Ordering::SeqCst))
+    }
+
+    pub(crate) fn end_wait(&self) {
+        self.word32(WAITERS_AT).fetch_sub(1, Ordering::SeqCst);
+    }
+
+    pub(crate) fn is_poisoned(&self) -> bool {
+        self.word32(POISONED_AT).load(Ordering::Acquire) != 0
+    }
+
+    pub(crate) fn poison(&self) {
+        self.word32(POISONED_AT).store(1, Ordering::Release);
+    }
+
+    /// The end offset up to which the log is known to be on stable storage.
+    pub(crate) fn synced_offset(&self) -> u64 {
+        self.word64(SYNCED_OFFSET_AT).load(Ordering::Acquire)
+    }
+
+    /// Runs `sync` under the process-shared sync lock unless `end_offset` is already durable:
+    /// concurrent callers in any process share one fsync (group commit).
+    pub(crate) fn sync_through(&self, end_offset: u64, sync: impl FnOnce() -> Result<u64>) -> Result<()> {
+        if self.synced_offset() >= end_offset {
+            return Ok(());
+        }
+        // A dead holder leaves nothing to repair: `synced_offset` is only ever raised atomically.
+        if let Locked::OwnerDied = self.sync_mutex.lock().during("take the sync lock in", &self.path)? {
+            self.sync_mutex.mark_consistent().during("recover the sync lock in", &self.path)?;
+        }
+        let result = if self.synced_offset() >= end_offset {
+            Ok(())
+        } else {
+            sync().map(|durable_end| {
+                self.word64(SYNCED_OFFSET_AT).fetch_max(durable_end, Ordering::AcqRel);
+            })
+        };
+        self.sync_mutex.unlock();
+        result
+    }
+}

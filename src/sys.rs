@@ -1,0 +1,220 @@
+//! Every platform-specific call streamlog makes, in one place: process-shared robust mutexes,
+//! futex waits and wakes, space reservation and data syncs. Linux only.
+
+use std::fs::File;
+use std::io;
+use std::os::fd::AsRawFd;
+use std::sync::atomic::AtomicU32;
+use std::time::{Duration, Instant};
+
+#[cfg(not(target_os = "linux"))]
+compile_error!("streamlog uses Linux futexes and robust mutexes; other platforms are not supported");
+
+/// Bytes a process-shared mutex takes inside a shared mapping.
+pub(crate) const MUTEX_BYTES: usize = std::mem::size_of::<libc::pthread_mutex_t>();
+
+/// How a lock attempt on a [`RobustMutex`] ended.
+pub(crate) enum Locked {
+    /// The lock was free or released normally.
+    Clean,
+    /// The previous holder died while holding it; the caller must repair shared state.
+    OwnerDied,
+}
+
+/// A `pthread_mutex_t` that lives in a shared file mapping, set up as process-shared and robust:
+/// when a holder dies (even by SIGKILL) the kernel releases it and the next locker learns so.
+pub(crate) struct RobustMutex(*mut libc::pthread_mutex_t);
+
+// SAFETY: the pointer targets a pthread mutex inside a MAP_SHARED mapping that outlives this
+// handle (the owner keeps the mapping alive); pthread mutexes are designed to be used from any
+// thread, and process-shared ones from any process.
+unsafe impl Send for RobustMutex {}
+// SAFETY: as above; all access goes through pthread calls that synchronise internally.
+unsafe impl Sync for RobustMutex {}
+
+impl RobustMutex {
+    /// Wraps a mutex at `ptr`.
+    ///
+    /// # Safety
+    /// `ptr` must point to `MUTEX_BYTES` suitably aligned bytes of a shared mapping that stays
+    /// mapped for as long as the returned value exists.
+    pub(crate) unsafe fn at(ptr: *mut u8) -> Self {
+        Self(ptr.cast())
+    }
+
+    /// Initialises the mutex in place. Only call while no other thread or process can use it.
+    pub(crate) fn init(&self) -> io::Result<()> {
+        // SAFETY: `self.0` points to writable, aligned memory (see `at`); the attribute object
+        // is a local that is initialised before use and destroyed after.
+        unsafe {
+            let mut attr: libc::pthread_mutexattr_t = std::mem::zeroed();
+            check(libc::pthread_mutexattr_init(&mut attr))?;
+            check(libc::pthread_mutexattr_setpshared(&mut attr, libc::PTHREAD_PROCESS_SHARED))?;
+            check(libc::pthread_mutexattr_setrobust(&mut attr, libc::PTHREAD_MUTEX_ROBUST))?;
+            let result = check(libc::pthread_mutex_init(self.0, &attr));
+            libc::pthread_mutexattr_destroy(&mut attr);
+            result
+        }
+    }
+
+    /// Blocks until the mutex is held by this thread.
+    pub(crate) fn lock(&self) -> io::Result<Locked> {
+        // SAFETY: the mutex was initialised by `init` before any handle could reach it.
+        match unsafe { libc::pthread_mutex_lock(self.0) } {
+            0 => Ok(Locked::Clean),
+            libc::EOWNERDEAD => Ok(Locked::OwnerDied),
+            code => Err(io::Error::from_raw_os_error(code)),
+        }
+    }
+
+    /// Marks shared state as repaired after [`Locked::OwnerDied`].
+    pub(crate) fn mark_consistent(&self) -> io::Result<()> {
+        // SAFETY: called by the current holder, as pthread requires.
+        check(unsafe { libc::pthread_mutex_consistent(self.0) })
+    }
+
+    /// Releases the mutex; only the holding thread may call it.
+    pub(crate) fn unlock(&self) {
+        // SAFETY: callers pair every successful `lock` with exactly one `unlock` on the same thread.
+        unsafe { libc::pthread_mutex_unlock(self.0) };
+    }
+}
+
+fn check(code: libc::c_int) -> io::Result<()> {
+    if code == 0 { Ok(()) } else { Err(io::Error::from_raw_os_error(code)) }
+}
+
+/// Wakes every thread, in any process, waiting on `word`.
+pub(crate) fn futex_wake_all(word: &AtomicU32) {
+    // SAFETY: FUTEX_WAKE only reads the address; a shared (non-private) futex is keyed by the
+    // mapped file page, so waiters in other processes are found.
+    unsafe {
+        libc::syscall(libc::SYS_futex, word.as_ptr(), libc::FUTEX_WAKE, i32::MAX);
+    }
+}
+
+#[repr(C)]
+struct FutexWaitv {
+    value: u64,
+    address: u64,
+    flags: u32,
+    reserved: u32,
+}
+
+/// Most futexes one `futex_waitv` call accepts (a kernel limit).
+pub(crate) const MAX_WAIT_WORDS: usize = 128;
+
+/// Sleeps until one of `words` no longer holds its expected value, a wake arrives, or
+/// `deadline` passes. Spurious returns are allowed; callers re-check their condition.
+pub(crate) fn futex_wait_any(words: &[(&AtomicU32, u32)], deadline: Instant) {
+    let now = Instant::now();
+    if now >= deadline || words.is_empty() {
+        return;
+    }
+    let remaining = deadline - now;
+    if let [(word, expected)] = words {
+        let timeout = timespec(remaining);
+        // SAFETY: the word lives in a mapping the caller keeps alive for the call; the kernel
+        // compares it atomically with `expected` before sleeping.
+        unsafe {
+            libc::syscall(
+                libc::SYS_futex,
+                word.as_ptr(),
+                libc::FUTEX_WAIT,
+                *expected,
+                &timeout as *const libc::timespec,
+            );
+        }
+        return;
+    }
+    let waits: Vec<FutexWaitv> = words
+        .iter()
+        .take(MAX_WAIT_WORDS)
+        .map(|(word, expected)| FutexWaitv {
+            value: u64::from(*expected),
+            address: word.as_ptr() as u64,
+            flags: libc::FUTEX2_SIZE_U32 as u32,
+            reserved: 0,
+        })
+        .collect();
+    // futex_waitv takes an absolute CLOCK_MONOTONIC deadline.
+    let mut start = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    // SAFETY: clock_gettime writes into the local timespec.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut start) };
+    let absolute = add_timespec(start, remaining);
+    // SAFETY: `waits` holds valid entries whose addresses stay mapped for the call.
+    let result = unsafe {
+        libc::syscall(
+            libc::SYS_futex_waitv,
+            waits.as_ptr(),
+            waits.len() as libc::c_uint,
+            0 as libc::c_uint,
+            &absolute as *const libc::timespec,
+            libc::CLOCK_MONOTONIC,
+        )
+    };
+    if result == -1 && io::Error::last_os_error().raw_os_error() == Some(libc::ENOSYS) {
+        // Kernels older than 5.16: wait on the first word for a short while instead.
+        let cap = Instant::now() + Duration::from_millis(1);
+        futex_wait_any(&words[..1], deadline.min(cap));
+    }
+}
+
+fn timespec(duration: Duration) -> libc::timespec {
+    libc::timespec {
+        tv_sec: duration.as_secs().min(i64::MAX as u64) as libc::time_t,
+        tv_nsec: duration.subsec_nanos() as libc::c_long,
+    }
+}
+
+fn add_timespec(start: libc::timespec, duration: Duration) -> libc::timespec {
+    let extra = timespec(duration);
+    let mut sum = libc::timespec {
+        tv_sec: start.tv_sec.saturating_add(extra.tv_sec),
+        tv_nsec: start.tv_nsec + extra.tv_nsec,
+    };
+    if sum.tv_nsec >= 1_000_000_000 {
+        sum.tv_sec += 1;
+        sum.tv_nsec -= 1_000_000_000;
+    }
+    sum
+}
+
+/// Reserves disk blocks for `[0, length)` of `file`, growing it if needed, so that later writes
+/// through a shared mapping cannot fail for lack of space (which would raise SIGBUS).
+pub(crate) fn reserve(file: &File, length: u64) -> io::Result<()> {
+    // SAFETY: plain syscall on an owned descriptor.
+    let code = unsafe { libc::fallocate(file.as_raw_fd(), 0, 0, length as libc::off_t) };
+    if code == 0 {
+        return Ok(());
+    }
+    let error = io::Error::last_os_error();
+    if error.raw_os_error() == Some(libc::EOPNOTSUPP) {
+        // File systems without fallocate: writing zeros allocates the blocks just the same.
+        return write_zeros_to(file, length);
+    }
+    Err(error)
+}
+
+fn write_zeros_to(file: &File, length: u64) -> io::Result<()> {
+    use std::os::unix::fs::FileExt;
+    let current = file.metadata()?.len();
+    let zeros = vec![0u8; 64 * 1024];
+    let mut at = current;
+    while at < length {
+        let n = (length - at).min(zeros.len() as u64) as usize;
+        file.write_all_at(&zeros[..n], at)?;
+        at += n as u64;
+    }
+    Ok(())
+}
+
+/// Flushes a file's data (and the metadata needed to read it back) to stable storage.
+pub(crate) fn sync_data(file: &File) -> io::Result<()> {
+    file.sync_data()
+}
+
+/// Makes a directory's entries (new, renamed or removed files) durable.
+pub(crate) fn sync_directory(path: &std::path::Path) -> io::Result<()> {
+    File::open(path)?.sync_all()
+}

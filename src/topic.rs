@@ -1,0 +1,170 @@
+//! Topic names and per-topic settings.
+
+use crate::error::{Error, Result};
+
+/// Most partitions one topic may have.
+pub const MAX_PARTITIONS: u32 = 100_000;
+/// Longest topic name, in bytes (Kafka's limit).
+pub const MAX_TOPIC_NAME_BYTES: usize = 249;
+/// Largest segment a topic may configure.
+pub const MAX_SEGMENT_BYTES: u64 = 1 << 30;
+const MIN_SEGMENT_BYTES: u64 = 256;
+/// Largest record a topic may allow.
+pub const MAX_RECORD_BYTES_LIMIT: u32 = 64 << 20;
+
+/// Settings of one topic, persisted with it.
+///
+/// ```
+/// use streamlog::TopicConfig;
+/// let config = TopicConfig::new(4).segment_bytes(64 << 20).max_record_bytes(256 << 10);
+/// assert_eq!(config.partitions(), 4);
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TopicConfig {
+    pub(crate) partitions: u32,
+    pub(crate) segment_bytes: u64,
+    pub(crate) segment_ms: u64,
+    pub(crate) max_record_bytes: u32,
+    pub(crate) index_interval_bytes: u32,
+}
+
+impl TopicConfig {
+    /// A topic of `partitions` partitions with Kafka's defaults: 1 GiB segments rolled at
+    /// least weekly, records up to 1 MiB, an index entry every 4 KiB.
+    pub fn new(partitions: u32) -> Self {
+        TopicConfig {
+            partitions,
+            segment_bytes: MAX_SEGMENT_BYTES,
+            segment_ms: 7 * 24 * 3600 * 1000,
+            max_record_bytes: 1 << 20,
+            index_interval_bytes: 4096,
+        }
+    }
+
+    /// A new segment starts once the active one holds this many bytes (256 B to 1 GiB).
+    pub fn segment_bytes(mut self, bytes: u64) -> Self {
+        self.segment_bytes = bytes;
+        self
+    }
+
+    /// A new segment starts once the active one is this old, in milliseconds.
+    pub fn segment_ms(mut self, ms: u64) -> Self {
+        self.segment_ms = ms;
+        self
+    }
+
+    /// The largest record accepted, counting key, value, headers and per-record overhead.
+    pub fn max_record_bytes(mut self, bytes: u32) -> Self {
+        self.max_record_bytes = bytes;
+        self
+    }
+
+    /// Bytes of log between two entries of the sparse offset and time index.
+    pub fn index_interval_bytes(mut self, bytes: u32) -> Self {
+        self.index_interval_bytes = bytes;
+        self
+    }
+
+    /// The number of partitions.
+    pub fn partitions(&self) -> u32 {
+        self.partitions
+    }
+
+    pub(crate) fn validate(&self) -> Result<()> {
+        let fail = |what: String| Err(Error::InvalidConfig(what));
+        if self.partitions == 0 || self.partitions > MAX_PARTITIONS {
+            return fail(format!("partitions must be 1 to {MAX_PARTITIONS}, not {}", self.partitions));
+        }
+        if !(MIN_SEGMENT_BYTES..=MAX_SEGMENT_BYTES).contains(&self.segment_bytes) {
+            return fail(format!("segment_bytes must be {MIN_SEGMENT_BYTES} to {MAX_SEGMENT_BYTES}, not {}", self.segment_bytes));
+        }
+        if self.segment_ms == 0 {
+            return fail("segment_ms must be positive".into());
+        }
+        if self.max_record_bytes == 0 || self.max_record_bytes > MAX_RECORD_BYTES_LIMIT {
+            return fail(format!("max_record_bytes must be 1 to {MAX_RECORD_BYTES_LIMIT}, not {}", self.max_record_bytes));
+        }
+        if !(64..=1 << 20).contains(&self.index_interval_bytes) {
+            return fail(format!("index_interval_bytes must be 64 to {}, not {}", 1 << 20, self.index_interval_bytes));
+        }
+        Ok(())
+    }
+}
+
+/// Checks a topic name: 1 to 249 bytes of `[A-Za-z0-9._-]`, and not `.` or `..`.
+pub(crate) fn validate_topic_name(name: &str) -> Result<()> {
+    let fail = |reason| Err(Error::InvalidTopicName { name: name.to_owned(), reason });
+    if name.is_empty() {
+        return fail("it is empty");
+    }
+    if name.len() > MAX_TOPIC_NAME_BYTES {
+        return fail("it is longer than 249 bytes");
+    }
+    if name == "." || name == ".." {
+        return fail("'.' and '..' are reserved");
+    }
+    if !name.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-')) {
+        return fail("only ASCII letters, digits, '.', '_' and '-' are allowed");
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_that_could_escape_the_directory_are_rejected() {
+        for bad in ["", ".", "..", "../x", "a/b", "a\\b", "a b", "ü", &"x".repeat(250), "a\0"] {
+            assert!(matches!(validate_topic_name(bad), Err(Error::InvalidTopicName { .. })), "{bad:?}");
+        }
+        for good in ["orders", "a.b-c_d", "..a", "X9", &"x".repeat(249)] {
+            validate_topic_name(good).unwrap();
+        }
+    }
+
+    #[test]
+    fn configs_outside_their_limits_are_rejected() {
+        assert!(TopicConfig::new(0).validate().is_err());
+        assert!(TopicConfig::new(1).segment_bytes(10).validate().is_err());
+        assert!(TopicConfig::new(1).max_record_bytes(0).validate().is_err());
+        assert!(TopicConfig::new(1).index_interval_bytes(1).validate().is_err());
+        TopicConfig::new(MAX_PARTITIONS).validate().unwrap();
+    }
+}
+
+/// One partition of one topic.
+///
+/// ```
+/// use streamlog::TopicPartition;
+/// let tp = TopicPartition::new("orders", 3);
+/// assert_eq!((tp.topic(), tp.partition(), tp.to_string()), ("orders", 3, "orders-3".to_string()));
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct TopicPartition {
+    topic: std::sync::Arc<str>,
+    partition: u32,
+}
+
+impl TopicPartition {
+    /// Names partition `partition` of `topic`.
+    pub fn new(topic: &str, partition: u32) -> Self {
+        TopicPartition { topic: topic.into(), partition }
+    }
+
+    /// The topic's name.
+    pub fn topic(&self) -> &str {
+        &self.topic
+    }
+
+    /// The partition number.
+    pub fn partition(&self) -> u32 {
+        self.partition
+    }
+}
+
+impl std::fmt::Display for TopicPartition {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}-{}", self.topic, self.partition)
+    }
+}

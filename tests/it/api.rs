@@ -1,0 +1,193 @@
+//! The public API through its main paths.
+
+use std::time::Duration;
+
+use streamlog::{ConsumerConfig, Error, OffsetReset, Queue, Record, TopicConfig, TopicPartition};
+
+use crate::{TempDir, consumer_from_start, read_exactly};
+
+#[test]
+fn send_and_poll_round_trip_every_field() {
+    let dir = TempDir::new("round-trip");
+    let queue = Queue::open(dir.path()).unwrap();
+    queue.create_topic("orders", 4).unwrap();
+    let producer = queue.producer();
+    let meta = producer.send("orders", Record::new(b"value").key(b"customer-7").header("trace", b"x").header("h2", b"").timestamp(1234)).unwrap();
+    assert_eq!(meta.partition(), streamlog::partition_for_key(b"customer-7", 4));
+    assert_eq!((meta.offset(), meta.timestamp()), (0, 1234));
+
+    let mut consumer = consumer_from_start(&queue, "orders", 4);
+    let records = consumer.poll(Duration::from_secs(1)).unwrap();
+    assert_eq!(records.len(), 1);
+    let r = records.iter().next().unwrap();
+    assert_eq!((r.topic(), r.partition(), r.offset(), r.timestamp()), ("orders", meta.partition(), 0, 1234));
+    assert_eq!((r.key(), r.value(), r.is_tombstone()), (Some(&b"customer-7"[..]), &b"value"[..], false));
+    assert_eq!(r.headers().collect::<Vec<_>>(), vec![("trace", &b"x"[..]), ("h2", &b""[..])]);
+    let tp = TopicPartition::new("orders", meta.partition());
+    assert_eq!(consumer.position(&tp).unwrap(), 1);
+}
+
+#[test]
+fn records_outlive_the_consumer_and_move_between_threads() {
+    let dir = TempDir::new("outlive");
+    let queue = Queue::open(dir.path()).unwrap();
+    queue.create_topic("t", 1).unwrap();
+    queue.producer().send("t", Record::new(b"kept")).unwrap();
+    let records = {
+        let mut consumer = consumer_from_start(&queue, "t", 1);
+        consumer.poll(Duration::from_secs(1)).unwrap()
+    };
+    drop(queue);
+    let value = std::thread::spawn(move || records.into_iter().next().unwrap().value().to_vec()).join().unwrap();
+    assert_eq!(value, b"kept");
+}
+
+#[test]
+fn keyed_records_keep_order_per_partition_and_unkeyed_ones_spread() {
+    let dir = TempDir::new("order");
+    let queue = Queue::open(dir.path()).unwrap();
+    queue.create_topic("t", 4).unwrap();
+    let producer = queue.producer();
+    for i in 0..400u32 {
+        let key = format!("k{}", i % 10);
+        producer.send("t", Record::new(&i.to_le_bytes()).key(key.as_bytes())).unwrap();
+        producer.send("t", Record::new(b"unkeyed")).unwrap();
+    }
+    let mut consumer = consumer_from_start(&queue, "t", 4);
+    let records = read_exactly(&mut consumer, 800);
+    let mut last: std::collections::HashMap<Vec<u8>, u32> = Default::default();
+    let mut unkeyed_per_partition = [0; 4];
+    for (partition, _, key, value) in records {
+        match key {
+            Some(key) => {
+                assert_eq!(partition, streamlog::partition_for_key(&key, 4));
+                let value = u32::from_le_bytes(value.try_into().unwrap());
+                if let Some(previous) = last.insert(key, value) {
+                    assert!(previous < value, "per-key order broken");
+                }
+            }
+            None => unkeyed_per_partition[partition as usize] += 1,
+        }
+    }
+    assert_eq!(unkeyed_per_partition, [100; 4], "round-robin spreads unkeyed records evenly");
+}
+
+#[test]
+fn seek_position_and_batches() {
+    let dir = TempDir::new("seek");
+    let queue = Queue::open(dir.path()).unwrap();
+    queue.create_topic_with("t", TopicConfig::new(1).segment_bytes(4096).index_interval_bytes(256)).unwrap();
+    let producer = queue.producer();
+    let values: Vec<Vec<u8>> = (0..2000u32).map(|i| format!("value-{i}").into_bytes()).collect();
+    let metas = producer.send_batch("t", values[..1000].iter().map(|v| Record::new(v))).unwrap();
+    assert!(metas.iter().enumerate().all(|(i, m)| m.offset() == i as u64 && m.partition() == 0));
+    for v in &values[1000..] {
+        producer.send("t", Record::new(v)).unwrap();
+    }
+    let tp = TopicPartition::new("t", 0);
+    assert_eq!(queue.offsets(&tp).unwrap(), (0, 2000));
+    let mut consumer = consumer_from_start(&queue, "t", 1);
+    for target in [0u64, 1, 999, 1000, 1001, 1500, 1999, 733, 5] {
+        consumer.seek(&tp, target).unwrap();
+        let records = consumer.poll(Duration::from_secs(1)).unwrap();
+        let first = records.iter().next().unwrap();
+        assert_eq!(first.offset(), target);
+        assert_eq!(first.value(), values[target as usize].as_slice());
+        let offsets: Vec<u64> = records.iter().map(|r| r.offset()).collect();
+        assert_eq!(offsets, (target..target + offsets.len() as u64).collect::<Vec<_>>());
+    }
+    consumer.seek_to_end(&tp).unwrap();
+    assert_eq!(consumer.position(&tp).unwrap(), 2000);
+    assert!(consumer.poll(Duration::from_millis(10)).unwrap().is_empty());
+    consumer.seek_to_beginning(&tp).unwrap();
+    assert_eq!(consumer.position(&tp).unwrap(), 0);
+    let segments = std::fs::read_dir(dir.path().join("topics/t/0")).unwrap().filter(|e| e.as_ref().unwrap().path().extension().is_some_and(|x| x == "log")).count();
+    assert!(segments > 5, "4 KiB segments must have rolled, found {segments}");
+}
+
+#[test]
+fn positions_outside_the_log_follow_the_reset_policy() {
+    let dir = TempDir::new("reset");
+    let queue = Queue::open(dir.path()).unwrap();
+    queue.create_topic("t", 1).unwrap();
+    let producer = queue.producer();
+    for _ in 0..5 {
+        producer.send("t", Record::new(b"x")).unwrap();
+    }
+    let tp = TopicPartition::new("t", 0);
+    let mut latest = queue.consumer(ConsumerConfig::new("g")).unwrap();
+    latest.assign(&[tp.clone()]).unwrap();
+    assert_eq!(latest.position(&tp).unwrap(), 5);
+    let mut strict = queue.consumer(ConsumerConfig::new("g").auto_offset_reset(OffsetReset::None)).unwrap();
+    strict.assign(&[tp.clone()]).unwrap();
+    assert!(matches!(strict.poll(Duration::ZERO), Err(Error::OffsetOutOfRange { .. })));
+    strict.seek(&tp, 3).unwrap();
+    assert_eq!(strict.poll(Duration::ZERO).unwrap().len(), 2);
+    strict.seek(&tp, 99).unwrap();
+    assert!(matches!(strict.poll(Duration::ZERO), Err(Error::OffsetOutOfRange { offset: 99, start: 0, end: 5, .. })));
+    let mut earliest = queue.consumer(ConsumerConfig::new("g").auto_offset_reset(OffsetReset::Earliest)).unwrap();
+    earliest.assign(&[tp.clone()]).unwrap();
+    earliest.seek(&tp, 99).unwrap();
+    assert_eq!(earliest.poll(Duration::ZERO).unwrap().len(), 5);
+    assert!(matches!(earliest.seek(&TopicPartition::new("t", 7), 0), Err(Error::NotAssigned(_))));
+}
+
+#[test]
+fn bad_input_gets_typed_errors() {
+    let dir = TempDir::new("bad-input");
+    let queue = Queue::open(dir.path()).unwrap();
+    for name in ["", ".", "..", "../escape", "a/b", &"x".repeat(250)] {
+        assert!(matches!(queue.create_topic(name, 1), Err(Error::InvalidTopicName { .. })), "{name:?}");
+    }
+    assert!(!dir.path().parent().unwrap().join("escape").exists());
+    queue.create_topic("t", 2).unwrap();
+    assert!(matches!(queue.create_topic("t", 2), Err(Error::TopicExists(_))));
+    assert!(matches!(queue.create_topic("zero", 0), Err(Error::InvalidConfig(_))));
+    let producer = queue.producer();
+    assert!(matches!(producer.send("nope", Record::new(b"x")), Err(Error::UnknownTopic(_))));
+    assert!(matches!(producer.send("t", Record::new(b"x").partition(2)), Err(Error::PartitionOutOfRange { partition: 2, count: 2, .. })));
+    let big = vec![0u8; 1 << 20];
+    assert!(matches!(producer.send("t", Record::new(&big)), Err(Error::RecordTooLarge { .. })));
+    let mut consumer = queue.consumer(ConsumerConfig::new("g")).unwrap();
+    assert!(matches!(consumer.assign(&[TopicPartition::new("nope", 0)]), Err(Error::UnknownTopic(_))));
+    assert!(matches!(consumer.assign(&[TopicPartition::new("t", 5)]), Err(Error::PartitionOutOfRange { .. })));
+    assert_eq!(queue.topics().unwrap(), vec!["t".to_string()]);
+    assert_eq!(queue.partition_count("t").unwrap(), 2);
+}
+
+#[test]
+fn topics_and_settings_persist_across_reopen() {
+    let dir = TempDir::new("persist");
+    let config = TopicConfig::new(3).segment_bytes(1 << 20).segment_ms(60_000).max_record_bytes(4096);
+    {
+        let queue = Queue::open(dir.path()).unwrap();
+        queue.create_topic_with("audit", config.clone()).unwrap();
+        queue.producer().send("audit", Record::new(b"a").partition(1)).unwrap();
+    }
+    let queue = Queue::open(dir.path()).unwrap();
+    assert_eq!(queue.topic_config("audit").unwrap(), config);
+    assert_eq!(queue.offsets(&TopicPartition::new("audit", 1)).unwrap(), (0, 1));
+    let meta = queue.producer().send("audit", Record::new(b"b").partition(1)).unwrap();
+    assert_eq!(meta.offset(), 1);
+}
+
+#[test]
+fn poll_wakes_when_another_thread_sends() {
+    let dir = TempDir::new("wake");
+    let queue = Queue::open(dir.path()).unwrap();
+    queue.create_topic("t", 2).unwrap();
+    let mut consumer = consumer_from_start(&queue, "t", 2);
+    let producer = queue.producer();
+    let sender = std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_millis(200));
+        producer.send("t", Record::new(b"late").partition(1)).unwrap();
+    });
+    let started = std::time::Instant::now();
+    let records = consumer.poll(Duration::from_secs(10)).unwrap();
+    assert_eq!(records.len(), 1);
+    assert!(started.elapsed() < Duration::from_secs(5), "the send must wake the poll, not its timeout");
+    sender.join().unwrap();
+    let started = std::time::Instant::now();
+    assert!(consumer.poll(Duration::from_millis(100)).unwrap().is_empty());
+    assert!(started.elapsed() >= Duration::from_millis(100));
+}

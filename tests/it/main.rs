@@ -1,0 +1,61 @@
+//! The integration tests: one binary, one module per feature, all through the public API.
+//! Tests that need other processes re-run this binary with `STREAMLOG_CHILD` set (see `child`).
+
+mod api;
+mod child;
+mod corruption;
+mod crash;
+mod model;
+mod processes;
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::Duration;
+
+use streamlog::{Consumer, ConsumerConfig, OffsetReset, Queue, TopicPartition};
+
+/// A directory removed when the test ends.
+pub struct TempDir(PathBuf);
+
+impl TempDir {
+    pub fn new(name: &str) -> TempDir {
+        static COUNT: AtomicU32 = AtomicU32::new(0);
+        let base = std::env::var_os("STREAMLOG_TEST_DIR").map(PathBuf::from).unwrap_or_else(std::env::temp_dir);
+        let path = base.join(format!("streamlog-{name}-{}-{}", std::process::id(), COUNT.fetch_add(1, Ordering::Relaxed)));
+        let _ = std::fs::remove_dir_all(&path);
+        TempDir(path)
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// A consumer reading `partitions` of `topic` from the beginning.
+pub fn consumer_from_start(queue: &Queue, topic: &str, partitions: u32) -> Consumer {
+    let mut consumer = queue.consumer(ConsumerConfig::new("tests").auto_offset_reset(OffsetReset::Earliest).max_poll_records(10_000)).unwrap();
+    let tps: Vec<_> = (0..partitions).map(|p| TopicPartition::new(topic, p)).collect();
+    consumer.assign(&tps).unwrap();
+    consumer
+}
+
+/// Polls until `count` records arrived (or panics after a generous while), returning
+/// `(partition, offset, key, value)` of each.
+pub fn read_exactly(consumer: &mut Consumer, count: usize) -> Vec<(u32, u64, Option<Vec<u8>>, Vec<u8>)> {
+    let mut out = Vec::with_capacity(count);
+    let give_up = std::time::Instant::now() + Duration::from_secs(60);
+    while out.len() < count {
+        assert!(std::time::Instant::now() < give_up, "only {} of {count} records arrived", out.len());
+        for r in consumer.poll(Duration::from_millis(200)).unwrap().iter() {
+            out.push((r.partition(), r.offset(), r.key().map(<[u8]>::to_vec), r.value().to_vec()));
+        }
+    }
+    assert_eq!(out.len(), count, "more records than expected");
+    out
+}
