@@ -216,7 +216,10 @@ impl Consumer {
             let result = partition.advance(&mut cursor, &tail, u64::MAX, Some((records, max)), self.config.check_crcs);
             assignment.position = Some(cursor.offset());
             assignment.cursor = Some(cursor);
-            result?;
+            if let Err(error) = result {
+                // Hand out what was read before the damage; the next poll stops at it again.
+                return if records.is_empty() { Err(error) } else { Ok(()) };
+            }
         }
         if count > 0 {
             self.next_first = (self.next_first + 1) % count;

@@ -127,6 +127,8 @@ impl Partition {
         }
         let mut tail = self.state.tail();
         let mut segment = self.writer_segment(&mut active, tail.active_base)?;
+        // Writers in other processes may have reserved more of the file than this one knows.
+        segment.note_reserved(tail.log_reserved_bytes, tail.index_reserved_bytes);
         let header_bytes = u64::from(FILE_HEADER_BYTES);
         let empty = tail.end_position == header_bytes;
         let too_big = tail.end_position + batch_bytes > header_bytes + self.config.segment_bytes;
@@ -197,6 +199,12 @@ impl Partition {
     fn roll(&self, guard: &AppendGuard<'_>, tail: &mut Tail, active: &mut Option<Arc<Segment>>, now_ms: u64) -> Result<Arc<Segment>> {
         let old = self.writer_segment(active, tail.active_base)?;
         self.sync_or_poison(&old)?;
+        // A writer that died (or failed) half-way through a roll may have left the files of a
+        // segment it never published. They must go before a later segment is published, or
+        // readers listing the directory would take them for part of the log.
+        for base in list_segments(&self.dir)?.into_iter().filter(|&b| b > tail.active_base) {
+            remove_segment_files(&self.dir, base)?;
+        }
         let (segment, new_tail) = new_segment(&self.dir, &self.id, &self.config, tail.end_offset, now_ms, &self.users)?;
         let segment = Arc::new(segment);
         *tail = new_tail;
@@ -441,6 +449,17 @@ pub(crate) fn new_segment(
 
 fn cursor_corrupt(cursor: &Cursor, reason: impl Into<String>) -> Error {
     Error::corrupt(cursor.segment.path(), cursor.position, reason)
+}
+
+/// Deletes a segment's log and index files.
+pub(crate) fn remove_segment_files(dir: &Path, base: u64) -> Result<()> {
+    for path in [dir.join(format::segment_file_name(base)), dir.join(format::index_file_name(base))] {
+        match fs::remove_file(&path) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(Error::io("remove", &path, e)),
+            _ => {}
+        }
+    }
+    Ok(())
 }
 
 /// Base offsets of the segments in a partition directory, in order.

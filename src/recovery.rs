@@ -10,7 +10,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use crate::error::{Error, IoContext, Result};
 use crate::format::{self, BATCH_HEADER_BYTES, BatchHeader, FILE_HEADER_BYTES, FileHeader, INDEX_ENTRY_BYTES, IndexEntry, PartitionFile};
-use crate::partition::{MAX_BATCH_BYTES, new_segment};
+use crate::partition::{MAX_BATCH_BYTES, new_segment, remove_segment_files};
 use crate::queue::DirLock;
 use crate::segment::Segment;
 use crate::state::Tail;
@@ -43,6 +43,20 @@ pub(crate) fn recover(dir: &Path, id: &TopicPartition, config: &TopicConfig, use
         // An index whose segment was never renamed into place: a roll that crashed half-way.
         let path = dir.join(format::index_file_name(base));
         fs::remove_file(&path).during("remove orphaned", &path)?;
+    }
+    // A roll publishes its new segment before writing to it, and a crash can also come between
+    // creating the files and publishing them. Either way an empty last segment holds nothing:
+    // drop it, and the segment before it is the active one again.
+    while bases.len() > 1 {
+        let last = *bases.last().expect("two or more");
+        let segment = open_or_reindex(dir, last, id, config, users)?;
+        let start = IndexEntry { relative_offset: 0, position: FILE_HEADER_BYTES, max_timestamp_before_ms: 0 };
+        if scan(&segment, start, u64::MAX, None)?.end_offset != last {
+            break;
+        }
+        drop(segment);
+        remove_segment_files(dir, last)?;
+        bases.pop();
     }
     let Some(&last) = bases.last() else {
         let now_ms = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64);

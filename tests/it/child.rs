@@ -1,1 +1,117 @@
-//! placeholder
+//! Child processes: tests start this same test binary again with `STREAMLOG_CHILD` naming a
+//! role, and the ignored test `child::entry` runs that role.
+
+use std::io::Write;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use streamlog::{Durability, ProducerConfig, Queue, Record};
+
+/// Starts this test binary as a child process running `role` with `args`.
+pub fn spawn(role: &str, args: &[String]) -> Child {
+    Command::new(std::env::current_exe().unwrap())
+        .args(["--exact", "child::entry", "--include-ignored", "--nocapture", "--test-threads=1", "-q"])
+        .env("STREAMLOG_CHILD", role)
+        .env("STREAMLOG_CHILD_ARGS", args.join("\u{1f}"))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap()
+}
+
+/// The value child `producer` sends as its record number `seq`: recognisable and of varying size.
+pub fn value_for(producer: u32, seq: u64) -> Vec<u8> {
+    let mut value = format!("p{producer}-s{seq}-").into_bytes();
+    value.resize(value.len() + (seq as usize * 37 + producer as usize) % 300, b'a' + (seq % 26) as u8);
+    value
+}
+
+/// Reads a child's acknowledgement lines on a thread (so its pipe never fills) until it exits.
+pub fn collect_acks(child: &mut Child) -> std::thread::JoinHandle<Vec<(u64, u32, u64)>> {
+    collect_acks_counting(child, Default::default())
+}
+
+/// As `collect_acks`, also counting acknowledgements in `count` as they arrive.
+pub fn collect_acks_counting(child: &mut Child, count: std::sync::Arc<std::sync::atomic::AtomicUsize>) -> std::thread::JoinHandle<Vec<(u64, u32, u64)>> {
+    let stdout = child.stdout.take().unwrap();
+    std::thread::spawn(move || {
+        use std::io::{BufRead, BufReader};
+        // A line cut short by a kill is not an acknowledgement; read_line keeps it without '\n'.
+        let mut reader = BufReader::new(stdout);
+        let mut acks = Vec::new();
+        let mut line = String::new();
+        while reader.read_line(&mut line).unwrap_or(0) > 0 {
+            if let Some(ack) = line.strip_suffix('\n').and_then(parse_ack) {
+                acks.push(ack);
+                count.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            }
+            line.clear();
+        }
+        acks
+    })
+}
+
+/// Acknowledgement lines a child prints after each send returns: `seq partition offset`.
+pub fn parse_ack(line: &str) -> Option<(u64, u32, u64)> {
+    let mut parts = line.split(' ');
+    let ack = (parts.next()?.parse().ok()?, parts.next()?.parse().ok()?, parts.next()?.parse().ok()?);
+    parts.next().is_none().then_some(ack)
+}
+
+#[test]
+#[ignore = "entry point of child processes, started by other tests through child::spawn"]
+fn entry() {
+    let role = std::env::var("STREAMLOG_CHILD").expect("run only as a child process");
+    let args: Vec<String> = std::env::var("STREAMLOG_CHILD_ARGS").unwrap().split('\u{1f}').map(str::to_owned).collect();
+    match role.as_str() {
+        "produce" => produce(&args),
+        "send-after" => send_after(&args),
+        other => panic!("unknown child role {other}"),
+    }
+}
+
+/// `produce DIR TOPIC PRODUCER COUNT PARTITIONS DURABILITY`: sends COUNT records (COUNT 0: until
+/// killed) round the given partitions, alternating single sends and small batches, and prints an
+/// acknowledgement line after each returns.
+fn produce(args: &[String]) {
+    let [dir, topic, producer_id, count, partitions, durability] = args else { panic!("bad arguments {args:?}") };
+    let producer_id: u32 = producer_id.parse().unwrap();
+    let count: u64 = count.parse().unwrap();
+    let partitions: u32 = partitions.parse().unwrap();
+    let durability = match durability.as_str() {
+        "sync" => Durability::Sync,
+        "interval" => Durability::Interval(Duration::from_millis(5)),
+        _ => Durability::Buffered,
+    };
+    let queue = Queue::open(Path::new(dir)).unwrap();
+    let producer = queue.producer_with(ProducerConfig::new().durability(durability));
+    let mut out = std::io::stdout().lock();
+    let mut seq = 0u64;
+    while count == 0 || seq < count {
+        let partition = (seq % u64::from(partitions)) as u32;
+        let batch = if count == 0 { 3 } else { (count - seq).min(3) };
+        if seq % 5 == 4 {
+            let values: Vec<Vec<u8>> = (seq..seq + batch).map(|s| value_for(producer_id, s)).collect();
+            let metas = producer.send_batch(topic, values.iter().map(|v| Record::new(v).partition(partition))).unwrap();
+            for (i, meta) in metas.iter().enumerate() {
+                writeln!(out, "{} {} {}", seq + i as u64, meta.partition(), meta.offset()).unwrap();
+            }
+            seq += batch;
+        } else {
+            let value = value_for(producer_id, seq);
+            let meta = producer.send(topic, Record::new(&value).partition(partition).key(&producer_id.to_le_bytes())).unwrap();
+            writeln!(out, "{seq} {} {}", meta.partition(), meta.offset()).unwrap();
+            seq += 1;
+        }
+        out.flush().unwrap();
+    }
+}
+
+/// `send-after DIR TOPIC DELAY_MS`: sleeps, then sends one record to partition 0.
+fn send_after(args: &[String]) {
+    let [dir, topic, delay_ms] = args else { panic!("bad arguments {args:?}") };
+    let queue = Queue::open(Path::new(dir)).unwrap();
+    std::thread::sleep(Duration::from_millis(delay_ms.parse().unwrap()));
+    queue.producer().send(topic, Record::new(b"wake up").partition(0)).unwrap();
+}

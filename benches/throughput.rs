@@ -1,0 +1,189 @@
+//! Throughput of one thread sending and one consumer reading, against in-memory and plain-file
+//! references measured in the same run.
+//!
+//! `cargo bench --bench throughput` prints the table; `cargo test` runs it tiny, as a test.
+
+mod common;
+
+use std::fs::File;
+use std::hint::black_box;
+use std::io::Write;
+use std::time::{Duration, Instant};
+
+use common::{Report, ScratchDir, megabytes_per_second, millions_per_second, per_second};
+use streamlog::{ConsumerConfig, OffsetReset, Queue, Record, TopicPartition};
+
+const TOPIC: &str = "bench";
+const VALUE_BYTES: usize = 100;
+const LARGE_VALUE_BYTES: usize = 64 << 10;
+/// Records per `send_batch` call: enough to amortise the call, small enough to stay in cache.
+const BATCH_RECORDS: usize = 1_000;
+
+fn main() {
+    let full = common::full_mode();
+    let records = if full { 10_000_000 } else { 20_000 };
+    let large_total_bytes = if full { 512 << 20 } else { 4 << 20 };
+    let large_rounds = if full { 3 } else { 1 };
+    let mut report = Report::default();
+
+    let send_rate = send_one_by_one(records);
+    report.add("`send`, 1 thread, 100 B values", millions_per_second(send_rate), "≥ 5 M/s", Some(send_rate >= 5e6));
+
+    // One log serves both the `send_batch` and the `poll` measurements.
+    let dir = ScratchDir::new("throughput");
+    let queue = Queue::open(dir.path()).expect("open the queue");
+    queue.create_topic(TOPIC, 1).expect("create the topic");
+    let batch_rate = send_in_batches(&queue, records);
+    let batch_what = format!("`send_batch` of {BATCH_RECORDS}, 1 thread, 100 B values");
+    report.add(&batch_what, millions_per_second(batch_rate), "≥ 15 M/s", Some(batch_rate >= 15e6));
+
+    let channel_rate = crossbeam_send_recv(records);
+    report.add("reference: crossbeam-channel send+recv of 100 B `Vec`s", millions_per_second(channel_rate), "", None);
+
+    for check_crcs in [true, false] {
+        let poll_rate = poll_all(&queue, records, check_crcs);
+        let what = format!("`poll` of a warm log, max_poll_records 10,000, check_crcs {check_crcs}");
+        report.add(&what, millions_per_second(poll_rate), "≥ 40 M/s", Some(poll_rate >= 40e6));
+    }
+    drop(queue);
+    drop(dir);
+
+    // The best of a few rounds, alternating, so that neither side is favoured by background
+    // writeback of the other's dirty pages.
+    let (mut streamlog_best, mut file_best) = (0.0f64, 0.0f64);
+    for _ in 0..large_rounds {
+        streamlog_best = streamlog_best.max(streamlog_large_values(large_total_bytes));
+        file_best = file_best.max(file_large_writes(large_total_bytes));
+    }
+    let ratio = streamlog_best / file_best;
+    report.add("`send` of 64 KiB values", megabytes_per_second(streamlog_best), "", None);
+    report.add("reference: `write_all` of 64 KiB to a file", megabytes_per_second(file_best), "", None);
+    report.add("64 KiB `send` ÷ file `write_all`", format!("{:.0} %", ratio * 100.0), "≥ 70 %", Some(ratio >= 0.7));
+
+    report.print("Throughput", full);
+}
+
+fn value_of(fill: u8) -> [u8; VALUE_BYTES] {
+    [fill; VALUE_BYTES]
+}
+
+/// Records per second for `records` single-record sends to a fresh one-partition topic.
+fn send_one_by_one(records: u64) -> f64 {
+    let dir = ScratchDir::new("send");
+    let queue = Queue::open(dir.path()).expect("open the queue");
+    queue.create_topic(TOPIC, 1).expect("create the topic");
+    let producer = queue.producer();
+    let value = value_of(1);
+    let start = Instant::now();
+    for _ in 0..records {
+        producer.send(TOPIC, Record::new(black_box(&value))).expect("send");
+    }
+    let elapsed = start.elapsed();
+    assert_eq!(queue.offsets(&TopicPartition::new(TOPIC, 0)).expect("offsets"), (0, records));
+    assert_eq!(read_back(&queue, records, true), records);
+    per_second(records, elapsed)
+}
+
+/// Records per second for `records` records sent `BATCH_RECORDS` at a time to `queue`'s
+/// one-partition topic, which must be empty.
+fn send_in_batches(queue: &Queue, records: u64) -> f64 {
+    let producer = queue.producer();
+    let value = value_of(2);
+    let start = Instant::now();
+    let mut sent = 0;
+    while sent < records {
+        let batch = (records - sent).min(BATCH_RECORDS as u64);
+        let metadata = producer.send_batch(TOPIC, (0..batch).map(|_| Record::new(black_box(&value)))).expect("send_batch");
+        assert_eq!(metadata.last().map(|m| m.offset()), Some(sent + batch - 1));
+        sent += batch;
+    }
+    let elapsed = start.elapsed();
+    assert_eq!(queue.offsets(&TopicPartition::new(TOPIC, 0)).expect("offsets"), (0, records));
+    per_second(records, elapsed)
+}
+
+/// Records per second through a bounded crossbeam channel from one thread to another, each a
+/// freshly allocated 100-byte `Vec`: what passing records in memory costs.
+fn crossbeam_send_recv(records: u64) -> f64 {
+    let (sender, receiver) = crossbeam_channel::bounded::<Vec<u8>>(1024);
+    let value = value_of(3);
+    let start = Instant::now();
+    let received_bytes = std::thread::scope(|scope| {
+        scope.spawn(move || {
+            for _ in 0..records {
+                sender.send(black_box(&value).to_vec()).expect("send to the channel");
+            }
+        });
+        receiver.iter().map(|v| black_box(v).len() as u64).sum::<u64>()
+    });
+    let elapsed = start.elapsed();
+    assert_eq!(received_bytes, records * VALUE_BYTES as u64);
+    per_second(records, elapsed)
+}
+
+/// Records per second for one consumer reading the whole topic from the start.
+fn poll_all(queue: &Queue, records: u64, check_crcs: bool) -> f64 {
+    let start = Instant::now();
+    let read = read_back(queue, records, check_crcs);
+    let elapsed = start.elapsed();
+    assert_eq!(read, records);
+    per_second(records, elapsed)
+}
+
+/// Reads partition 0 of the topic from the start until `records` records arrived, checking
+/// that offsets are dense and each value is whole, and returns how many it read.
+fn read_back(queue: &Queue, records: u64, check_crcs: bool) -> u64 {
+    let config = ConsumerConfig::new("bench").auto_offset_reset(OffsetReset::Earliest).max_poll_records(10_000).check_crcs(check_crcs);
+    let mut consumer = queue.consumer(config).expect("consumer");
+    consumer.assign(&[TopicPartition::new(TOPIC, 0)]).expect("assign");
+    let mut next_offset = 0;
+    let mut first_bytes = 0u64;
+    while next_offset < records {
+        let polled = consumer.poll(Duration::from_secs(1)).expect("poll");
+        assert!(!polled.is_empty(), "the log ended at offset {next_offset} of {records}");
+        for record in polled.iter() {
+            assert_eq!(record.offset(), next_offset);
+            let value = record.value();
+            assert_eq!(value.len(), VALUE_BYTES);
+            // Touching the value keeps the measurement honest: a real consumer reads its data.
+            first_bytes += u64::from(value[0]);
+            next_offset += 1;
+        }
+    }
+    black_box(first_bytes);
+    next_offset
+}
+
+/// MB/s of 64 KiB values sent one by one to a fresh one-partition topic.
+fn streamlog_large_values(total_bytes: u64) -> f64 {
+    let dir = ScratchDir::new("large");
+    let queue = Queue::open(dir.path()).expect("open the queue");
+    queue.create_topic(TOPIC, 1).expect("create the topic");
+    let producer = queue.producer();
+    let value = vec![4u8; LARGE_VALUE_BYTES];
+    let records = total_bytes / LARGE_VALUE_BYTES as u64;
+    let start = Instant::now();
+    for _ in 0..records {
+        producer.send(TOPIC, Record::new(black_box(&value))).expect("send");
+    }
+    let elapsed = start.elapsed();
+    assert_eq!(queue.offsets(&TopicPartition::new(TOPIC, 0)).expect("offsets"), (0, records));
+    per_second(records * LARGE_VALUE_BYTES as u64, elapsed)
+}
+
+/// MB/s of plain 64 KiB `write_all` calls to a new file on the same file system.
+fn file_large_writes(total_bytes: u64) -> f64 {
+    let dir = ScratchDir::new("file");
+    std::fs::create_dir_all(dir.path()).expect("create the directory");
+    let path = dir.path().join("plain.log");
+    let mut file = File::create(&path).expect("create the file");
+    let value = vec![5u8; LARGE_VALUE_BYTES];
+    let writes = total_bytes / LARGE_VALUE_BYTES as u64;
+    let start = Instant::now();
+    for _ in 0..writes {
+        file.write_all(black_box(&value)).expect("write");
+    }
+    let elapsed = start.elapsed();
+    assert_eq!(file.metadata().expect("metadata").len(), writes * LARGE_VALUE_BYTES as u64);
+    per_second(writes * LARGE_VALUE_BYTES as u64, elapsed)
+}
