@@ -37,7 +37,13 @@ impl ConsumerConfig {
     /// A consumer in consumer group `group`, starting at the end of each partition, returning
     /// at most 500 records a poll and checking every batch's CRC.
     pub fn new(group: &str) -> Self {
-        ConsumerConfig { group: group.to_owned(), auto_offset_reset: OffsetReset::Latest, max_poll_records: 500, check_crcs: true, busy_poll: false }
+        ConsumerConfig {
+            group: group.to_owned(),
+            auto_offset_reset: OffsetReset::Latest,
+            max_poll_records: 500,
+            check_crcs: true,
+            busy_poll: false,
+        }
     }
 
     /// Where to start in a partition with no position, or one outside the log.
@@ -183,7 +189,7 @@ impl Consumer {
             }
             if self.config.busy_poll {
                 spins = spins.wrapping_add(1);
-                if spins % 1024 == 0 {
+                if spins.is_multiple_of(1024) {
                     std::thread::yield_now();
                 }
                 std::hint::spin_loop();
@@ -253,7 +259,12 @@ fn valid_position(assignment: &mut Assignment, reset: OffsetReset) -> Result<u64
                 OffsetReset::Earliest => start,
                 OffsetReset::Latest => end,
                 OffsetReset::None => {
-                    return Err(Error::OffsetOutOfRange { partition: assignment.tp.clone(), offset: position.unwrap_or(0), start, end });
+                    return Err(Error::OffsetOutOfRange {
+                        partition: assignment.tp.clone(),
+                        offset: position.unwrap_or(0),
+                        start,
+                        end,
+                    });
                 }
             };
             assignment.position = Some(reset_to);

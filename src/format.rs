@@ -65,7 +65,8 @@ pub(crate) fn classify(name: &str) -> PartitionFile {
     if name.ends_with(".tmp") {
         return PartitionFile::Temporary;
     }
-    let parse = |stem: &str| (stem.len() == 20 && stem.bytes().all(|b| b.is_ascii_digit())).then(|| stem.parse::<u64>().ok()).flatten();
+    let parse =
+        |stem: &str| (stem.len() == 20 && stem.bytes().all(|b| b.is_ascii_digit())).then(|| stem.parse::<u64>().ok()).flatten();
     if let Some(base) = name.strip_suffix(".log").and_then(parse) {
         return PartitionFile::Segment(base);
     }
@@ -108,12 +109,7 @@ impl FileHeader {
         if crc32fast::hash(&bytes[0..60]) != u32_at(bytes, 60) {
             return Err(Error::corrupt(path, 0, "file header checksum mismatch"));
         }
-        Ok(FileHeader {
-            magic,
-            capacity_bytes: u32_at(bytes, 12),
-            base_offset: u64_at(bytes, 16),
-            created_ms: u64_at(bytes, 24),
-        })
+        Ok(FileHeader { magic, capacity_bytes: u32_at(bytes, 12), base_offset: u64_at(bytes, 16), created_ms: u64_at(bytes, 24) })
     }
 }
 
@@ -240,8 +236,15 @@ pub(crate) fn batch_checksum_ok(batch: &[u8]) -> bool {
 
 /// Bytes one record takes inside a batch.
 pub(crate) fn record_bytes(record: &Record<'_>) -> u64 {
-    let headers: u64 = record.headers.iter().map(|(name, value)| u64::from(HEADER_ENTRY_OVERHEAD) + name.len() as u64 + value.len() as u64).sum();
-    u64::from(RECORD_HEADER_BYTES) + record.key.map_or(0, |k| k.len() as u64) + record.value.map_or(0, |v| v.len() as u64) + headers
+    let headers: u64 = record
+        .headers
+        .iter()
+        .map(|(name, value)| u64::from(HEADER_ENTRY_OVERHEAD) + name.len() as u64 + value.len() as u64)
+        .sum();
+    u64::from(RECORD_HEADER_BYTES)
+        + record.key.map_or(0, |k| k.len() as u64)
+        + record.value.map_or(0, |v| v.len() as u64)
+        + headers
 }
 
 /// Encodes `records` as one batch into `out`, which must be exactly the batch's size
@@ -391,11 +394,7 @@ mod tests {
 
     #[test]
     fn a_batch_round_trips() {
-        let records = [
-            Record::new(b"first").key(b"k").header("trace", b"t1"),
-            Record::tombstone(b"gone"),
-            Record::new(b""),
-        ];
+        let records = [Record::new(b"first").key(b"k").header("trace", b"t1"), Record::tombstone(b"gone"), Record::new(b"")];
         let size = BATCH_HEADER_BYTES as u64 + records.iter().map(record_bytes).sum::<u64>();
         let mut batch = vec![0u8; size as usize];
         let max = write_batch(&mut batch, 77, &records, &[5, 9, 7]);

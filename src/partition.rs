@@ -11,8 +11,8 @@ use parking_lot::{Mutex, RwLock};
 
 use crate::error::{Error, IoContext, Result};
 use crate::format::{
-    self, BATCH_HEADER_BYTES, BatchHeader, FILE_HEADER_BYTES, FileHeader, INDEX_ENTRY_BYTES, IndexEntry, PartitionFile, RecordLayout,
-    SEGMENT_MAGIC,
+    self, BATCH_HEADER_BYTES, BatchHeader, FILE_HEADER_BYTES, FileHeader, INDEX_ENTRY_BYTES, IndexEntry, PartitionFile,
+    RecordLayout, SEGMENT_MAGIC,
 };
 use crate::queue::DirLock;
 use crate::record::{ConsumerRecord, Record};
@@ -26,7 +26,7 @@ pub(crate) const MAX_BATCH_BYTES: u64 = MAX_RECORD_BYTES_LIMIT as u64 + BATCH_HE
 /// Batches `send_batch` builds are cut at this size unless one record alone is larger.
 pub(crate) const TARGET_BATCH_BYTES: u64 = 1 << 20;
 /// Log files grow on disk in steps of this size.
-const LOG_RESERVE_STEP_BYTES: u64 = 4 << 20;
+const LOG_RESERVE_STEP_BYTES: u64 = 1 << 20;
 /// Index files grow on disk in steps of this size.
 const INDEX_RESERVE_STEP_BYTES: u64 = 64 << 10;
 
@@ -77,7 +77,13 @@ impl Partition {
         if !dir.is_dir() {
             return Err(Error::UnknownTopic(id.topic().to_owned()));
         }
-        let file = OpenOptions::new().read(true).write(true).create(true).truncate(false).open(&state_path).during("open", &state_path)?;
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&state_path)
+            .during("open", &state_path)?;
         file.lock().during("lock", &state_path)?;
         let result = (|| {
             if SharedState::stored_epoch(&file).during("read", &state_path)? == Some(epoch) {
@@ -86,7 +92,8 @@ impl Partition {
                 return Ok((state, bases.into_iter().map(|b| (b, None)).collect(), None));
             }
             let recovered = recovery::recover(&dir, &id, &config, &users)?;
-            let state = SharedState::initialize(file.try_clone().during("reopen", &state_path)?, &state_path, epoch, recovered.tail)?;
+            let state =
+                SharedState::initialize(file.try_clone().during("reopen", &state_path)?, &state_path, epoch, recovered.tail)?;
             let mut segments: BTreeMap<u64, Option<Arc<Segment>>> = recovered.bases.into_iter().map(|b| (b, None)).collect();
             let active = Arc::new(recovered.active);
             segments.insert(active.base_offset(), Some(Arc::clone(&active)));
@@ -196,7 +203,13 @@ impl Partition {
     }
 
     /// Seals the active segment (making it durable) and starts a new one at the tail.
-    fn roll(&self, guard: &AppendGuard<'_>, tail: &mut Tail, active: &mut Option<Arc<Segment>>, now_ms: u64) -> Result<Arc<Segment>> {
+    fn roll(
+        &self,
+        guard: &AppendGuard<'_>,
+        tail: &mut Tail,
+        active: &mut Option<Arc<Segment>>,
+        now_ms: u64,
+    ) -> Result<Arc<Segment>> {
         let old = self.writer_segment(active, tail.active_base)?;
         self.sync_or_poison(&old)?;
         // A writer that died (or failed) half-way through a roll may have left the files of a
@@ -284,7 +297,8 @@ impl Partition {
         let base = if offset >= tail.active_base {
             tail.active_base
         } else {
-            if self.known_base_after(self.known_base_at_or_before(offset).unwrap_or(0)).is_none_or(|next| next > tail.active_base) {
+            if self.known_base_after(self.known_base_at_or_before(offset).unwrap_or(0)).is_none_or(|next| next > tail.active_base)
+            {
                 self.refresh_segments(tail)?;
             }
             self.known_base_at_or_before(offset).ok_or_else(|| self.corrupt_at(0, format!("no segment holds offset {offset}")))?
@@ -295,7 +309,9 @@ impl Partition {
             // Trust an index entry only if the batch it points at agrees with it.
             let start = u64::from(entry.position);
             let entry_offset = base + u64::from(entry.relative_offset);
-            let agrees = segment.read(start, u64::from(BATCH_HEADER_BYTES)).is_ok_and(|h| BatchHeader::read(h).base_offset == entry_offset);
+            let agrees = segment
+                .read(start, u64::from(BATCH_HEADER_BYTES))
+                .is_ok_and(|h| BatchHeader::read(h).base_offset == entry_offset);
             if agrees {
                 cursor.position = start;
                 cursor.offset = entry_offset;
@@ -347,7 +363,8 @@ impl Partition {
             }
             let remaining = cursor.batch_end - cursor.position;
             let bytes = cursor.segment.read(cursor.position, remaining)?;
-            let layout = RecordLayout::parse(bytes).ok_or_else(|| cursor_corrupt(cursor, "a record does not fit in its batch"))?;
+            let layout =
+                RecordLayout::parse(bytes).ok_or_else(|| cursor_corrupt(cursor, "a record does not fit in its batch"))?;
             if let Some((records, _)) = &mut out {
                 records.push(ConsumerRecord::new(&cursor.segment, cursor.offset, cursor.position as u32, &layout));
             }
@@ -385,7 +402,9 @@ impl Partition {
                     *cursor = Cursor::at_start(self.segment(next)?);
                     return Ok(false);
                 }
-                Some(next) if cursor.offset > next => return Err(cursor_corrupt(cursor, "the segment holds offsets of the next one")),
+                Some(next) if cursor.offset > next => {
+                    return Err(cursor_corrupt(cursor, "the segment holds offsets of the next one"));
+                }
                 _ => cursor.segment.capacity_bytes(),
             }
         };
@@ -397,7 +416,10 @@ impl Partition {
             return Err(cursor_corrupt(cursor, "impossible batch header"));
         }
         if header.base_offset != cursor.offset {
-            return Err(cursor_corrupt(cursor, format!("expected a batch starting at offset {}, found {}", cursor.offset, header.base_offset)));
+            return Err(cursor_corrupt(
+                cursor,
+                format!("expected a batch starting at offset {}, found {}", cursor.offset, header.base_offset),
+            ));
         }
         if !reading && header.next_offset() <= until {
             // The whole batch lies before the target: skip it without decoding its records.
@@ -405,7 +427,10 @@ impl Partition {
             cursor.offset = header.next_offset();
             return Ok(false);
         }
-        if reading && check_crc && !format::batch_checksum_ok(cursor.segment.read(cursor.position, u64::from(header.batch_bytes))?) {
+        if reading
+            && check_crc
+            && !format::batch_checksum_ok(cursor.segment.read(cursor.position, u64::from(header.batch_bytes))?)
+        {
             return Err(cursor_corrupt(cursor, format!("checksum mismatch in the batch at offset {}", header.base_offset)));
         }
         cursor.batch_end = cursor.position + u64::from(header.batch_bytes);

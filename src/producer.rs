@@ -153,7 +153,8 @@ impl Producer {
                 let timestamps: Vec<u64> = batch.iter().map(|r| r.timestamp_ms.unwrap_or(now_ms)).collect();
                 let base = partition.append(&batch, &timestamps, batch_bytes, now_ms)?;
                 for (i, (index, _, _)) in chunk.iter().enumerate() {
-                    metadata[*index] = RecordMetadata { partition: partition_number, offset: base + i as u64, timestamp_ms: timestamps[i] };
+                    metadata[*index] =
+                        RecordMetadata { partition: partition_number, offset: base + i as u64, timestamp_ms: timestamps[i] };
                 }
                 end_offset = base + take as u64;
                 rest = later;
@@ -195,7 +196,10 @@ fn check_size(topic: &Topic, record: &Record<'_>) -> Result<u64> {
         return Err(Error::RecordTooLarge { topic: topic.name.clone(), size_bytes, max_bytes });
     }
     if record.headers.len() > usize::from(u16::MAX) || record.headers.iter().any(|(name, _)| name.len() > usize::from(u16::MAX)) {
-        return Err(Error::InvalidConfig(format!("a record for topic {:?} has too many headers or too long a header name", topic.name)));
+        return Err(Error::InvalidConfig(format!(
+            "a record for topic {:?} has too many headers or too long a header name",
+            topic.name
+        )));
     }
     Ok(size_bytes)
 }

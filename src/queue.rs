@@ -119,7 +119,11 @@ impl Queue {
             return Err(Error::TopicExists(name.to_owned()));
         }
         static STAGED: AtomicU64 = AtomicU64::new(0);
-        let staging = self.inner.dir.join(STAGING_DIR).join(format!("{name}.{}.{}", std::process::id(), STAGED.fetch_add(1, Ordering::Relaxed)));
+        let staging = self.inner.dir.join(STAGING_DIR).join(format!(
+            "{name}.{}.{}",
+            std::process::id(),
+            STAGED.fetch_add(1, Ordering::Relaxed)
+        ));
         fs::create_dir(&staging).during("create", &staging)?;
         let staged = (|| {
             let meta = staging.join(TOPIC_META_FILE);
@@ -298,7 +302,8 @@ impl Topic {
             return Ok(Arc::clone(partition));
         }
         let id = TopicPartition::new(&self.name, number);
-        let partition = Partition::open(id, self.dir.join(number.to_string()), self.config.clone(), queue.epoch, Arc::clone(&queue.users))?;
+        let partition =
+            Partition::open(id, self.dir.join(number.to_string()), self.config.clone(), queue.epoch, Arc::clone(&queue.users))?;
         Ok(Arc::clone(cell.get_or_init(|| Arc::new(partition))))
     }
 }
@@ -316,7 +321,10 @@ fn read_epoch(dir: &Path) -> Result<Option<u64>> {
             for entry in fs::read_dir(dir).during("list", dir)? {
                 let name = entry.during("list", dir)?.file_name();
                 if ![OPEN_LOCK_FILE, USERS_LOCK_FILE, "streamlog.meta.tmp"].iter().any(|n| name == *n) {
-                    return Err(Error::ForeignFile { path: dir.to_path_buf(), reason: "a non-empty directory without streamlog.meta".into() });
+                    return Err(Error::ForeignFile {
+                        path: dir.to_path_buf(),
+                        reason: "a non-empty directory without streamlog.meta".into(),
+                    });
                 }
             }
             Ok(None)

@@ -38,11 +38,24 @@ struct MappedFile {
 impl MappedFile {
     fn create(path: &Path, header: FileHeader, reserve_bytes: u64) -> Result<Self> {
         let temporary = path.with_extension(format!("{}.tmp", path.extension().and_then(|e| e.to_str()).unwrap_or("")));
-        let file = OpenOptions::new().read(true).write(true).create(true).truncate(true).open(&temporary).during("create", &temporary)?;
-        sys::reserve(&file, reserve_bytes.max(u64::from(FILE_HEADER_BYTES))).during("reserve space for", &temporary)?;
-        file.write_all_at(&header.encode(), 0).during("write the header of", &temporary)?;
-        file.sync_all().during("sync", &temporary)?;
-        fs::rename(&temporary, path).during("rename into place", path)?;
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(&temporary)
+            .during("create", &temporary)?;
+        let prepared = (|| {
+            sys::reserve(&file, reserve_bytes.max(u64::from(FILE_HEADER_BYTES))).during("reserve space for", &temporary)?;
+            file.write_all_at(&header.encode(), 0).during("write the header of", &temporary)?;
+            file.sync_all().during("sync", &temporary)?;
+            fs::rename(&temporary, path).during("rename into place", path)
+        })();
+        if prepared.is_err() {
+            // Give back the space at once (a full disk is the usual reason to be here).
+            let _ = fs::remove_file(&temporary);
+        }
+        prepared?;
         Self::map(file, path, header)
     }
 
@@ -118,8 +131,10 @@ impl Segment {
         users: Arc<DirLock>,
     ) -> Result<Self> {
         let index_header = FileHeader { magic: INDEX_MAGIC, capacity_bytes: index_capacity_bytes, ..header };
-        let index = MappedFile::create(&dir.join(format::index_file_name(header.base_offset)), index_header, 0)?;
-        let log = MappedFile::create(&dir.join(format::segment_file_name(header.base_offset)), header, reserve_bytes)?;
+        let index_path = dir.join(format::index_file_name(header.base_offset));
+        let index = MappedFile::create(&index_path, index_header, 0)?;
+        let log = MappedFile::create(&dir.join(format::segment_file_name(header.base_offset)), header, reserve_bytes)
+            .inspect_err(|_| drop(fs::remove_file(&index_path)))?;
         sys::sync_directory(dir).during("sync directory", dir)?;
         Ok(Segment { partition, log, index, _users: users })
     }
@@ -130,7 +145,11 @@ impl Segment {
         let index = MappedFile::open(&dir.join(format::index_file_name(base_offset)), INDEX_MAGIC)?;
         for file in [&log, &index] {
             if file.header.base_offset != base_offset {
-                return Err(Error::corrupt(&file.path, 16, format!("header says base offset {}, name says {base_offset}", file.header.base_offset)));
+                return Err(Error::corrupt(
+                    &file.path,
+                    16,
+                    format!("header says base offset {}, name says {base_offset}", file.header.base_offset),
+                ));
             }
         }
         Ok(Segment { partition, log, index, _users: users })
@@ -193,7 +212,9 @@ impl Segment {
 
     fn index_words(&self, entry: u64) -> Option<(&AtomicU64, &AtomicU64)> {
         let at = u64::from(FILE_HEADER_BYTES) + entry * u64::from(INDEX_ENTRY_BYTES);
-        if at + u64::from(INDEX_ENTRY_BYTES) > self.index.backed_bytes.load(Ordering::Acquire).min(u64::from(self.index.header.capacity_bytes)) {
+        if at + u64::from(INDEX_ENTRY_BYTES)
+            > self.index.backed_bytes.load(Ordering::Acquire).min(u64::from(self.index.header.capacity_bytes))
+        {
             return None;
         }
         // SAFETY: entries are 16-byte aligned (the header is 64 bytes, the mapping page-aligned)
@@ -223,7 +244,8 @@ impl Segment {
         let mut entries: Vec<IndexEntry> = Vec::new();
         let mut n = 0;
         while let Some(entry) = self.index_entry(n) {
-            let in_order = entries.last().is_none_or(|last| entry.position > last.position && entry.relative_offset > last.relative_offset);
+            let in_order =
+                entries.last().is_none_or(|last| entry.position > last.position && entry.relative_offset > last.relative_offset);
             if entry.position == 0 || !in_order {
                 break;
             }

@@ -159,20 +159,21 @@ impl SharedState {
         let map = MmapOptions::new().len(STATE_FILE_BYTES as usize).map_raw(&file).during("map", path)?;
         // SAFETY: both mutex slots are 64-byte aligned offsets inside the page-aligned mapping,
         // which `SharedState` owns and drops after the mutex handles.
-        let (append_mutex, sync_mutex) =
-            unsafe { (RobustMutex::at(map.as_mut_ptr().add(APPEND_MUTEX_AT)), RobustMutex::at(map.as_mut_ptr().add(SYNC_MUTEX_AT))) };
+        let (append_mutex, sync_mutex) = unsafe {
+            (RobustMutex::at(map.as_mut_ptr().add(APPEND_MUTEX_AT)), RobustMutex::at(map.as_mut_ptr().add(SYNC_MUTEX_AT)))
+        };
         Ok(SharedState { map, append_mutex, sync_mutex, path: path.to_path_buf(), _file: file })
     }
 
     fn word64(&self, at: usize) -> &AtomicU64 {
-        debug_assert!(at % 8 == 0 && at + 8 <= STATE_FILE_BYTES as usize);
+        debug_assert!(at.is_multiple_of(8) && at + 8 <= STATE_FILE_BYTES as usize);
         // SAFETY: `at` is 8-aligned and inside the mapping, which lives as long as `self`; all
         // processes touch these bytes only through atomics.
         unsafe { &*(self.map.as_mut_ptr().add(at) as *const AtomicU64) }
     }
 
     fn word32(&self, at: usize) -> &AtomicU32 {
-        debug_assert!(at % 4 == 0 && at + 4 <= STATE_FILE_BYTES as usize);
+        debug_assert!(at.is_multiple_of(4) && at + 4 <= STATE_FILE_BYTES as usize);
         // SAFETY: as in `word64`, for a 4-aligned 32-bit word.
         unsafe { &*(self.map.as_mut_ptr().add(at) as *const AtomicU32) }
     }

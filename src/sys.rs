@@ -117,13 +117,7 @@ pub(crate) fn futex_wait_any(words: &[(&AtomicU32, u32)], deadline: Instant) {
         // SAFETY: the word lives in a mapping the caller keeps alive for the call; the kernel
         // compares it atomically with `expected` before sleeping.
         unsafe {
-            libc::syscall(
-                libc::SYS_futex,
-                word.as_ptr(),
-                libc::FUTEX_WAIT,
-                *expected,
-                &timeout as *const libc::timespec,
-            );
+            libc::syscall(libc::SYS_futex, word.as_ptr(), libc::FUTEX_WAIT, *expected, &timeout as *const libc::timespec);
         }
         return;
     }
@@ -169,10 +163,7 @@ fn timespec(duration: Duration) -> libc::timespec {
 
 fn add_timespec(start: libc::timespec, duration: Duration) -> libc::timespec {
     let extra = timespec(duration);
-    let mut sum = libc::timespec {
-        tv_sec: start.tv_sec.saturating_add(extra.tv_sec),
-        tv_nsec: start.tv_nsec + extra.tv_nsec,
-    };
+    let mut sum = libc::timespec { tv_sec: start.tv_sec.saturating_add(extra.tv_sec), tv_nsec: start.tv_nsec + extra.tv_nsec };
     if sum.tv_nsec >= 1_000_000_000 {
         sum.tv_sec += 1;
         sum.tv_nsec -= 1_000_000_000;

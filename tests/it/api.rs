@@ -12,7 +12,9 @@ fn send_and_poll_round_trip_every_field() {
     let queue = Queue::open(dir.path()).unwrap();
     queue.create_topic("orders", 4).unwrap();
     let producer = queue.producer();
-    let meta = producer.send("orders", Record::new(b"value").key(b"customer-7").header("trace", b"x").header("h2", b"").timestamp(1234)).unwrap();
+    let meta = producer
+        .send("orders", Record::new(b"value").key(b"customer-7").header("trace", b"x").header("h2", b"").timestamp(1234))
+        .unwrap();
     assert_eq!(meta.partition(), streamlog::partition_for_key(b"customer-7", 4));
     assert_eq!((meta.offset(), meta.timestamp()), (0, 1234));
 
@@ -101,7 +103,10 @@ fn seek_position_and_batches() {
     assert!(consumer.poll(Duration::from_millis(10)).unwrap().is_empty());
     consumer.seek_to_beginning(&tp).unwrap();
     assert_eq!(consumer.position(&tp).unwrap(), 0);
-    let segments = std::fs::read_dir(dir.path().join("topics/t/0")).unwrap().filter(|e| e.as_ref().unwrap().path().extension().is_some_and(|x| x == "log")).count();
+    let segments = std::fs::read_dir(dir.path().join("topics/t/0"))
+        .unwrap()
+        .filter(|e| e.as_ref().unwrap().path().extension().is_some_and(|x| x == "log"))
+        .count();
     assert!(segments > 5, "4 KiB segments must have rolled, found {segments}");
 }
 
@@ -116,17 +121,17 @@ fn positions_outside_the_log_follow_the_reset_policy() {
     }
     let tp = TopicPartition::new("t", 0);
     let mut latest = queue.consumer(ConsumerConfig::new("g")).unwrap();
-    latest.assign(&[tp.clone()]).unwrap();
+    latest.assign(std::slice::from_ref(&tp)).unwrap();
     assert_eq!(latest.position(&tp).unwrap(), 5);
     let mut strict = queue.consumer(ConsumerConfig::new("g").auto_offset_reset(OffsetReset::None)).unwrap();
-    strict.assign(&[tp.clone()]).unwrap();
+    strict.assign(std::slice::from_ref(&tp)).unwrap();
     assert!(matches!(strict.poll(Duration::ZERO), Err(Error::OffsetOutOfRange { .. })));
     strict.seek(&tp, 3).unwrap();
     assert_eq!(strict.poll(Duration::ZERO).unwrap().len(), 2);
     strict.seek(&tp, 99).unwrap();
     assert!(matches!(strict.poll(Duration::ZERO), Err(Error::OffsetOutOfRange { offset: 99, start: 0, end: 5, .. })));
     let mut earliest = queue.consumer(ConsumerConfig::new("g").auto_offset_reset(OffsetReset::Earliest)).unwrap();
-    earliest.assign(&[tp.clone()]).unwrap();
+    earliest.assign(std::slice::from_ref(&tp)).unwrap();
     earliest.seek(&tp, 99).unwrap();
     assert_eq!(earliest.poll(Duration::ZERO).unwrap().len(), 5);
     assert!(matches!(earliest.seek(&TopicPartition::new("t", 7), 0), Err(Error::NotAssigned(_))));
@@ -145,7 +150,10 @@ fn bad_input_gets_typed_errors() {
     assert!(matches!(queue.create_topic("zero", 0), Err(Error::InvalidConfig(_))));
     let producer = queue.producer();
     assert!(matches!(producer.send("nope", Record::new(b"x")), Err(Error::UnknownTopic(_))));
-    assert!(matches!(producer.send("t", Record::new(b"x").partition(2)), Err(Error::PartitionOutOfRange { partition: 2, count: 2, .. })));
+    assert!(matches!(
+        producer.send("t", Record::new(b"x").partition(2)),
+        Err(Error::PartitionOutOfRange { partition: 2, count: 2, .. })
+    ));
     let big = vec![0u8; 1 << 20];
     assert!(matches!(producer.send("t", Record::new(&big)), Err(Error::RecordTooLarge { .. })));
     let mut consumer = queue.consumer(ConsumerConfig::new("g")).unwrap();

@@ -9,7 +9,7 @@ use std::time::Duration;
 use streamlog::{Durability, ProducerConfig, Queue, Record};
 
 /// Starts this test binary as a child process running `role` with `args`.
-pub fn spawn(role: &str, args: &[String]) -> Child {
+pub(crate) fn spawn(role: &str, args: &[String]) -> Child {
     Command::new(std::env::current_exe().unwrap())
         .args(["--exact", "child::entry", "--include-ignored", "--nocapture", "--test-threads=1", "-q"])
         .env("STREAMLOG_CHILD", role)
@@ -21,19 +21,22 @@ pub fn spawn(role: &str, args: &[String]) -> Child {
 }
 
 /// The value child `producer` sends as its record number `seq`: recognisable and of varying size.
-pub fn value_for(producer: u32, seq: u64) -> Vec<u8> {
+pub(crate) fn value_for(producer: u32, seq: u64) -> Vec<u8> {
     let mut value = format!("p{producer}-s{seq}-").into_bytes();
     value.resize(value.len() + (seq as usize * 37 + producer as usize) % 300, b'a' + (seq % 26) as u8);
     value
 }
 
 /// Reads a child's acknowledgement lines on a thread (so its pipe never fills) until it exits.
-pub fn collect_acks(child: &mut Child) -> std::thread::JoinHandle<Vec<(u64, u32, u64)>> {
+pub(crate) fn collect_acks(child: &mut Child) -> std::thread::JoinHandle<Vec<(u64, u32, u64)>> {
     collect_acks_counting(child, Default::default())
 }
 
 /// As `collect_acks`, also counting acknowledgements in `count` as they arrive.
-pub fn collect_acks_counting(child: &mut Child, count: std::sync::Arc<std::sync::atomic::AtomicUsize>) -> std::thread::JoinHandle<Vec<(u64, u32, u64)>> {
+pub(crate) fn collect_acks_counting(
+    child: &mut Child,
+    count: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+) -> std::thread::JoinHandle<Vec<(u64, u32, u64)>> {
     let stdout = child.stdout.take().unwrap();
     std::thread::spawn(move || {
         use std::io::{BufRead, BufReader};
@@ -53,7 +56,7 @@ pub fn collect_acks_counting(child: &mut Child, count: std::sync::Arc<std::sync:
 }
 
 /// Acknowledgement lines a child prints after each send returns: `seq partition offset`.
-pub fn parse_ack(line: &str) -> Option<(u64, u32, u64)> {
+pub(crate) fn parse_ack(line: &str) -> Option<(u64, u32, u64)> {
     let mut parts = line.split(' ');
     let ack = (parts.next()?.parse().ok()?, parts.next()?.parse().ok()?, parts.next()?.parse().ok()?);
     parts.next().is_none().then_some(ack)

@@ -30,8 +30,11 @@ fn value(i: u32) -> Vec<u8> {
 }
 
 fn segments(dir: &Path) -> Vec<PathBuf> {
-    let mut logs: Vec<PathBuf> =
-        fs::read_dir(dir.join("topics/t/0")).unwrap().map(|e| e.unwrap().path()).filter(|p| p.extension().is_some_and(|e| e == "log")).collect();
+    let mut logs: Vec<PathBuf> = fs::read_dir(dir.join("topics/t/0"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "log"))
+        .collect();
     logs.sort();
     logs
 }

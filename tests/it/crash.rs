@@ -28,9 +28,10 @@ impl Rng {
 
 #[test]
 fn acknowledged_records_survive_sigkill() {
-    let seed = std::env::var("STREAMLOG_CRASH_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or_else(|| {
-        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos() as u64 | 1
-    });
+    let seed = std::env::var("STREAMLOG_CRASH_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos() as u64 | 1);
     let rounds: u32 = std::env::var("STREAMLOG_CRASH_ROUNDS").ok().and_then(|s| s.parse().ok()).unwrap_or(50);
     println!("crash test seed {seed} (set STREAMLOG_CRASH_SEED to repeat), {rounds} rounds");
     let mut rng = Rng(seed);
@@ -120,7 +121,12 @@ fn verify(queue: &Queue, partition: u32, from: u64, acked: &HashMap<(u32, u64), 
             let seq: u64 = parts.next().unwrap()[1..].parse().unwrap();
             assert_eq!(r.value(), value_for(producer, seq), "round {round}: record {partition}/{} was changed", r.offset());
             if let Some(&(acked_producer, acked_seq)) = acked.get(&(partition, r.offset())) {
-                assert_eq!((producer, seq), (acked_producer, acked_seq), "round {round}: acknowledged record {partition}/{} replaced", r.offset());
+                assert_eq!(
+                    (producer, seq),
+                    (acked_producer, acked_seq),
+                    "round {round}: acknowledged record {partition}/{} replaced",
+                    r.offset()
+                );
             }
             expected_offset += 1;
         }

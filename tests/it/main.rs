@@ -5,6 +5,7 @@ mod api;
 mod child;
 mod corruption;
 mod crash;
+mod disk_full;
 mod model;
 mod processes;
 
@@ -15,10 +16,10 @@ use std::time::Duration;
 use streamlog::{Consumer, ConsumerConfig, OffsetReset, Queue, TopicPartition};
 
 /// A directory removed when the test ends.
-pub struct TempDir(PathBuf);
+pub(crate) struct TempDir(PathBuf);
 
 impl TempDir {
-    pub fn new(name: &str) -> TempDir {
+    pub(crate) fn new(name: &str) -> TempDir {
         static COUNT: AtomicU32 = AtomicU32::new(0);
         let base = std::env::var_os("STREAMLOG_TEST_DIR").map(PathBuf::from).unwrap_or_else(std::env::temp_dir);
         let path = base.join(format!("streamlog-{name}-{}-{}", std::process::id(), COUNT.fetch_add(1, Ordering::Relaxed)));
@@ -26,7 +27,7 @@ impl TempDir {
         TempDir(path)
     }
 
-    pub fn path(&self) -> &Path {
+    pub(crate) fn path(&self) -> &Path {
         &self.0
     }
 }
@@ -38,16 +39,19 @@ impl Drop for TempDir {
 }
 
 /// A consumer reading `partitions` of `topic` from the beginning.
-pub fn consumer_from_start(queue: &Queue, topic: &str, partitions: u32) -> Consumer {
-    let mut consumer = queue.consumer(ConsumerConfig::new("tests").auto_offset_reset(OffsetReset::Earliest).max_poll_records(10_000)).unwrap();
+pub(crate) fn consumer_from_start(queue: &Queue, topic: &str, partitions: u32) -> Consumer {
+    let mut consumer =
+        queue.consumer(ConsumerConfig::new("tests").auto_offset_reset(OffsetReset::Earliest).max_poll_records(10_000)).unwrap();
     let tps: Vec<_> = (0..partitions).map(|p| TopicPartition::new(topic, p)).collect();
     consumer.assign(&tps).unwrap();
     consumer
 }
 
-/// Polls until `count` records arrived (or panics after a generous while), returning
-/// `(partition, offset, key, value)` of each.
-pub fn read_exactly(consumer: &mut Consumer, count: usize) -> Vec<(u32, u64, Option<Vec<u8>>, Vec<u8>)> {
+/// `(partition, offset, key, value)` of a record read.
+pub(crate) type Polled = (u32, u64, Option<Vec<u8>>, Vec<u8>);
+
+/// Polls until `count` records arrived (or panics after a generous while).
+pub(crate) fn read_exactly(consumer: &mut Consumer, count: usize) -> Vec<Polled> {
     let mut out = Vec::with_capacity(count);
     let give_up = std::time::Instant::now() + Duration::from_secs(60);
     while out.len() < count {

@@ -81,7 +81,10 @@ fn check_read(queue: &Queue, partition: u32, from: u64, max_poll_records: usize,
             let m = &model[expected as usize];
             let headers: Vec<(String, Vec<u8>)> = r.headers().map(|(n, v)| (n.to_owned(), v.to_vec())).collect();
             let value = (!r.is_tombstone()).then(|| r.value().to_vec());
-            assert_eq!((r.key().map(<[u8]>::to_vec), value, headers, r.timestamp()), (m.key.clone(), m.value.clone(), m.headers.clone(), m.timestamp_ms));
+            assert_eq!(
+                (r.key().map(<[u8]>::to_vec), value, headers, r.timestamp()),
+                (m.key.clone(), m.value.clone(), m.headers.clone(), m.timestamp_ms)
+            );
             expected += 1;
         }
     }

@@ -16,7 +16,14 @@ fn processes_send_to_one_partition_while_another_consumes() {
     let per_child = 6_000u64;
     let children: Vec<_> = (0..3)
         .map(|id| {
-            let args = [dir.path().display().to_string(), "shared".into(), id.to_string(), per_child.to_string(), "1".into(), "buffered".into()];
+            let args = [
+                dir.path().display().to_string(),
+                "shared".into(),
+                id.to_string(),
+                per_child.to_string(),
+                "1".into(),
+                "buffered".into(),
+            ];
             let mut child = child::spawn("produce", &args);
             let acks = child::collect_acks(&mut child);
             (child, acks)

@@ -1,0 +1,94 @@
+//! A full disk: sends fail with `Error::DiskFull`, nothing acknowledged is harmed, no process
+//! is killed by SIGBUS, and sending works again once space is freed. Runs on a small tmpfs the
+//! test mounts (it needs root, as the CI machine has).
+
+use std::path::PathBuf;
+use std::process::Command;
+use std::time::Duration;
+
+use streamlog::{Error, Queue, Record, TopicConfig, TopicPartition};
+
+use crate::{TempDir, consumer_from_start};
+
+/// A size-limited tmpfs, unmounted on drop.
+struct SmallFilesystem {
+    mount_point: PathBuf,
+    _dir: TempDir,
+}
+
+impl SmallFilesystem {
+    fn mount(size_bytes: u64) -> Option<SmallFilesystem> {
+        let dir = TempDir::new("small-fs");
+        let mount_point = dir.path().to_path_buf();
+        std::fs::create_dir_all(&mount_point).unwrap();
+        let status =
+            Command::new("mount").args(["-t", "tmpfs", "-o", &format!("size={size_bytes}"), "tmpfs"]).arg(&mount_point).status();
+        match status {
+            Ok(status) if status.success() => Some(SmallFilesystem { mount_point, _dir: dir }),
+            // SAFETY: geteuid has no preconditions.
+            _ if unsafe { libc::geteuid() } != 0 => None,
+            other => panic!("mounting a tmpfs as root failed: {other:?}"),
+        }
+    }
+}
+
+impl Drop for SmallFilesystem {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg(&self.mount_point).status();
+    }
+}
+
+#[test]
+fn a_full_disk_fails_sends_cleanly_and_recovers() {
+    let Some(fs) = SmallFilesystem::mount(6 << 20) else {
+        eprintln!("NOT RUN: mounting a small tmpfs needs root");
+        return;
+    };
+    let dir = fs.mount_point.join("queue");
+    let filler = fs.mount_point.join("filler");
+    std::fs::write(&filler, vec![1u8; 2 << 20]).unwrap();
+    let queue = Queue::open(&dir).unwrap();
+    queue.create_topic_with("t", TopicConfig::new(1).segment_bytes(1 << 20)).unwrap();
+    let producer = queue.producer();
+    let value = vec![7u8; 1000];
+    let mut acknowledged = 0u64;
+    let error = loop {
+        match producer.send("t", Record::new(&value)) {
+            Ok(meta) => {
+                assert_eq!(meta.offset(), acknowledged);
+                acknowledged += 1;
+            }
+            Err(error) => break error,
+        }
+        assert!(acknowledged < 100_000, "the disk never filled up");
+    };
+    assert!(matches!(error, Error::DiskFull { .. }), "{error}");
+    assert!(acknowledged > 1000, "only {acknowledged} records fit");
+    // A second attempt fails the same way, and nothing half-written became visible.
+    assert!(matches!(producer.send("t", Record::new(&value)), Err(Error::DiskFull { .. })));
+    let tp = TopicPartition::new("t", 0);
+    assert_eq!(queue.offsets(&tp).unwrap(), (0, acknowledged));
+
+    std::fs::remove_file(&filler).unwrap();
+    let meta = producer.send("t", Record::new(b"after")).unwrap();
+    assert_eq!(meta.offset(), acknowledged);
+
+    let mut consumer = consumer_from_start(&queue, "t", 1);
+    let mut read = 0u64;
+    loop {
+        let records = consumer.poll(Duration::from_millis(100)).unwrap();
+        if records.is_empty() {
+            break;
+        }
+        for r in records.iter() {
+            assert_eq!(r.offset(), read);
+            assert_eq!(r.value(), if read < acknowledged { &value[..] } else { b"after" });
+            read += 1;
+        }
+    }
+    assert_eq!(read, acknowledged + 1);
+    drop((consumer, producer, queue));
+    // Reopening (recovery) after the episode finds the same log.
+    let queue = Queue::open(&dir).unwrap();
+    assert_eq!(queue.offsets(&tp).unwrap(), (0, acknowledged + 1));
+}
