@@ -15,6 +15,9 @@ const VALUE_BYTES: usize = 100;
 
 fn main() {
     let full = common::full_mode();
+    if full {
+        common::settle();
+    }
     let duration = if full { Duration::from_secs(5) } else { Duration::from_millis(200) };
     let mut report = Report::default();
 

@@ -31,6 +31,9 @@ fn main() {
     }
 
     let full = common::full_mode();
+    if full {
+        common::settle();
+    }
     let count: u64 = if full { 200_000 } else { 500 };
     // The first records pay for page faults and cold caches; they are not what is measured.
     let warmup = count / 10;
@@ -38,11 +41,13 @@ fn main() {
     let queue = Queue::open(dir.path()).expect("open the queue");
     let mut report = Report::default();
 
+    // What is measured, in two processes or one, spinning or not, and the targets for p50
+    // and p99 in nanoseconds.
     let cases = [
         ("1 process, futex wait (default)", false, false, None),
-        ("1 process, `busy_poll`", false, true, Some((2_000, 20_000))),
-        ("2 processes, futex wait (default)", true, false, Some((50_000, u64::MAX))),
-        ("2 processes, `busy_poll`", true, true, Some((5_000, 50_000))),
+        ("1 process, `busy_poll`", false, true, Some((2_000, Some(20_000)))),
+        ("2 processes, futex wait (default)", true, false, Some((50_000, None))),
+        ("2 processes, `busy_poll`", true, true, Some((5_000, Some(50_000)))),
     ];
     for (i, (what, two_processes, busy_poll, targets_ns)) in cases.into_iter().enumerate() {
         let topic = format!("latency-{i}");
@@ -71,8 +76,8 @@ fn main() {
         let measured = format!("{} / {} / {} / {}", micros(p.p50_ns), micros(p.p99_ns), micros(p.p999_ns), micros(p.max_ns));
         let (target, met) = match targets_ns {
             None => (String::new(), None),
-            Some((p50_ns, u64::MAX)) => (format!("p50 ≤ {}", micros(p50_ns)), Some(p.p50_ns <= p50_ns)),
-            Some((p50_ns, p99_ns)) => {
+            Some((p50_ns, None)) => (format!("p50 ≤ {}", micros(p50_ns)), Some(p.p50_ns <= p50_ns)),
+            Some((p50_ns, Some(p99_ns))) => {
                 (format!("p50 ≤ {}, p99 ≤ {}", micros(p50_ns), micros(p99_ns)), Some(p.p50_ns <= p50_ns && p.p99_ns <= p99_ns))
             }
         };

@@ -21,21 +21,26 @@ const BATCH_RECORDS: usize = 1_000;
 
 fn main() {
     let full = common::full_mode();
+    if full {
+        common::settle();
+    }
     let records = if full { 10_000_000 } else { 20_000 };
     let large_total_bytes = if full { 512 << 20 } else { 4 << 20 };
     let large_rounds = if full { 3 } else { 1 };
     let mut report = Report::default();
 
-    let send_rate = send_one_by_one(records);
+    let (send_rate, slowest_sends) = send_one_by_one(records);
     report.add("`send`, 1 thread, 100 B values", millions_per_second(send_rate), "≥ 5 M/s", Some(send_rate >= 5e6));
+    report.add("slowest 1,000 `send`s of those", format!("{:.1} ms", slowest_sends.as_secs_f64() * 1e3), "", None);
 
     // One log serves both the `send_batch` and the `poll` measurements.
     let dir = ScratchDir::new("throughput");
     let queue = Queue::open(dir.path()).expect("open the queue");
     queue.create_topic(TOPIC, 1).expect("create the topic");
-    let batch_rate = send_in_batches(&queue, records);
+    let (batch_rate, slowest_batch) = send_in_batches(&queue, records);
     let batch_what = format!("`send_batch` of {BATCH_RECORDS}, 1 thread, 100 B values");
     report.add(&batch_what, millions_per_second(batch_rate), "≥ 15 M/s", Some(batch_rate >= 15e6));
+    report.add("slowest `send_batch` of those", format!("{:.1} ms", slowest_batch.as_secs_f64() * 1e3), "", None);
 
     let channel_rate = crossbeam_send_recv(records);
     report.add("reference: crossbeam-channel send+recv of 100 B `Vec`s", millions_per_second(channel_rate), "", None);
@@ -67,39 +72,51 @@ fn value_of(fill: u8) -> [u8; VALUE_BYTES] {
     [fill; VALUE_BYTES]
 }
 
-/// Records per second for `records` single-record sends to a fresh one-partition topic.
-fn send_one_by_one(records: u64) -> f64 {
+/// Records per second for `records` single-record sends to a fresh one-partition topic, and
+/// the longest time 1,000 consecutive sends took (timing each send would cost more than one).
+fn send_one_by_one(records: u64) -> (f64, Duration) {
     let dir = ScratchDir::new("send");
     let queue = Queue::open(dir.path()).expect("open the queue");
     queue.create_topic(TOPIC, 1).expect("create the topic");
     let producer = queue.producer();
     let value = value_of(1);
+    let mut slowest = Duration::ZERO;
     let start = Instant::now();
-    for _ in 0..records {
-        producer.send(TOPIC, Record::new(black_box(&value))).expect("send");
+    let mut sent = 0;
+    while sent < records {
+        let chunk_start = Instant::now();
+        let chunk = (records - sent).min(1_000);
+        for _ in 0..chunk {
+            producer.send(TOPIC, Record::new(black_box(&value))).expect("send");
+        }
+        slowest = slowest.max(chunk_start.elapsed());
+        sent += chunk;
     }
     let elapsed = start.elapsed();
     assert_eq!(queue.offsets(&TopicPartition::new(TOPIC, 0)).expect("offsets"), (0, records));
     assert_eq!(read_back(&queue, records, true), records);
-    per_second(records, elapsed)
+    (per_second(records, elapsed), slowest)
 }
 
 /// Records per second for `records` records sent `BATCH_RECORDS` at a time to `queue`'s
-/// one-partition topic, which must be empty.
-fn send_in_batches(queue: &Queue, records: u64) -> f64 {
+/// one-partition topic, which must be empty, and the longest one call took.
+fn send_in_batches(queue: &Queue, records: u64) -> (f64, Duration) {
     let producer = queue.producer();
     let value = value_of(2);
+    let mut slowest = Duration::ZERO;
     let start = Instant::now();
     let mut sent = 0;
     while sent < records {
+        let batch_start = Instant::now();
         let batch = (records - sent).min(BATCH_RECORDS as u64);
         let metadata = producer.send_batch(TOPIC, (0..batch).map(|_| Record::new(black_box(&value)))).expect("send_batch");
+        slowest = slowest.max(batch_start.elapsed());
         assert_eq!(metadata.last().map(|m| m.offset()), Some(sent + batch - 1));
         sent += batch;
     }
     let elapsed = start.elapsed();
     assert_eq!(queue.offsets(&TopicPartition::new(TOPIC, 0)).expect("offsets"), (0, records));
-    per_second(records, elapsed)
+    (per_second(records, elapsed), slowest)
 }
 
 /// Records per second through a bounded crossbeam channel from one thread to another, each a
@@ -133,7 +150,8 @@ fn poll_all(queue: &Queue, records: u64, check_crcs: bool) -> f64 {
 /// Reads partition 0 of the topic from the start until `records` records arrived, checking
 /// that offsets are dense and each value is whole, and returns how many it read.
 fn read_back(queue: &Queue, records: u64, check_crcs: bool) -> u64 {
-    let config = ConsumerConfig::new("bench").auto_offset_reset(OffsetReset::Earliest).max_poll_records(10_000).check_crcs(check_crcs);
+    let config =
+        ConsumerConfig::new("bench").auto_offset_reset(OffsetReset::Earliest).max_poll_records(10_000).check_crcs(check_crcs);
     let mut consumer = queue.consumer(config).expect("consumer");
     consumer.assign(&[TopicPartition::new(TOPIC, 0)]).expect("assign");
     let mut next_offset = 0;

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use crate::error::{Error, Result};
 use crate::partition::{Cursor, Partition};
 use crate::queue::Queue;
-use crate::record::Records;
+use crate::record::{ConsumerRecord, Records};
 use crate::sys;
 use crate::topic::TopicPartition;
 
@@ -177,7 +177,7 @@ impl Consumer {
     /// sent by any thread or process wake the wait at once.
     pub fn poll(&mut self, timeout: Duration) -> Result<Records> {
         let deadline = Instant::now() + timeout;
-        let mut records = Vec::new();
+        let mut records = Vec::with_capacity(self.config.max_poll_records.min(4096));
         let mut spins = 0u32;
         loop {
             self.fetch(&mut records)?;
@@ -199,38 +199,29 @@ impl Consumer {
         }
     }
 
-    /// Reads what is available from every assigned partition, up to `max_poll_records`.
-    fn fetch(&mut self, records: &mut Vec<crate::record::ConsumerRecord>) -> Result<()> {
+    /// Reads what is available from every assigned partition, up to `max_poll_records`. A
+    /// partition that fails does not hold up the others: its error is returned only when no
+    /// partition had records, and its position stays at the failing offset.
+    fn fetch(&mut self, records: &mut Vec<ConsumerRecord>) -> Result<()> {
         let count = self.assigned.len();
         let max = self.config.max_poll_records;
+        let mut first_error = None;
         for i in 0..count {
             if records.len() >= max {
                 break;
             }
             let assignment = &mut self.assigned[(self.next_first + i) % count];
-            let position = valid_position(assignment, self.config.auto_offset_reset)?;
-            let tail = assignment.partition.tail();
-            if position >= tail.end_offset {
-                continue;
-            }
-            let partition = &assignment.partition;
-            let cursor = match assignment.cursor.take() {
-                Some(cursor) if cursor.offset() == position => cursor,
-                _ => partition.cursor_at(position, &tail)?,
-            };
-            let mut cursor = cursor;
-            let result = partition.advance(&mut cursor, &tail, u64::MAX, Some((records, max)), self.config.check_crcs);
-            assignment.position = Some(cursor.offset());
-            assignment.cursor = Some(cursor);
-            if let Err(error) = result {
-                // Hand out what was read before the damage; the next poll stops at it again.
-                return if records.is_empty() { Err(error) } else { Ok(()) };
+            if let Err(error) = fetch_partition(assignment, &self.config, records) {
+                first_error.get_or_insert(error);
             }
         }
         if count > 0 {
             self.next_first = (self.next_first + 1) % count;
         }
-        Ok(())
+        match first_error {
+            Some(error) if records.is_empty() => Err(error),
+            _ => Ok(()),
+        }
     }
 
     /// Sleeps until a record arrives in an assigned partition or the deadline passes.
@@ -246,6 +237,24 @@ impl Consumer {
             assignment.partition.end_wait();
         }
     }
+}
+
+/// Reads what is available from one partition into `records`, up to `max_poll_records` in all.
+fn fetch_partition(assignment: &mut Assignment, config: &ConsumerConfig, records: &mut Vec<ConsumerRecord>) -> Result<()> {
+    let position = valid_position(assignment, config.auto_offset_reset)?;
+    let partition = &assignment.partition;
+    let tail = partition.tail();
+    if position >= tail.end_offset {
+        return Ok(());
+    }
+    let mut cursor = match assignment.cursor.take() {
+        Some(cursor) if cursor.offset() == position => cursor,
+        _ => partition.cursor_at(position, &tail, config.check_crcs)?,
+    };
+    let result = partition.advance(&mut cursor, &tail, u64::MAX, Some((records, config.max_poll_records)), config.check_crcs);
+    assignment.position = Some(cursor.offset());
+    assignment.cursor = Some(cursor);
+    result
 }
 
 /// The assignment's position, applying the reset policy if it has none or lies outside the log.

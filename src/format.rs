@@ -80,8 +80,13 @@ pub(crate) fn classify(name: &str) -> PartitionFile {
 ///
 /// ```text
 /// 0  magic [8]   8  version u16   10 reserved u16   12 capacity_bytes u32
-/// 16 base_offset u64   24 created_ms u64   32 reserved [28]   60 crc32 of bytes 0..60
+/// 16 base_offset u64   24 created_ms u64   32 synced_bytes u64   40 !synced_bytes u64
+/// 48 reserved [12]   60 crc32 of bytes 0..32
 /// ```
+///
+/// `synced_bytes` (segments only) is a lower bound of how much of the file is known to be on
+/// stable storage: written after an fsync completes, never before, so it may lag but never lead.
+/// It is outside the checksum because it changes; its complement beside it guards it instead.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct FileHeader {
     pub(crate) magic: [u8; 8],
@@ -99,18 +104,31 @@ impl FileHeader {
         out[12..16].copy_from_slice(&self.capacity_bytes.to_le_bytes());
         out[16..24].copy_from_slice(&self.base_offset.to_le_bytes());
         out[24..32].copy_from_slice(&self.created_ms.to_le_bytes());
-        let crc = crc32fast::hash(&out[0..60]);
+        out[32..40].copy_from_slice(&u64::from(FILE_HEADER_BYTES).to_le_bytes());
+        out[40..48].copy_from_slice(&(!u64::from(FILE_HEADER_BYTES)).to_le_bytes());
+        let crc = crc32fast::hash(&out[0..32]);
         out[60..64].copy_from_slice(&crc.to_le_bytes());
         out
     }
 
     pub(crate) fn decode(bytes: &[u8], magic: [u8; 8], path: &Path) -> Result<Self> {
         check_magic_and_version(bytes, magic, path)?;
-        if crc32fast::hash(&bytes[0..60]) != u32_at(bytes, 60) {
+        if crc32fast::hash(&bytes[0..32]) != u32_at(bytes, 60) {
             return Err(Error::corrupt(path, 0, "file header checksum mismatch"));
         }
         Ok(FileHeader { magic, capacity_bytes: u32_at(bytes, 12), base_offset: u64_at(bytes, 16), created_ms: u64_at(bytes, 24) })
     }
+}
+
+/// Where a segment header keeps its synced-bytes marker and the marker's complement.
+pub(crate) const SYNCED_MARKER_AT: usize = 32;
+/// A synced-bytes marker meaning "the whole segment is on stable storage".
+pub(crate) const FULLY_SYNCED: u64 = u64::MAX;
+
+/// Reads the synced-bytes marker from a marker word and its complement; a torn or damaged
+/// marker counts as "nothing past the header is known to be synced".
+pub(crate) fn synced_marker(value: u64, complement: u64) -> u64 {
+    if value == !complement { value } else { u64::from(FILE_HEADER_BYTES) }
 }
 
 /// Checks the first ten bytes every streamlog file starts with: magic, then version.
@@ -220,7 +238,8 @@ impl BatchHeader {
 
     /// The offset after this batch's last record.
     pub(crate) fn next_offset(&self) -> u64 {
-        self.base_offset + u64::from(self.record_count)
+        // Saturating: the header may be garbage that has not been checked yet.
+        self.base_offset.saturating_add(u64::from(self.record_count))
     }
 
     /// Whether the header's sizes are possible at all, before the checksum is looked at.
@@ -425,8 +444,18 @@ mod tests {
         bytes[8] = 9;
         assert!(matches!(FileHeader::decode(&bytes, SEGMENT_MAGIC, path), Err(Error::IncompatibleVersion { found: 9, .. })));
         bytes[8] = 1;
+        bytes[36] ^= 4;
+        assert_eq!(FileHeader::decode(&bytes, SEGMENT_MAGIC, path).unwrap(), header, "the synced marker is not checksummed");
         bytes[20] ^= 4;
         assert!(matches!(FileHeader::decode(&bytes, SEGMENT_MAGIC, path), Err(Error::Corrupt { .. })));
+    }
+
+    #[test]
+    fn garbage_batch_headers_do_not_overflow() {
+        let mut bytes = [0u8; 40];
+        bytes[8..16].copy_from_slice(&u64::MAX.to_le_bytes());
+        bytes[16..20].copy_from_slice(&5u32.to_le_bytes());
+        assert_eq!(BatchHeader::read(&bytes).next_offset(), u64::MAX);
     }
 
     #[test]

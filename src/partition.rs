@@ -30,6 +30,18 @@ const LOG_RESERVE_STEP_BYTES: u64 = 1 << 20;
 /// Index files grow on disk in steps of this size.
 const INDEX_RESERVE_STEP_BYTES: u64 = 64 << 10;
 
+/// Batches at least this large are written with `pwrite` from a buffer: copying into a fresh
+/// mapping costs a page fault per page, which dominates for large writes.
+const PWRITE_MIN_BATCH_BYTES: u64 = 16 << 10;
+
+/// What this process's writers of one partition keep between appends.
+struct Writer {
+    /// The active segment as last seen.
+    active: Option<Arc<Segment>>,
+    /// Where large batches are encoded before they are written.
+    buffer: Vec<u8>,
+}
+
 /// Where a reader is in a partition's log.
 pub(crate) struct Cursor {
     segment: Arc<Segment>,
@@ -62,8 +74,8 @@ pub(crate) struct Partition {
     state: SharedState,
     /// Known segments by base offset, mapped on first use.
     segments: RwLock<BTreeMap<u64, Option<Arc<Segment>>>>,
-    /// The active segment as this process's writers last saw it.
-    writer: Mutex<Option<Arc<Segment>>>,
+    /// This process's writers take turns here before taking the cross-process append lock.
+    writer: Mutex<Writer>,
     users: Arc<DirLock>,
     /// Set when this process appended since the last background sync.
     dirty: AtomicBool,
@@ -88,8 +100,9 @@ impl Partition {
         let result = (|| {
             if SharedState::stored_epoch(&file).during("read", &state_path)? == Some(epoch) {
                 let state = SharedState::map(file.try_clone().during("reopen", &state_path)?, &state_path)?;
-                let bases = list_segments(&dir)?;
-                return Ok((state, bases.into_iter().map(|b| (b, None)).collect(), None));
+                let active_base = state.tail().active_base;
+                let bases = list_segments(&dir)?.into_iter().filter(|&b| b <= active_base);
+                return Ok((state, bases.map(|b| (b, None)).collect(), None));
             }
             let recovered = recovery::recover(&dir, &id, &config, &users)?;
             let state =
@@ -107,7 +120,7 @@ impl Partition {
             config,
             state,
             segments: RwLock::new(segments),
-            writer: Mutex::new(active),
+            writer: Mutex::new(Writer { active, buffer: Vec::new() }),
             users,
             dirty: AtomicBool::new(false),
         })
@@ -125,23 +138,30 @@ impl Partition {
 
     /// Appends `records` (already checked against the size limits) as one batch and returns
     /// the offset of the first. `batch_bytes` is the encoded size of the batch.
-    pub(crate) fn append(&self, records: &[Record<'_>], timestamps_ms: &[u64], batch_bytes: u64, now_ms: u64) -> Result<u64> {
+    pub(crate) fn append(
+        self: &Arc<Self>,
+        records: &[Record<'_>],
+        timestamps_ms: &[u64],
+        batch_bytes: u64,
+        now_ms: u64,
+    ) -> Result<u64> {
         debug_assert!(batch_bytes <= MAX_BATCH_BYTES && !records.is_empty());
-        let mut active = self.writer.lock();
-        let guard = self.state.lock_append(|_| self.repair())?;
+        let mut writer = self.writer.lock();
+        let guard = self.state.lock_append(|| self.repair())?;
         if self.state.is_poisoned() {
             return Err(Error::Poisoned(self.id.clone()));
         }
         let mut tail = self.state.tail();
-        let mut segment = self.writer_segment(&mut active, tail.active_base)?;
+        let mut segment = self.writer_segment(&mut writer.active, tail.active_base)?;
         // Writers in other processes may have reserved more of the file than this one knows.
         segment.note_reserved(tail.log_reserved_bytes, tail.index_reserved_bytes);
         let header_bytes = u64::from(FILE_HEADER_BYTES);
         let empty = tail.end_position == header_bytes;
         let too_big = tail.end_position + batch_bytes > header_bytes + self.config.segment_bytes;
         let too_old = now_ms.saturating_sub(segment.created_ms()) >= self.config.segment_ms;
-        if !empty && (too_big || too_old) {
-            segment = self.roll(&guard, &mut tail, &mut active, now_ms)?;
+        let sealed = (!empty && (too_big || too_old)).then(|| Arc::clone(&segment));
+        if sealed.is_some() {
+            segment = self.roll(&guard, &mut tail, &mut writer.active, now_ms)?;
         }
 
         let end = tail.end_position + batch_bytes;
@@ -151,21 +171,48 @@ impl Partition {
             tail.log_reserved_bytes = wanted;
         }
         let base_offset = tail.end_offset;
-        let mut max_timestamp_ms = 0;
-        segment.write_unpublished(tail.end_position, batch_bytes, |out| {
-            max_timestamp_ms = format::write_batch(out, base_offset, records, timestamps_ms);
-        });
+        let max_timestamp_ms = if batch_bytes >= PWRITE_MIN_BATCH_BYTES {
+            let buffer = &mut writer.buffer;
+            buffer.clear();
+            buffer.resize(batch_bytes as usize, 0);
+            let max_timestamp_ms = format::write_batch(buffer, base_offset, records, timestamps_ms);
+            segment.pwrite_unpublished(tail.end_position, buffer)?;
+            max_timestamp_ms
+        } else {
+            let mut max_timestamp_ms = 0;
+            segment.write_unpublished(tail.end_position, batch_bytes, |out| {
+                max_timestamp_ms = format::write_batch(out, base_offset, records, timestamps_ms);
+            });
+            max_timestamp_ms
+        };
         self.index_batch(&segment, &mut tail, base_offset)?;
         tail.end_offset += records.len() as u64;
         tail.end_position = end;
         tail.max_timestamp_ms = tail.max_timestamp_ms.max(max_timestamp_ms);
         self.state.publish(&guard, tail);
         drop(guard);
-        drop(active);
+        drop(writer);
         if !self.dirty.load(Ordering::Relaxed) {
             self.dirty.store(true, Ordering::Relaxed);
         }
+        if let Some(sealed) = sealed {
+            self.seal_in_background(sealed);
+        }
         Ok(base_offset)
+    }
+
+    /// Makes a sealed segment durable off the append path: a 1 GiB fsync takes seconds, and
+    /// nothing waits for it except `Durability::Sync` senders, whose `sync_through` covers every
+    /// segment since the last sync anyway. Recovery treats a segment not marked fully synced as
+    /// possibly torn.
+    fn seal_in_background(self: &Arc<Self>, sealed: Arc<Segment>) {
+        let partition = Arc::clone(self);
+        // If no thread can be had the segment stays unsynced, which recovery copes with.
+        let _ = std::thread::Builder::new().name("streamlog-seal".into()).spawn(move || {
+            if partition.sync_or_poison(&sealed).is_ok() {
+                sealed.record_synced(format::FULLY_SYNCED);
+            }
+        });
     }
 
     /// Adds an index entry for the batch about to be published at the tail, if one is due.
@@ -202,7 +249,7 @@ impl Partition {
         }
     }
 
-    /// Seals the active segment (making it durable) and starts a new one at the tail.
+    /// Starts a new segment at the tail; the caller makes the old one durable.
     fn roll(
         &self,
         guard: &AppendGuard<'_>,
@@ -210,8 +257,6 @@ impl Partition {
         active: &mut Option<Arc<Segment>>,
         now_ms: u64,
     ) -> Result<Arc<Segment>> {
-        let old = self.writer_segment(active, tail.active_base)?;
-        self.sync_or_poison(&old)?;
         // A writer that died (or failed) half-way through a roll may have left the files of a
         // segment it never published. They must go before a later segment is published, or
         // readers listing the directory would take them for part of the log.
@@ -222,6 +267,7 @@ impl Partition {
         let segment = Arc::new(segment);
         *tail = new_tail;
         self.state.publish(guard, *tail);
+        self.refresh_segments(tail.active_base)?;
         self.segments.write().insert(tail.active_base, Some(Arc::clone(&segment)));
         *active = Some(Arc::clone(&segment));
         Ok(segment)
@@ -229,25 +275,45 @@ impl Partition {
 
     /// Runs after a writer died holding the append lock. The published tail is whole (it is
     /// switched atomically), bytes past it are overwritten by the next append, and the only
-    /// other thing a dead writer can leave is one index entry past the published count.
-    fn repair(&self) -> Result<()> {
+    /// other thing a dead writer can leave is one index entry past the published count. Zeroing
+    /// it is tidiness, not correctness (readers check entries against the log), so a failure
+    /// to map the segment is ignored.
+    fn repair(&self) {
         let tail = self.state.tail();
-        let segment = self.segment(tail.active_base)?;
-        segment.note_reserved(tail.log_reserved_bytes, tail.index_reserved_bytes);
-        segment.write_index_entry(tail.index_count, IndexEntry { relative_offset: 0, position: 0, max_timestamp_before_ms: 0 });
-        Ok(())
+        if let Ok(segment) = self.segment(tail.active_base) {
+            segment.note_reserved(tail.log_reserved_bytes, tail.index_reserved_bytes);
+            let empty = IndexEntry { relative_offset: 0, position: 0, max_timestamp_before_ms: 0 };
+            segment.write_index_entry(tail.index_count, empty);
+        }
     }
 
     fn sync_or_poison(&self, segment: &Segment) -> Result<()> {
         segment.sync().inspect_err(|_| self.state.poison())
     }
 
-    /// Makes everything up to `end_offset` durable, sharing one fsync among concurrent callers.
+    /// Makes everything below `end_offset` durable, sharing fsyncs among concurrent callers in
+    /// every process (group commit).
     pub(crate) fn sync_through(&self, end_offset: u64) -> Result<()> {
         self.state.sync_through(end_offset, || {
+            if self.state.is_poisoned() {
+                // The failed fsync may have dropped pages that a later fsync would not report.
+                return Err(Error::Poisoned(self.id.clone()));
+            }
             let tail = self.state.tail();
-            // Earlier segments were synced when they were sealed.
-            self.sync_or_poison(&*self.segment(tail.active_base)?)?;
+            // Every segment that may hold unsynced records: from the one holding the first
+            // unsynced offset to the active one (sealed segments are synced in the background,
+            // which may not have happened yet).
+            let from = self.state.synced_offset().min(tail.active_base);
+            if self.known_base_at_or_before(from).is_none() || self.segments.read().keys().next_back() < Some(&tail.active_base) {
+                self.refresh_segments(tail.active_base)?;
+            }
+            let first = self.known_base_at_or_before(from).unwrap_or(tail.active_base);
+            let bases: Vec<u64> = self.segments.read().range(first..=tail.active_base).map(|(&b, _)| b).collect();
+            for base in bases {
+                let segment = self.segment(base)?;
+                self.sync_or_poison(&segment)?;
+                segment.record_synced(if base == tail.active_base { tail.end_position } else { format::FULLY_SYNCED });
+            }
             Ok(tail.end_offset)
         })
     }
@@ -260,10 +326,14 @@ impl Partition {
         Ok(())
     }
 
-    /// The mapped segment with this base offset.
+    /// The mapped segment with this base offset, which must be published.
     pub(crate) fn segment(&self, base: u64) -> Result<Arc<Segment>> {
         if let Some(Some(segment)) = self.segments.read().get(&base) {
             return Ok(Arc::clone(segment));
+        }
+        if !self.segments.read().contains_key(&base) {
+            // Keep the list free of gaps: a reader finds where a segment ends by the next one.
+            self.refresh_segments(base)?;
         }
         let mut segments = self.segments.write();
         if let Some(Some(segment)) = segments.get(&base) {
@@ -274,13 +344,17 @@ impl Partition {
         Ok(segment)
     }
 
-    /// Learns of segments rolled by other processes.
-    fn refresh_segments(&self, tail: &Tail) -> Result<()> {
+    /// Rebuilds the list of segments from the directory: every segment up to `last_base` (a
+    /// published base, so nothing up to it is a half-made roll), keeping existing mappings.
+    fn refresh_segments(&self, last_base: u64) -> Result<()> {
         let bases = list_segments(&self.dir)?;
         let mut segments = self.segments.write();
-        for base in bases.into_iter().filter(|&b| b <= tail.active_base) {
-            segments.entry(base).or_insert(None);
+        let mut fresh: BTreeMap<u64, Option<Arc<Segment>>> =
+            bases.into_iter().filter(|&b| b <= last_base).map(|b| (b, segments.remove(&b).flatten())).collect();
+        if let Some(mapped) = segments.remove(&last_base) {
+            fresh.insert(last_base, mapped);
         }
+        *segments = fresh;
         Ok(())
     }
 
@@ -293,13 +367,12 @@ impl Partition {
     }
 
     /// A cursor whose next record is `offset`, which must lie in `[start_offset, tail.end_offset]`.
-    pub(crate) fn cursor_at(&self, offset: u64, tail: &Tail) -> Result<Cursor> {
+    pub(crate) fn cursor_at(&self, offset: u64, tail: &Tail, check_crc: bool) -> Result<Cursor> {
         let base = if offset >= tail.active_base {
             tail.active_base
         } else {
-            if self.known_base_after(self.known_base_at_or_before(offset).unwrap_or(0)).is_none_or(|next| next > tail.active_base)
-            {
-                self.refresh_segments(tail)?;
+            if self.segments.read().keys().next_back() < Some(&tail.active_base) {
+                self.refresh_segments(tail.active_base)?;
             }
             self.known_base_at_or_before(offset).ok_or_else(|| self.corrupt_at(0, format!("no segment holds offset {offset}")))?
         };
@@ -317,7 +390,7 @@ impl Partition {
                 cursor.offset = entry_offset;
             }
         }
-        self.advance(&mut cursor, tail, offset, None, false)?;
+        self.advance(&mut cursor, tail, offset, None, check_crc)?;
         Ok(cursor)
     }
 
@@ -393,7 +466,7 @@ impl Partition {
             let next = match self.known_base_after(base) {
                 Some(next) => Some(next),
                 None => {
-                    self.refresh_segments(tail)?;
+                    self.refresh_segments(tail.active_base)?;
                     self.known_base_after(base)
                 }
             };
@@ -427,10 +500,7 @@ impl Partition {
             cursor.offset = header.next_offset();
             return Ok(false);
         }
-        if reading
-            && check_crc
-            && !format::batch_checksum_ok(cursor.segment.read(cursor.position, u64::from(header.batch_bytes))?)
-        {
+        if check_crc && !format::batch_checksum_ok(cursor.segment.read(cursor.position, u64::from(header.batch_bytes))?) {
             return Err(cursor_corrupt(cursor, format!("checksum mismatch in the batch at offset {}", header.base_offset)));
         }
         cursor.batch_end = cursor.position + u64::from(header.batch_bytes);
@@ -498,4 +568,123 @@ pub(crate) fn list_segments(dir: &Path) -> Result<Vec<u64>> {
     }
     bases.sort_unstable();
     Ok(bases)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use crate::{Durability, Error, ProducerConfig, Queue, Record, TopicConfig, TopicPartition};
+
+    fn queue(name: &str) -> (Queue, std::path::PathBuf) {
+        let dir = std::env::temp_dir().join(format!("streamlog-unit-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        (Queue::open(&dir).unwrap(), dir)
+    }
+
+    #[test]
+    fn a_failed_fsync_poisons_the_partition() {
+        let (queue, dir) = queue("poison");
+        queue.create_topic("t", 2).unwrap();
+        let producer = queue.producer_with(ProducerConfig::new().durability(Durability::Sync));
+        producer.send("t", Record::new(b"fine").partition(0)).unwrap();
+        *crate::segment::FAIL_NEXT_SYNC_UNDER.lock() = Some(dir.clone());
+        assert!(matches!(producer.send("t", Record::new(b"lost?").partition(0)), Err(Error::Io { .. })));
+        let again = producer.send("t", Record::new(b"refused").partition(0));
+        assert!(matches!(again, Err(Error::Poisoned(tp)) if tp == TopicPartition::new("t", 0)));
+        // Other partitions are unaffected; a fresh open (recovery) clears the poison.
+        producer.send("t", Record::new(b"elsewhere").partition(1)).unwrap();
+        drop((producer, queue));
+        let queue = Queue::open(&dir).unwrap();
+        queue.producer().send("t", Record::new(b"after reopen").partition(0)).unwrap();
+        drop(queue);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn a_sync_after_a_failed_fsync_is_refused() {
+        // Linux reports a writeback error once: an fsync after a failed one may succeed even
+        // though the failed one's pages are gone. Nothing may be acknowledged after it.
+        let (queue, dir) = queue("sync-after-failure");
+        queue.create_topic("t", 1).unwrap();
+        let producer = queue.producer();
+        producer.send("t", Record::new(b"a")).unwrap();
+        producer.send("t", Record::new(b"b")).unwrap();
+        let partition = queue.inner.partition(&TopicPartition::new("t", 0)).unwrap();
+        *crate::segment::FAIL_NEXT_SYNC_UNDER.lock() = Some(dir.clone());
+        assert!(partition.sync_through(1).is_err());
+        assert!(matches!(partition.sync_through(2), Err(Error::Poisoned(_))));
+        assert_eq!(partition.state.synced_offset(), 0);
+        drop((producer, partition, queue));
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn a_half_made_roll_is_never_taken_for_part_of_the_log() {
+        // A writer that died after creating a segment's files but before publishing it leaves
+        // them behind. Another handle opening the partition must not list them, and the next
+        // real roll removes them.
+        let (queue, dir) = queue("half-roll");
+        queue.create_topic_with("t", TopicConfig::new(1).segment_bytes(1024)).unwrap();
+        let producer = queue.producer();
+        producer.send("t", Record::new(&[1u8; 300])).unwrap();
+        let partition = queue.inner.partition(&TopicPartition::new("t", 0)).unwrap();
+        let partition_dir = dir.join("topics/t/0");
+        let leftover_base = partition.tail().end_offset;
+        let config = queue.topic_config("t").unwrap();
+        drop(super::new_segment(&partition_dir, &partition.id, &config, leftover_base, 0, &partition.users).unwrap());
+        let other = Queue::open(&dir).unwrap();
+        for _ in 0..10 {
+            producer.send("t", Record::new(&[2u8; 300])).unwrap();
+        }
+        assert!(
+            !partition_dir.join(crate::format::segment_file_name(leftover_base)).exists()
+                || partition.tail().active_base == leftover_base
+        );
+        let mut consumer =
+            other.consumer(crate::ConsumerConfig::new("g").auto_offset_reset(crate::OffsetReset::Earliest)).unwrap();
+        consumer.assign(&[TopicPartition::new("t", 0)]).unwrap();
+        let records = consumer.poll(Duration::from_millis(100)).unwrap();
+        assert_eq!(records.len(), 11);
+        drop((consumer, other, producer, partition, queue));
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn sync_and_interval_modes_make_sends_durable() {
+        let (queue, dir) = queue("durable");
+        queue.create_topic("t", 1).unwrap();
+        let partition = queue.inner.partition(&TopicPartition::new("t", 0)).unwrap();
+        queue.producer().send("t", Record::new(b"buffered")).unwrap();
+        assert_eq!(partition.state.synced_offset(), 0, "buffered sends do not fsync");
+        let sync = queue.producer_with(ProducerConfig::new().durability(Durability::Sync));
+        sync.send("t", Record::new(b"sync")).unwrap();
+        assert_eq!(partition.state.synced_offset(), 2);
+        let interval = queue.producer_with(ProducerConfig::new().durability(Durability::Interval(Duration::from_millis(20))));
+        interval.send("t", Record::new(b"interval")).unwrap();
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        while partition.state.synced_offset() < 3 {
+            assert!(std::time::Instant::now() < deadline, "the flusher never synced");
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        interval.send("t", Record::new(b"flushed")).unwrap();
+        interval.flush().unwrap();
+        assert_eq!(partition.state.synced_offset(), 4);
+        drop((sync, interval, partition, queue));
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn segments_roll_by_age() {
+        let (queue, dir) = queue("age");
+        queue.create_topic_with("t", TopicConfig::new(1).segment_ms(30)).unwrap();
+        let producer = queue.producer();
+        producer.send("t", Record::new(b"first")).unwrap();
+        std::thread::sleep(Duration::from_millis(50));
+        producer.send("t", Record::new(b"second")).unwrap();
+        let partition = queue.inner.partition(&TopicPartition::new("t", 0)).unwrap();
+        assert_eq!(partition.tail().active_base, 1, "the old segment rolled before the second send");
+        drop((producer, partition, queue));
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 }

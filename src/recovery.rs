@@ -1,7 +1,9 @@
 //! Bringing a partition back after a crash: runs once per partition when the queue is first
-//! used after a process opened it alone. Only what can be torn is checked: the end of each
-//! sealed segment (from its last index entry) and the tail of the active one. A torn tail is
-//! cut off; damage followed by valid data is reported, never dropped silently.
+//! used after a process opened it alone. Only what can be torn is checked: what lies past each
+//! segment's synced-bytes marker (see `FileHeader`), plus the end of each sealed segment from its
+//! last index entry. A bad batch past the marker is a torn write and is cut off, together with
+//! any later segments; a bad batch below it is damage to durable data and is reported as
+//! `Error::Corrupt`, never dropped silently.
 
 use std::fs;
 use std::path::Path;
@@ -52,32 +54,45 @@ pub(crate) fn recover(dir: &Path, id: &TopicPartition, config: &TopicConfig, use
     while bases.len() > 1 {
         let last = *bases.last().expect("two or more");
         let segment = open_or_reindex(dir, last, id, config, users)?;
-        let start = IndexEntry { relative_offset: 0, position: FILE_HEADER_BYTES, max_timestamp_before_ms: 0 };
-        if scan(&segment, start, u64::MAX, None)?.end_offset != last {
+        if scan(&segment, segment_start(), u64::MAX, None)?.end_offset != last {
             break;
         }
         drop(segment);
         remove_segment_files(dir, last)?;
         bases.pop();
     }
-    let Some(&last) = bases.last() else {
+    if bases.is_empty() {
         let now_ms = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64);
         let (active, tail) = new_segment(dir, id, config, 0, now_ms, users)?;
         return Ok(Recovered { tail, bases: vec![0], active });
-    };
-    for pair in bases.windows(2) {
-        let segment = open_or_reindex(dir, pair[0], id, config, users)?;
-        check_sealed(&segment, pair[1])?;
     }
+    for i in 0..bases.len().saturating_sub(1) {
+        let segment = open_or_reindex(dir, bases[i], id, config, users)?;
+        if !sealed_is_whole(&segment, bases[i + 1])? {
+            // Torn before it was synced (a power cut soon after a roll): everything after the
+            // tear is lost, so later segments go and this one becomes the active segment again.
+            for &later in &bases[i + 1..] {
+                remove_segment_files(dir, later)?;
+            }
+            bases.truncate(i + 1);
+            break;
+        }
+    }
+    let last = *bases.last().expect("at least one segment");
     let active = open_or_reindex(dir, last, id, config, users)?;
     let tail = recover_active(&active, config)?;
     Ok(Recovered { tail, bases, active })
 }
 
-/// Opens a segment, recreating its index file empty if it is missing.
+/// Opens a segment, recreating its index file empty if it is missing or unreadable (the index
+/// is rebuilt from the log afterwards).
 fn open_or_reindex(dir: &Path, base: u64, id: &TopicPartition, config: &TopicConfig, users: &Arc<DirLock>) -> Result<Segment> {
     let index_path = dir.join(format::index_file_name(base));
-    if !index_path.exists() {
+    let mut index_head = [0u8; FILE_HEADER_BYTES as usize];
+    let readable = fs::File::open(&index_path)
+        .and_then(|f| std::os::unix::fs::FileExt::read_exact_at(&f, &mut index_head, 0))
+        .is_ok_and(|()| FileHeader::decode(&index_head, format::INDEX_MAGIC, &index_path).is_ok_and(|h| h.base_offset == base));
+    if !readable {
         let log_path = dir.join(format::segment_file_name(base));
         let mut head = [0u8; FILE_HEADER_BYTES as usize];
         let file = fs::File::open(&log_path).during("open", &log_path)?;
@@ -85,7 +100,11 @@ fn open_or_reindex(dir: &Path, base: u64, id: &TopicPartition, config: &TopicCon
         let header = FileHeader::decode(&head, format::SEGMENT_MAGIC, &log_path)?;
         let capacity = index_capacity_bytes(u64::from(header.capacity_bytes), config);
         let index_header = FileHeader { magic: format::INDEX_MAGIC, capacity_bytes: capacity as u32, ..header };
-        fs::write(&index_path, index_header.encode()).during("recreate", &index_path)?;
+        let temporary = dir.join(format!("{}.tmp", format::index_file_name(base)));
+        fs::write(&temporary, index_header.encode()).during("write", &temporary)?;
+        fs::File::open(&temporary).and_then(|f| f.sync_all()).during("sync", &temporary)?;
+        fs::rename(&temporary, &index_path).during("rename into place", &index_path)?;
+        crate::sys::sync_directory(dir).during("sync directory", dir)?;
     }
     Segment::open(dir, base, id.clone(), Arc::clone(users))
 }
@@ -127,15 +146,6 @@ fn scan(segment: &Segment, start: IndexEntry, interval: u64, stop_at: Option<u64
             return Ok(scan);
         }
         if !batch_is_whole(segment, position, &header, scan.end_offset, file_len)? {
-            // A torn write leaves nothing valid after it. Valid data after a bad batch means
-            // the damage is in the middle of the log: report it rather than cut acknowledged data.
-            let next_position = position + u64::from(header.batch_bytes);
-            if header.is_plausible() && next_position + u64::from(BATCH_HEADER_BYTES) <= file_len {
-                let next = BatchHeader::read(segment.read(next_position, u64::from(BATCH_HEADER_BYTES))?);
-                if batch_is_whole(segment, next_position, &next, header.next_offset(), file_len)? {
-                    return Err(Error::corrupt(segment.path(), position, format!("damaged batch at offset {}", scan.end_offset)));
-                }
-            }
             return Ok(scan);
         }
         if position - last_indexed >= interval && position > u64::from(FILE_HEADER_BYTES) {
@@ -171,7 +181,7 @@ fn scan_start(segment: &Segment) -> Result<(IndexEntry, usize, Vec<IndexEntry>)>
                 .read(position, u64::from(BATCH_HEADER_BYTES))
                 .is_ok_and(|h| BatchHeader::read(h).base_offset == segment.base_offset() + u64::from(entry.relative_offset))
     };
-    let start_entry = IndexEntry { relative_offset: 0, position: FILE_HEADER_BYTES, max_timestamp_before_ms: 0 };
+    let start_entry = segment_start();
     if !entries.iter().all(agrees) {
         return Ok((start_entry, 0, Vec::new()));
     }
@@ -181,23 +191,45 @@ fn scan_start(segment: &Segment) -> Result<(IndexEntry, usize, Vec<IndexEntry>)>
     }
 }
 
-fn check_sealed(segment: &Segment, next_base: u64) -> Result<()> {
-    let (start, _, _) = scan_start(segment)?;
+/// Checks that a sealed segment holds whole batches up to `next_base`. Returns false if it was
+/// torn past its synced marker; damage below the marker is an error.
+fn sealed_is_whole(segment: &Segment, next_base: u64) -> Result<bool> {
+    let synced = segment.synced_bytes();
+    // A segment known to be synced only needs its end checked; otherwise any page may be torn.
+    let start = if synced == format::FULLY_SYNCED { scan_start(segment)?.0 } else { segment_start() };
     let scan = scan(segment, start, u64::MAX, Some(next_base))?;
-    if scan.end_offset != next_base {
+    if scan.end_offset == next_base {
+        return Ok(true);
+    }
+    if scan.end_position < synced {
         return Err(Error::corrupt(
             segment.path(),
             scan.end_position,
-            format!("the segment's data ends at offset {} but the next segment starts at {next_base}", scan.end_offset),
+            format!(
+                "synced data is damaged: the segment's data ends at offset {} but the next segment starts at {next_base}",
+                scan.end_offset
+            ),
         ));
     }
-    Ok(())
+    Ok(false)
+}
+
+fn segment_start() -> IndexEntry {
+    IndexEntry { relative_offset: 0, position: FILE_HEADER_BYTES, max_timestamp_before_ms: 0 }
 }
 
 fn recover_active(segment: &Segment, config: &TopicConfig) -> Result<Tail> {
     let (start, kept, mut entries) = scan_start(segment)?;
     entries.truncate(kept);
     let scan = scan(segment, start, u64::from(config.index_interval_bytes), None)?;
+    let synced = segment.synced_bytes();
+    if scan.end_position < synced {
+        return Err(Error::corrupt(
+            segment.path(),
+            scan.end_position,
+            format!("synced data is damaged: no whole batch holds offset {}", scan.end_offset),
+        ));
+    }
     // An entry may point at the torn batch the scan stopped at; it must not outlive the cut.
     entries.retain(|e| u64::from(e.position) < scan.end_position);
     // Entries for the batch the scan started at were kept; only later ones are new.

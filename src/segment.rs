@@ -112,6 +112,10 @@ impl MappedFile {
     }
 }
 
+/// Makes the next fsync of a segment under this directory fail with EIO, as a dying disk would.
+#[cfg(test)]
+pub(crate) static FAIL_NEXT_SYNC_UNDER: parking_lot::Mutex<Option<PathBuf>> = parking_lot::Mutex::new(None);
+
 /// A mapped segment and its index.
 pub(crate) struct Segment {
     pub(crate) partition: TopicPartition,
@@ -210,6 +214,15 @@ impl Segment {
         fill(bytes);
     }
 
+    /// Writes `bytes` at `start` with `pwrite`; the same rules as `write_unpublished` apply.
+    pub(crate) fn pwrite_unpublished(&self, start: u64, bytes: &[u8]) -> Result<()> {
+        assert!(
+            start + bytes.len() as u64 <= self.log.backed_bytes.load(Ordering::Acquire),
+            "writes stay inside the reserved file"
+        );
+        self.log.file.write_all_at(bytes, start).during("write", &self.log.path)
+    }
+
     fn index_words(&self, entry: u64) -> Option<(&AtomicU64, &AtomicU64)> {
         let at = u64::from(FILE_HEADER_BYTES) + entry * u64::from(INDEX_ENTRY_BYTES);
         if at + u64::from(INDEX_ENTRY_BYTES)
@@ -255,8 +268,37 @@ impl Segment {
         entries
     }
 
+    fn synced_marker_words(&self) -> (&AtomicU64, &AtomicU64) {
+        // SAFETY: bytes 32..48 of the header are 8-aligned, inside the mapping and the file
+        // (every segment file starts with its whole header), and every process touches them only
+        // through these atomics, under the partition's sync lock for writes.
+        unsafe {
+            let at = self.log.map.as_mut_ptr().add(format::SYNCED_MARKER_AT);
+            (&*(at as *const AtomicU64), &*(at.add(8) as *const AtomicU64))
+        }
+    }
+
+    /// How many bytes of the log are known to be on stable storage (see `FileHeader`).
+    pub(crate) fn synced_bytes(&self) -> u64 {
+        let (value, complement) = self.synced_marker_words();
+        format::synced_marker(value.load(Ordering::Acquire), complement.load(Ordering::Acquire))
+    }
+
+    /// Raises the synced-bytes marker after an fsync covering `bytes` has completed.
+    pub(crate) fn record_synced(&self, bytes: u64) {
+        if bytes > self.synced_bytes() {
+            let (value, complement) = self.synced_marker_words();
+            complement.store(!bytes, Ordering::Release);
+            value.store(bytes, Ordering::Release);
+        }
+    }
+
     /// Flushes the log file to stable storage.
     pub(crate) fn sync(&self) -> Result<()> {
+        #[cfg(test)]
+        if FAIL_NEXT_SYNC_UNDER.lock().take_if(|dir| self.log.path.starts_with(dir)).is_some() {
+            return Err(Error::io("fsync", &self.log.path, std::io::Error::from_raw_os_error(libc::EIO)));
+        }
         sys::sync_data(&self.log.file).during("fsync", &self.log.path)
     }
 

@@ -5,7 +5,7 @@
 //!
 //! ```text
 //! 0   magic [8]  8 version u16  10 reserved [6]  16 epoch u64  24 poisoned u32  28 waiters u32
-//! 32  wake_seq u32 (futex word)  36 reserved u32  40 publish_seq u64  48 synced_offset u64
+//! 32  wake_seq u32 (futex word)  36 sync_seq u32 (futex word)  40 publish_seq u64  48 synced_offset u64
 //! 64  tail slot 0 (8 × u64)   128 tail slot 1 (8 × u64)
 //! 192 append mutex (pthread, robust, process-shared)   256 sync mutex   320.. reserved
 //! ```
@@ -27,6 +27,7 @@ const EPOCH_AT: usize = 16;
 const POISONED_AT: usize = 24;
 const WAITERS_AT: usize = 28;
 const WAKE_SEQ_AT: usize = 32;
+const SYNC_SEQ_AT: usize = 36;
 const PUBLISH_SEQ_AT: usize = 40;
 const SYNCED_OFFSET_AT: usize = 48;
 const SLOTS_AT: usize = 64;
@@ -207,6 +208,12 @@ impl SharedState {
         }
     }
 
+    /// Wakes every consumer sleeping on this partition.
+    fn wake_consumers(&self) {
+        self.word32(WAKE_SEQ_AT).fetch_add(1, Ordering::Release);
+        sys::futex_wake_all(self.word32(WAKE_SEQ_AT));
+    }
+
     /// Makes `tail` the published tail. Everything written to the log before this call becomes
     /// visible to readers that see the new tail.
     pub(crate) fn publish(&self, _guard: &AppendGuard<'_>, tail: Tail) {
@@ -221,19 +228,21 @@ impl SharedState {
         // thread sees the waiter and wakes it.
         fence(Ordering::SeqCst);
         if self.word32(WAITERS_AT).load(Ordering::Relaxed) > 0 {
-            self.word32(WAKE_SEQ_AT).fetch_add(1, Ordering::Release);
-            sys::futex_wake_all(self.word32(WAKE_SEQ_AT));
+            self.wake_consumers();
         }
     }
 
     /// Takes the append lock. When its previous holder died, `repair` runs first, still under
-    /// the lock, and must leave the shared files consistent with the published tail.
-    pub(crate) fn lock_append(&self, repair: impl FnOnce(&AppendGuard<'_>) -> Result<()>) -> Result<AppendGuard<'_>> {
+    /// the lock; it cannot fail, because the lock must be marked consistent whatever happens
+    /// (an abandoned robust mutex otherwise becomes unusable for every process).
+    pub(crate) fn lock_append(&self, repair: impl FnOnce()) -> Result<AppendGuard<'_>> {
         let outcome = self.append_mutex.lock().during("take the append lock in", &self.path)?;
         let guard = AppendGuard { state: self };
         if let Locked::OwnerDied = outcome {
-            repair(&guard)?;
+            repair();
             self.append_mutex.mark_consistent().during("recover the append lock in", &self.path)?;
+            // The dead writer may have published without waking anyone.
+            self.wake_consumers();
         }
         Ok(guard)
     }
@@ -264,24 +273,37 @@ impl SharedState {
         self.word64(SYNCED_OFFSET_AT).load(Ordering::Acquire)
     }
 
-    /// Runs `sync` under the process-shared sync lock unless `end_offset` is already durable:
-    /// concurrent callers in any process share one fsync (group commit).
-    pub(crate) fn sync_through(&self, end_offset: u64, sync: impl FnOnce() -> Result<u64>) -> Result<()> {
-        if self.synced_offset() >= end_offset {
-            return Ok(());
+    /// Makes sure everything below `end_offset` is durable. One caller at a time, in any
+    /// process, runs `sync` (which returns the end offset it made durable) under the sync lock;
+    /// the others sleep until that leader finishes and return at once if it covered them
+    /// (group commit), or else one of them leads the next round.
+    pub(crate) fn sync_through(&self, end_offset: u64, sync: impl Fn() -> Result<u64>) -> Result<()> {
+        let round = self.word32(SYNC_SEQ_AT);
+        loop {
+            if self.synced_offset() >= end_offset {
+                return Ok(());
+            }
+            let seen = round.load(Ordering::Acquire);
+            // A dead leader leaves nothing to repair: `synced_offset` is only raised atomically.
+            let Some(locked) = self.sync_mutex.try_lock().during("take the sync lock in", &self.path)? else {
+                // Not woken if the leader dies; the short sleep bounds the wait for a new one.
+                sys::futex_wait_any(&[(round, seen)], std::time::Instant::now() + std::time::Duration::from_millis(10));
+                continue;
+            };
+            if let Locked::OwnerDied = locked {
+                self.sync_mutex.mark_consistent().during("recover the sync lock in", &self.path)?;
+            }
+            let result = if self.synced_offset() >= end_offset {
+                Ok(())
+            } else {
+                sync().map(|durable_end| {
+                    self.word64(SYNCED_OFFSET_AT).fetch_max(durable_end, Ordering::AcqRel);
+                })
+            };
+            self.sync_mutex.unlock();
+            round.fetch_add(1, Ordering::Release);
+            sys::futex_wake_all(round);
+            return result;
         }
-        // A dead holder leaves nothing to repair: `synced_offset` is only ever raised atomically.
-        if let Locked::OwnerDied = self.sync_mutex.lock().during("take the sync lock in", &self.path)? {
-            self.sync_mutex.mark_consistent().during("recover the sync lock in", &self.path)?;
-        }
-        let result = if self.synced_offset() >= end_offset {
-            Ok(())
-        } else {
-            sync().map(|durable_end| {
-                self.word64(SYNCED_OFFSET_AT).fetch_max(durable_end, Ordering::AcqRel);
-            })
-        };
-        self.sync_mutex.unlock();
-        result
     }
 }

@@ -67,6 +67,17 @@ impl RobustMutex {
         }
     }
 
+    /// Takes the mutex if it is free; `None` if another thread holds it.
+    pub(crate) fn try_lock(&self) -> io::Result<Option<Locked>> {
+        // SAFETY: the mutex was initialised by `init` before any handle could reach it.
+        match unsafe { libc::pthread_mutex_trylock(self.0) } {
+            0 => Ok(Some(Locked::Clean)),
+            libc::EOWNERDEAD => Ok(Some(Locked::OwnerDied)),
+            libc::EBUSY => Ok(None),
+            code => Err(io::Error::from_raw_os_error(code)),
+        }
+    }
+
     /// Marks shared state as repaired after [`Locked::OwnerDied`].
     pub(crate) fn mark_consistent(&self) -> io::Result<()> {
         // SAFETY: called by the current holder, as pthread requires.
@@ -111,7 +122,11 @@ pub(crate) fn futex_wait_any(words: &[(&AtomicU32, u32)], deadline: Instant) {
     if now >= deadline || words.is_empty() {
         return;
     }
-    let remaining = deadline - now;
+    let mut remaining = deadline - now;
+    if words.len() > MAX_WAIT_WORDS {
+        // Only the first words can be watched: wake up often enough to notice the others.
+        remaining = remaining.min(Duration::from_millis(1));
+    }
     if let [(word, expected)] = words {
         let timeout = timespec(remaining);
         // SAFETY: the word lives in a mapping the caller keeps alive for the call; the kernel
@@ -136,6 +151,7 @@ pub(crate) fn futex_wait_any(words: &[(&AtomicU32, u32)], deadline: Instant) {
     // SAFETY: clock_gettime writes into the local timespec.
     unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut start) };
     let absolute = add_timespec(start, remaining);
+    let deadline = Instant::now() + remaining;
     // SAFETY: `waits` holds valid entries whose addresses stay mapped for the call.
     let result = unsafe {
         libc::syscall(

@@ -13,6 +13,13 @@ pub fn full_mode() -> bool {
     std::env::args().any(|arg| arg == "--bench")
 }
 
+/// Writes back every dirty page on the machine (earlier runs leave gigabytes), so that their
+/// writeback does not compete with the measurement for the disk and for one of the two cores.
+pub fn settle() {
+    // SAFETY: sync(2) takes no arguments and cannot fail.
+    unsafe { libc::sync() };
+}
+
 /// A directory under `std::env::temp_dir()` (on the real disk here, so fsync costs what it
 /// costs), removed on drop so that a failed assertion does not leave gigabytes behind.
 pub struct ScratchDir(PathBuf);

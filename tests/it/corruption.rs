@@ -6,7 +6,7 @@ use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use streamlog::{Error, Queue, Record, TopicConfig, TopicPartition};
+use streamlog::{Durability, Error, ProducerConfig, Queue, Record, TopicConfig, TopicPartition};
 
 use crate::{TempDir, consumer_from_start};
 
@@ -91,20 +91,103 @@ fn a_flipped_bit_in_the_middle_is_reported() {
 }
 
 #[test]
-fn damage_after_the_last_index_entry_with_valid_data_after_it_is_reported() {
-    let dir = TempDir::new("late-bit");
-    write_log(dir.path(), 1000, TopicConfig::new(1).index_interval_bytes(1 << 20));
-    let log = &segments(dir.path())[0];
-    flip_bit(log, 64 + 990 * BATCH_BYTES + 70);
+fn damage_to_synced_data_is_reported_even_past_the_last_index_entry() {
+    let dir = TempDir::new("synced-bit");
+    {
+        let queue = Queue::open(dir.path()).unwrap();
+        queue.create_topic_with("t", TopicConfig::new(1).index_interval_bytes(1 << 20)).unwrap();
+        let producer = queue.producer_with(ProducerConfig::new().durability(Durability::Sync));
+        for i in 0..1000 {
+            producer.send("t", Record::new(&value(i)).partition(0)).unwrap();
+        }
+    }
+    flip_bit(&segments(dir.path())[0], 64 + 990 * BATCH_BYTES + 70);
     let queue = Queue::open(dir.path()).unwrap();
     let error = queue.offsets(&TopicPartition::new("t", 0)).unwrap_err();
     assert!(matches!(error, Error::Corrupt { position, .. } if position == 64 + 990 * BATCH_BYTES), "{error}");
 }
 
 #[test]
+fn damage_to_unsynced_data_is_a_torn_tail_and_cut_off() {
+    // With Buffered sends nothing was synced, so after a power cut any unsynced page may be
+    // missing while later ones survived: recovery keeps the whole batches before the damage.
+    let dir = TempDir::new("unsynced-bit");
+    write_log(dir.path(), 1000, TopicConfig::new(1).index_interval_bytes(1 << 20));
+    flip_bit(&segments(dir.path())[0], 64 + 990 * BATCH_BYTES + 70);
+    let queue = Queue::open(dir.path()).unwrap();
+    assert_eq!(queue.offsets(&TopicPartition::new("t", 0)).unwrap(), (0, 990));
+    let (values, error) = read_all(&queue);
+    assert!(error.is_none(), "{error:?}");
+    assert_eq!(values.len(), 990);
+}
+
+#[test]
+fn a_checksum_is_checked_when_a_read_starts_inside_a_batch() {
+    let dir = TempDir::new("seek-crc");
+    {
+        let queue = Queue::open(dir.path()).unwrap();
+        queue.create_topic_with("t", TopicConfig::new(1).index_interval_bytes(64)).unwrap();
+        queue.producer().send_batch("t", (0..3).map(|_| Record::new(b"AAAA"))).unwrap();
+        // Later records, so that the damage is in the middle of the log (recovery checks only
+        // from the last index entry; reads check everything).
+        for i in 0..20 {
+            queue.producer().send("t", Record::new(&value(i))).unwrap();
+        }
+    }
+    // The third record's value is the last four bytes of the batch.
+    flip_bit(&segments(dir.path())[0], 64 + 40 + 3 * 28 - 2);
+    let queue = Queue::open(dir.path()).unwrap();
+    let tp = TopicPartition::new("t", 0);
+    let mut consumer = consumer_from_start(&queue, "t", 1);
+    consumer.seek(&tp, 1).unwrap();
+    let polled = consumer.poll(Duration::ZERO);
+    assert!(
+        matches!(polled, Err(Error::Corrupt { .. })),
+        "{:?}",
+        polled.map(|r| r.iter().map(|r| r.value().to_vec()).collect::<Vec<_>>())
+    );
+}
+
+#[test]
+fn a_damaged_partition_does_not_starve_the_others() {
+    let dir = TempDir::new("starve");
+    {
+        let queue = Queue::open(dir.path()).unwrap();
+        queue.create_topic_with("t", TopicConfig::new(2).index_interval_bytes(64)).unwrap();
+        let producer = queue.producer();
+        for i in 0..10 {
+            producer.send("t", Record::new(&value(i)).partition(0)).unwrap();
+            producer.send("t", Record::new(&value(i)).partition(1)).unwrap();
+        }
+    }
+    flip_bit(&segments(dir.path())[0], 64 + 70);
+    let queue = Queue::open(dir.path()).unwrap();
+    let mut consumer = consumer_from_start(&queue, "t", 2);
+    let mut from_partition_1 = 0;
+    let mut errors = 0;
+    for _ in 0..4 {
+        match consumer.poll(Duration::ZERO) {
+            Ok(records) => from_partition_1 += records.iter().filter(|r| r.partition() == 1).count(),
+            Err(Error::Corrupt { .. }) => errors += 1,
+            Err(other) => panic!("{other}"),
+        }
+    }
+    assert_eq!(from_partition_1, 10, "partition 1 is read in full despite partition 0");
+    assert!(errors > 0, "partition 0's damage is reported once nothing else is left");
+}
+
+#[test]
 fn a_truncated_sealed_segment_is_reported() {
     let dir = TempDir::new("truncated");
-    write_log(dir.path(), 200, TopicConfig::new(1).segment_bytes(4096));
+    {
+        // Synced sends: every sealed segment is known to be whole, so a short one is damage.
+        let queue = Queue::open(dir.path()).unwrap();
+        queue.create_topic_with("t", TopicConfig::new(1).segment_bytes(4096)).unwrap();
+        let producer = queue.producer_with(ProducerConfig::new().durability(Durability::Sync));
+        for i in 0..200 {
+            producer.send("t", Record::new(&value(i)).partition(0)).unwrap();
+        }
+    }
     let logs = segments(dir.path());
     assert!(logs.len() > 2);
     let file = OpenOptions::new().write(true).open(&logs[0]).unwrap();
@@ -169,12 +252,13 @@ fn a_directory_of_something_else_is_refused() {
 
 #[test]
 fn a_lost_or_damaged_index_is_rebuilt() {
-    for damage in ["remove", "scribble"] {
+    for damage in ["remove", "shorten", "scribble"] {
         let dir = TempDir::new("index");
         write_log(dir.path(), 2000, TopicConfig::new(1).index_interval_bytes(256));
         let index = dir.path().join("topics/t/0/00000000000000000000.index");
         match damage {
             "remove" => fs::remove_file(&index).unwrap(),
+            "shorten" => OpenOptions::new().write(true).open(&index).unwrap().set_len(10).unwrap(),
             _ => OpenOptions::new().write(true).open(&index).unwrap().write_all_at(&[0x5A; 64], 64 + 16 * 3).unwrap(),
         }
         let queue = Queue::open(dir.path()).unwrap();

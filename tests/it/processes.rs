@@ -98,3 +98,40 @@ fn a_send_from_another_process_wakes_a_waiting_poll() {
     assert!(started.elapsed() < Duration::from_secs(10), "woken by the send, not by the timeout");
     assert!(child.wait().unwrap().success());
 }
+
+#[test]
+fn a_poll_on_more_partitions_than_one_futex_wait_takes_still_wakes() {
+    let dir = TempDir::new("many-partitions");
+    let queue = Queue::open(dir.path()).unwrap();
+    queue.create_topic("t", 130).unwrap();
+    let mut consumer = consumer_from_start(&queue, "t", 130);
+    let producer = queue.producer();
+    let sender = std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_millis(200));
+        producer.send("t", Record::new(b"last partition").partition(129)).unwrap();
+    });
+    let started = Instant::now();
+    assert_eq!(consumer.poll(Duration::from_secs(20)).unwrap().len(), 1);
+    assert!(started.elapsed() < Duration::from_secs(5), "woken by the send, not by the timeout");
+    sender.join().unwrap();
+}
+
+#[test]
+fn a_handle_that_missed_rolls_reads_across_them() {
+    // Two handles on one directory behave like two processes. The reader's handle knows the
+    // first segment; the other handle rolls twice; the reader then sends once (learning only
+    // of the newest segment) and must still read every record in order.
+    let dir = TempDir::new("missed-rolls");
+    let reader = Queue::open(dir.path()).unwrap();
+    reader.create_topic_with("t", TopicConfig::new(1).segment_bytes(1024)).unwrap();
+    reader.producer().send("t", Record::new(&[0u8; 600])).unwrap();
+    let writer = Queue::open(dir.path()).unwrap();
+    for _ in 0..3 {
+        writer.producer().send("t", Record::new(&[1u8; 600])).unwrap();
+    }
+    reader.producer().send("t", Record::new(&[2u8; 600])).unwrap();
+    let mut consumer = consumer_from_start(&reader, "t", 1);
+    let records = read_exactly(&mut consumer, 5);
+    let firsts: Vec<u8> = records.iter().map(|(_, _, _, v)| v[0]).collect();
+    assert_eq!(firsts, [0, 1, 1, 1, 2]);
+}
