@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use crate::error::{Error, Result};
 use crate::partition::{Cursor, Partition};
 use crate::queue::Queue;
-use crate::record::{ConsumerRecord, Records};
+use crate::record::Records;
 use crate::sys;
 use crate::topic::TopicPartition;
 
@@ -177,7 +177,7 @@ impl Consumer {
     /// sent by any thread or process wake the wait at once.
     pub fn poll(&mut self, timeout: Duration) -> Result<Records> {
         let deadline = Instant::now() + timeout;
-        let mut records = Vec::with_capacity(self.config.max_poll_records.min(4096));
+        let mut records = Records::with_capacity(self.config.max_poll_records.min(1 << 16));
         let mut spins = 0u32;
         loop {
             self.fetch(&mut records)?;
@@ -185,7 +185,7 @@ impl Consumer {
                 if self.assigned.is_empty() {
                     std::thread::sleep(deadline.saturating_duration_since(Instant::now()));
                 }
-                return Ok(Records { records });
+                return Ok(records);
             }
             if self.config.busy_poll {
                 spins = spins.wrapping_add(1);
@@ -202,7 +202,7 @@ impl Consumer {
     /// Reads what is available from every assigned partition, up to `max_poll_records`. A
     /// partition that fails does not hold up the others: its error is returned only when no
     /// partition had records, and its position stays at the failing offset.
-    fn fetch(&mut self, records: &mut Vec<ConsumerRecord>) -> Result<()> {
+    fn fetch(&mut self, records: &mut Records) -> Result<()> {
         let count = self.assigned.len();
         let max = self.config.max_poll_records;
         let mut first_error = None;
@@ -240,7 +240,7 @@ impl Consumer {
 }
 
 /// Reads what is available from one partition into `records`, up to `max_poll_records` in all.
-fn fetch_partition(assignment: &mut Assignment, config: &ConsumerConfig, records: &mut Vec<ConsumerRecord>) -> Result<()> {
+fn fetch_partition(assignment: &mut Assignment, config: &ConsumerConfig, records: &mut Records) -> Result<()> {
     let position = valid_position(assignment, config.auto_offset_reset)?;
     let partition = &assignment.partition;
     let tail = partition.tail();

@@ -15,7 +15,7 @@ use crate::format::{
     RecordLayout, SEGMENT_MAGIC,
 };
 use crate::queue::DirLock;
-use crate::record::{ConsumerRecord, Record};
+use crate::record::{Record, Records};
 use crate::recovery;
 use crate::segment::Segment;
 use crate::state::{AppendGuard, SharedState, Tail};
@@ -421,28 +421,36 @@ impl Partition {
         cursor: &mut Cursor,
         tail: &Tail,
         until: u64,
-        mut out: Option<(&mut Vec<ConsumerRecord>, usize)>,
+        mut out: Option<(&mut Records, usize)>,
         check_crc: bool,
     ) -> Result<()> {
         let until = until.min(tail.end_offset);
         while cursor.offset < until {
-            if let Some((records, max)) = &out
-                && records.len() >= *max
-            {
-                return Ok(());
-            }
+            let room = match &out {
+                Some((records, max)) if records.len() >= *max => return Ok(()),
+                Some((records, max)) => max - records.len(),
+                None => usize::MAX,
+            };
             if cursor.batch_end == 0 && !self.enter_batch(cursor, tail, until, out.is_some(), check_crc)? {
                 continue;
             }
-            let remaining = cursor.batch_end - cursor.position;
-            let bytes = cursor.segment.read(cursor.position, remaining)?;
-            let layout =
-                RecordLayout::parse(bytes).ok_or_else(|| cursor_corrupt(cursor, "a record does not fit in its batch"))?;
-            if let Some((records, _)) = &mut out {
-                records.push(ConsumerRecord::new(&cursor.segment, cursor.offset, cursor.position as u32, &layout));
+            // The records of the current batch, one bounds check for all of them.
+            let segment = Arc::clone(&cursor.segment);
+            let batch = segment.read(cursor.position, cursor.batch_end - cursor.position)?;
+            let wanted = (until.min(cursor.batch_end_offset) - cursor.offset).min(room as u64);
+            let mut at = 0usize;
+            for _ in 0..wanted {
+                let Some(layout) = RecordLayout::parse(&batch[at..]) else {
+                    cursor.position += at as u64;
+                    return Err(cursor_corrupt(cursor, "a record does not fit in its batch"));
+                };
+                if let Some((records, _)) = &mut out {
+                    records.push(&segment, batch, cursor.position, cursor.position + at as u64, cursor.offset, &layout);
+                }
+                at += layout.record_bytes as usize;
+                cursor.offset += 1;
             }
-            cursor.position += u64::from(layout.record_bytes);
-            cursor.offset += 1;
+            cursor.position += at as u64;
             let batch_done = cursor.position == cursor.batch_end;
             if batch_done != (cursor.offset == cursor.batch_end_offset) {
                 return Err(cursor_corrupt(cursor, "a batch's record count disagrees with its size"));
@@ -454,9 +462,9 @@ impl Partition {
         Ok(())
     }
 
-    /// Positions `cursor` inside the batch at its position, moving to the next segment or
-    /// (when not `reading`) skipping a batch that lies wholly before `until` as needed. Returns false when the cursor
-    /// moved without entering a batch (call again).
+    /// Positions `cursor` inside the batch at its position, moving to the next segment or (when
+    /// not `reading`) skipping a batch that lies wholly before `until` as needed. Returns false
+    /// when the cursor moved without entering a batch (call again).
     fn enter_batch(&self, cursor: &mut Cursor, tail: &Tail, until: u64, reading: bool, check_crc: bool) -> Result<bool> {
         let base = cursor.segment.base_offset();
         let limit = if base == tail.active_base {

@@ -2,13 +2,14 @@
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use crate::error::{Error, Result};
 use crate::format::{self, BATCH_HEADER_BYTES};
 use crate::partition::TARGET_BATCH_BYTES;
 use crate::queue::{QueueInner, Topic};
 use crate::record::Record;
+use crate::sys;
 
 /// When a sent record is on stable storage.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -109,9 +110,12 @@ impl Producer {
     /// only once the record is on stable storage.
     pub fn send(&self, topic: &str, record: Record<'_>) -> Result<RecordMetadata> {
         let topic = self.queue.topic(topic)?;
-        let partition_number = self.choose_partition(&topic, &record)?;
+        let partition_number = match fixed_partition(&topic, &record)? {
+            Some(partition) => partition,
+            None => self.round_robin.fetch_add(1, Ordering::Relaxed) % topic.config.partitions,
+        };
         let size = check_size(&topic, &record)?;
-        let now_ms = now_ms();
+        let now_ms = sys::coarse_now_ms();
         let timestamp_ms = record.timestamp_ms.unwrap_or(now_ms);
         let partition = topic.partition(partition_number, &self.queue)?;
         let batch_bytes = u64::from(BATCH_HEADER_BYTES) + size;
@@ -127,41 +131,55 @@ impl Producer {
     /// one partition keep their order; if an error occurs, batches already written stay.
     pub fn send_batch<'a>(&self, topic: &str, records: impl IntoIterator<Item = Record<'a>>) -> Result<Vec<RecordMetadata>> {
         let topic = self.queue.topic(topic)?;
-        let now_ms = now_ms();
-        let mut by_partition: std::collections::BTreeMap<u32, Vec<(usize, u64, Record<'a>)>> = Default::default();
-        let mut count = 0;
-        for record in records {
-            let partition = self.choose_partition(&topic, &record)?;
-            let size = check_size(&topic, &record)?;
-            by_partition.entry(partition).or_default().push((count, size, record));
-            count += 1;
+        let now_ms = sys::coarse_now_ms();
+        let mut records: Vec<Record<'a>> = records.into_iter().collect();
+        let count = records.len();
+        let mut next_round_robin = self.round_robin.fetch_add(count as u32, Ordering::Relaxed);
+        let mut partitions = Vec::with_capacity(count);
+        let mut sizes = Vec::with_capacity(count);
+        for record in &records {
+            partitions.push(fixed_partition(&topic, record)?.unwrap_or_else(|| {
+                next_round_robin = next_round_robin.wrapping_add(1);
+                next_round_robin.wrapping_sub(1) % topic.config.partitions
+            }));
+            sizes.push(check_size(&topic, record)?);
         }
+        // Group the records by partition (keeping their order within each) so that every batch
+        // is a contiguous slice; `order[i]` is where the i-th record of the grouping was given.
+        let mut order: Vec<usize> = (0..count).collect();
+        if partitions.windows(2).any(|w| w[0] != w[1]) {
+            order.sort_by_key(|&i| partitions[i]);
+            let mut slots: Vec<Option<Record<'a>>> = records.into_iter().map(Some).collect();
+            records = order.iter().map(|&i| slots[i].take().expect("each record once")).collect();
+            partitions = order.iter().map(|&i| partitions[i]).collect();
+            sizes = order.iter().map(|&i| sizes[i]).collect();
+        }
+        let timestamps: Vec<u64> = records.iter().map(|r| r.timestamp_ms.unwrap_or(now_ms)).collect();
         let mut metadata = vec![RecordMetadata { partition: 0, offset: 0, timestamp_ms: 0 }; count];
-        for (partition_number, entries) in by_partition {
+        let mut start = 0;
+        while start < count {
+            let partition_number = partitions[start];
+            let end = partitions[start..].iter().position(|&p| p != partition_number).map_or(count, |n| start + n);
             let partition = topic.partition(partition_number, &self.queue)?;
-            let mut end_offset = 0;
-            let mut rest = &entries[..];
-            while !rest.is_empty() {
-                let mut batch_bytes = u64::from(BATCH_HEADER_BYTES);
-                let mut take = 0;
-                while take < rest.len() && (take == 0 || batch_bytes + rest[take].1 <= TARGET_BATCH_BYTES) {
-                    batch_bytes += rest[take].1;
-                    take += 1;
+            let mut at = start;
+            while at < end {
+                let mut batch_bytes = u64::from(BATCH_HEADER_BYTES) + sizes[at];
+                let mut batch_end = at + 1;
+                while batch_end < end && batch_bytes + sizes[batch_end] <= TARGET_BATCH_BYTES {
+                    batch_bytes += sizes[batch_end];
+                    batch_end += 1;
                 }
-                let (chunk, later) = rest.split_at(take);
-                let batch: Vec<Record<'a>> = chunk.iter().map(|(_, _, r)| r.clone()).collect();
-                let timestamps: Vec<u64> = batch.iter().map(|r| r.timestamp_ms.unwrap_or(now_ms)).collect();
-                let base = partition.append(&batch, &timestamps, batch_bytes, now_ms)?;
-                for (i, (index, _, _)) in chunk.iter().enumerate() {
-                    metadata[*index] =
-                        RecordMetadata { partition: partition_number, offset: base + i as u64, timestamp_ms: timestamps[i] };
+                let base = partition.append(&records[at..batch_end], &timestamps[at..batch_end], batch_bytes, now_ms)?;
+                for i in at..batch_end {
+                    let offset = base + (i - at) as u64;
+                    metadata[order[i]] = RecordMetadata { partition: partition_number, offset, timestamp_ms: timestamps[i] };
                 }
-                end_offset = base + take as u64;
-                rest = later;
+                at = batch_end;
             }
             if self.config.durability == Durability::Sync {
-                partition.sync_through(end_offset)?;
+                partition.sync_through(metadata[order[end - 1]].offset + 1)?;
             }
+            start = end;
         }
         Ok(metadata)
     }
@@ -174,17 +192,18 @@ impl Producer {
             Durability::Buffered | Durability::Sync => Ok(()),
         }
     }
+}
 
-    fn choose_partition(&self, topic: &Topic, record: &Record<'_>) -> Result<u32> {
-        let count = topic.config.partitions;
-        match (record.partition, record.key) {
-            (Some(partition), _) if partition >= count => {
-                Err(Error::PartitionOutOfRange { topic: topic.name.clone(), partition, count })
-            }
-            (Some(partition), _) => Ok(partition),
-            (None, Some(key)) => Ok(partition_for_key(key, count)),
-            (None, None) => Ok(self.round_robin.fetch_add(1, Ordering::Relaxed) % count),
+/// The partition an explicit number or a key sends a record to; `None` for round-robin.
+fn fixed_partition(topic: &Topic, record: &Record<'_>) -> Result<Option<u32>> {
+    let count = topic.config.partitions;
+    match (record.partition, record.key) {
+        (Some(partition), _) if partition >= count => {
+            Err(Error::PartitionOutOfRange { topic: topic.name.clone(), partition, count })
         }
+        (Some(partition), _) => Ok(Some(partition)),
+        (None, Some(key)) => Ok(Some(partition_for_key(key, count))),
+        (None, None) => Ok(None),
     }
 }
 
@@ -202,10 +221,6 @@ fn check_size(topic: &Topic, record: &Record<'_>) -> Result<u64> {
         )));
     }
     Ok(size_bytes)
-}
-
-fn now_ms() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
 }
 
 /// The partition a key goes to: Kafka's default partitioner (murmur2 of the key, sign bit

@@ -4,6 +4,7 @@
 
 use std::collections::HashMap;
 use std::fs::{self, File, OpenOptions, TryLockError};
+use std::hash::{BuildHasherDefault, Hasher};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock, Weak};
@@ -48,7 +49,7 @@ pub(crate) struct QueueInner {
     dir: PathBuf,
     epoch: u64,
     users: Arc<DirLock>,
-    topics: RwLock<HashMap<String, Arc<Topic>>>,
+    topics: RwLock<HashMap<String, Arc<Topic>, BuildHasherDefault<NameHasher>>>,
     flusher: Mutex<Option<Sender<Duration>>>,
 }
 
@@ -98,7 +99,7 @@ impl Queue {
                 dir,
                 epoch,
                 users: Arc::new(DirLock { _file: users }),
-                topics: RwLock::new(HashMap::new()),
+                topics: RwLock::new(HashMap::default()),
                 flusher: Mutex::new(None),
             }),
         })
@@ -232,7 +233,7 @@ impl QueueInner {
     }
 
     pub(crate) fn partition(&self, tp: &TopicPartition) -> Result<Arc<Partition>> {
-        self.topic(tp.topic())?.partition(tp.partition(), self)
+        self.topic(tp.topic())?.partition(tp.partition(), self).cloned()
     }
 
     fn start_flusher(self: &Arc<Self>, interval: Duration) {
@@ -292,19 +293,38 @@ impl Drop for QueueInner {
 }
 
 impl Topic {
-    pub(crate) fn partition(&self, number: u32, queue: &QueueInner) -> Result<Arc<Partition>> {
+    pub(crate) fn partition(&self, number: u32, queue: &QueueInner) -> Result<&Arc<Partition>> {
         let cell = self.partitions.get(number as usize).ok_or_else(|| Error::PartitionOutOfRange {
             topic: self.name.clone(),
             partition: number,
             count: self.config.partitions,
         })?;
         if let Some(partition) = cell.get() {
-            return Ok(Arc::clone(partition));
+            return Ok(partition);
         }
         let id = TopicPartition::new(&self.name, number);
         let partition =
             Partition::open(id, self.dir.join(number.to_string()), self.config.clone(), queue.epoch, Arc::clone(&queue.users))?;
-        Ok(Arc::clone(cell.get_or_init(|| Arc::new(partition))))
+        Ok(cell.get_or_init(|| Arc::new(partition)))
+    }
+}
+
+/// FNV-1a, for the map of topic names: names are short and not attacker-chosen, and every send
+/// looks one up, so a fast hash matters more than flood resistance here.
+#[derive(Default)]
+struct NameHasher(u64);
+
+impl Hasher for NameHasher {
+    fn write(&mut self, bytes: &[u8]) {
+        let mut hash = if self.0 == 0 { 0xcbf2_9ce4_8422_2325 } else { self.0 };
+        for &byte in bytes {
+            hash = (hash ^ u64::from(byte)).wrapping_mul(0x0000_0100_0000_01b3);
+        }
+        self.0 = hash;
+    }
+
+    fn finish(&self) -> u64 {
+        self.0
     }
 }
 

@@ -1,9 +1,10 @@
 //! Records: what a producer sends and what a consumer receives.
 
 use std::fmt;
+use std::ptr::NonNull;
 use std::sync::Arc;
 
-use crate::format::{self, FLAG_HAS_KEY, FLAG_TOMBSTONE, RECORD_HEADER_BYTES};
+use crate::format::{self, FLAG_HAS_KEY, FLAG_TOMBSTONE, RECORD_HEADER_BYTES, RecordLayout};
 use crate::segment::Segment;
 
 /// A record to send. It borrows its bytes; `send` copies them into the log.
@@ -57,49 +58,52 @@ impl<'a> Record<'a> {
     }
 }
 
-/// A record read from the log. It points into the mapped segment rather than holding a copy,
-/// and keeps that mapping alive for as long as it exists, so it can be stored or moved to
+/// A record read from the log. It points into the mapped segment rather than holding a copy.
+/// Inside [`Records`] it borrows the segment mapping the `Records` keep alive; a record taken out
+/// (by `into_iter` or `clone`) keeps the mapping alive itself, so it can be stored or moved to
 /// another thread freely.
-#[derive(Clone)]
 pub struct ConsumerRecord {
-    pub(crate) segment: Arc<Segment>,
-    pub(crate) offset: u64,
-    pub(crate) timestamp_ms: u64,
-    /// Position in the segment of the first byte after the record's fixed header.
-    pub(crate) body_position: u32,
-    pub(crate) body_bytes: u32,
-    pub(crate) key_bytes: u32,
-    pub(crate) value_bytes: u32,
-    pub(crate) flags: u16,
+    segment: NonNull<Segment>,
+    /// Whether this record owns one strong count of `segment` (see `Records`).
+    owns_segment: bool,
+    /// The first byte after the record's fixed header, inside `segment`'s mapping.
+    body: NonNull<u8>,
+    body_bytes: u32,
+    key_bytes: u32,
+    value_bytes: u32,
+    flags: u16,
+    offset: u64,
+    timestamp_ms: u64,
 }
 
+// SAFETY: the pointers target a `Segment` (which is Send + Sync) and bytes of its mapping that
+// never change once published; the segment outlives the record (see `ConsumerRecord::body`).
+unsafe impl Send for ConsumerRecord {}
+// SAFETY: as above; the record only ever reads through its pointers.
+unsafe impl Sync for ConsumerRecord {}
+
 impl ConsumerRecord {
-    pub(crate) fn new(segment: &Arc<Segment>, offset: u64, record_position: u32, layout: &format::RecordLayout) -> Self {
-        ConsumerRecord {
-            segment: Arc::clone(segment),
-            offset,
-            timestamp_ms: layout.timestamp_ms,
-            body_position: record_position + RECORD_HEADER_BYTES,
-            body_bytes: layout.record_bytes - RECORD_HEADER_BYTES,
-            key_bytes: layout.key_bytes,
-            value_bytes: layout.value_bytes,
-            flags: layout.flags,
-        }
+    fn body(&self) -> &[u8] {
+        // SAFETY: `body` and `body_bytes` were taken from a bounds-checked slice of published,
+        // never-changing bytes of the mapping. The mapping lives as long as its `Segment`, and
+        // the segment outlives this record: either the record owns a strong count, or it lives
+        // inside a `Records` that holds one for it and hands it out only by reference.
+        unsafe { std::slice::from_raw_parts(self.body.as_ptr(), self.body_bytes as usize) }
     }
 
-    fn body(&self) -> &[u8] {
-        // The record was read from the published part of the segment, which never changes.
-        self.segment.published_bytes(self.body_position, self.body_bytes)
+    fn segment(&self) -> &Segment {
+        // SAFETY: the segment outlives the record, as argued in `body`.
+        unsafe { self.segment.as_ref() }
     }
 
     /// The topic the record was read from.
     pub fn topic(&self) -> &str {
-        self.segment.partition.topic()
+        self.segment().partition.topic()
     }
 
     /// The partition the record was read from.
     pub fn partition(&self) -> u32 {
-        self.segment.partition.partition()
+        self.segment().partition.partition()
     }
 
     /// The record's offset in its partition.
@@ -133,6 +137,32 @@ impl ConsumerRecord {
         let start = (self.key_bytes + self.value_bytes) as usize;
         format::parse_headers(&self.body()[start..])
     }
+
+    /// This record, owning a strong count of its segment.
+    fn into_owned(mut self) -> Self {
+        if !self.owns_segment {
+            // SAFETY: the segment is alive (see `body`), and its pointer came from `Arc::as_ptr`.
+            unsafe { Arc::increment_strong_count(self.segment.as_ptr()) };
+            self.owns_segment = true;
+        }
+        self
+    }
+}
+
+impl Clone for ConsumerRecord {
+    fn clone(&self) -> Self {
+        let copy = ConsumerRecord { owns_segment: false, ..*self };
+        copy.into_owned()
+    }
+}
+
+impl Drop for ConsumerRecord {
+    fn drop(&mut self) {
+        if self.owns_segment {
+            // SAFETY: this record owns one strong count of the segment, taken in `into_owned`.
+            unsafe { Arc::decrement_strong_count(self.segment.as_ptr()) };
+        }
+    }
 }
 
 impl fmt::Debug for ConsumerRecord {
@@ -148,13 +178,49 @@ impl fmt::Debug for ConsumerRecord {
     }
 }
 
-/// The records one `poll` returned.
-#[derive(Debug, Default)]
+/// The records one `poll` returned. They point into the mapped log; the `Records` keep the
+/// segments they point into mapped, once for all the records rather than once per record.
+#[derive(Default)]
 pub struct Records {
-    pub(crate) records: Vec<ConsumerRecord>,
+    // Declared first so that it drops first: its records borrow the segments below.
+    records: Vec<ConsumerRecord>,
+    segments: Vec<Arc<Segment>>,
 }
 
 impl Records {
+    pub(crate) fn with_capacity(capacity: usize) -> Self {
+        Records { records: Vec::with_capacity(capacity), segments: Vec::new() }
+    }
+
+    /// Adds the record laid out at `record_position` of `segment`'s published bytes `batch`,
+    /// which start at `batch_position`.
+    pub(crate) fn push(
+        &mut self,
+        segment: &Arc<Segment>,
+        batch: &[u8],
+        batch_position: u64,
+        record_position: u64,
+        offset: u64,
+        layout: &RecordLayout,
+    ) {
+        if !self.segments.last().is_some_and(|last| Arc::ptr_eq(last, segment)) {
+            self.segments.push(Arc::clone(segment));
+        }
+        let body_at = (record_position - batch_position) as usize + RECORD_HEADER_BYTES as usize;
+        let body = &batch[body_at..body_at + (layout.record_bytes - RECORD_HEADER_BYTES) as usize];
+        self.records.push(ConsumerRecord {
+            segment: NonNull::from(&**segment),
+            owns_segment: false,
+            body: NonNull::from(body).cast(),
+            body_bytes: body.len() as u32,
+            key_bytes: layout.key_bytes,
+            value_bytes: layout.value_bytes,
+            flags: layout.flags,
+            offset,
+            timestamp_ms: layout.timestamp_ms,
+        });
+    }
+
     /// How many records there are.
     pub fn len(&self) -> usize {
         self.records.len()
@@ -171,11 +237,20 @@ impl Records {
     }
 }
 
+impl fmt::Debug for Records {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_list().entries(&self.records).finish()
+    }
+}
+
 impl IntoIterator for Records {
     type Item = ConsumerRecord;
     type IntoIter = std::vec::IntoIter<ConsumerRecord>;
-    fn into_iter(self) -> Self::IntoIter {
-        self.records.into_iter()
+    fn into_iter(mut self) -> Self::IntoIter {
+        // Every record takes its own count of its segment before `segments` lets go.
+        let records: Vec<ConsumerRecord> =
+            std::mem::take(&mut self.records).into_iter().map(ConsumerRecord::into_owned).collect();
+        records.into_iter()
     }
 }
 

@@ -8,7 +8,6 @@
 use std::fs;
 use std::path::Path;
 use std::sync::Arc;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use crate::error::{Error, IoContext, Result};
 use crate::format::{
@@ -62,7 +61,7 @@ pub(crate) fn recover(dir: &Path, id: &TopicPartition, config: &TopicConfig, use
         bases.pop();
     }
     if bases.is_empty() {
-        let now_ms = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64);
+        let now_ms = crate::sys::coarse_now_ms();
         let (active, tail) = new_segment(dir, id, config, 0, now_ms, users)?;
         return Ok(Recovered { tail, bases: vec![0], active });
     }

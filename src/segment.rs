@@ -189,11 +189,6 @@ impl Segment {
         self.log.bytes(start, len)
     }
 
-    /// Bytes of a record already handed to a reader; they were checked when it was read.
-    pub(crate) fn published_bytes(&self, start: u32, len: u32) -> &[u8] {
-        self.log.bytes(u64::from(start), u64::from(len)).unwrap_or_default()
-    }
-
     pub(crate) fn reserve_log(&self, bytes: u64) -> Result<()> {
         self.log.reserve(bytes)
     }
