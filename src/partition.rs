@@ -42,6 +42,30 @@ struct Writer {
     buffer: Vec<u8>,
 }
 
+/// The background threads that make sealed segments durable. Dropping the queue waits for
+/// them, so that a clean shutdown leaves every sealed segment marked synced (otherwise the next
+/// recovery scans it whole).
+#[derive(Default)]
+pub(crate) struct Sealer(Mutex<Vec<std::thread::JoinHandle<()>>>);
+
+impl Sealer {
+    fn spawn(&self, work: impl FnOnce() + Send + 'static) {
+        let mut threads = self.0.lock();
+        threads.retain(|thread| !thread.is_finished());
+        // If no thread can be had the segment stays unsynced, which recovery copes with.
+        if let Ok(thread) = std::thread::Builder::new().name("streamlog-seal".into()).spawn(work) {
+            threads.push(thread);
+        }
+    }
+
+    pub(crate) fn wait(&self) {
+        let threads = std::mem::take(&mut *self.0.lock());
+        for thread in threads {
+            let _ = thread.join();
+        }
+    }
+}
+
 /// Where a reader is in a partition's log.
 pub(crate) struct Cursor {
     segment: Arc<Segment>,
@@ -77,6 +101,7 @@ pub(crate) struct Partition {
     /// This process's writers take turns here before taking the cross-process append lock.
     writer: Mutex<Writer>,
     users: Arc<DirLock>,
+    sealer: Arc<Sealer>,
     /// Set when this process appended since the last background sync.
     dirty: AtomicBool,
 }
@@ -84,7 +109,14 @@ pub(crate) struct Partition {
 impl Partition {
     /// Opens a partition, recovering it from its files if this is the first use in the queue's
     /// current epoch (that is, since a process opened the queue alone).
-    pub(crate) fn open(id: TopicPartition, dir: PathBuf, config: TopicConfig, epoch: u64, users: Arc<DirLock>) -> Result<Self> {
+    pub(crate) fn open(
+        id: TopicPartition,
+        dir: PathBuf,
+        config: TopicConfig,
+        epoch: u64,
+        users: Arc<DirLock>,
+        sealer: Arc<Sealer>,
+    ) -> Result<Self> {
         let state_path = dir.join(format::STATE_FILE);
         if !dir.is_dir() {
             return Err(Error::UnknownTopic(id.topic().to_owned()));
@@ -122,6 +154,7 @@ impl Partition {
             segments: RwLock::new(segments),
             writer: Mutex::new(Writer { active, buffer: Vec::new() }),
             users,
+            sealer,
             dirty: AtomicBool::new(false),
         })
     }
@@ -207,8 +240,7 @@ impl Partition {
     /// possibly torn.
     fn seal_in_background(self: &Arc<Self>, sealed: Arc<Segment>) {
         let partition = Arc::clone(self);
-        // If no thread can be had the segment stays unsynced, which recovery copes with.
-        let _ = std::thread::Builder::new().name("streamlog-seal".into()).spawn(move || {
+        self.sealer.spawn(move || {
             if partition.sync_or_poison(&sealed).is_ok() {
                 sealed.record_synced(format::FULLY_SYNCED);
             }

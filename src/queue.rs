@@ -16,7 +16,7 @@ use parking_lot::{Mutex, RwLock};
 use crate::consumer::{Consumer, ConsumerConfig};
 use crate::error::{Error, IoContext, Result};
 use crate::format::{self, OPEN_LOCK_FILE, QUEUE_META_FILE, STAGING_DIR, TOPIC_META_FILE, TOPICS_DIR, USERS_LOCK_FILE};
-use crate::partition::Partition;
+use crate::partition::{Partition, Sealer};
 use crate::producer::{Producer, ProducerConfig};
 use crate::sys;
 use crate::topic::{TopicConfig, TopicPartition, validate_topic_name};
@@ -49,6 +49,7 @@ pub(crate) struct QueueInner {
     dir: PathBuf,
     epoch: u64,
     users: Arc<DirLock>,
+    sealer: Arc<Sealer>,
     topics: RwLock<HashMap<String, Arc<Topic>, BuildHasherDefault<NameHasher>>>,
     flusher: Mutex<Option<Sender<Duration>>>,
 }
@@ -99,6 +100,7 @@ impl Queue {
                 dir,
                 epoch,
                 users: Arc::new(DirLock { _file: users }),
+                sealer: Arc::default(),
                 topics: RwLock::new(HashMap::default()),
                 flusher: Mutex::new(None),
             }),
@@ -289,6 +291,7 @@ impl Drop for QueueInner {
     fn drop(&mut self) {
         // Dropping the sender stops the flusher after one last sync.
         self.flusher.lock().take();
+        self.sealer.wait();
     }
 }
 
@@ -303,8 +306,14 @@ impl Topic {
             return Ok(partition);
         }
         let id = TopicPartition::new(&self.name, number);
-        let partition =
-            Partition::open(id, self.dir.join(number.to_string()), self.config.clone(), queue.epoch, Arc::clone(&queue.users))?;
+        let partition = Partition::open(
+            id,
+            self.dir.join(number.to_string()),
+            self.config.clone(),
+            queue.epoch,
+            Arc::clone(&queue.users),
+            Arc::clone(&queue.sealer),
+        )?;
         Ok(cell.get_or_init(|| Arc::new(partition)))
     }
 }

@@ -170,7 +170,10 @@ fn batch_is_whole(segment: &Segment, position: u64, header: &BatchHeader, expect
 }
 
 /// The entry to start scanning from: the last index entry, if every entry agrees with the log.
-fn scan_start(segment: &Segment) -> Result<(IndexEntry, usize, Vec<IndexEntry>)> {
+///
+/// The active segment's index is checked whole, since it is kept; a sealed segment's only needs
+/// its last entry checked (`last_only`), since only the scan's starting point comes from it.
+fn scan_start(segment: &Segment, last_only: bool) -> Result<(IndexEntry, usize, Vec<IndexEntry>)> {
     let entries = segment.sealed_index();
     let file_len = segment.log_length()?;
     let agrees = |entry: &IndexEntry| {
@@ -181,7 +184,8 @@ fn scan_start(segment: &Segment) -> Result<(IndexEntry, usize, Vec<IndexEntry>)>
                 .is_ok_and(|h| BatchHeader::read(h).base_offset == segment.base_offset() + u64::from(entry.relative_offset))
     };
     let start_entry = segment_start();
-    if !entries.iter().all(agrees) {
+    let checked = if last_only { &entries[entries.len().saturating_sub(1)..] } else { &entries[..] };
+    if !checked.iter().all(agrees) {
         return Ok((start_entry, 0, Vec::new()));
     }
     match entries.last() {
@@ -195,7 +199,7 @@ fn scan_start(segment: &Segment) -> Result<(IndexEntry, usize, Vec<IndexEntry>)>
 fn sealed_is_whole(segment: &Segment, next_base: u64) -> Result<bool> {
     let synced = segment.synced_bytes();
     // A segment known to be synced only needs its end checked; otherwise any page may be torn.
-    let start = if synced == format::FULLY_SYNCED { scan_start(segment)?.0 } else { segment_start() };
+    let start = if synced == format::FULLY_SYNCED { scan_start(segment, true)?.0 } else { segment_start() };
     let scan = scan(segment, start, u64::MAX, Some(next_base))?;
     if scan.end_offset == next_base {
         return Ok(true);
@@ -218,7 +222,7 @@ fn segment_start() -> IndexEntry {
 }
 
 fn recover_active(segment: &Segment, config: &TopicConfig) -> Result<Tail> {
-    let (start, kept, mut entries) = scan_start(segment)?;
+    let (start, kept, mut entries) = scan_start(segment, false)?;
     entries.truncate(kept);
     let scan = scan(segment, start, u64::from(config.index_interval_bytes), None)?;
     let synced = segment.synced_bytes();

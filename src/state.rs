@@ -34,6 +34,8 @@ const SLOTS_AT: usize = 64;
 const SLOT_BYTES: usize = 64;
 const APPEND_MUTEX_AT: usize = 192;
 const SYNC_MUTEX_AT: usize = 256;
+/// How long a group-commit leader waits for more senders when others were seen recently.
+const GROUP_COMMIT_DELAY: std::time::Duration = std::time::Duration::from_micros(50);
 const _: () = assert!(sys::MUTEX_BYTES <= 64, "a pthread mutex must fit its 64-byte slot");
 
 /// The published end of a partition's log: everything a reader may look at.
@@ -102,6 +104,8 @@ impl Tail {
 
 /// A mapped partition state file.
 pub(crate) struct SharedState {
+    /// Records the last group commit led from this process covered.
+    last_round_records: AtomicU64,
     map: MmapRaw,
     append_mutex: RobustMutex,
     sync_mutex: RobustMutex,
@@ -163,7 +167,14 @@ impl SharedState {
         let (append_mutex, sync_mutex) = unsafe {
             (RobustMutex::at(map.as_mut_ptr().add(APPEND_MUTEX_AT)), RobustMutex::at(map.as_mut_ptr().add(SYNC_MUTEX_AT)))
         };
-        Ok(SharedState { map, append_mutex, sync_mutex, path: path.to_path_buf(), _file: file })
+        Ok(SharedState {
+            last_round_records: AtomicU64::new(0),
+            map,
+            append_mutex,
+            sync_mutex,
+            path: path.to_path_buf(),
+            _file: file,
+        })
     }
 
     fn word64(&self, at: usize) -> &AtomicU64 {
@@ -296,8 +307,15 @@ impl SharedState {
             let result = if self.synced_offset() >= end_offset {
                 Ok(())
             } else {
+                // When the last round covered several senders, they are about to publish again:
+                // wait a moment (a fraction of an fsync) so that this round covers them too.
+                if self.last_round_records.load(Ordering::Relaxed) > 1 {
+                    std::thread::sleep(GROUP_COMMIT_DELAY);
+                }
+                let before = self.synced_offset();
                 sync().map(|durable_end| {
                     self.word64(SYNCED_OFFSET_AT).fetch_max(durable_end, Ordering::AcqRel);
+                    self.last_round_records.store(durable_end.saturating_sub(before), Ordering::Relaxed);
                 })
             };
             self.sync_mutex.unlock();
