@@ -10,6 +10,9 @@ use std::time::{Duration, Instant};
 #[cfg(not(target_os = "linux"))]
 compile_error!("streamlog uses Linux futexes and robust mutexes; other platforms are not supported");
 
+/// How long a waiter for a [`RobustMutex`] sleeps before it looks at the lock again.
+const LOST_WAKE_UP_RETRY: Duration = Duration::from_millis(5);
+
 /// Bytes a process-shared mutex takes inside a shared mapping.
 pub(crate) const MUTEX_BYTES: usize = std::mem::size_of::<libc::pthread_mutex_t>();
 
@@ -58,12 +61,23 @@ impl RobustMutex {
     }
 
     /// Blocks until the mutex is held by this thread.
+    ///
+    /// It never sleeps for long at a time: an unlock wakes one waiter, and if that waiter is
+    /// killed before it takes the lock, the wake-up is lost (the kernel repairs locks whose
+    /// owner dies, not waiters). Retrying every few milliseconds bounds what such a death costs.
     pub(crate) fn lock(&self) -> io::Result<Locked> {
-        // SAFETY: the mutex was initialised by `init` before any handle could reach it.
-        match unsafe { libc::pthread_mutex_lock(self.0) } {
-            0 => Ok(Locked::Clean),
-            libc::EOWNERDEAD => Ok(Locked::OwnerDied),
-            code => Err(io::Error::from_raw_os_error(code)),
+        loop {
+            let mut deadline = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+            // SAFETY: clock_gettime writes into the local timespec.
+            unsafe { libc::clock_gettime(libc::CLOCK_REALTIME, &mut deadline) };
+            let deadline = add_timespec(deadline, LOST_WAKE_UP_RETRY);
+            // SAFETY: the mutex was initialised by `init` before any handle could reach it.
+            match unsafe { libc::pthread_mutex_timedlock(self.0, &deadline) } {
+                0 => return Ok(Locked::Clean),
+                libc::EOWNERDEAD => return Ok(Locked::OwnerDied),
+                libc::ETIMEDOUT => continue,
+                code => return Err(io::Error::from_raw_os_error(code)),
+            }
         }
     }
 
