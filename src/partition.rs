@@ -240,10 +240,12 @@ impl Partition {
     /// possibly torn.
     fn seal_in_background(self: &Arc<Self>, sealed: Arc<Segment>) {
         let partition = Arc::clone(self);
+        // Through the group commit, so that this fsync and a sender's never race on one file
+        // (Linux reports a writeback error to one fsync only) and markers are written under
+        // the sync lock. A failure poisons the partition, which the next send reports.
+        let sealed_end = self.tail().active_base.max(sealed.base_offset() + 1);
         self.sealer.spawn(move || {
-            if partition.sync_or_poison(&sealed).is_ok() {
-                sealed.record_synced(format::FULLY_SYNCED);
-            }
+            let _ = partition.sync_through(sealed_end);
         });
     }
 
@@ -345,6 +347,10 @@ impl Partition {
                 let segment = self.segment(base)?;
                 self.sync_or_poison(&segment)?;
                 segment.record_synced(if base == tail.active_base { tail.end_position } else { format::FULLY_SYNCED });
+            }
+            if self.state.is_poisoned() {
+                // Another fsync of these files failed meanwhile; this one may not have seen it.
+                return Err(Error::Poisoned(self.id.clone()));
             }
             Ok(tail.end_offset)
         })

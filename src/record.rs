@@ -209,7 +209,8 @@ impl Records {
         let body_at = (record_position - batch_position) as usize + RECORD_HEADER_BYTES as usize;
         let body = &batch[body_at..body_at + (layout.record_bytes - RECORD_HEADER_BYTES) as usize];
         self.records.push(ConsumerRecord {
-            segment: NonNull::from(&**segment),
+            // From `Arc::as_ptr`, so that the strong count may be reached through it.
+            segment: NonNull::new(Arc::as_ptr(segment).cast_mut()).expect("an Arc is never null"),
             owns_segment: false,
             body: NonNull::from(body).cast(),
             body_bytes: body.len() as u32,

@@ -53,8 +53,12 @@ pub(crate) fn recover(dir: &Path, id: &TopicPartition, config: &TopicConfig, use
     while bases.len() > 1 {
         let last = *bases.last().expect("two or more");
         let segment = open_or_reindex(dir, last, id, config, users)?;
-        if scan(&segment, segment_start(), u64::MAX, None)?.end_offset != last {
+        let scanned = scan(&segment, segment_start(), u64::MAX, None)?;
+        if scanned.end_offset != last {
             break;
+        }
+        if segment.synced_bytes() > u64::from(FILE_HEADER_BYTES) && segment.synced_bytes() != format::FULLY_SYNCED {
+            return Err(Error::corrupt(segment.path(), scanned.end_position, "synced data is damaged: no whole first batch"));
         }
         drop(segment);
         remove_segment_files(dir, last)?;
@@ -225,8 +229,16 @@ fn recover_active(segment: &Segment, config: &TopicConfig) -> Result<Tail> {
     let (start, kept, mut entries) = scan_start(segment, false)?;
     entries.truncate(kept);
     let scan = scan(segment, start, u64::from(config.index_interval_bytes), None)?;
+    // A segment marked fully synced is active again only because an empty segment after it was
+    // dropped: its data may end anywhere, but what follows must be nothing, not a bad batch.
     let synced = segment.synced_bytes();
-    if scan.end_position < synced {
+    let damaged = if synced == format::FULLY_SYNCED {
+        let file_len = segment.log_length()?;
+        scan.end_position + 4 <= file_len && segment.read(scan.end_position, 4)?.iter().any(|&b| b != 0)
+    } else {
+        scan.end_position < synced
+    };
+    if damaged {
         return Err(Error::corrupt(
             segment.path(),
             scan.end_position,

@@ -279,7 +279,8 @@ impl Segment {
         format::synced_marker(value.load(Ordering::Acquire), complement.load(Ordering::Acquire))
     }
 
-    /// Raises the synced-bytes marker after an fsync covering `bytes` has completed.
+    /// Raises the synced-bytes marker after an fsync covering `bytes` has completed. Callers
+    /// hold the partition's sync lock.
     pub(crate) fn record_synced(&self, bytes: u64) {
         if bytes > self.synced_bytes() {
             let (value, complement) = self.synced_marker_words();

@@ -271,3 +271,21 @@ fn a_lost_or_damaged_index_is_rebuilt() {
         }
     }
 }
+
+#[test]
+fn a_synced_segment_that_becomes_active_again_opens() {
+    // A roll publishes an empty segment; if the append after it fails (a full disk), the empty
+    // segment stays last while the one before it is marked fully synced. Recovery drops the empty
+    // one, and the synced segment must open as the active one again, not as "damaged".
+    let dir = TempDir::new("active-again");
+    write_log(dir.path(), 60, TopicConfig::new(1).segment_bytes(4096));
+    let logs = segments(dir.path());
+    let last = logs.last().unwrap();
+    OpenOptions::new().write(true).open(last).unwrap().set_len(64).unwrap();
+    let queue = Queue::open(dir.path()).unwrap();
+    let (_, end) = queue.offsets(&TopicPartition::new("t", 0)).unwrap();
+    let (values, error) = read_all(&queue);
+    assert!(error.is_none(), "{error:?}");
+    assert_eq!(values.len() as u64, end);
+    assert_eq!(queue.producer().send("t", Record::new(b"more").partition(0)).unwrap().offset(), end);
+}
