@@ -38,8 +38,11 @@ const PWRITE_MIN_BATCH_BYTES: u64 = 16 << 10;
 struct Writer {
     /// The active segment as last seen.
     active: Option<Arc<Segment>>,
-    /// Where large batches are encoded before they are written.
+    /// Where large batches are encoded before they are written (or, for one large record, the
+    /// bytes before its value).
     buffer: Vec<u8>,
+    /// The bytes after a large record's value.
+    suffix: Vec<u8>,
 }
 
 /// The background threads that make sealed segments durable. Dropping the queue waits for
@@ -152,7 +155,7 @@ impl Partition {
             config,
             state,
             segments: RwLock::new(segments),
-            writer: Mutex::new(Writer { active, buffer: Vec::new() }),
+            writer: Mutex::new(Writer { active, buffer: Vec::new(), suffix: Vec::new() }),
             users,
             sealer,
             dirty: AtomicBool::new(false),
@@ -204,12 +207,23 @@ impl Partition {
             tail.log_reserved_bytes = wanted;
         }
         let base_offset = tail.end_offset;
-        let max_timestamp_ms = if batch_bytes >= PWRITE_MIN_BATCH_BYTES {
+        let max_timestamp_ms = if let ([record], [timestamp_ms]) = (records, timestamps_ms)
+            && batch_bytes >= PWRITE_MIN_BATCH_BYTES
+        {
+            // One large record: write its value straight from the caller's memory.
+            let Writer { buffer, suffix, .. } = &mut *writer;
+            format::frame_single_record(buffer, suffix, base_offset, record, *timestamp_ms);
+            segment.pwrite_unpublished(
+                tail.end_position,
+                &[buffer.as_slice(), record.value.unwrap_or_default(), suffix.as_slice()],
+            )?;
+            *timestamp_ms
+        } else if batch_bytes >= PWRITE_MIN_BATCH_BYTES {
             let buffer = &mut writer.buffer;
             buffer.clear();
             buffer.resize(batch_bytes as usize, 0);
             let max_timestamp_ms = format::write_batch(buffer, base_offset, records, timestamps_ms);
-            segment.pwrite_unpublished(tail.end_position, buffer)?;
+            segment.pwrite_unpublished(tail.end_position, &[buffer.as_slice()])?;
             max_timestamp_ms
         } else {
             let mut max_timestamp_ms = 0;

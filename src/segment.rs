@@ -209,13 +209,12 @@ impl Segment {
         fill(bytes);
     }
 
-    /// Writes `bytes` at `start` with `pwrite`; the same rules as `write_unpublished` apply.
-    pub(crate) fn pwrite_unpublished(&self, start: u64, bytes: &[u8]) -> Result<()> {
-        assert!(
-            start + bytes.len() as u64 <= self.log.backed_bytes.load(Ordering::Acquire),
-            "writes stay inside the reserved file"
-        );
-        self.log.file.write_all_at(bytes, start).during("write", &self.log.path)
+    /// Writes `pieces` one after another at `start` with `pwritev`; the same rules as
+    /// `write_unpublished` apply.
+    pub(crate) fn pwrite_unpublished(&self, start: u64, pieces: &[&[u8]]) -> Result<()> {
+        let len: u64 = pieces.iter().map(|p| p.len() as u64).sum();
+        assert!(start + len <= self.log.backed_bytes.load(Ordering::Acquire), "writes stay inside the reserved file");
+        sys::write_all_vectored_at(&self.log.file, pieces, start).during("write", &self.log.path)
     }
 
     fn index_words(&self, entry: u64) -> Option<(&AtomicU64, &AtomicU64)> {

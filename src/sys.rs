@@ -249,3 +249,37 @@ pub(crate) fn coarse_now_ms() -> u64 {
     unsafe { libc::clock_gettime(libc::CLOCK_REALTIME_COARSE, &mut now) };
     (now.tv_sec as u64).saturating_mul(1000) + now.tv_nsec as u64 / 1_000_000
 }
+
+/// Writes `pieces` one after another at `offset` of `file` (`pwritev`), retrying short writes.
+pub(crate) fn write_all_vectored_at(file: &File, pieces: &[&[u8]], mut offset: u64) -> io::Result<()> {
+    let mut pieces: Vec<&[u8]> = pieces.iter().copied().filter(|p| !p.is_empty()).collect();
+    let mut first = 0;
+    while first < pieces.len() {
+        let vectors: Vec<libc::iovec> =
+            pieces[first..].iter().map(|p| libc::iovec { iov_base: p.as_ptr() as *mut libc::c_void, iov_len: p.len() }).collect();
+        // SAFETY: every iovec points at a live slice for the duration of the call; the kernel
+        // only reads from them.
+        let written =
+            unsafe { libc::pwritev(file.as_raw_fd(), vectors.as_ptr(), vectors.len() as libc::c_int, offset as libc::off_t) };
+        if written < 0 {
+            let error = io::Error::last_os_error();
+            if error.kind() == io::ErrorKind::Interrupted {
+                continue;
+            }
+            return Err(error);
+        }
+        let mut written = written as usize;
+        if written == 0 {
+            return Err(io::ErrorKind::WriteZero.into());
+        }
+        offset += written as u64;
+        while first < pieces.len() && written >= pieces[first].len() {
+            written -= pieces[first].len();
+            first += 1;
+        }
+        if first < pieces.len() {
+            pieces[first] = &pieces[first][written..];
+        }
+    }
+    Ok(())
+}
