@@ -199,3 +199,25 @@ fn poll_wakes_when_another_thread_sends() {
     assert!(consumer.poll(Duration::from_millis(100)).unwrap().is_empty());
     assert!(started.elapsed() >= Duration::from_millis(100));
 }
+
+#[test]
+fn large_records_round_trip() {
+    let dir = TempDir::new("large");
+    let queue = Queue::open(dir.path()).unwrap();
+    queue.create_topic_with("t", TopicConfig::new(1).segment_bytes(256 << 10)).unwrap();
+    let producer = queue.producer();
+    let values: Vec<Vec<u8>> = (0..20u32).map(|i| (0..(20_000 + i * 5_000)).map(|j| (j * 7 + i) as u8).collect()).collect();
+    for (i, value) in values.iter().enumerate() {
+        let key = format!("key-{i}");
+        let meta = producer.send("t", Record::new(value).key(key.as_bytes()).header("n", key.as_bytes())).unwrap();
+        assert_eq!(meta.offset(), i as u64);
+    }
+    producer.send_batch("t", values.iter().map(|v| Record::new(v))).unwrap();
+    let mut consumer = consumer_from_start(&queue, "t", 1);
+    let records = read_exactly(&mut consumer, 40);
+    for (i, (_, offset, key, value)) in records.iter().enumerate() {
+        assert_eq!(*offset, i as u64);
+        assert_eq!(value, &values[i % 20], "record {i}");
+        assert_eq!(key.is_some(), i < 20);
+    }
+}
