@@ -352,9 +352,7 @@ impl Partition {
             // unsynced offset to the active one (sealed segments are synced in the background,
             // which may not have happened yet).
             let from = self.state.synced_offset().min(tail.active_base);
-            if self.known_base_at_or_before(from).is_none() || self.segments.read().keys().next_back() < Some(&tail.active_base) {
-                self.refresh_segments(tail.active_base)?;
-            }
+            self.list_through(tail.active_base)?;
             let first = self.known_base_at_or_before(from).unwrap_or(tail.active_base);
             let bases: Vec<u64> = self.segments.read().range(first..=tail.active_base).map(|(&b, _)| b).collect();
             for base in bases {
@@ -396,6 +394,14 @@ impl Partition {
         Ok(segment)
     }
 
+    /// Makes sure the list of segments reaches `active_base` (the published active segment).
+    fn list_through(&self, active_base: u64) -> Result<()> {
+        if self.segments.read().keys().next_back() < Some(&active_base) {
+            self.refresh_segments(active_base)?;
+        }
+        Ok(())
+    }
+
     /// Rebuilds the list of segments from the directory: every segment up to `last_base` (a
     /// published base, so nothing up to it is a half-made roll), keeping existing mappings.
     fn refresh_segments(&self, last_base: u64) -> Result<()> {
@@ -423,9 +429,7 @@ impl Partition {
         let base = if offset >= tail.active_base {
             tail.active_base
         } else {
-            if self.segments.read().keys().next_back() < Some(&tail.active_base) {
-                self.refresh_segments(tail.active_base)?;
-            }
+            self.list_through(tail.active_base)?;
             self.known_base_at_or_before(offset).ok_or_else(|| self.corrupt_at(0, format!("no segment holds offset {offset}")))?
         };
         let segment = self.segment(base)?;
