@@ -1,15 +1,22 @@
-//! Reading records: partitions assigned by hand, positions, and polls that sleep until data
-//! arrives from any thread or process.
+//! Reading records: partitions assigned by hand or by a consumer group, positions, commits,
+//! and polls that sleep until data (or a change in the group) arrives from any thread or process.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use crate::assignor::AssignmentStrategy;
 use crate::error::{Error, Result};
+use crate::group::{Group, JoinRequest, Membership, View};
 use crate::partition::{Cursor, Partition};
+use crate::producer::Durability;
 use crate::queue::Queue;
 use crate::record::Records;
 use crate::sys;
-use crate::topic::TopicPartition;
+use crate::topic::{TopicPartition, validate_topic_name};
+
+/// The shortest session timeout: heartbeats are written every 100 ms, so a shorter timeout
+/// would expel healthy members whose heartbeat thread was briefly descheduled.
+pub const MIN_SESSION_TIMEOUT: Duration = Duration::from_millis(500);
 
 /// Where a consumer starts when it has no valid position.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -27,26 +34,40 @@ pub enum OffsetReset {
 #[derive(Debug, Clone)]
 pub struct ConsumerConfig {
     pub(crate) group: String,
+    pub(crate) client_id: String,
     pub(crate) auto_offset_reset: OffsetReset,
     pub(crate) max_poll_records: usize,
     pub(crate) check_crcs: bool,
     pub(crate) busy_poll: bool,
+    pub(crate) assignment_strategy: AssignmentStrategy,
+    pub(crate) session_timeout: Duration,
+    pub(crate) max_poll_interval: Duration,
+    pub(crate) auto_commit: Option<Duration>,
+    pub(crate) commit_durability: Durability,
 }
 
 impl ConsumerConfig {
-    /// A consumer in consumer group `group`, starting at the end of each partition, returning
-    /// at most 500 records a poll and checking every batch's CRC.
+    /// A consumer in consumer group `group`, with Kafka's defaults: start at the end of a
+    /// partition with no committed offset, at most 500 records a poll, every batch's CRC
+    /// checked, cooperative sticky assignment, a 10 s session timeout, a 5 min poll interval,
+    /// and offsets committed automatically every 5 s (buffered).
     pub fn new(group: &str) -> Self {
         ConsumerConfig {
             group: group.to_owned(),
+            client_id: format!("consumer-{}", std::process::id()),
             auto_offset_reset: OffsetReset::Latest,
             max_poll_records: 500,
             check_crcs: true,
             busy_poll: false,
+            assignment_strategy: AssignmentStrategy::CooperativeSticky,
+            session_timeout: Duration::from_secs(10),
+            max_poll_interval: Duration::from_secs(300),
+            auto_commit: Some(Duration::from_secs(5)),
+            commit_durability: Durability::Buffered,
         }
     }
 
-    /// Where to start in a partition with no position, or one outside the log.
+    /// Where to start in a partition with no committed offset, or one outside the log.
     pub fn auto_offset_reset(mut self, reset: OffsetReset) -> Self {
         self.auto_offset_reset = reset;
         self
@@ -70,10 +91,112 @@ impl ConsumerConfig {
         self
     }
 
+    /// A name for this consumer, shown by `Queue::describe_group`.
+    pub fn client_id(mut self, id: &str) -> Self {
+        self.client_id = id.to_owned();
+        self
+    }
+
+    /// How a subscribed group divides partitions; every member of a group must use the same.
+    pub fn assignment_strategy(mut self, strategy: AssignmentStrategy) -> Self {
+        self.assignment_strategy = strategy;
+        self
+    }
+
+    /// How long a member may go without a heartbeat (its process paused or hung) before the
+    /// group expels it. Heartbeats come from a background thread, not from `poll`. A member
+    /// whose process dies is noticed within about 100 ms whatever this is. At least 500 ms.
+    pub fn session_timeout(mut self, timeout: Duration) -> Self {
+        self.session_timeout = timeout;
+        self
+    }
+
+    /// How long a member may go between calls to `poll` before it leaves the group.
+    pub fn max_poll_interval(mut self, interval: Duration) -> Self {
+        self.max_poll_interval = interval;
+        self
+    }
+
+    /// With `Some(interval)`, `poll` commits the positions reached by earlier polls at most
+    /// this often, and before partitions are revoked or the consumer closes; `None` leaves
+    /// committing to the application.
+    pub fn auto_commit(mut self, interval: Option<Duration>) -> Self {
+        self.auto_commit = interval;
+        self
+    }
+
+    /// When a commit counts as done: `Durability::Sync` makes it survive a power cut before
+    /// `commit` returns; `Interval` fsyncs in the background. Buffered by default.
+    pub fn commit_durability(mut self, durability: Durability) -> Self {
+        self.commit_durability = durability;
+        self
+    }
+
     /// The consumer group's name.
     pub fn group(&self) -> &str {
         &self.group
     }
+
+    fn validate(&self) -> Result<()> {
+        if self.session_timeout < MIN_SESSION_TIMEOUT {
+            return Err(Error::InvalidConfig(format!(
+                "session_timeout must be at least {MIN_SESSION_TIMEOUT:?}, not {:?}",
+                self.session_timeout
+            )));
+        }
+        if self.max_poll_interval < MIN_SESSION_TIMEOUT {
+            return Err(Error::InvalidConfig(format!(
+                "max_poll_interval must be at least {MIN_SESSION_TIMEOUT:?}, not {:?}",
+                self.max_poll_interval
+            )));
+        }
+        if self.client_id.len() > usize::from(u16::MAX) {
+            return Err(Error::InvalidConfig("client_id must be shorter than 64 KiB".into()));
+        }
+        Ok(())
+    }
+}
+
+/// Told by a subscribed consumer when its partitions change. Every method is called from inside
+/// `poll` (or `close`), on the consumer's own thread, with the consumer itself so that the
+/// listener can commit or seek.
+pub trait RebalanceListener: Send {
+    /// The consumer now owns `partitions`; it reads them from their committed offsets.
+    fn on_assigned(&mut self, consumer: &mut Consumer, partitions: &[TopicPartition]) {
+        let _ = (consumer, partitions);
+    }
+
+    /// The consumer is about to give up `partitions`, which another member will read next:
+    /// the last chance to commit what was processed.
+    fn on_revoked(&mut self, consumer: &mut Consumer, partitions: &[TopicPartition]) {
+        let _ = (consumer, partitions);
+    }
+
+    /// `partitions` were taken away without a revoke (this member was expelled): another
+    /// member may already be reading them, so do not commit; a commit would be refused.
+    fn on_lost(&mut self, consumer: &mut Consumer, partitions: &[TopicPartition]) {
+        let _ = (consumer, partitions);
+    }
+
+    /// The committed offset of `partition` lies beyond the end of its log (the log lost its
+    /// unsynced tail in a crash that the commit survived), so reading starts at `end` instead.
+    fn on_offset_clamped(&mut self, consumer: &mut Consumer, partition: &TopicPartition, committed: u64, end: u64) {
+        let _ = (consumer, partition, committed, end);
+    }
+}
+
+/// A consumer's membership of its group, while it is subscribed.
+struct Subscription {
+    topics: Vec<String>,
+    /// `None` after the member was expelled, until it joins again.
+    member: Option<Membership>,
+    /// The generation this consumer has caught up with.
+    generation: u64,
+    /// The group's change counter when this consumer last looked at the group.
+    seen_change: u32,
+    /// Whether it owns its whole assignment of `generation`.
+    complete: bool,
+    listener: Option<Box<dyn RebalanceListener>>,
 }
 
 struct Assignment {
@@ -84,7 +207,8 @@ struct Assignment {
     cursor: Option<Cursor>,
 }
 
-/// Reads records from the partitions assigned to it.
+/// Reads records, from partitions it was given with [`assign`](Consumer::assign) or that its
+/// consumer group gives it after [`subscribe`](Consumer::subscribe).
 ///
 /// ```
 /// # fn main() -> Result<(), streamlog::Error> {
@@ -95,31 +219,51 @@ struct Assignment {
 /// queue.create_topic("orders", 1)?;
 /// queue.producer().send("orders", Record::new(b"hello"))?;
 ///
-/// let mut consumer = queue.consumer(ConsumerConfig::new("billing").auto_offset_reset(OffsetReset::Earliest))?;
-/// let tp = TopicPartition::new("orders", 0);
-/// consumer.assign(&[tp.clone()])?;
-/// let records = consumer.poll(Duration::from_millis(100))?;
+/// let config = ConsumerConfig::new("billing").auto_offset_reset(OffsetReset::Earliest).auto_commit(None);
+/// let mut consumer = queue.consumer(config)?;
+/// consumer.subscribe(&["orders"])?;
+/// let records = consumer.poll(Duration::from_secs(5))?;
 /// assert_eq!(records.iter().next().unwrap().value(), b"hello");
-/// assert_eq!(consumer.position(&tp)?, 1);
-/// # drop((consumer, queue)); std::fs::remove_dir_all(&dir).unwrap();
+/// consumer.commit()?;
+/// let tp = TopicPartition::new("orders", 0);
+/// assert_eq!((consumer.position(&tp)?, consumer.committed(&tp)?), (1, Some(1)));
+/// consumer.close()?;
+/// # drop(queue); std::fs::remove_dir_all(&dir).unwrap();
 /// # Ok(()) }
 /// ```
 pub struct Consumer {
     queue: Queue,
     config: ConsumerConfig,
+    group: Arc<Group>,
     assigned: Vec<Assignment>,
     /// Which assigned partition the next poll reads first, so none is starved.
     next_first: usize,
+    subscription: Option<Subscription>,
+    last_auto_commit: Instant,
 }
 
 impl Consumer {
-    pub(crate) fn new(queue: Queue, config: ConsumerConfig) -> Self {
-        Consumer { queue, config, assigned: Vec::new(), next_first: 0 }
+    pub(crate) fn new(queue: Queue, config: ConsumerConfig) -> Result<Self> {
+        config.validate()?;
+        let group = queue.inner.group(&config.group)?;
+        Ok(Consumer {
+            queue,
+            config,
+            group,
+            assigned: Vec::new(),
+            next_first: 0,
+            subscription: None,
+            last_auto_commit: Instant::now(),
+        })
     }
 
-    /// Reads exactly these partitions from now on. Partitions already assigned keep their
-    /// positions; new ones start per the reset policy.
+    /// Reads exactly these partitions from now on, outside any group rebalancing. Partitions
+    /// already assigned keep their positions; new ones start at the group's committed offset,
+    /// or per the reset policy.
     pub fn assign(&mut self, partitions: &[TopicPartition]) -> Result<()> {
+        if self.subscription.is_some() {
+            return Err(Error::IllegalState("assign cannot be used while the consumer is subscribed; unsubscribe first"));
+        }
         let mut assigned = Vec::with_capacity(partitions.len());
         for tp in partitions {
             if assigned.iter().any(|a: &Assignment| &a.tp == tp) {
@@ -128,7 +272,7 @@ impl Consumer {
             let kept = self.assigned.iter().position(|a| &a.tp == tp).map(|i| self.assigned.swap_remove(i));
             let assignment = match kept {
                 Some(assignment) => assignment,
-                None => Assignment { tp: tp.clone(), partition: self.queue.inner.partition(tp)?, position: None, cursor: None },
+                None => self.start(tp)?.0,
             };
             assigned.push(assignment);
         }
@@ -137,7 +281,94 @@ impl Consumer {
         Ok(())
     }
 
-    /// The partitions assigned to this consumer.
+    /// Joins the consumer group and reads the partitions of `topics` that the group gives this
+    /// member. Topics may be created later; the group rebalances when they appear. Calling it
+    /// again replaces the subscription.
+    pub fn subscribe(&mut self, topics: &[&str]) -> Result<()> {
+        if self.subscription.is_none() && !self.assigned.is_empty() {
+            return Err(Error::IllegalState("subscribe cannot be used after assign; assign an empty list first"));
+        }
+        let mut topics: Vec<String> = topics.iter().map(|t| t.to_string()).collect();
+        topics.sort();
+        topics.dedup();
+        for topic in &topics {
+            validate_topic_name(topic)?;
+        }
+        self.queue.inner.start_keeper();
+        let counts = self.queue.inner.partition_counts();
+        if let Some(subscription) = &mut self.subscription {
+            if let Some(member) = &subscription.member {
+                // An expelled member learns so in `poll` and rejoins with the new topics.
+                self.group.resubscribe(member, &topics, &counts)?;
+            }
+            subscription.topics = topics;
+            return Ok(());
+        }
+        let member = self.join(&topics)?;
+        let (_, seen_change) = self.group.change_word();
+        self.subscription = Some(Subscription {
+            topics,
+            member: Some(member),
+            generation: 0,
+            seen_change: seen_change.wrapping_sub(1),
+            complete: false,
+            listener: None,
+        });
+        Ok(())
+    }
+
+    /// As `subscribe`, with a listener told of every change of the partitions this consumer owns.
+    pub fn subscribe_with(&mut self, topics: &[&str], listener: impl RebalanceListener + 'static) -> Result<()> {
+        self.subscribe(topics)?;
+        if let Some(subscription) = &mut self.subscription {
+            subscription.listener = Some(Box::new(listener));
+        }
+        Ok(())
+    }
+
+    /// Leaves the group (revoking every partition, after an automatic commit if enabled); the
+    /// consumer can then `assign` or `subscribe` again.
+    pub fn unsubscribe(&mut self) -> Result<()> {
+        self.leave_group()
+    }
+
+    /// Leaves the group at once, so its partitions move to the other members without waiting
+    /// for a timeout. Dropping the consumer does the same.
+    pub fn close(mut self) -> Result<()> {
+        self.leave_group()
+    }
+
+    fn join(&self, topics: &[String]) -> Result<Membership> {
+        let request = JoinRequest {
+            client_id: &self.config.client_id,
+            topics,
+            strategy: self.config.assignment_strategy,
+            session_timeout: self.config.session_timeout,
+            max_poll_interval: self.config.max_poll_interval,
+        };
+        self.group.join(&request, &self.queue.inner.partition_counts())
+    }
+
+    fn leave_group(&mut self) -> Result<()> {
+        // Catch up with the current generation first, so the last commit is not refused as stale.
+        let _ = self.sync_group();
+        let valid = self.subscription.as_ref().and_then(|s| s.member.as_ref()).is_some_and(|m| self.group.is_member(m));
+        let owned = self.assignment();
+        if valid && !owned.is_empty() {
+            self.auto_commit_now();
+            self.notify(&owned, |listener, consumer, partitions| listener.on_revoked(consumer, partitions));
+        }
+        self.assigned.clear();
+        let Some(mut subscription) = self.subscription.take() else {
+            return Ok(());
+        };
+        match subscription.member.take() {
+            Some(member) => self.group.leave(member, &self.queue.inner.partition_counts()),
+            None => Ok(()),
+        }
+    }
+
+    /// The partitions this consumer reads now.
     pub fn assignment(&self) -> Vec<TopicPartition> {
         self.assigned.iter().map(|a| a.tp.clone()).collect()
     }
@@ -173,21 +404,68 @@ impl Consumer {
         self.assigned.iter_mut().find(|a| &a.tp == partition).ok_or_else(|| Error::NotAssigned(partition.clone()))
     }
 
+    /// Commits the position of every assigned partition: everything `poll` returned so far
+    /// counts as processed. See `commit_offsets`.
+    pub fn commit(&mut self) -> Result<()> {
+        let offsets: Vec<(TopicPartition, u64)> =
+            self.assigned.iter().filter_map(|a| a.position.map(|p| (a.tp.clone(), p))).collect();
+        self.commit_offsets(&offsets)
+    }
+
+    /// Commits `offsets` (each the next offset to read) for the group, all at once or not at
+    /// all. A subscribed consumer may commit only partitions it owns, and only while it is a
+    /// member of the group's current generation: otherwise it fails with
+    /// `Error::CommitFailed` (poll, then retry) and commits nothing.
+    pub fn commit_offsets(&mut self, offsets: &[(TopicPartition, u64)]) -> Result<()> {
+        if let Some((tp, _)) = offsets.iter().find(|(tp, _)| self.subscription.is_some() && !self.assigned.iter().any(|a| &a.tp == tp)) {
+            return Err(Error::NotAssigned(tp.clone()));
+        }
+        let store = &self.group.offsets;
+        let end = match &self.subscription {
+            None => store.commit(offsets, 0, 0)?,
+            Some(Subscription { member: Some(member), generation, .. }) => {
+                self.group.fenced(member, *generation, || store.commit(offsets, member.id, *generation))?
+            }
+            Some(Subscription { member: None, .. }) => {
+                return Err(Error::CommitFailed {
+                    group: self.group.name.clone(),
+                    reason: "this consumer was removed from the group; poll to rejoin".into(),
+                });
+            }
+        };
+        store.make_durable(end, self.config.commit_durability)
+    }
+
+    /// The group's committed offset for `partition` (the next offset to read), from any
+    /// thread or process; `None` if none was committed.
+    pub fn committed(&self, partition: &TopicPartition) -> Result<Option<u64>> {
+        self.group.offsets.committed(partition)
+    }
+
     /// Returns the records available now, or waits up to `timeout` for some to arrive. Records
-    /// sent by any thread or process wake the wait at once.
+    /// sent by any thread or process wake the wait at once. A subscribed consumer also takes
+    /// part in its group here: it joins, gives up and takes partitions, and calls its listener.
     pub fn poll(&mut self, timeout: Duration) -> Result<Records> {
         let deadline = Instant::now() + timeout;
         let mut records = Records::with_capacity(self.config.max_poll_records.min(1 << 16));
+        if let Some(interval) = self.config.auto_commit
+            && self.last_auto_commit.elapsed() >= interval
+        {
+            self.auto_commit_now();
+        }
         let mut spins = 0u32;
         loop {
+            self.sync_group()?;
             self.fetch(&mut records)?;
-            if !records.is_empty() || Instant::now() >= deadline || self.assigned.is_empty() {
-                if self.assigned.is_empty() {
-                    std::thread::sleep(deadline.saturating_duration_since(Instant::now()));
-                }
+            if !records.is_empty() && !self.still_member() {
+                // Expelled while reading: another member may own these partitions already.
+                records = Records::with_capacity(0);
+                continue;
+            }
+            if !records.is_empty() || Instant::now() >= deadline {
                 return Ok(records);
             }
-            if self.config.busy_poll {
+            if self.config.busy_poll && !self.assigned.is_empty() {
                 spins = spins.wrapping_add(1);
                 if spins.is_multiple_of(1024) {
                     std::thread::yield_now();
@@ -197,6 +475,132 @@ impl Consumer {
                 self.wait(deadline);
             }
         }
+    }
+
+    /// Whether this consumer may keep what it read: it is not subscribed, or still a member.
+    fn still_member(&self) -> bool {
+        match &self.subscription {
+            None => true,
+            Some(subscription) => subscription.member.as_ref().is_some_and(|m| self.group.is_member(m)),
+        }
+    }
+
+    /// Commits the current positions, ignoring a refusal (the group moved on; the next owner
+    /// starts from the last successful commit, so at worst records are delivered again).
+    fn auto_commit_now(&mut self) {
+        if self.config.auto_commit.is_some() {
+            self.last_auto_commit = Instant::now();
+            let _ = self.commit();
+        }
+    }
+
+    /// Catches up with the group: rejoins if expelled, gives up revoked partitions and takes
+    /// newly assigned ones that are free, calling the listener for each change.
+    fn sync_group(&mut self) -> Result<()> {
+        let Some(subscription) = &self.subscription else {
+            return Ok(());
+        };
+        if let Some(member) = &subscription.member {
+            self.group.note_poll(member);
+        }
+        let (_, change) = self.group.change_word();
+        if subscription.member.is_some() && change == subscription.seen_change && subscription.complete {
+            return Ok(());
+        }
+        loop {
+            let subscription = self.subscription.as_mut().expect("checked above");
+            subscription.seen_change = self.group.change_word().1;
+            let view = match &subscription.member {
+                Some(member) => self.group.view(member)?,
+                None => View::Expelled,
+            };
+            let (generation, assigned, owned) = match view {
+                View::Expelled => {
+                    self.lose_membership()?;
+                    let topics = self.subscription.as_ref().expect("still subscribed").topics.clone();
+                    let member = self.join(&topics)?;
+                    let subscription = self.subscription.as_mut().expect("still subscribed");
+                    subscription.member = Some(member);
+                    subscription.generation = 0;
+                    continue;
+                }
+                View::Member { generation, assigned, owned } => (generation, assigned, owned),
+            };
+            let eager = !self.config.assignment_strategy.is_cooperative();
+            let revoked: Vec<TopicPartition> = if eager && generation != subscription.generation {
+                owned
+            } else {
+                owned.into_iter().filter(|tp| !assigned.contains(tp)).collect()
+            };
+            subscription.generation = generation;
+            if !revoked.is_empty() {
+                self.auto_commit_now();
+                self.notify(&revoked, |listener, consumer, partitions| listener.on_revoked(consumer, partitions));
+                let subscription = self.subscription.as_ref().expect("still subscribed");
+                self.group.release(subscription.member.as_ref().expect("a member"), &revoked)?;
+                self.assigned.retain(|a| !revoked.contains(&a.tp));
+            }
+            let subscription = self.subscription.as_ref().expect("still subscribed");
+            let Some((taken, complete)) = self.group.acquire(subscription.member.as_ref().expect("a member"), generation)? else {
+                continue;
+            };
+            self.subscription.as_mut().expect("still subscribed").complete = complete;
+            let mut clamped = Vec::new();
+            for tp in &taken {
+                let (assignment, clamp) = self.start(tp)?;
+                self.assigned.push(assignment);
+                clamped.extend(clamp.map(|(committed, end)| (tp.clone(), committed, end)));
+            }
+            self.next_first = 0;
+            if !taken.is_empty() {
+                self.notify(&taken, |listener, consumer, partitions| listener.on_assigned(consumer, partitions));
+            }
+            for (tp, committed, end) in clamped {
+                self.notify(&[tp], |listener, consumer, partitions| {
+                    listener.on_offset_clamped(consumer, &partitions[0], committed, end)
+                });
+            }
+            return Ok(());
+        }
+    }
+
+    /// Drops every partition after an expulsion and tells the listener they were lost.
+    fn lose_membership(&mut self) -> Result<()> {
+        let lost = self.assignment();
+        self.assigned.clear();
+        if let Some(member) = self.subscription.as_mut().and_then(|s| s.member.take()) {
+            self.group.leave(member, &self.queue.inner.partition_counts())?;
+        }
+        if !lost.is_empty() {
+            self.notify(&lost, |listener, consumer, partitions| listener.on_lost(consumer, partitions));
+        }
+        Ok(())
+    }
+
+    /// Calls the listener, if any, with this consumer and `partitions`.
+    fn notify(&mut self, partitions: &[TopicPartition], call: impl FnOnce(&mut dyn RebalanceListener, &mut Consumer, &[TopicPartition])) {
+        let Some(mut listener) = self.subscription.as_mut().and_then(|s| s.listener.take()) else {
+            return;
+        };
+        call(listener.as_mut(), self, partitions);
+        if let Some(subscription) = &mut self.subscription {
+            subscription.listener.get_or_insert(listener);
+        }
+    }
+
+    /// A new assignment of `tp`, positioned at the committed offset if there is one in the log.
+    /// A committed offset past the end of the log is clamped to the end and returned as
+    /// (committed, end) so the listener can be told.
+    fn start(&self, tp: &TopicPartition) -> Result<(Assignment, Option<(u64, u64)>)> {
+        let partition = self.queue.inner.partition(tp)?;
+        let committed = self.group.offsets.committed(tp)?;
+        let end = partition.tail().end_offset;
+        let (position, clamped) = match committed {
+            Some(committed) if committed > end => (Some(end), Some((committed, end))),
+            Some(committed) if committed >= partition.start_offset() => (Some(committed), None),
+            _ => (None, None),
+        };
+        Ok((Assignment { tp: tp.clone(), partition, position, cursor: None }, clamped))
     }
 
     /// Reads what is available from every assigned partition, up to `max_poll_records`. A
@@ -224,18 +628,41 @@ impl Consumer {
         }
     }
 
-    /// Sleeps until a record arrives in an assigned partition or the deadline passes.
+    /// Sleeps until a record arrives in an assigned partition, the group changes, or the
+    /// deadline passes. A subscribed consumer wakes at least every second to note that it is
+    /// still polling.
     fn wait(&self, deadline: Instant) {
-        let words: Vec<_> = self.assigned.iter().map(|a| a.partition.begin_wait()).collect();
+        let mut words: Vec<_> = self.assigned.iter().map(|a| a.partition.begin_wait()).collect();
+        let mut deadline = deadline;
+        if let Some(subscription) = &self.subscription {
+            let (word, change) = self.group.change_word();
+            words.insert(0, (word, subscription.seen_change));
+            if change != subscription.seen_change {
+                deadline = Instant::now();
+            }
+            deadline = deadline.min(Instant::now() + Duration::from_secs(1));
+        }
         // Re-check after registering: a record published before registration is seen here,
         // and one published after it wakes the futex.
         let nothing_new = self.assigned.iter().all(|a| a.position.is_some_and(|p| p >= a.partition.tail().end_offset));
         if nothing_new {
-            sys::futex_wait_any(&words, deadline);
+            if words.is_empty() {
+                std::thread::sleep(deadline.saturating_duration_since(Instant::now()));
+            } else {
+                sys::futex_wait_any(&words, deadline);
+            }
         }
         for assignment in &self.assigned {
             assignment.partition.end_wait();
         }
+    }
+}
+
+impl Drop for Consumer {
+    fn drop(&mut self) {
+        // Leaving at once lets the other members take the partitions without waiting for the
+        // session to time out; nobody is left to hear an error.
+        let _ = self.leave_group();
     }
 }
 

@@ -54,6 +54,20 @@ pub enum Error {
     /// An operation on a partition that is not assigned to this consumer.
     #[error("partition {0} is not assigned to this consumer")]
     NotAssigned(TopicPartition),
+    /// A consumer group name is empty, too long, `.`/`..`, or uses characters outside
+    /// `[A-Za-z0-9._-]`.
+    #[error("invalid group name {name:?}: {reason}")]
+    InvalidGroupName { name: String, reason: &'static str },
+    /// `describe_group` named a group that no consumer ever used.
+    #[error("unknown consumer group {0:?}")]
+    UnknownGroup(String),
+    /// A group member's commit was refused because the member is a zombie: the group moved to a
+    /// new generation it has not joined yet, or it is no longer a member at all.
+    #[error("commit to group {group:?} refused: {reason}")]
+    CommitFailed { group: String, reason: String },
+    /// A call that does not fit the consumer's state, such as `assign` on a subscribed consumer.
+    #[error("{0}")]
+    IllegalState(&'static str),
 }
 
 /// The crate's result type.

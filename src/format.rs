@@ -4,9 +4,13 @@
 
 use std::path::Path;
 
+use std::collections::BTreeMap;
+
+use crate::assignor::AssignmentStrategy;
 use crate::error::{Error, Result};
+use crate::group::{GroupState, MemberState};
 use crate::record::Record;
-use crate::topic::TopicConfig;
+use crate::topic::{TopicConfig, TopicPartition};
 
 /// The format version this build writes and the only one it reads.
 pub(crate) const FORMAT_VERSION: u16 = 1;
@@ -16,6 +20,7 @@ pub(crate) const TOPIC_MAGIC: [u8; 8] = *b"SLOGTOP\0";
 pub(crate) const SEGMENT_MAGIC: [u8; 8] = *b"SLOGSEG\0";
 pub(crate) const INDEX_MAGIC: [u8; 8] = *b"SLOGIDX\0";
 pub(crate) const STATE_MAGIC: [u8; 8] = *b"SLOGSTA\0";
+pub(crate) const GROUP_MAGIC: [u8; 8] = *b"SLOGGRP\0";
 
 pub(crate) const QUEUE_META_FILE: &str = "streamlog.meta";
 pub(crate) const OPEN_LOCK_FILE: &str = "open.lock";
@@ -24,6 +29,10 @@ pub(crate) const TOPICS_DIR: &str = "topics";
 pub(crate) const STAGING_DIR: &str = "staging";
 pub(crate) const TOPIC_META_FILE: &str = "topic.meta";
 pub(crate) const STATE_FILE: &str = "state";
+pub(crate) const GROUPS_DIR: &str = "groups";
+pub(crate) const GROUP_FILE: &str = "group";
+pub(crate) const MEMBERS_LOCK_FILE: &str = "members.lock";
+pub(crate) const OFFSETS_DIR: &str = "offsets";
 
 /// Every segment, index, queue and topic file starts with a header of this size.
 pub(crate) const FILE_HEADER_BYTES: u32 = 64;
@@ -437,6 +446,172 @@ impl IndexEntry {
     pub(crate) fn from_words(location: u64, max_timestamp_before_ms: u64) -> Self {
         IndexEntry { relative_offset: location as u32, position: (location >> 32) as u32, max_timestamp_before_ms }
     }
+}
+
+/// A consumer group's state, as one blob (see `group.rs` for where it lives).
+///
+/// ```text
+/// generation u64   next_member_id u64   strategy u8 (0: no members)
+/// topics u32, then per topic: name, partitions u32          (what the assignment was made for)
+/// members u32, then per member: id u64  slot u32  pid u32  session_timeout_ms u32
+///   max_poll_interval_ms u32  client_id  subscription (u32 count, names)
+///   assigned (u32 count, then name and partition u32 each)  owned (the same)
+/// ```
+/// A name is a u16 length and UTF-8 bytes.
+pub(crate) fn encode_group_state(state: &GroupState) -> Vec<u8> {
+    let mut out = Vec::with_capacity(256);
+    let name = |out: &mut Vec<u8>, name: &str| {
+        out.extend_from_slice(&(name.len() as u16).to_le_bytes());
+        out.extend_from_slice(name.as_bytes());
+    };
+    let partitions = |out: &mut Vec<u8>, list: &[TopicPartition]| {
+        out.extend_from_slice(&(list.len() as u32).to_le_bytes());
+        for tp in list {
+            name(out, tp.topic());
+            out.extend_from_slice(&tp.partition().to_le_bytes());
+        }
+    };
+    out.extend_from_slice(&state.generation.to_le_bytes());
+    out.extend_from_slice(&state.next_member_id.to_le_bytes());
+    out.push(state.strategy.map_or(0, AssignmentStrategy::code));
+    out.extend_from_slice(&(state.topics.len() as u32).to_le_bytes());
+    for (topic, count) in &state.topics {
+        name(&mut out, topic);
+        out.extend_from_slice(&count.to_le_bytes());
+    }
+    out.extend_from_slice(&(state.members.len() as u32).to_le_bytes());
+    for member in &state.members {
+        out.extend_from_slice(&member.id.to_le_bytes());
+        for word in [member.slot, member.pid, member.session_timeout_ms, member.max_poll_interval_ms] {
+            out.extend_from_slice(&word.to_le_bytes());
+        }
+        name(&mut out, &member.client_id);
+        out.extend_from_slice(&(member.subscription.len() as u32).to_le_bytes());
+        for topic in &member.subscription {
+            name(&mut out, topic);
+        }
+        partitions(&mut out, &member.assigned);
+        partitions(&mut out, &member.owned);
+    }
+    out
+}
+
+/// Decodes a blob written by `encode_group_state`; any inconsistency is reported as corruption.
+pub(crate) fn decode_group_state(bytes: &[u8], path: &Path) -> Result<GroupState> {
+    let mut reader = Reader { bytes, at: 0, path };
+    let generation = reader.u64()?;
+    let next_member_id = reader.u64()?;
+    let code = reader.take(1)?[0];
+    let strategy = match code {
+        0 => None,
+        code => Some(AssignmentStrategy::from_code(code).ok_or_else(|| reader.corrupt("unknown assignment strategy"))?),
+    };
+    let mut topics = BTreeMap::new();
+    for _ in 0..reader.count()? {
+        let topic = reader.name()?;
+        topics.insert(topic, reader.u32()?);
+    }
+    let mut members = Vec::new();
+    for _ in 0..reader.count()? {
+        let id = reader.u64()?;
+        let (slot, pid, session_timeout_ms, max_poll_interval_ms) = (reader.u32()?, reader.u32()?, reader.u32()?, reader.u32()?);
+        let client_id = reader.name()?;
+        let subscription = (0..reader.count()?).map(|_| reader.name()).collect::<Result<_>>()?;
+        let assigned = reader.partitions()?;
+        let owned = reader.partitions()?;
+        members.push(MemberState {
+            id,
+            slot,
+            pid,
+            session_timeout_ms,
+            max_poll_interval_ms,
+            client_id,
+            subscription,
+            assigned,
+            owned,
+        });
+    }
+    if reader.at != bytes.len() {
+        return Err(reader.corrupt("trailing bytes after the group state"));
+    }
+    Ok(GroupState { generation, next_member_id, strategy, topics, members })
+}
+
+/// Bounds-checked little-endian reading of a blob, for `decode_group_state`.
+struct Reader<'a> {
+    bytes: &'a [u8],
+    at: usize,
+    path: &'a Path,
+}
+
+impl Reader<'_> {
+    fn corrupt(&self, reason: &str) -> Error {
+        Error::corrupt(self.path, self.at as u64, reason)
+    }
+
+    fn take(&mut self, n: usize) -> Result<&[u8]> {
+        let end = self.at.checked_add(n).filter(|&end| end <= self.bytes.len()).ok_or_else(|| self.corrupt("truncated group state"))?;
+        let bytes = &self.bytes[self.at..end];
+        self.at = end;
+        Ok(bytes)
+    }
+
+    fn u32(&mut self) -> Result<u32> {
+        Ok(u32_at(self.take(4)?, 0))
+    }
+
+    fn u64(&mut self) -> Result<u64> {
+        Ok(u64_at(self.take(8)?, 0))
+    }
+
+    /// A count of following items, each at least two bytes long, so a bad count cannot make
+    /// the caller allocate more than the blob could hold.
+    fn count(&mut self) -> Result<usize> {
+        let count = self.u32()? as usize;
+        if count > (self.bytes.len() - self.at) / 2 {
+            return Err(self.corrupt("a count larger than the group state"));
+        }
+        Ok(count)
+    }
+
+    fn name(&mut self) -> Result<String> {
+        let length = usize::from(u16_at(self.take(2)?, 0));
+        let bytes = self.take(length)?;
+        String::from_utf8(bytes.to_vec()).map_err(|_| self.corrupt("a name that is not UTF-8"))
+    }
+
+    fn partitions(&mut self) -> Result<Vec<TopicPartition>> {
+        (0..self.count()?).map(|_| Ok(TopicPartition::new(&self.name()?, self.u32()?))).collect()
+    }
+}
+
+/// The key of a committed-offset record: the partition's number, then the topic's name.
+pub(crate) fn encode_commit_key(partition: &TopicPartition) -> Vec<u8> {
+    let mut key = partition.partition().to_le_bytes().to_vec();
+    key.extend_from_slice(partition.topic().as_bytes());
+    key
+}
+
+pub(crate) fn decode_commit_key(key: &[u8]) -> Option<TopicPartition> {
+    let topic = std::str::from_utf8(key.get(4..)?).ok()?;
+    Some(TopicPartition::new(topic, u32_at(key, 0)))
+}
+
+/// The value of a committed-offset record: the offset, then who committed it.
+///
+/// ```text
+/// 0 offset u64   8 member_id u64   16 generation u64
+/// ```
+pub(crate) fn encode_commit_value(offset: u64, member_id: u64, generation: u64) -> [u8; 24] {
+    let mut value = [0u8; 24];
+    value[0..8].copy_from_slice(&offset.to_le_bytes());
+    value[8..16].copy_from_slice(&member_id.to_le_bytes());
+    value[16..24].copy_from_slice(&generation.to_le_bytes());
+    value
+}
+
+pub(crate) fn decode_commit_value(value: &[u8]) -> Option<u64> {
+    (value.len() == 24).then(|| u64_at(value, 0))
 }
 
 pub(crate) fn u16_at(bytes: &[u8], at: usize) -> u16 {

@@ -25,9 +25,12 @@
 //!
 //! See README.md for durability, limits and performance, and ARCHITECTURE.md for how it works.
 
+mod assignor;
 mod consumer;
 mod error;
 mod format;
+mod group;
+mod offsets;
 mod partition;
 mod producer;
 mod queue;
@@ -38,9 +41,11 @@ mod state;
 mod sys;
 mod topic;
 
-pub use consumer::{Consumer, ConsumerConfig, OffsetReset};
+pub use assignor::AssignmentStrategy;
+pub use consumer::{Consumer, ConsumerConfig, MIN_SESSION_TIMEOUT, OffsetReset, RebalanceListener};
 pub use error::{Error, Result};
 pub use producer::{Durability, Producer, ProducerConfig, RecordMetadata, partition_for_key};
-pub use queue::Queue;
+pub use group::MAX_GROUP_MEMBERS;
+pub use queue::{GroupDescription, MemberDescription, PartitionLag, Queue};
 pub use record::{ConsumerRecord, Record, Records};
 pub use topic::{MAX_PARTITIONS, MAX_RECORD_BYTES_LIMIT, MAX_SEGMENT_BYTES, MAX_TOPIC_NAME_BYTES, TopicConfig, TopicPartition};

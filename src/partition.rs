@@ -96,7 +96,7 @@ impl Cursor {
 
 pub(crate) struct Partition {
     pub(crate) id: TopicPartition,
-    dir: PathBuf,
+    pub(crate) dir: PathBuf,
     config: TopicConfig,
     state: SharedState,
     /// Known segments by base offset, mapped on first use.

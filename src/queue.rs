@@ -13,13 +13,22 @@ use std::time::Duration;
 use crossbeam_channel::{RecvTimeoutError, Sender};
 use parking_lot::{Mutex, RwLock};
 
+use crate::assignor::AssignmentStrategy;
 use crate::consumer::{Consumer, ConsumerConfig};
 use crate::error::{Error, IoContext, Result};
-use crate::format::{self, OPEN_LOCK_FILE, QUEUE_META_FILE, STAGING_DIR, TOPIC_META_FILE, TOPICS_DIR, USERS_LOCK_FILE};
+use crate::format::{
+    self, GROUPS_DIR, OFFSETS_DIR, OPEN_LOCK_FILE, QUEUE_META_FILE, STAGING_DIR, TOPIC_META_FILE, TOPICS_DIR, USERS_LOCK_FILE,
+};
+use crate::group::Group;
+use crate::offsets::{self, OffsetStore};
 use crate::partition::{Partition, Sealer};
 use crate::producer::{Producer, ProducerConfig};
 use crate::sys;
-use crate::topic::{TopicConfig, TopicPartition, validate_topic_name};
+use crate::topic::{TopicConfig, TopicPartition, validate_group_name, validate_topic_name};
+
+/// How often each process's keeper thread heartbeats its group members and looks for dead
+/// members and new topics.
+const KEEPER_TICK: Duration = Duration::from_millis(100);
 
 /// A shared lock on the queue directory's `users.lock`, held by every open queue handle and
 /// every mapping made through one: while it is held, no process recovers (truncates) files.
@@ -52,6 +61,10 @@ pub(crate) struct QueueInner {
     sealer: Arc<Sealer>,
     topics: RwLock<HashMap<String, Arc<Topic>, BuildHasherDefault<NameHasher>>>,
     flusher: Mutex<Option<Sender<Duration>>>,
+    /// Consumer groups this process has used, opened on first use.
+    groups: Mutex<HashMap<String, Arc<Group>>>,
+    /// Dropping this stops the keeper thread, started by the first subscribing consumer.
+    keeper: Mutex<Option<Sender<()>>>,
 }
 
 /// A topic as this process knows it; partitions are opened on first use.
@@ -103,6 +116,8 @@ impl Queue {
                 sealer: Arc::default(),
                 topics: RwLock::new(HashMap::default()),
                 flusher: Mutex::new(None),
+                groups: Mutex::new(HashMap::new()),
+                keeper: Mutex::new(None),
             }),
         })
     }
@@ -199,15 +214,138 @@ impl Queue {
         Producer::new(Arc::clone(&self.inner), config)
     }
 
-    /// A consumer; give it partitions with `assign`.
+    /// A consumer in `config`'s group; give it partitions with `subscribe` or `assign`.
     pub fn consumer(&self, config: ConsumerConfig) -> Result<Consumer> {
-        Ok(Consumer::new(self.clone(), config))
+        if let crate::Durability::Interval(interval) = config.commit_durability {
+            self.inner.start_flusher(interval);
+        }
+        Consumer::new(self.clone(), config)
+    }
+
+    /// A consumer group as it stands now: its generation, members and what each owns, and for
+    /// every partition of the subscribed topics (and every partition with a commit) the
+    /// committed offset, the end of the log and the lag between them.
+    ///
+    /// ```
+    /// # fn main() -> Result<(), streamlog::Error> {
+    /// # let dir = std::env::temp_dir().join(format!("streamlog-doc-describe-{}", std::process::id()));
+    /// use streamlog::{ConsumerConfig, Queue, Record, TopicPartition};
+    /// let queue = Queue::open(&dir)?;
+    /// queue.create_topic("orders", 1)?;
+    /// queue.producer().send("orders", Record::new(b"one"))?;
+    /// queue.producer().send("orders", Record::new(b"two"))?;
+    /// let mut consumer = queue.consumer(ConsumerConfig::new("billing"))?;
+    /// consumer.assign(&[TopicPartition::new("orders", 0)])?;
+    /// consumer.commit_offsets(&[(TopicPartition::new("orders", 0), 1)])?;
+    /// let group = queue.describe_group("billing")?;
+    /// assert_eq!((group.partitions[0].committed, group.partitions[0].lag), (Some(1), Some(1)));
+    /// # drop((consumer, queue)); std::fs::remove_dir_all(&dir).unwrap();
+    /// # Ok(()) }
+    /// ```
+    pub fn describe_group(&self, group: &str) -> Result<GroupDescription> {
+        validate_group_name(group)?;
+        if !self.inner.dir.join(GROUPS_DIR).join(group).is_dir() {
+            return Err(Error::UnknownGroup(group.to_owned()));
+        }
+        let handle = self.inner.group(group)?;
+        let state = handle.snapshot()?;
+        let committed = handle.offsets.all()?;
+        let mut partitions: Vec<TopicPartition> = committed.keys().cloned().collect();
+        for (topic, &count) in &state.topics {
+            partitions.extend((0..count).map(|p| TopicPartition::new(topic, p)));
+        }
+        partitions.sort();
+        partitions.dedup();
+        let mut lags = Vec::with_capacity(partitions.len());
+        for partition in partitions {
+            let end_offset = match self.offsets(&partition) {
+                Ok((_, end)) => end,
+                Err(Error::UnknownTopic(_) | Error::PartitionOutOfRange { .. }) => continue,
+                Err(error) => return Err(error),
+            };
+            let committed = committed.get(&partition).copied();
+            lags.push(PartitionLag {
+                owner: state.members.iter().find(|m| m.owned.contains(&partition)).map(|m| m.id),
+                committed,
+                end_offset,
+                lag: committed.map(|c| end_offset.saturating_sub(c)),
+                partition,
+            });
+        }
+        Ok(GroupDescription {
+            group: group.to_owned(),
+            generation: state.generation,
+            strategy: state.strategy,
+            members: state
+                .members
+                .into_iter()
+                .map(|m| MemberDescription {
+                    member_id: m.id,
+                    client_id: m.client_id,
+                    pid: m.pid,
+                    topics: m.subscription,
+                    assignment: m.assigned,
+                    owned: m.owned,
+                })
+                .collect(),
+            partitions: lags,
+        })
     }
 
     /// The directory this queue lives in.
     pub fn path(&self) -> &Path {
         &self.inner.dir
     }
+}
+
+/// A consumer group as `Queue::describe_group` found it.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct GroupDescription {
+    /// The group's name.
+    pub group: String,
+    /// Incremented by every rebalance.
+    pub generation: u64,
+    /// The assignment strategy of the current members; `None` when there are none.
+    pub strategy: Option<AssignmentStrategy>,
+    /// The live members, in the order they joined.
+    pub members: Vec<MemberDescription>,
+    /// Every partition of the subscribed topics and every partition with a committed offset.
+    pub partitions: Vec<PartitionLag>,
+}
+
+/// One member of a consumer group.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct MemberDescription {
+    /// Unique within the group, never reused.
+    pub member_id: u64,
+    /// The name the consumer was given with `ConsumerConfig::client_id`.
+    pub client_id: String,
+    /// The process the member lives in.
+    pub pid: u32,
+    /// The topics it subscribes to.
+    pub topics: Vec<String>,
+    /// What the current generation assigns it.
+    pub assignment: Vec<TopicPartition>,
+    /// What it reads now (it takes an assigned partition once the previous owner let go).
+    pub owned: Vec<TopicPartition>,
+}
+
+/// How far a consumer group is behind on one partition.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct PartitionLag {
+    /// The partition.
+    pub partition: TopicPartition,
+    /// The member that reads it now.
+    pub owner: Option<u64>,
+    /// The group's committed offset (the next offset to read).
+    pub committed: Option<u64>,
+    /// The offset the next record sent will get.
+    pub end_offset: u64,
+    /// Records between the committed offset and the end; `None` without a commit.
+    pub lag: Option<u64>,
 }
 
 impl QueueInner {
@@ -236,6 +374,61 @@ impl QueueInner {
 
     pub(crate) fn partition(&self, tp: &TopicPartition) -> Result<Arc<Partition>> {
         self.topic(tp.topic())?.partition(tp.partition(), self).cloned()
+    }
+
+    /// How many partitions each topic has, for the group assignor; `None` for a missing topic.
+    pub(crate) fn partition_counts(&self) -> impl Fn(&str) -> Option<u32> + '_ {
+        |topic| self.topic(topic).ok().map(|t| t.config.partitions)
+    }
+
+    /// The named consumer group, opened (and created) on first use.
+    pub(crate) fn group(&self, name: &str) -> Result<Arc<Group>> {
+        validate_group_name(name)?;
+        let mut groups = self.groups.lock();
+        if let Some(group) = groups.get(name) {
+            return Ok(Arc::clone(group));
+        }
+        let dir = self.dir.join(GROUPS_DIR).join(name);
+        let log_dir = dir.join(OFFSETS_DIR);
+        fs::create_dir_all(&log_dir).during("create", &log_dir)?;
+        let log = Partition::open(
+            TopicPartition::new(&format!("{name}.offsets"), 0),
+            log_dir,
+            offsets::offset_log_config(),
+            self.epoch,
+            Arc::clone(&self.users),
+            Arc::clone(&self.sealer),
+        )?;
+        let group = Arc::new(Group::open(name, &dir, self.epoch, OffsetStore::new(Arc::new(log)))?);
+        groups.insert(name.to_owned(), Arc::clone(&group));
+        Ok(group)
+    }
+
+    /// Starts this process's keeper thread, if it is not running: it heartbeats every group
+    /// member in the process, and expels dead or silent members of any process.
+    pub(crate) fn start_keeper(self: &Arc<Self>) {
+        let mut keeper = self.keeper.lock();
+        if keeper.is_some() {
+            return;
+        }
+        let (sender, receiver) = crossbeam_channel::bounded::<()>(0);
+        let queue: Weak<QueueInner> = Arc::downgrade(self);
+        std::thread::Builder::new()
+            .name("streamlog-keeper".into())
+            .spawn(move || {
+                while let Err(RecvTimeoutError::Timeout) = receiver.recv_timeout(KEEPER_TICK) {
+                    let Some(queue) = queue.upgrade() else { return };
+                    let groups: Vec<Arc<Group>> = queue.groups.lock().values().cloned().collect();
+                    let counts = queue.partition_counts();
+                    for group in groups {
+                        // A failure here (a damaged group file) reaches the consumers through
+                        // their own calls; the keeper just tries again next tick.
+                        let _ = group.tick(&counts);
+                    }
+                }
+            })
+            .expect("spawning the keeper thread");
+        *keeper = Some(sender);
     }
 
     fn start_flusher(self: &Arc<Self>, interval: Duration) {
@@ -283,14 +476,21 @@ impl QueueInner {
                 }
             }
         }
+        let groups: Vec<Arc<Group>> = self.groups.lock().values().cloned().collect();
+        for group in groups {
+            if let Err(e) = group.offsets.sync_if_dirty() {
+                first_error.get_or_insert(e);
+            }
+        }
         first_error.map_or(Ok(()), Err)
     }
 }
 
 impl Drop for QueueInner {
     fn drop(&mut self) {
-        // Dropping the sender stops the flusher after one last sync.
+        // Dropping the senders stops the flusher (after one last sync) and the keeper.
         self.flusher.lock().take();
+        self.keeper.lock().take();
         self.sealer.wait();
     }
 }

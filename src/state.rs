@@ -102,11 +102,30 @@ impl Tail {
     }
 }
 
+/// A file mapping that several processes share and touch only through atomics (or, for bytes
+/// a lock guards, through plain copies).
+pub(crate) struct SharedMap(pub(crate) MmapRaw);
+
+impl SharedMap {
+    pub(crate) fn word64(&self, at: usize) -> &AtomicU64 {
+        assert!(at.is_multiple_of(8) && at + 8 <= self.0.len(), "a 64-bit word outside the shared mapping");
+        // SAFETY: `at` is 8-aligned and inside the mapping (checked above), which lives as long
+        // as `self`; all processes touch these bytes only through atomics.
+        unsafe { &*(self.0.as_mut_ptr().add(at) as *const AtomicU64) }
+    }
+
+    pub(crate) fn word32(&self, at: usize) -> &AtomicU32 {
+        assert!(at.is_multiple_of(4) && at + 4 <= self.0.len(), "a 32-bit word outside the shared mapping");
+        // SAFETY: as in `word64`, for a 4-aligned 32-bit word.
+        unsafe { &*(self.0.as_mut_ptr().add(at) as *const AtomicU32) }
+    }
+}
+
 /// A mapped partition state file.
 pub(crate) struct SharedState {
     /// Records the last group commit led from this process covered.
     last_round_records: AtomicU64,
-    map: MmapRaw,
+    map: SharedMap,
     append_mutex: RobustMutex,
     sync_mutex: RobustMutex,
     path: PathBuf,
@@ -149,8 +168,8 @@ impl SharedState {
         state.sync_mutex.init().during("initialise the sync lock in", path)?;
         // SAFETY: the header bytes are inside the mapping and nobody else maps the file yet.
         unsafe {
-            std::ptr::copy_nonoverlapping(STATE_MAGIC.as_ptr(), state.map.as_mut_ptr(), 8);
-            std::ptr::copy_nonoverlapping(FORMAT_VERSION.to_le_bytes().as_ptr(), state.map.as_mut_ptr().add(8), 2);
+            std::ptr::copy_nonoverlapping(STATE_MAGIC.as_ptr(), state.map.0.as_mut_ptr(), 8);
+            std::ptr::copy_nonoverlapping(FORMAT_VERSION.to_le_bytes().as_ptr(), state.map.0.as_mut_ptr().add(8), 2);
         }
         state.write_slot(0, tail);
         state.word64(PUBLISH_SEQ_AT).store(0, Ordering::Release);
@@ -161,11 +180,11 @@ impl SharedState {
 
     /// Maps an initialised state file.
     pub(crate) fn map(file: File, path: &Path) -> Result<Self> {
-        let map = MmapOptions::new().len(STATE_FILE_BYTES as usize).map_raw(&file).during("map", path)?;
+        let map = SharedMap(MmapOptions::new().len(STATE_FILE_BYTES as usize).map_raw(&file).during("map", path)?);
         // SAFETY: both mutex slots are 64-byte aligned offsets inside the page-aligned mapping,
         // which `SharedState` owns and drops after the mutex handles.
         let (append_mutex, sync_mutex) = unsafe {
-            (RobustMutex::at(map.as_mut_ptr().add(APPEND_MUTEX_AT)), RobustMutex::at(map.as_mut_ptr().add(SYNC_MUTEX_AT)))
+            (RobustMutex::at(map.0.as_mut_ptr().add(APPEND_MUTEX_AT)), RobustMutex::at(map.0.as_mut_ptr().add(SYNC_MUTEX_AT)))
         };
         Ok(SharedState {
             last_round_records: AtomicU64::new(0),
@@ -178,16 +197,11 @@ impl SharedState {
     }
 
     fn word64(&self, at: usize) -> &AtomicU64 {
-        debug_assert!(at.is_multiple_of(8) && at + 8 <= STATE_FILE_BYTES as usize);
-        // SAFETY: `at` is 8-aligned and inside the mapping, which lives as long as `self`; all
-        // processes touch these bytes only through atomics.
-        unsafe { &*(self.map.as_mut_ptr().add(at) as *const AtomicU64) }
+        self.map.word64(at)
     }
 
     fn word32(&self, at: usize) -> &AtomicU32 {
-        debug_assert!(at.is_multiple_of(4) && at + 4 <= STATE_FILE_BYTES as usize);
-        // SAFETY: as in `word64`, for a 4-aligned 32-bit word.
-        unsafe { &*(self.map.as_mut_ptr().add(at) as *const AtomicU32) }
+        self.map.word32(at)
     }
 
     fn write_slot(&self, slot: usize, tail: Tail) {

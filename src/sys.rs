@@ -283,3 +283,48 @@ pub(crate) fn write_all_vectored_at(file: &File, pieces: &[&[u8]], mut offset: u
     }
     Ok(())
 }
+
+/// Nanoseconds of `CLOCK_MONOTONIC`: one clock for every process on the machine, never set back,
+/// so heartbeats written by one process can be judged by another.
+pub(crate) fn monotonic_now_ns() -> u64 {
+    let mut now = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    // SAFETY: clock_gettime writes into the local timespec.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut now) };
+    (now.tv_sec as u64).saturating_mul(1_000_000_000) + now.tv_nsec as u64
+}
+
+fn byte_lock_request(kind: libc::c_int, byte: u64) -> libc::flock {
+    // SAFETY: `flock` is plain data; all-zero is a valid value, then filled in.
+    let mut request: libc::flock = unsafe { std::mem::zeroed() };
+    request.l_type = kind as libc::c_short;
+    request.l_whence = libc::SEEK_SET as libc::c_short;
+    request.l_start = byte as libc::off_t;
+    request.l_len = 1;
+    request
+}
+
+/// Takes an exclusive open-file-description lock on one byte of `file`, without waiting; false
+/// if another description holds it. The kernel drops the lock when the last descriptor of this
+/// open file is closed, which includes the death of the process.
+pub(crate) fn try_lock_byte(file: &File, byte: u64) -> io::Result<bool> {
+    let request = byte_lock_request(libc::F_WRLCK, byte);
+    // SAFETY: fcntl reads the local request; the descriptor is owned by `file`.
+    if unsafe { libc::fcntl(file.as_raw_fd(), libc::F_OFD_SETLK, &request) } == 0 {
+        return Ok(true);
+    }
+    let error = io::Error::last_os_error();
+    match error.raw_os_error() {
+        Some(libc::EAGAIN | libc::EACCES) => Ok(false),
+        _ => Err(error),
+    }
+}
+
+/// Whether an open file description other than `file`'s holds a lock on `byte`.
+pub(crate) fn byte_locked_elsewhere(file: &File, byte: u64) -> io::Result<bool> {
+    let mut request = byte_lock_request(libc::F_WRLCK, byte);
+    // SAFETY: fcntl writes the answer into the local request.
+    if unsafe { libc::fcntl(file.as_raw_fd(), libc::F_OFD_GETLK, &mut request) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(request.l_type != libc::F_UNLCK as libc::c_short)
+}

@@ -93,18 +93,26 @@ impl TopicConfig {
 
 /// Checks a topic name: 1 to 249 bytes of `[A-Za-z0-9._-]`, and not `.` or `..`.
 pub(crate) fn validate_topic_name(name: &str) -> Result<()> {
-    let fail = |reason| Err(Error::InvalidTopicName { name: name.to_owned(), reason });
+    check_name(name).map_err(|reason| Error::InvalidTopicName { name: name.to_owned(), reason })
+}
+
+/// Checks a consumer group name by the same rules as a topic name (it names a directory too).
+pub(crate) fn validate_group_name(name: &str) -> Result<()> {
+    check_name(name).map_err(|reason| Error::InvalidGroupName { name: name.to_owned(), reason })
+}
+
+fn check_name(name: &str) -> Result<(), &'static str> {
     if name.is_empty() {
-        return fail("it is empty");
+        return Err("it is empty");
     }
     if name.len() > MAX_TOPIC_NAME_BYTES {
-        return fail("it is longer than 249 bytes");
+        return Err("it is longer than 249 bytes");
     }
     if name == "." || name == ".." {
-        return fail("'.' and '..' are reserved");
+        return Err("'.' and '..' are reserved");
     }
     if !name.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-')) {
-        return fail("only ASCII letters, digits, '.', '_' and '-' are allowed");
+        return Err("only ASCII letters, digits, '.', '_' and '-' are allowed");
     }
     Ok(())
 }

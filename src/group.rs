@@ -1,0 +1,598 @@
+//! Consumer groups shared by threads and processes, with no coordinator: the group's state lives
+//! in a file every member's process maps, and any member may change it under its lock.
+//!
+//! A group's directory `groups/<name>/` holds:
+//! - `group`: a robust process-shared mutex, a change counter that consumers sleep on, one slot
+//!   per member (its id and heartbeats, read without the lock), and the group state — members,
+//!   subscriptions, the assignment and who owns what — as a blob in two halves: a writer fills
+//!   the inactive half and then flips, so one that dies mid-write leaves the old state in force.
+//!   Like a partition's `state` file it is rebuilt in each new epoch; only the generation and
+//!   the member-id counter carry over.
+//! - `members.lock`: the member in slot `i` holds an exclusive lock on byte `i`. The kernel drops
+//!   it when the member's process dies, so a dead member is seen at once, whatever killed it.
+//! - `offsets/`: the offset store (`offsets.rs`).
+//!
+//! The protocol. Whoever changes membership (a join, a leave, an expulsion found by any
+//! process's keeper thread, a change in the subscribed topics) recomputes the assignment with
+//! the pure assignor and increments the generation. Each member then, from its own `poll`,
+//! releases what it must give up (after its listener's `on_revoked`) and takes what it was
+//! assigned once nobody owns it. The `owned` sets are disjoint and change only under the lock,
+//! so no partition is ever owned by two members.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fs::{File, OpenOptions};
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::time::Duration;
+
+use memmap2::MmapOptions;
+use parking_lot::Mutex;
+
+use crate::assignor::{self, AssignmentStrategy, MemberInput};
+use crate::error::{Error, IoContext, Result};
+use crate::format::{self, FORMAT_VERSION, GROUP_FILE, GROUP_MAGIC, MEMBERS_LOCK_FILE};
+use crate::offsets::OffsetStore;
+use crate::state::SharedMap;
+use crate::sys::{self, Locked, RobustMutex};
+use crate::topic::TopicPartition;
+
+/// The most members one group can have.
+pub const MAX_GROUP_MEMBERS: usize = 1024;
+
+const EPOCH_AT: usize = 16;
+const CHANGE_SEQ_AT: usize = 24;
+const ACTIVE_HALF_AT: usize = 32;
+const GENERATION_AT: usize = 40;
+const MUTEX_AT: usize = 64;
+const SLOTS_AT: usize = 128;
+const SLOT_BYTES: usize = 32;
+const BLOBS_AT: usize = (SLOTS_AT + MAX_GROUP_MEMBERS * SLOT_BYTES).next_multiple_of(4096);
+/// Room for one copy of the group state, length and checksum included.
+const BLOB_BYTES: usize = 1 << 20;
+const GROUP_FILE_BYTES: usize = BLOBS_AT + 2 * BLOB_BYTES;
+
+// Fields of a member slot.
+const SLOT_MEMBER_ID: usize = 0;
+const SLOT_HEARTBEAT_NS: usize = 8;
+const SLOT_POLLED_NS: usize = 16;
+const SLOT_SESSION_TIMEOUT_MS: usize = 24;
+const SLOT_MAX_POLL_INTERVAL_MS: usize = 28;
+
+/// The state of a group, as stored in its file.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct GroupState {
+    /// Incremented by every rebalance; commits must carry the current one.
+    pub(crate) generation: u64,
+    pub(crate) next_member_id: u64,
+    /// The strategy every member uses; `None` while the group is empty.
+    pub(crate) strategy: Option<AssignmentStrategy>,
+    /// The partition counts the current assignment was computed for.
+    pub(crate) topics: BTreeMap<String, u32>,
+    pub(crate) members: Vec<MemberState>,
+}
+
+/// One member of a group.
+#[derive(Debug, Clone)]
+pub(crate) struct MemberState {
+    pub(crate) id: u64,
+    pub(crate) slot: u32,
+    pub(crate) pid: u32,
+    pub(crate) session_timeout_ms: u32,
+    pub(crate) max_poll_interval_ms: u32,
+    pub(crate) client_id: String,
+    pub(crate) subscription: Vec<String>,
+    /// What the assignor gave it in the current generation.
+    pub(crate) assigned: Vec<TopicPartition>,
+    /// What it consumes now: a subset of `assigned` once it has caught up.
+    pub(crate) owned: Vec<TopicPartition>,
+}
+
+/// What a consumer asks for when it joins.
+pub(crate) struct JoinRequest<'a> {
+    pub(crate) client_id: &'a str,
+    pub(crate) topics: &'a [String],
+    pub(crate) strategy: AssignmentStrategy,
+    pub(crate) session_timeout: Duration,
+    pub(crate) max_poll_interval: Duration,
+}
+
+/// A consumer's place in a group: its member id, its slot, and the lock that proves it alive.
+pub(crate) struct Membership {
+    pub(crate) id: u64,
+    slot: u32,
+    _alive: File,
+}
+
+/// What a member sees when it looks at the group.
+pub(crate) enum View {
+    /// It is no longer a member: it was expelled (or never joined).
+    Expelled,
+    Member { generation: u64, assigned: Vec<TopicPartition>, owned: Vec<TopicPartition> },
+}
+
+/// Looks up how many partitions a topic has; `None` if it does not exist.
+pub(crate) type PartitionCounts<'a> = &'a dyn Fn(&str) -> Option<u32>;
+
+/// One group as this process sees it; shared by every consumer of the group in the process.
+pub(crate) struct Group {
+    pub(crate) name: String,
+    map: SharedMap,
+    mutex: RobustMutex,
+    path: PathBuf,
+    members_lock: PathBuf,
+    /// An open `members.lock` holding no lock, for asking whether a member's byte is locked.
+    probe: File,
+    pub(crate) offsets: OffsetStore,
+    /// The members this process hosts, as (slot, member id): the keeper heartbeats them.
+    local: Mutex<Vec<(u32, u64)>>,
+    /// What the keeper last read: the generation, the subscribed topics and their counts then.
+    seen: Mutex<(u64, BTreeSet<String>, BTreeMap<String, u32>)>,
+    _file: File,
+}
+
+/// The group lock, held; stores made through it wake the group's consumers when it is released.
+struct GroupGuard<'a> {
+    group: &'a Group,
+    changed: bool,
+}
+
+impl Drop for GroupGuard<'_> {
+    fn drop(&mut self) {
+        let word = self.group.map.word32(CHANGE_SEQ_AT);
+        if self.changed {
+            word.fetch_add(1, Ordering::Release);
+        }
+        self.group.mutex.unlock();
+        if self.changed {
+            sys::futex_wake_all(word);
+        }
+    }
+}
+
+impl Group {
+    /// Opens (creating if needed) the group in `dir`, rebuilding its file in a new `epoch`.
+    pub(crate) fn open(name: &str, dir: &Path, epoch: u64, offsets: OffsetStore) -> Result<Self> {
+        let path = dir.join(GROUP_FILE);
+        let file = OpenOptions::new().read(true).write(true).create(true).truncate(false).open(&path).during("open", &path)?;
+        file.lock().during("lock", &path)?;
+        let prepared = prepare_group_file(&file, &path, epoch);
+        file.unlock().during("unlock", &path)?;
+        prepared?;
+        let map = MmapOptions::new().len(GROUP_FILE_BYTES).map_raw(&file).during("map", &path)?;
+        // SAFETY: the mutex lies at a 64-byte aligned offset inside the page-aligned mapping,
+        // which `Group` owns and keeps until after the mutex handle is gone.
+        let mutex = unsafe { RobustMutex::at(map.as_mut_ptr().add(MUTEX_AT)) };
+        let members_lock = dir.join(MEMBERS_LOCK_FILE);
+        let probe = open_members_lock(&members_lock)?;
+        Ok(Group {
+            name: name.to_owned(),
+            map: SharedMap(map),
+            mutex,
+            path,
+            members_lock,
+            probe,
+            offsets,
+            local: Mutex::new(Vec::new()),
+            seen: Mutex::new((u64::MAX, BTreeSet::new(), BTreeMap::new())),
+            _file: file,
+        })
+    }
+
+    fn lock(&self) -> Result<GroupGuard<'_>> {
+        let outcome = self.mutex.lock().during("take the group lock in", &self.path)?;
+        let mut guard = GroupGuard { group: self, changed: false };
+        if let Locked::OwnerDied = outcome {
+            self.mutex.mark_consistent().during("recover the group lock in", &self.path)?;
+            // The stored state is whole (a dying writer never flipped to a half-written copy),
+            // but a joiner may have died after claiming a slot and before storing itself.
+            guard.changed = true;
+            let state = guard.state()?;
+            for slot in 0..MAX_GROUP_MEMBERS as u32 {
+                let id = self.slot_word(slot, SLOT_MEMBER_ID);
+                let claimed = id.load(Ordering::Acquire);
+                if claimed != 0 && !state.members.iter().any(|m| m.id == claimed && m.slot == slot) {
+                    id.store(0, Ordering::Release);
+                }
+            }
+        }
+        Ok(guard)
+    }
+
+    fn slot_word(&self, slot: u32, field: usize) -> &AtomicU64 {
+        self.map.word64(SLOTS_AT + slot as usize * SLOT_BYTES + field)
+    }
+
+    fn slot_limit_ms(&self, slot: u32, field: usize) -> u64 {
+        self.map.word32(SLOTS_AT + slot as usize * SLOT_BYTES + field).load(Ordering::Relaxed).into()
+    }
+
+    /// The counter every change of the group state increments, and its current value: sleep on
+    /// it to wake when the group changes.
+    pub(crate) fn change_word(&self) -> (&AtomicU32, u32) {
+        let word = self.map.word32(CHANGE_SEQ_AT);
+        (word, word.load(Ordering::Acquire))
+    }
+
+    /// The current generation, read without the lock.
+    pub(crate) fn generation(&self) -> u64 {
+        self.map.word64(GENERATION_AT).load(Ordering::Acquire)
+    }
+
+    /// Whether `member` is still in the group, read without the lock.
+    pub(crate) fn is_member(&self, member: &Membership) -> bool {
+        self.slot_word(member.slot, SLOT_MEMBER_ID).load(Ordering::Acquire) == member.id
+    }
+
+    /// Records that `member` called `poll` (for `max_poll_interval`).
+    pub(crate) fn note_poll(&self, member: &Membership) {
+        if self.is_member(member) {
+            self.slot_word(member.slot, SLOT_POLLED_NS).store(sys::monotonic_now_ns(), Ordering::Relaxed);
+        }
+    }
+
+    /// Adds a member and rebalances.
+    pub(crate) fn join(&self, request: &JoinRequest<'_>, counts: PartitionCounts<'_>) -> Result<Membership> {
+        let alive = open_members_lock(&self.members_lock)?;
+        let mut guard = self.lock()?;
+        let mut state = guard.state()?;
+        let now = sys::monotonic_now_ns();
+        if self.expel_dead(&mut state, now) {
+            rebalance(&mut state, counts);
+            guard.store(&state)?;
+        }
+        match state.strategy {
+            Some(strategy) if !state.members.is_empty() && strategy != request.strategy => {
+                return Err(Error::InvalidConfig(format!(
+                    "group {:?} uses the {strategy:?} assignment strategy; a member asking for {:?} cannot join",
+                    self.name, request.strategy
+                )));
+            }
+            _ => state.strategy = Some(request.strategy),
+        }
+        let mut slot = None;
+        for candidate in 0..MAX_GROUP_MEMBERS as u32 {
+            if self.slot_word(candidate, SLOT_MEMBER_ID).load(Ordering::Acquire) == 0
+                && sys::try_lock_byte(&alive, u64::from(candidate)).during("lock a member slot in", &self.members_lock)?
+            {
+                slot = Some(candidate);
+                break;
+            }
+        }
+        let slot = slot.ok_or_else(|| {
+            Error::InvalidConfig(format!("group {:?} already has {MAX_GROUP_MEMBERS} members", self.name))
+        })?;
+        let id = state.next_member_id.max(1);
+        state.next_member_id = id + 1;
+        let limit_ms = |d: Duration| d.as_millis().clamp(1, u128::from(u32::MAX)) as u32;
+        let base = SLOTS_AT + slot as usize * SLOT_BYTES;
+        self.map.word32(base + SLOT_SESSION_TIMEOUT_MS).store(limit_ms(request.session_timeout), Ordering::Relaxed);
+        self.map.word32(base + SLOT_MAX_POLL_INTERVAL_MS).store(limit_ms(request.max_poll_interval), Ordering::Relaxed);
+        self.slot_word(slot, SLOT_HEARTBEAT_NS).store(now, Ordering::Relaxed);
+        self.slot_word(slot, SLOT_POLLED_NS).store(now, Ordering::Relaxed);
+        self.slot_word(slot, SLOT_MEMBER_ID).store(id, Ordering::Release);
+        state.members.push(MemberState {
+            id,
+            slot,
+            pid: std::process::id(),
+            session_timeout_ms: limit_ms(request.session_timeout),
+            max_poll_interval_ms: limit_ms(request.max_poll_interval),
+            client_id: request.client_id.to_owned(),
+            subscription: request.topics.to_vec(),
+            assigned: Vec::new(),
+            owned: Vec::new(),
+        });
+        rebalance(&mut state, counts);
+        if let Err(error) = guard.store(&state) {
+            self.slot_word(slot, SLOT_MEMBER_ID).store(0, Ordering::Release);
+            return Err(error);
+        }
+        self.local.lock().push((slot, id));
+        Ok(Membership { id, slot, _alive: alive })
+    }
+
+    /// Removes a member (if it is still one) and rebalances; its partitions move at once.
+    pub(crate) fn leave(&self, member: Membership, counts: PartitionCounts<'_>) -> Result<()> {
+        self.local.lock().retain(|&(_, id)| id != member.id);
+        let mut guard = self.lock()?;
+        let mut state = guard.state()?;
+        let before = state.members.len();
+        state.members.retain(|m| m.id != member.id);
+        if state.members.len() != before {
+            self.slot_word(member.slot, SLOT_MEMBER_ID).store(0, Ordering::Release);
+            rebalance(&mut state, counts);
+            guard.store(&state)?;
+        }
+        // Dropping `member` closes its lock file only now, after its slot was cleared.
+        drop(guard);
+        drop(member);
+        Ok(())
+    }
+
+    /// Changes what a member subscribes to, and rebalances.
+    pub(crate) fn resubscribe(&self, member: &Membership, topics: &[String], counts: PartitionCounts<'_>) -> Result<()> {
+        let mut guard = self.lock()?;
+        let mut state = guard.state()?;
+        if let Some(me) = state.members.iter_mut().find(|m| m.id == member.id)
+            && me.subscription != topics
+        {
+            me.subscription = topics.to_vec();
+            rebalance(&mut state, counts);
+            guard.store(&state)?;
+        }
+        Ok(())
+    }
+
+    /// The member's view of the current generation.
+    pub(crate) fn view(&self, member: &Membership) -> Result<View> {
+        let guard = self.lock()?;
+        let state = guard.state()?;
+        Ok(match state.members.into_iter().find(|m| m.id == member.id) {
+            Some(me) if self.is_member(member) => View::Member { generation: state.generation, assigned: me.assigned, owned: me.owned },
+            _ => View::Expelled,
+        })
+    }
+
+    /// Gives up ownership of `partitions`, so their new owners may start.
+    pub(crate) fn release(&self, member: &Membership, partitions: &[TopicPartition]) -> Result<()> {
+        let mut guard = self.lock()?;
+        let mut state = guard.state()?;
+        if let Some(me) = state.members.iter_mut().find(|m| m.id == member.id) {
+            me.owned.retain(|tp| !partitions.contains(tp));
+            guard.store(&state)?;
+        }
+        Ok(())
+    }
+
+    /// Takes ownership of every partition assigned to the member in `generation` that nobody
+    /// owns. Returns what it took and whether it now owns its whole assignment, or `None` if
+    /// the generation moved on (look at the group again) or the member was expelled.
+    pub(crate) fn acquire(&self, member: &Membership, generation: u64) -> Result<Option<(Vec<TopicPartition>, bool)>> {
+        let mut guard = self.lock()?;
+        let mut state = guard.state()?;
+        if state.generation != generation || !self.is_member(member) {
+            return Ok(None);
+        }
+        let taken: BTreeSet<&TopicPartition> = state.members.iter().flat_map(|m| &m.owned).collect();
+        let Some(me) = state.members.iter().find(|m| m.id == member.id) else {
+            return Ok(None);
+        };
+        let free: Vec<TopicPartition> = me.assigned.iter().filter(|tp| !taken.contains(tp)).cloned().collect();
+        let complete = me.assigned.iter().all(|tp| me.owned.contains(tp) || free.contains(tp));
+        if !free.is_empty() {
+            let me = state.members.iter_mut().find(|m| m.id == member.id).expect("found above");
+            me.owned.extend(free.iter().cloned());
+            me.owned.sort();
+            guard.store(&state)?;
+        }
+        Ok(Some((free, complete)))
+    }
+
+    /// Runs `commit` under the group lock if `member` is still in the group and `generation`
+    /// is current (zombie fencing); otherwise fails with `Error::CommitFailed`.
+    pub(crate) fn fenced<T>(&self, member: &Membership, generation: u64, commit: impl FnOnce() -> Result<T>) -> Result<T> {
+        let guard = self.lock()?;
+        let fail = |reason: String| Err(Error::CommitFailed { group: self.name.clone(), reason });
+        if !self.is_member(member) {
+            return fail(format!(
+                "member {} was removed from the group (it left, its session timed out, or it did not poll within \
+                 max_poll_interval); poll to rejoin",
+                member.id
+            ));
+        }
+        let current = self.generation();
+        if current != generation {
+            return fail(format!("the group rebalanced (generation {generation} is now {current}); poll, then commit again"));
+        }
+        let result = commit();
+        drop(guard);
+        result
+    }
+
+    /// The keeper's periodic work: heartbeats for this process's members, expulsion of dead or
+    /// silent members in any process, and a rebalance when subscribed topics change.
+    pub(crate) fn tick(&self, counts: PartitionCounts<'_>) -> Result<()> {
+        let now = sys::monotonic_now_ns();
+        for &(slot, id) in self.local.lock().iter() {
+            if self.slot_word(slot, SLOT_MEMBER_ID).load(Ordering::Acquire) == id {
+                self.slot_word(slot, SLOT_HEARTBEAT_NS).store(now, Ordering::Relaxed);
+            }
+        }
+        let mut needs_work = (0..MAX_GROUP_MEMBERS as u32).any(|slot| {
+            let id = self.slot_word(slot, SLOT_MEMBER_ID).load(Ordering::Acquire);
+            id != 0 && !self.slot_alive(slot, id, now)
+        });
+        let generation = self.generation();
+        if self.seen.lock().0 != generation {
+            let state = self.lock()?.state()?;
+            let subscribed: BTreeSet<String> = state.members.iter().flat_map(|m| m.subscription.iter().cloned()).collect();
+            *self.seen.lock() = (state.generation, subscribed, state.topics);
+        }
+        {
+            let seen = self.seen.lock();
+            let current: BTreeMap<String, u32> = seen.1.iter().filter_map(|t| counts(t).map(|n| (t.clone(), n))).collect();
+            needs_work |= current != seen.2;
+        }
+        if needs_work {
+            let mut guard = self.lock()?;
+            let mut state = guard.state()?;
+            let expelled = self.expel_dead(&mut state, now);
+            let subscribed: BTreeSet<&String> = state.members.iter().flat_map(|m| &m.subscription).collect();
+            let current: BTreeMap<String, u32> =
+                subscribed.into_iter().filter_map(|t| counts(t).map(|n| (t.clone(), n))).collect();
+            if expelled || current != state.topics {
+                rebalance(&mut state, counts);
+                guard.store(&state)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Whether the member in `slot` with `id` is alive: its process holds its lock, and it
+    /// heartbeated within its session timeout and polled within its max poll interval.
+    fn slot_alive(&self, slot: u32, id: u64, now: u64) -> bool {
+        if self.slot_word(slot, SLOT_MEMBER_ID).load(Ordering::Acquire) != id {
+            return false;
+        }
+        let age_ms = |field| now.saturating_sub(self.slot_word(slot, field).load(Ordering::Relaxed)) / 1_000_000;
+        if age_ms(SLOT_HEARTBEAT_NS) > self.slot_limit_ms(slot, SLOT_SESSION_TIMEOUT_MS)
+            || age_ms(SLOT_POLLED_NS) > self.slot_limit_ms(slot, SLOT_MAX_POLL_INTERVAL_MS)
+        {
+            return false;
+        }
+        // An error asking the kernel counts as alive: expelling a live member is the worse mistake.
+        sys::byte_locked_elsewhere(&self.probe, u64::from(slot)).unwrap_or(true)
+    }
+
+    /// Removes members that are not alive (see `slot_alive`), freeing their partitions.
+    /// Returns whether any was removed. The caller holds the lock.
+    fn expel_dead(&self, state: &mut GroupState, now: u64) -> bool {
+        let before = state.members.len();
+        state.members.retain(|m| {
+            let alive = self.slot_alive(m.slot, m.id, now);
+            if !alive {
+                let _ = self.slot_word(m.slot, SLOT_MEMBER_ID).compare_exchange(m.id, 0, Ordering::AcqRel, Ordering::Relaxed);
+            }
+            alive
+        });
+        state.members.len() != before
+    }
+
+    /// The whole state, for `describe_group`.
+    pub(crate) fn snapshot(&self) -> Result<GroupState> {
+        self.lock()?.state()
+    }
+}
+
+impl GroupGuard<'_> {
+    fn blob_at(&self, half: u64) -> usize {
+        BLOBS_AT + half as usize * BLOB_BYTES
+    }
+
+    /// Reads the current state.
+    fn state(&self) -> Result<GroupState> {
+        let at = self.blob_at(self.group.map.word64(ACTIVE_HALF_AT).load(Ordering::Acquire) & 1);
+        let length = self.group.map.word32(at).load(Ordering::Relaxed) as usize;
+        if length > BLOB_BYTES - 8 {
+            return Err(Error::corrupt(&self.group.path, at as u64, "group state longer than its room"));
+        }
+        let mut bytes = vec![0u8; length];
+        // SAFETY: `[at + 8, at + 8 + length)` lies inside the mapping (checked above); the lock is
+        // held and only lock holders write the group state, so the bytes do not change meanwhile.
+        unsafe { std::ptr::copy_nonoverlapping(self.group.map.0.as_ptr().add(at + 8), bytes.as_mut_ptr(), length) };
+        if crc32fast::hash(&bytes) != self.group.map.word32(at + 4).load(Ordering::Relaxed) {
+            return Err(Error::corrupt(&self.group.path, at as u64, "group state checksum mismatch"));
+        }
+        format::decode_group_state(&bytes, &self.group.path)
+    }
+
+    /// Replaces the state: writes the inactive half, then makes it the active one.
+    fn store(&mut self, state: &GroupState) -> Result<()> {
+        let bytes = format::encode_group_state(state);
+        if bytes.len() > BLOB_BYTES - 8 {
+            return Err(Error::InvalidConfig(format!(
+                "group {:?} needs {} bytes of state, more than the {} its file holds; use fewer members or partitions",
+                self.group.name,
+                bytes.len(),
+                BLOB_BYTES - 8
+            )));
+        }
+        let active = self.group.map.word64(ACTIVE_HALF_AT);
+        let next = (active.load(Ordering::Relaxed) + 1) & 1;
+        let at = self.blob_at(next);
+        // SAFETY: the inactive half lies inside the mapping and is read by nobody: readers hold
+        // the lock, which this thread holds, and read only the active half.
+        unsafe { std::ptr::copy_nonoverlapping(bytes.as_ptr(), self.group.map.0.as_mut_ptr().add(at + 8), bytes.len()) };
+        self.group.map.word32(at).store(bytes.len() as u32, Ordering::Relaxed);
+        self.group.map.word32(at + 4).store(crc32fast::hash(&bytes), Ordering::Relaxed);
+        active.store(next, Ordering::Release);
+        self.group.map.word64(GENERATION_AT).store(state.generation, Ordering::Release);
+        self.changed = true;
+        Ok(())
+    }
+}
+
+/// Recomputes the assignment for the current members and topics, and starts a new generation.
+fn rebalance(state: &mut GroupState, counts: PartitionCounts<'_>) {
+    let subscribed: BTreeSet<&String> = state.members.iter().flat_map(|m| &m.subscription).collect();
+    let topics: BTreeMap<String, u32> = subscribed.into_iter().filter_map(|t| counts(t).map(|n| (t.clone(), n))).collect();
+    if state.members.is_empty() {
+        state.strategy = None;
+    }
+    let strategy = state.strategy.unwrap_or_default();
+    let inputs: Vec<MemberInput<'_>> =
+        state.members.iter().map(|m| MemberInput { id: m.id, topics: &m.subscription, owned: &m.assigned }).collect();
+    let assignment = assignor::assign(strategy, &inputs, &topics);
+    for (member, assigned) in state.members.iter_mut().zip(assignment) {
+        member.assigned = assigned;
+    }
+    state.topics = topics;
+    state.generation += 1;
+}
+
+fn open_members_lock(path: &Path) -> Result<File> {
+    OpenOptions::new().read(true).write(true).create(true).truncate(false).open(path).during("open", path)
+}
+
+/// Makes the group file ready for `epoch`: if it was last set up in another epoch, every
+/// process that used it is gone, so it is rebuilt empty, keeping the generation and member-id
+/// counter. The caller holds the file's exclusive lock.
+fn prepare_group_file(file: &File, path: &Path, epoch: u64) -> Result<()> {
+    let length = file.metadata().during("stat", path)?.len();
+    let mut carried = GroupState { next_member_id: 1, ..GroupState::default() };
+    if length > 0 {
+        let mut head = [0u8; 48];
+        file.read_exact_at(&mut head, 0).map_err(|_| Error::ForeignFile {
+            path: path.to_path_buf(),
+            reason: format!("only {length} bytes long"),
+        })?;
+        if head[0..8] != GROUP_MAGIC {
+            return Err(Error::ForeignFile { path: path.to_path_buf(), reason: "wrong magic number".into() });
+        }
+        let version = format::u16_at(&head, 8);
+        if version != FORMAT_VERSION {
+            return Err(Error::IncompatibleVersion { path: path.to_path_buf(), found: version, supported: FORMAT_VERSION });
+        }
+        if length == GROUP_FILE_BYTES as u64 && format::u64_at(&head, EPOCH_AT) == epoch {
+            return Ok(());
+        }
+        if let Some(previous) = read_stored_state(file, path, &head) {
+            carried.generation = previous.generation;
+            carried.next_member_id = previous.next_member_id.max(1);
+        }
+    }
+    file.set_len(0).during("reset", path)?;
+    sys::reserve(file, GROUP_FILE_BYTES as u64).during("reserve space for", path)?;
+    let bytes = format::encode_group_state(&carried);
+    let mut head = [0u8; 64];
+    head[0..8].copy_from_slice(&GROUP_MAGIC);
+    head[8..10].copy_from_slice(&FORMAT_VERSION.to_le_bytes());
+    head[GENERATION_AT..GENERATION_AT + 8].copy_from_slice(&carried.generation.to_le_bytes());
+    let mut blob = (bytes.len() as u32).to_le_bytes().to_vec();
+    blob.extend_from_slice(&crc32fast::hash(&bytes).to_le_bytes());
+    blob.extend_from_slice(&bytes);
+    file.write_all_at(&blob, BLOBS_AT as u64).during("write", path)?;
+    file.write_all_at(&head, 0).during("write", path)?;
+    let map = MmapOptions::new().len(GROUP_FILE_BYTES).map_raw(file).during("map", path)?;
+    // SAFETY: the mutex lies at a 64-byte aligned offset inside the mapping, which outlives
+    // this handle; no other process maps the file while it is being rebuilt (new epoch, and
+    // the caller holds the file's lock).
+    let mutex = unsafe { RobustMutex::at(map.as_mut_ptr().add(MUTEX_AT)) };
+    mutex.init().during("initialise the group lock in", path)?;
+    // The epoch goes last: a crash before it leaves the file to be rebuilt again.
+    file.write_all_at(&epoch.to_le_bytes(), EPOCH_AT as u64).during("write", path)
+}
+
+/// The state a group file held, if it can be read whole.
+fn read_stored_state(file: &File, path: &Path, head: &[u8; 48]) -> Option<GroupState> {
+    let at = (BLOBS_AT + (format::u64_at(head, ACTIVE_HALF_AT) & 1) as usize * BLOB_BYTES) as u64;
+    let mut prefix = [0u8; 8];
+    file.read_exact_at(&mut prefix, at).ok()?;
+    let length = format::u32_at(&prefix, 0) as usize;
+    if length > BLOB_BYTES - 8 {
+        return None;
+    }
+    let mut bytes = vec![0u8; length];
+    file.read_exact_at(&mut bytes, at + 8).ok()?;
+    (crc32fast::hash(&bytes) == format::u32_at(&prefix, 4)).then(|| format::decode_group_state(&bytes, path).ok()).flatten()
+}

@@ -1,0 +1,338 @@
+//! Consumer groups within one process: splitting partitions, idle members, independent groups,
+//! commits and resumption, auto-commit, listener calls, zombie fencing and new topics.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use streamlog::{
+    AssignmentStrategy, Consumer, ConsumerConfig, Error, OffsetReset, Queue, Record, RebalanceListener, TopicPartition,
+};
+
+use crate::TempDir;
+
+fn config(group: &str) -> ConsumerConfig {
+    ConsumerConfig::new(group)
+        .auto_offset_reset(OffsetReset::Earliest)
+        .auto_commit(None)
+        .session_timeout(Duration::from_secs(10))
+        .max_poll_records(100_000)
+}
+
+fn fill(queue: &Queue, topic: &str, partitions: u32, per_partition: u64) {
+    queue.create_topic(topic, partitions).unwrap();
+    let producer = queue.producer();
+    for p in 0..partitions {
+        for i in 0..per_partition {
+            producer.send(topic, Record::new(format!("{p}-{i}").as_bytes()).partition(p)).unwrap();
+        }
+    }
+}
+
+/// Polls every consumer in turn until `done` holds for their assignments (or panics after 20 s).
+fn settle(consumers: &mut [&mut Consumer], done: impl Fn(&[Vec<TopicPartition>]) -> bool) -> Vec<Vec<(u32, u64)>> {
+    let give_up = Instant::now() + Duration::from_secs(20);
+    let mut read = vec![Vec::new(); consumers.len()];
+    loop {
+        for (i, consumer) in consumers.iter_mut().enumerate() {
+            for r in consumer.poll(Duration::from_millis(5)).unwrap().iter() {
+                read[i].push((r.partition(), r.offset()));
+            }
+        }
+        let assignments: Vec<_> = consumers.iter().map(|c| c.assignment()).collect();
+        if done(&assignments) {
+            return read;
+        }
+        assert!(Instant::now() < give_up, "the group did not settle: {assignments:?}");
+    }
+}
+
+fn disjoint_and_covering(assignments: &[Vec<TopicPartition>], total: usize) -> bool {
+    let all: Vec<&TopicPartition> = assignments.iter().flatten().collect();
+    let unique: BTreeSet<&TopicPartition> = all.iter().copied().collect();
+    assert_eq!(all.len(), unique.len(), "a partition is owned twice: {assignments:?}");
+    unique.len() == total
+}
+
+#[test]
+fn members_split_partitions_and_each_record_is_read_once() {
+    let dir = TempDir::new("group-split");
+    let queue = Queue::open(dir.path()).unwrap();
+    fill(&queue, "orders", 6, 20);
+    let mut a = queue.consumer(config("billing")).unwrap();
+    let mut b = queue.consumer(config("billing")).unwrap();
+    a.subscribe(&["orders"]).unwrap();
+    b.subscribe(&["orders"]).unwrap();
+    let mut seen = BTreeMap::new();
+    let give_up = Instant::now() + Duration::from_secs(20);
+    while seen.len() < 120 {
+        assert!(Instant::now() < give_up, "read only {} records", seen.len());
+        for (name, consumer) in [("a", &mut a), ("b", &mut b)] {
+            for r in consumer.poll(Duration::from_millis(5)).unwrap().iter() {
+                let previous = seen.insert((r.partition(), r.offset()), name);
+                assert!(previous.is_none(), "{}-{} read twice", r.partition(), r.offset());
+            }
+        }
+    }
+    let (sa, sb) = (a.assignment(), b.assignment());
+    assert_eq!((sa.len(), sb.len()), (3, 3), "balanced: {sa:?} {sb:?}");
+    assert!(disjoint_and_covering(&[sa, sb], 6));
+}
+
+#[test]
+fn surplus_members_idle_and_take_over_when_a_member_leaves() {
+    let dir = TempDir::new("group-idle");
+    let queue = Queue::open(dir.path()).unwrap();
+    fill(&queue, "orders", 2, 1);
+    let mut members: Vec<Consumer> = (0..3).map(|_| queue.consumer(config("g")).unwrap()).collect();
+    for member in &mut members {
+        member.subscribe(&["orders"]).unwrap();
+    }
+    let mut refs: Vec<&mut Consumer> = members.iter_mut().collect();
+    settle(&mut refs, |a| disjoint_and_covering(a, 2) && a.iter().filter(|p| p.is_empty()).count() == 1);
+    let busy = members.iter().position(|m| !m.assignment().is_empty()).unwrap();
+    members.remove(busy).close().unwrap();
+    let mut refs: Vec<&mut Consumer> = members.iter_mut().collect();
+    settle(&mut refs, |a| disjoint_and_covering(a, 2) && a.iter().all(|p| p.len() == 1));
+}
+
+#[test]
+fn every_group_reads_every_record() {
+    let dir = TempDir::new("group-independent");
+    let queue = Queue::open(dir.path()).unwrap();
+    fill(&queue, "orders", 3, 10);
+    for group in ["one", "two"] {
+        let mut consumer = queue.consumer(config(group)).unwrap();
+        consumer.subscribe(&["orders"]).unwrap();
+        let mut read = BTreeSet::new();
+        let give_up = Instant::now() + Duration::from_secs(20);
+        while read.len() < 30 {
+            assert!(Instant::now() < give_up);
+            read.extend(consumer.poll(Duration::from_millis(50)).unwrap().iter().map(|r| (r.partition(), r.offset())));
+        }
+        consumer.commit().unwrap();
+    }
+    let one = queue.describe_group("one").unwrap();
+    assert!(one.partitions.iter().all(|p| p.committed == Some(10) && p.lag == Some(0)), "{one:?}");
+}
+
+#[test]
+fn a_replacement_resumes_at_the_committed_offset() {
+    let dir = TempDir::new("group-resume");
+    let queue = Queue::open(dir.path()).unwrap();
+    fill(&queue, "orders", 1, 10);
+    let tp = TopicPartition::new("orders", 0);
+    let mut first = queue.consumer(config("g").max_poll_records(4)).unwrap();
+    first.subscribe(&["orders"]).unwrap();
+    let mut got = Vec::new();
+    while got.len() < 4 {
+        got.extend(first.poll(Duration::from_millis(50)).unwrap().iter().map(|r| r.offset()));
+    }
+    assert_eq!(got, [0, 1, 2, 3]);
+    first.commit().unwrap();
+    assert_eq!(first.committed(&tp).unwrap(), Some(4));
+    first.close().unwrap();
+    drop(queue);
+
+    // A new process (here: a reopened queue) resumes where the group committed.
+    let queue = Queue::open(dir.path()).unwrap();
+    let mut second = queue.consumer(config("g")).unwrap();
+    second.subscribe(&["orders"]).unwrap();
+    let mut rest = Vec::new();
+    let give_up = Instant::now() + Duration::from_secs(20);
+    while rest.len() < 6 {
+        assert!(Instant::now() < give_up);
+        rest.extend(second.poll(Duration::from_millis(50)).unwrap().iter().map(|r| r.offset()));
+    }
+    assert_eq!(rest, [4, 5, 6, 7, 8, 9]);
+    second.commit_offsets(&[(tp.clone(), 7)]).unwrap();
+    assert_eq!(second.committed(&tp).unwrap(), Some(7));
+    assert!(matches!(second.commit_offsets(&[(TopicPartition::new("orders", 5), 1)]), Err(Error::NotAssigned(_))));
+}
+
+#[test]
+fn auto_commit_commits_what_earlier_polls_returned() {
+    let dir = TempDir::new("group-auto");
+    let queue = Queue::open(dir.path()).unwrap();
+    fill(&queue, "orders", 1, 5);
+    let tp = TopicPartition::new("orders", 0);
+    let mut consumer = queue.consumer(config("g").auto_commit(Some(Duration::from_millis(1)))).unwrap();
+    consumer.subscribe(&["orders"]).unwrap();
+    let mut read = 0;
+    while read < 5 {
+        read += consumer.poll(Duration::from_millis(50)).unwrap().len();
+    }
+    // Returned records count as processed only once the next poll begins.
+    assert_eq!(consumer.committed(&tp).unwrap(), None);
+    std::thread::sleep(Duration::from_millis(2));
+    consumer.poll(Duration::ZERO).unwrap();
+    assert_eq!(consumer.committed(&tp).unwrap(), Some(5));
+    queue.producer().send("orders", Record::new(b"six")).unwrap();
+    while consumer.poll(Duration::from_millis(50)).unwrap().is_empty() {}
+    consumer.close().unwrap();
+    assert_eq!(queue.describe_group("g").unwrap().partitions[0].committed, Some(6), "close commits");
+}
+
+/// Records every listener call, in order, across members.
+#[derive(Clone, Default)]
+struct Journal(Arc<Mutex<Vec<(String, &'static str, Vec<u32>)>>>);
+
+struct Recorder {
+    name: String,
+    journal: Journal,
+    commit_on_revoke: bool,
+}
+
+impl Recorder {
+    fn note(&self, event: &'static str, partitions: &[TopicPartition]) {
+        self.journal.0.lock().unwrap().push((self.name.clone(), event, partitions.iter().map(|p| p.partition()).collect()));
+    }
+}
+
+impl RebalanceListener for Recorder {
+    fn on_assigned(&mut self, _: &mut Consumer, partitions: &[TopicPartition]) {
+        self.note("assigned", partitions);
+    }
+
+    fn on_revoked(&mut self, consumer: &mut Consumer, partitions: &[TopicPartition]) {
+        if self.commit_on_revoke {
+            consumer.commit().unwrap();
+        }
+        self.note("revoked", partitions);
+    }
+
+    fn on_lost(&mut self, _: &mut Consumer, partitions: &[TopicPartition]) {
+        self.note("lost", partitions);
+    }
+}
+
+#[test]
+fn cooperative_rebalances_revoke_only_what_moves_and_before_it_is_assigned() {
+    let dir = TempDir::new("group-listener");
+    let queue = Queue::open(dir.path()).unwrap();
+    fill(&queue, "orders", 4, 3);
+    let journal = Journal::default();
+    let recorder = |name: &str| Recorder { name: name.into(), journal: journal.clone(), commit_on_revoke: true };
+    let mut a = queue.consumer(config("g")).unwrap();
+    a.subscribe_with(&["orders"], recorder("a")).unwrap();
+    settle(&mut [&mut a], |s| s[0].len() == 4);
+    let mut b = queue.consumer(config("g")).unwrap();
+    b.subscribe_with(&["orders"], recorder("b")).unwrap();
+    settle(&mut [&mut a, &mut b], |s| s[0].len() == 2 && s[1].len() == 2);
+    let events = journal.0.lock().unwrap().clone();
+    assert_eq!(events[0], ("a".into(), "assigned", vec![0, 1, 2, 3]));
+    // a gives up exactly the two partitions that move, and b gets them only afterwards.
+    let revoke = events.iter().position(|e| e.0 == "a" && e.1 == "revoked").expect("a revoked");
+    let assign = events.iter().position(|e| e.0 == "b" && e.1 == "assigned").expect("b assigned");
+    assert!(revoke < assign, "{events:?}");
+    assert_eq!(events[revoke].2, events[assign].2);
+    assert_eq!(events.len(), 3, "{events:?}");
+    // What a read before the revoke was committed in the listener, so b does not read it again.
+    for tp in b.assignment() {
+        assert_eq!(b.committed(&tp).unwrap(), Some(3));
+    }
+}
+
+#[test]
+fn eager_strategies_revoke_everything_and_follow_kafkas_range_assignor() {
+    let dir = TempDir::new("group-eager");
+    let queue = Queue::open(dir.path()).unwrap();
+    fill(&queue, "orders", 3, 1);
+    let journal = Journal::default();
+    let eager = config("g").assignment_strategy(AssignmentStrategy::Range);
+    let mut a = queue.consumer(eager.clone()).unwrap();
+    a.subscribe_with(&["orders"], Recorder { name: "a".into(), journal: journal.clone(), commit_on_revoke: false }).unwrap();
+    settle(&mut [&mut a], |s| s[0].len() == 3);
+    let mut b = queue.consumer(eager).unwrap();
+    b.subscribe(&["orders"]).unwrap();
+    settle(&mut [&mut a, &mut b], |s| s[0].len() == 2 && s[1].len() == 1);
+    // Range: the first member (by id) takes partitions 0 and 1, the second takes 2.
+    assert_eq!(a.assignment().iter().map(|p| p.partition()).collect::<Vec<_>>(), [0, 1]);
+    let events = journal.0.lock().unwrap().clone();
+    let names: Vec<_> = events.iter().map(|e| (e.1, e.2.clone())).collect();
+    assert_eq!(names, [("assigned", vec![0, 1, 2]), ("revoked", vec![0, 1, 2]), ("assigned", vec![0, 1])]);
+    // A member asking for another strategy cannot join this group.
+    let mut odd = queue.consumer(config("g").assignment_strategy(AssignmentStrategy::RoundRobin)).unwrap();
+    assert!(matches!(odd.subscribe(&["orders"]), Err(Error::InvalidConfig(_))));
+}
+
+#[test]
+fn a_stale_member_is_fenced_until_it_polls() {
+    let dir = TempDir::new("group-fence");
+    let queue = Queue::open(dir.path()).unwrap();
+    fill(&queue, "orders", 2, 2);
+    let mut a = queue.consumer(config("g")).unwrap();
+    a.subscribe(&["orders"]).unwrap();
+    settle(&mut [&mut a], |s| s[0].len() == 2);
+    let mut b = queue.consumer(config("g")).unwrap();
+    b.subscribe(&["orders"]).unwrap();
+    // b's join started a new generation that a has not seen: its commit is refused.
+    let refused = a.commit();
+    assert!(matches!(refused, Err(Error::CommitFailed { .. })), "{refused:?}");
+    settle(&mut [&mut a, &mut b], |s| s[0].len() == 1 && s[1].len() == 1);
+    a.commit().unwrap();
+}
+
+#[test]
+fn a_member_that_stops_polling_is_expelled_and_learns_it_lost_its_partitions() {
+    let dir = TempDir::new("group-max-poll");
+    let queue = Queue::open(dir.path()).unwrap();
+    fill(&queue, "orders", 2, 1);
+    let journal = Journal::default();
+    let slow = config("g").max_poll_interval(Duration::from_millis(600));
+    let mut a = queue.consumer(slow).unwrap();
+    a.subscribe_with(&["orders"], Recorder { name: "a".into(), journal: journal.clone(), commit_on_revoke: false }).unwrap();
+    settle(&mut [&mut a], |s| s[0].len() == 2);
+    let mut b = queue.consumer(config("g")).unwrap();
+    b.subscribe(&["orders"]).unwrap();
+    settle(&mut [&mut a, &mut b], |s| s[0].len() == 1 && s[1].len() == 1);
+    // a stops polling; b keeps going and soon owns everything.
+    let give_up = Instant::now() + Duration::from_secs(20);
+    while b.assignment().len() < 2 {
+        assert!(Instant::now() < give_up, "a was never expelled");
+        b.poll(Duration::from_millis(50)).unwrap();
+    }
+    assert!(matches!(a.commit(), Err(Error::CommitFailed { .. })));
+    // a's next poll reports the loss, rejoins, and the two share again.
+    settle(&mut [&mut a, &mut b], |s| s[0].len() == 1 && s[1].len() == 1);
+    let events = journal.0.lock().unwrap().clone();
+    assert!(events.iter().any(|e| e.1 == "lost" && e.2.len() == 1), "{events:?}");
+    a.commit().unwrap();
+}
+
+#[test]
+fn a_topic_created_later_is_picked_up() {
+    let dir = TempDir::new("group-new-topic");
+    let queue = Queue::open(dir.path()).unwrap();
+    let mut consumer = queue.consumer(config("g")).unwrap();
+    consumer.subscribe(&["later"]).unwrap();
+    assert!(consumer.poll(Duration::from_millis(20)).unwrap().is_empty());
+    fill(&queue, "later", 2, 1);
+    let give_up = Instant::now() + Duration::from_secs(20);
+    let mut read = 0;
+    while read < 2 {
+        assert!(Instant::now() < give_up, "the new topic was not picked up");
+        read += consumer.poll(Duration::from_millis(50)).unwrap().len();
+    }
+    assert_eq!(consumer.assignment().len(), 2);
+}
+
+#[test]
+fn describe_group_shows_members_owners_and_lag() {
+    let dir = TempDir::new("group-describe");
+    let queue = Queue::open(dir.path()).unwrap();
+    fill(&queue, "orders", 2, 5);
+    let mut consumer = queue.consumer(config("g").client_id("worker-1")).unwrap();
+    consumer.subscribe(&["orders"]).unwrap();
+    settle(&mut [&mut consumer], |s| s[0].len() == 2);
+    consumer.commit_offsets(&[(TopicPartition::new("orders", 0), 2)]).unwrap();
+    let described = queue.describe_group("g").unwrap();
+    assert_eq!(described.members.len(), 1);
+    let member = &described.members[0];
+    assert_eq!((member.client_id.as_str(), member.pid, member.owned.len()), ("worker-1", std::process::id(), 2));
+    let lags: Vec<_> = described.partitions.iter().map(|p| (p.partition.partition(), p.committed, p.end_offset, p.lag)).collect();
+    assert_eq!(lags, [(0, Some(2), 5, Some(3)), (1, None, 5, None)]);
+    assert!(described.partitions.iter().all(|p| p.owner == Some(member.member_id)));
+    assert!(matches!(queue.describe_group("nobody"), Err(Error::UnknownGroup(_))));
+    assert!(matches!(queue.consumer(ConsumerConfig::new("../escape")), Err(Error::InvalidGroupName { .. })));
+}
