@@ -64,6 +64,7 @@ pub(crate) struct MemberInput<'a> {
 }
 
 impl MemberInput<'_> {
+    /// Whether the member subscribes to `topic`, which need not exist.
     fn subscribes(&self, topic: &str) -> bool {
         self.topics.iter().any(|t| t == topic)
     }
@@ -119,12 +120,13 @@ fn round_robin(members: &[&MemberInput<'_>], partitions: &BTreeMap<String, u32>)
     // Kafka keeps one circular iterator over the members for all topics, so the position carries over.
     let mut next = 0;
     for (topic, &count) in partitions {
+        let subscribed: Vec<bool> = members.iter().map(|m| m.subscribes(topic)).collect();
         // The skipping loop below only ends if some member subscribes to the topic.
-        if !members.iter().any(|m| m.subscribes(topic)) {
+        if !subscribed.contains(&true) {
             continue;
         }
         for p in 0..count {
-            while !members[next].subscribes(topic) {
+            while !subscribed[next] {
                 next = (next + 1) % members.len();
             }
             out[next].push(TopicPartition::new(topic, p));
@@ -145,8 +147,7 @@ fn cooperative_sticky(members: &[&MemberInput<'_>], partitions: &BTreeMap<String
         members.iter().map(|m| partitions.keys().map(String::as_str).filter(|t| m.subscribes(t)).collect()).collect();
 
     // What each member may keep: partitions that still exist in topics it still subscribes to. After a
-    // crash two members may claim one partition; the lower id keeps the claim so the other is not given
-    // a partition that someone else may still be consuming.
+    // crash two members may claim one partition; only the lower id may keep it, so it cannot end up with both.
     let mut claimed = BTreeSet::new();
     let mut owned = Vec::with_capacity(members.len());
     for (member, topics) in members.iter().zip(&subscriptions) {
@@ -218,42 +219,59 @@ fn greedy_then_balance(
     owned: Vec<Vec<TopicPartition>>,
     all: &[TopicPartition],
 ) -> Vec<Vec<TopicPartition>> {
-    let mut out: Vec<BTreeSet<TopicPartition>> = owned.iter().map(|mine| mine.iter().cloned().collect()).collect();
-    for tp in unassigned(all, &owned) {
-        let to = lightest(&eligible[tp.topic()], &out);
-        out[to].insert(tp);
+    let pool = unassigned(all, &owned);
+    let mut held: Vec<Held> =
+        owned.into_iter().map(|mine| Held { owned: mine.into_iter().collect(), fresh: BTreeSet::new() }).collect();
+    for tp in pool {
+        let to = lightest(&eligible[tp.topic()], &held);
+        held[to].fresh.insert(tp);
     }
     // Every move lowers the sum of the squared counts, so this ends.
-    while let Some((from, tp, to)) = find_move(eligible, &owned, &out) {
-        out[from].remove(&tp);
-        out[to].insert(tp);
+    while let Some((from, tp, to)) = find_move(eligible, &held) {
+        if !held[from].fresh.remove(&tp) {
+            held[from].owned.remove(&tp);
+        }
+        // Whoever owned a partition before still holds it, so a moved partition is new to its receiver.
+        held[to].fresh.insert(tp);
     }
-    out.into_iter().map(|mine| mine.into_iter().collect()).collect()
+    held.into_iter().map(|mine| mine.owned.into_iter().chain(mine.fresh).collect()).collect()
+}
+
+/// A member's partitions while balancing, split by whether it owned them before: moving one it did not
+/// own revokes nothing beyond the move that brought it there.
+struct Held {
+    owned: BTreeSet<TopicPartition>,
+    fresh: BTreeSet<TopicPartition>,
+}
+
+impl Held {
+    fn len(&self) -> usize {
+        self.owned.len() + self.fresh.len()
+    }
 }
 
 /// The candidate with the fewest partitions, the lowest id among equals.
-fn lightest(candidates: &[usize], out: &[BTreeSet<TopicPartition>]) -> usize {
-    candidates.iter().copied().min_by_key(|&m| out[m].len()).expect("topics enter `eligible` with a subscriber")
+fn lightest(candidates: &[usize], held: &[Held]) -> usize {
+    candidates.iter().copied().min_by_key(|&m| held[m].len()).expect("topics enter `eligible` with a subscriber")
 }
 
 /// A partition that can go from its member to an eligible member with at least two fewer, as
 /// (from, partition, to), or None when the assignment is balanced.
-fn find_move(
-    eligible: &BTreeMap<&str, Vec<usize>>,
-    owned: &[Vec<TopicPartition>],
-    out: &[BTreeSet<TopicPartition>],
-) -> Option<(usize, TopicPartition, usize)> {
-    let targets: BTreeMap<&str, usize> = eligible.iter().map(|(&topic, members)| (topic, lightest(members, out))).collect();
+fn find_move(eligible: &BTreeMap<&str, Vec<usize>>, held: &[Held]) -> Option<(usize, TopicPartition, usize)> {
+    let targets: Vec<(&str, usize)> = eligible.iter().map(|(&topic, members)| (topic, lightest(members, held))).collect();
     // Taking from the fullest members first evens the group out in fewer moves.
-    let mut donors: Vec<usize> = (0..out.len()).collect();
-    donors.sort_by_key(|&m| std::cmp::Reverse(out[m].len()));
-    // A partition its member did not own before is being moved anyway, so moving it again revokes nothing
-    // more; only when no such partition can move does an owned one go.
+    let mut donors: Vec<usize> = (0..held.len()).collect();
+    donors.sort_by_key(|&m| std::cmp::Reverse(held[m].len()));
     for move_owned in [false, true] {
         for &from in &donors {
-            for tp in &out[from] {
-                let to = targets[tp.topic()];
-                if owned[from].binary_search(tp).is_ok() == move_owned && out[to].len() + 2 <= out[from].len() {
+            let partitions = if move_owned { &held[from].owned } else { &held[from].fresh };
+            for &(topic, to) in &targets {
+                if held[to].len() + 2 > held[from].len() {
+                    continue;
+                }
+                // Partitions sort by topic first, so the topic's first partition is the next one from its start.
+                let first = partitions.range(TopicPartition::new(topic, 0)..).next().filter(|tp| tp.topic() == topic);
+                if let Some(tp) = first {
                     return Some((from, tp.clone(), to));
                 }
             }
@@ -447,10 +465,6 @@ mod tests {
         fn subscriptions(&self) -> Vec<Vec<&str>> {
             let exists = |topic: &&String| self.partitions.contains_key(topic.as_str());
             self.members.iter().map(|(_, topics, _)| topics.iter().filter(exists).map(String::as_str).collect()).collect()
-        }
-
-        fn same_subscriptions(&self) -> bool {
-            self.subscriptions().windows(2).all(|pair| pair[0] == pair[1])
         }
     }
 

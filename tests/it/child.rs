@@ -6,7 +6,7 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use streamlog::{Durability, ProducerConfig, Queue, Record};
+use streamlog::{Consumer, ConsumerConfig, Durability, OffsetReset, ProducerConfig, Queue, Record, RebalanceListener, TopicPartition};
 
 /// Starts this test binary as a child process running `role` with `args`.
 pub(crate) fn spawn(role: &str, args: &[String]) -> Child {
@@ -70,6 +70,7 @@ fn entry() {
     match role.as_str() {
         "produce" => produce(&args),
         "send-after" => send_after(&args),
+        "member" => member(&args),
         other => panic!("unknown child role {other}"),
     }
 }
@@ -117,4 +118,114 @@ fn send_after(args: &[String]) {
     let queue = Queue::open(Path::new(dir)).unwrap();
     std::thread::sleep(Duration::from_millis(delay_ms.parse().unwrap()));
     queue.producer().send(topic, Record::new(b"wake up").partition(0)).unwrap();
+}
+
+/// Kills the listed child processes if the test panics, so none outlives a failed test.
+pub(crate) struct Reaper(pub(crate) Vec<u32>);
+
+impl Drop for Reaper {
+    fn drop(&mut self) {
+        if !std::thread::panicking() {
+            return;
+        }
+        for &pid in &self.0 {
+            // SAFETY: kill has no memory preconditions; a pid already reaped just fails.
+            unsafe { libc::kill(pid as libc::pid_t, libc::SIGKILL) };
+        }
+    }
+}
+
+/// Nanoseconds of the machine-wide monotonic clock, comparable between processes.
+pub(crate) fn monotonic_ns() -> u64 {
+    let mut now = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    // SAFETY: clock_gettime writes into the local timespec.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut now) };
+    now.tv_sec as u64 * 1_000_000_000 + now.tv_nsec as u64
+}
+
+/// Appends timestamped lines to a group member's journal: `NS EVENT ARGS...`.
+#[derive(Clone)]
+struct Journal(std::sync::Arc<std::sync::Mutex<std::fs::File>>);
+
+impl Journal {
+    fn line(&self, text: std::fmt::Arguments<'_>) {
+        let mut file = self.0.lock().unwrap();
+        writeln!(file, "{} {text}", monotonic_ns()).unwrap();
+    }
+}
+
+fn partition_list(partitions: &[TopicPartition]) -> String {
+    partitions.iter().map(|p| p.partition().to_string()).collect::<Vec<_>>().join(",")
+}
+
+impl RebalanceListener for Journal {
+    fn on_assigned(&mut self, _: &mut Consumer, partitions: &[TopicPartition]) {
+        self.line(format_args!("assigned {}", partition_list(partitions)));
+    }
+
+    fn on_revoked(&mut self, consumer: &mut Consumer, partitions: &[TopicPartition]) {
+        match consumer.commit() {
+            Ok(()) => self.line(format_args!("revoke-commit ok")),
+            Err(e) => self.line(format_args!("revoke-commit refused {e}")),
+        }
+        self.line(format_args!("revoked {}", partition_list(partitions)));
+    }
+
+    fn on_lost(&mut self, _: &mut Consumer, partitions: &[TopicPartition]) {
+        self.line(format_args!("lost {}", partition_list(partitions)));
+    }
+}
+
+/// `member DIR GROUP TOPIC LOG SESSION_MS PAUSE_MS STOP_AFTER`: a consumer-group member that
+/// journals to LOG every assignment change, every record read (`read P OFFSET`) and every
+/// commit (`committed P OFFSET`, or `commit-refused`). It sleeps PAUSE_MS after each poll that
+/// returned records, before committing. With STOP_AFTER > 0 it stops itself (SIGSTOP) once,
+/// between reading its STOP_AFTER-th record and committing. It closes when the file DIR/stop
+/// appears.
+fn member(args: &[String]) {
+    let [dir, group, topic, log, session_ms, pause_ms, stop_after] = args else { panic!("bad arguments {args:?}") };
+    let journal = Journal(std::sync::Arc::new(std::sync::Mutex::new(
+        std::fs::OpenOptions::new().create(true).append(true).open(log).unwrap(),
+    )));
+    let pause = Duration::from_millis(pause_ms.parse().unwrap());
+    let mut stop_after: usize = stop_after.parse().unwrap();
+    let queue = Queue::open(Path::new(dir)).unwrap();
+    let config = ConsumerConfig::new(group)
+        .auto_offset_reset(OffsetReset::Earliest)
+        .auto_commit(None)
+        .max_poll_records(20)
+        .session_timeout(Duration::from_millis(session_ms.parse().unwrap()));
+    let mut consumer = queue.consumer(config).unwrap();
+    consumer.subscribe_with(&[topic.as_str()], journal.clone()).unwrap();
+    let mut read = 0usize;
+    while !Path::new(dir).join("stop").exists() {
+        let records = consumer.poll(Duration::from_millis(50)).unwrap();
+        for record in records.iter() {
+            journal.line(format_args!("read {} {}", record.partition(), record.offset()));
+        }
+        if records.is_empty() {
+            continue;
+        }
+        read += records.len();
+        std::thread::sleep(pause);
+        if stop_after > 0 && read >= stop_after {
+            stop_after = 0;
+            journal.line(format_args!("stopping"));
+            // SAFETY: raise has no memory preconditions.
+            unsafe { libc::raise(libc::SIGSTOP) };
+            journal.line(format_args!("resumed"));
+        }
+        let positions: Vec<(TopicPartition, u64)> =
+            consumer.assignment().into_iter().map(|tp| (tp.clone(), consumer.position(&tp).unwrap())).collect();
+        match consumer.commit_offsets(&positions) {
+            Ok(()) => {
+                for (tp, offset) in positions {
+                    journal.line(format_args!("committed {} {offset}", tp.partition()));
+                }
+            }
+            Err(e) => journal.line(format_args!("commit-refused {e}")),
+        }
+    }
+    consumer.close().unwrap();
+    journal.line(format_args!("closed"));
 }

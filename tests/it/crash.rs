@@ -53,7 +53,7 @@ fn acknowledged_records_survive_sigkill() {
         let durability = ["buffered", "buffered", "interval", "sync"][rng.below(4) as usize];
         let producers = 1 + rng.below(3) as u32;
         let mut children = Vec::new();
-        let mut reaper = Reaper(Vec::new());
+        let mut reaper = child::Reaper(Vec::new());
         for _ in 0..producers {
             let id = next_producer;
             next_producer += 1;
@@ -137,19 +137,4 @@ fn verify(queue: &Queue, partition: u32, from: u64, acked: &HashMap<(u32, u64), 
         assert!(offset < end, "round {round}: acknowledged record {p}/{offset} lost (log ends at {end})");
     }
     end
-}
-
-/// Kills the round's producers if the test fails half-way, so that none outlives it.
-struct Reaper(Vec<u32>);
-
-impl Drop for Reaper {
-    fn drop(&mut self) {
-        if !std::thread::panicking() {
-            return;
-        }
-        for &pid in &self.0 {
-            // SAFETY: kill has no memory preconditions; a pid already reaped just fails.
-            unsafe { libc::kill(pid as libc::pid_t, libc::SIGKILL) };
-        }
-    }
 }

@@ -6,6 +6,7 @@ mod child;
 mod corruption;
 mod crash;
 mod disk_full;
+mod group_processes;
 mod groups;
 mod model;
 mod processes;
