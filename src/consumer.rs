@@ -417,7 +417,9 @@ impl Consumer {
     /// member of the group's current generation: otherwise it fails with
     /// `Error::CommitFailed` (poll, then retry) and commits nothing.
     pub fn commit_offsets(&mut self, offsets: &[(TopicPartition, u64)]) -> Result<()> {
-        if let Some((tp, _)) = offsets.iter().find(|(tp, _)| self.subscription.is_some() && !self.assigned.iter().any(|a| &a.tp == tp)) {
+        if let Some((tp, _)) =
+            offsets.iter().find(|(tp, _)| self.subscription.is_some() && !self.assigned.iter().any(|a| &a.tp == tp))
+        {
             return Err(Error::NotAssigned(tp.clone()));
         }
         let store = &self.group.offsets;
@@ -578,7 +580,11 @@ impl Consumer {
     }
 
     /// Calls the listener, if any, with this consumer and `partitions`.
-    fn notify(&mut self, partitions: &[TopicPartition], call: impl FnOnce(&mut dyn RebalanceListener, &mut Consumer, &[TopicPartition])) {
+    fn notify(
+        &mut self,
+        partitions: &[TopicPartition],
+        call: impl FnOnce(&mut dyn RebalanceListener, &mut Consumer, &[TopicPartition]),
+    ) {
         let Some(mut listener) = self.subscription.as_mut().and_then(|s| s.listener.take()) else {
             return;
         };

@@ -550,7 +550,8 @@ impl Reader<'_> {
     }
 
     fn take(&mut self, n: usize) -> Result<&[u8]> {
-        let end = self.at.checked_add(n).filter(|&end| end <= self.bytes.len()).ok_or_else(|| self.corrupt("truncated group state"))?;
+        let end =
+            self.at.checked_add(n).filter(|&end| end <= self.bytes.len()).ok_or_else(|| self.corrupt("truncated group state"))?;
         let bytes = &self.bytes[self.at..end];
         self.at = end;
         Ok(bytes)

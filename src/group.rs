@@ -2,10 +2,11 @@
 //! in a file every member's process maps, and any member may change it under its lock.
 //!
 //! A group's directory `groups/<name>/` holds:
-//! - `group`: a robust process-shared mutex, a change counter that consumers sleep on, one slot
-//!   per member (its id and heartbeats, read without the lock), and the group state — members,
-//!   subscriptions, the assignment and who owns what — as a blob in two halves: a writer fills
-//!   the inactive half and then flips, so one that dies mid-write leaves the old state in force.
+//! - `group`: a mapped head holding a robust process-shared mutex, a change counter that
+//!   consumers sleep on, and one slot per member (its id and heartbeats, read without the
+//!   lock); then the group state — members, subscriptions, the assignment and who owns what —
+//!   in two copies read and written with pread/pwrite under the mutex: a writer fills the
+//!   inactive copy and then flips, so one that dies mid-write leaves the old state in force.
 //!   Like a partition's `state` file it is rebuilt in each new epoch; only the generation and
 //!   the member-id counter carry over.
 //! - `members.lock`: the member in slot `i` holds an exclusive lock on byte `i`. The kernel drops
@@ -50,7 +51,6 @@ const SLOT_BYTES: usize = 32;
 const BLOBS_AT: usize = (SLOTS_AT + MAX_GROUP_MEMBERS * SLOT_BYTES).next_multiple_of(4096);
 /// Room for one copy of the group state, length and checksum included.
 const BLOB_BYTES: usize = 1 << 20;
-const GROUP_FILE_BYTES: usize = BLOBS_AT + 2 * BLOB_BYTES;
 
 // Fields of a member slot.
 const SLOT_MEMBER_ID: usize = 0;
@@ -108,7 +108,11 @@ pub(crate) struct Membership {
 pub(crate) enum View {
     /// It is no longer a member: it was expelled (or never joined).
     Expelled,
-    Member { generation: u64, assigned: Vec<TopicPartition>, owned: Vec<TopicPartition> },
+    Member {
+        generation: u64,
+        assigned: Vec<TopicPartition>,
+        owned: Vec<TopicPartition>,
+    },
 }
 
 /// Looks up how many partitions a topic has; `None` if it does not exist.
@@ -128,7 +132,7 @@ pub(crate) struct Group {
     local: Mutex<Vec<(u32, u64)>>,
     /// What the keeper last read: the generation, the subscribed topics and their counts then.
     seen: Mutex<(u64, BTreeSet<String>, BTreeMap<String, u32>)>,
-    _file: File,
+    file: File,
 }
 
 /// The group lock, held; stores made through it wake the group's consumers when it is released.
@@ -159,7 +163,7 @@ impl Group {
         let prepared = prepare_group_file(&file, &path, epoch);
         file.unlock().during("unlock", &path)?;
         prepared?;
-        let map = MmapOptions::new().len(GROUP_FILE_BYTES).map_raw(&file).during("map", &path)?;
+        let map = MmapOptions::new().len(BLOBS_AT).map_raw(&file).during("map", &path)?;
         // SAFETY: the mutex lies at a 64-byte aligned offset inside the page-aligned mapping,
         // which `Group` owns and keeps until after the mutex handle is gone.
         let mutex = unsafe { RobustMutex::at(map.as_mut_ptr().add(MUTEX_AT)) };
@@ -175,7 +179,7 @@ impl Group {
             offsets,
             local: Mutex::new(Vec::new()),
             seen: Mutex::new((u64::MAX, BTreeSet::new(), BTreeMap::new())),
-            _file: file,
+            file,
         })
     }
 
@@ -259,9 +263,8 @@ impl Group {
                 break;
             }
         }
-        let slot = slot.ok_or_else(|| {
-            Error::InvalidConfig(format!("group {:?} already has {MAX_GROUP_MEMBERS} members", self.name))
-        })?;
+        let slot =
+            slot.ok_or_else(|| Error::InvalidConfig(format!("group {:?} already has {MAX_GROUP_MEMBERS} members", self.name)))?;
         let id = state.next_member_id.max(1);
         state.next_member_id = id + 1;
         let limit_ms = |d: Duration| d.as_millis().clamp(1, u128::from(u32::MAX)) as u32;
@@ -328,7 +331,9 @@ impl Group {
         let guard = self.lock()?;
         let state = guard.state()?;
         Ok(match state.members.into_iter().find(|m| m.id == member.id) {
-            Some(me) if self.is_member(member) => View::Member { generation: state.generation, assigned: me.assigned, owned: me.owned },
+            Some(me) if self.is_member(member) => {
+                View::Member { generation: state.generation, assigned: me.assigned, owned: me.owned }
+            }
             _ => View::Expelled,
         })
     }
@@ -465,51 +470,60 @@ impl Group {
 }
 
 impl GroupGuard<'_> {
-    fn blob_at(&self, half: u64) -> usize {
-        BLOBS_AT + half as usize * BLOB_BYTES
-    }
-
     /// Reads the current state.
     fn state(&self) -> Result<GroupState> {
-        let at = self.blob_at(self.group.map.word64(ACTIVE_HALF_AT).load(Ordering::Acquire) & 1);
-        let length = self.group.map.word32(at).load(Ordering::Relaxed) as usize;
-        if length > BLOB_BYTES - 8 {
-            return Err(Error::corrupt(&self.group.path, at as u64, "group state longer than its room"));
-        }
-        let mut bytes = vec![0u8; length];
-        // SAFETY: `[at + 8, at + 8 + length)` lies inside the mapping (checked above); the lock is
-        // held and only lock holders write the group state, so the bytes do not change meanwhile.
-        unsafe { std::ptr::copy_nonoverlapping(self.group.map.0.as_ptr().add(at + 8), bytes.as_mut_ptr(), length) };
-        if crc32fast::hash(&bytes) != self.group.map.word32(at + 4).load(Ordering::Relaxed) {
-            return Err(Error::corrupt(&self.group.path, at as u64, "group state checksum mismatch"));
-        }
-        format::decode_group_state(&bytes, &self.group.path)
+        let group = self.group;
+        read_state(&group.file, &group.path, group.map.word64(ACTIVE_HALF_AT).load(Ordering::Acquire))
     }
 
-    /// Replaces the state: writes the inactive half, then makes it the active one.
+    /// Replaces the state: writes the inactive half, then makes it the active one. The halves
+    /// are written with `pwrite`, not through the mapping, so that a full disk is an error
+    /// rather than a SIGBUS.
     fn store(&mut self, state: &GroupState) -> Result<()> {
+        let group = self.group;
         let bytes = format::encode_group_state(state);
         if bytes.len() > BLOB_BYTES - 8 {
             return Err(Error::InvalidConfig(format!(
                 "group {:?} needs {} bytes of state, more than the {} its file holds; use fewer members or partitions",
-                self.group.name,
+                group.name,
                 bytes.len(),
                 BLOB_BYTES - 8
             )));
         }
-        let active = self.group.map.word64(ACTIVE_HALF_AT);
+        let active = group.map.word64(ACTIVE_HALF_AT);
         let next = (active.load(Ordering::Relaxed) + 1) & 1;
-        let at = self.blob_at(next);
-        // SAFETY: the inactive half lies inside the mapping and is read by nobody: readers hold
-        // the lock, which this thread holds, and read only the active half.
-        unsafe { std::ptr::copy_nonoverlapping(bytes.as_ptr(), self.group.map.0.as_mut_ptr().add(at + 8), bytes.len()) };
-        self.group.map.word32(at).store(bytes.len() as u32, Ordering::Relaxed);
-        self.group.map.word32(at + 4).store(crc32fast::hash(&bytes), Ordering::Relaxed);
+        let mut blob = Vec::with_capacity(bytes.len() + 8);
+        blob.extend_from_slice(&(bytes.len() as u32).to_le_bytes());
+        blob.extend_from_slice(&crc32fast::hash(&bytes).to_le_bytes());
+        blob.extend_from_slice(&bytes);
+        group.file.write_all_at(&blob, blob_at(next)).during("write the group state to", &group.path)?;
         active.store(next, Ordering::Release);
-        self.group.map.word64(GENERATION_AT).store(state.generation, Ordering::Release);
+        group.map.word64(GENERATION_AT).store(state.generation, Ordering::Release);
         self.changed = true;
         Ok(())
     }
+}
+
+/// Where copy `half` (0 or 1) of the group state starts in the group file.
+fn blob_at(half: u64) -> u64 {
+    (BLOBS_AT + (half & 1) as usize * BLOB_BYTES) as u64
+}
+
+/// Reads copy `half` of the group state: length, checksum, then the encoded state.
+fn read_state(file: &File, path: &Path, half: u64) -> Result<GroupState> {
+    let at = blob_at(half);
+    let mut prefix = [0u8; 8];
+    file.read_exact_at(&mut prefix, at).during("read the group state from", path)?;
+    let length = format::u32_at(&prefix, 0) as usize;
+    if length > BLOB_BYTES - 8 {
+        return Err(Error::corrupt(path, at, "group state longer than its room"));
+    }
+    let mut bytes = vec![0u8; length];
+    file.read_exact_at(&mut bytes, at + 8).during("read the group state from", path)?;
+    if crc32fast::hash(&bytes) != format::u32_at(&prefix, 4) {
+        return Err(Error::corrupt(path, at, "group state checksum mismatch"));
+    }
+    format::decode_group_state(&bytes, path)
 }
 
 /// Recomputes the assignment for the current members and topics, and starts a new generation.
@@ -542,10 +556,8 @@ fn prepare_group_file(file: &File, path: &Path, epoch: u64) -> Result<()> {
     let mut carried = GroupState { next_member_id: 1, ..GroupState::default() };
     if length > 0 {
         let mut head = [0u8; 48];
-        file.read_exact_at(&mut head, 0).map_err(|_| Error::ForeignFile {
-            path: path.to_path_buf(),
-            reason: format!("only {length} bytes long"),
-        })?;
+        file.read_exact_at(&mut head, 0)
+            .map_err(|_| Error::ForeignFile { path: path.to_path_buf(), reason: format!("only {length} bytes long") })?;
         if head[0..8] != GROUP_MAGIC {
             return Err(Error::ForeignFile { path: path.to_path_buf(), reason: "wrong magic number".into() });
         }
@@ -553,16 +565,17 @@ fn prepare_group_file(file: &File, path: &Path, epoch: u64) -> Result<()> {
         if version != FORMAT_VERSION {
             return Err(Error::IncompatibleVersion { path: path.to_path_buf(), found: version, supported: FORMAT_VERSION });
         }
-        if length == GROUP_FILE_BYTES as u64 && format::u64_at(&head, EPOCH_AT) == epoch {
+        if length >= BLOBS_AT as u64 && format::u64_at(&head, EPOCH_AT) == epoch {
             return Ok(());
         }
-        if let Some(previous) = read_stored_state(file, path, &head) {
+        if let Ok(previous) = read_state(file, path, format::u64_at(&head, ACTIVE_HALF_AT)) {
             carried.generation = previous.generation;
             carried.next_member_id = previous.next_member_id.max(1);
         }
     }
     file.set_len(0).during("reset", path)?;
-    sys::reserve(file, GROUP_FILE_BYTES as u64).during("reserve space for", path)?;
+    // Only the mapped part is allocated up front; the state copies are written with pwrite.
+    sys::reserve(file, BLOBS_AT as u64).during("reserve space for", path)?;
     let bytes = format::encode_group_state(&carried);
     let mut head = [0u8; 64];
     head[0..8].copy_from_slice(&GROUP_MAGIC);
@@ -571,9 +584,9 @@ fn prepare_group_file(file: &File, path: &Path, epoch: u64) -> Result<()> {
     let mut blob = (bytes.len() as u32).to_le_bytes().to_vec();
     blob.extend_from_slice(&crc32fast::hash(&bytes).to_le_bytes());
     blob.extend_from_slice(&bytes);
-    file.write_all_at(&blob, BLOBS_AT as u64).during("write", path)?;
+    file.write_all_at(&blob, blob_at(0)).during("write", path)?;
     file.write_all_at(&head, 0).during("write", path)?;
-    let map = MmapOptions::new().len(GROUP_FILE_BYTES).map_raw(file).during("map", path)?;
+    let map = MmapOptions::new().len(BLOBS_AT).map_raw(file).during("map", path)?;
     // SAFETY: the mutex lies at a 64-byte aligned offset inside the mapping, which outlives
     // this handle; no other process maps the file while it is being rebuilt (new epoch, and
     // the caller holds the file's lock).
@@ -581,18 +594,4 @@ fn prepare_group_file(file: &File, path: &Path, epoch: u64) -> Result<()> {
     mutex.init().during("initialise the group lock in", path)?;
     // The epoch goes last: a crash before it leaves the file to be rebuilt again.
     file.write_all_at(&epoch.to_le_bytes(), EPOCH_AT as u64).during("write", path)
-}
-
-/// The state a group file held, if it can be read whole.
-fn read_stored_state(file: &File, path: &Path, head: &[u8; 48]) -> Option<GroupState> {
-    let at = (BLOBS_AT + (format::u64_at(head, ACTIVE_HALF_AT) & 1) as usize * BLOB_BYTES) as u64;
-    let mut prefix = [0u8; 8];
-    file.read_exact_at(&mut prefix, at).ok()?;
-    let length = format::u32_at(&prefix, 0) as usize;
-    if length > BLOB_BYTES - 8 {
-        return None;
-    }
-    let mut bytes = vec![0u8; length];
-    file.read_exact_at(&mut bytes, at + 8).ok()?;
-    (crc32fast::hash(&bytes) == format::u32_at(&prefix, 4)).then(|| format::decode_group_state(&bytes, path).ok()).flatten()
 }

@@ -111,7 +111,11 @@ impl OffsetStore {
             for record in &records {
                 let parsed = record.key().and_then(format::decode_commit_key).zip(format::decode_commit_value(record.value()));
                 let Some((partition, offset)) = parsed else {
-                    return Err(Error::corrupt(&self.log.dir, 0, format!("the offset record at offset {} does not parse", record.offset())));
+                    return Err(Error::corrupt(
+                        &self.log.dir,
+                        0,
+                        format!("the offset record at offset {} does not parse", record.offset()),
+                    ));
                 };
                 view.committed.insert(partition, offset);
             }

@@ -6,7 +6,9 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use streamlog::{Consumer, ConsumerConfig, Durability, OffsetReset, ProducerConfig, Queue, Record, RebalanceListener, TopicPartition};
+use streamlog::{
+    Consumer, ConsumerConfig, Durability, OffsetReset, ProducerConfig, Queue, RebalanceListener, Record, TopicPartition,
+};
 
 /// Starts this test binary as a child process running `role` with `args`.
 pub(crate) fn spawn(role: &str, args: &[String]) -> Child {

@@ -32,7 +32,11 @@ fn journal(path: &Path) -> Vec<Event> {
 }
 
 fn partitions(event: &Event) -> Vec<u32> {
-    event.args.first().map(|list| list.split(',').filter(|s| !s.is_empty()).map(|p| p.parse().unwrap()).collect()).unwrap_or_default()
+    event
+        .args
+        .first()
+        .map(|list| list.split(',').filter(|s| !s.is_empty()).map(|p| p.parse().unwrap()).collect())
+        .unwrap_or_default()
 }
 
 fn wait_for(what: &str, timeout: Duration, mut done: impl FnMut() -> bool) {
@@ -195,7 +199,7 @@ fn a_paused_member_is_fenced_and_told_it_lost_its_partitions() {
         let intervals = ownership(&[journal(&steady.log)], &[u64::MAX]);
         intervals.len() == 4 && intervals.values().all(|list| list.last().unwrap().2 == u64::MAX)
     });
-    let taken_at = journal(&steady.log).iter().filter(|e| e.kind == "assigned").last().unwrap().ns;
+    let taken_at = journal(&steady.log).iter().rfind(|e| e.kind == "assigned").unwrap().ns;
     let delay = Duration::from_nanos(taken_at.saturating_sub(stopped_at));
     assert!(delay < session + Duration::from_secs(1), "took over after {delay:?}");
 
@@ -228,7 +232,16 @@ fn a_paused_member_is_fenced_and_told_it_lost_its_partitions() {
     let intervals = ownership(&[journal(&steady.log), paused_events], &[u64::MAX, u64::MAX]);
     assert_never_owned_twice(&intervals);
     let committed: Vec<Option<u64>> = (0..4)
-        .map(|p| queue.describe_group("workers").unwrap().partitions.iter().find(|l| l.partition == TopicPartition::new("jobs", p)).unwrap().committed)
+        .map(|p| {
+            queue
+                .describe_group("workers")
+                .unwrap()
+                .partitions
+                .iter()
+                .find(|l| l.partition == TopicPartition::new("jobs", p))
+                .unwrap()
+                .committed
+        })
         .collect();
     assert_eq!(committed, vec![Some(500); 4]);
 }

@@ -6,7 +6,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use streamlog::{
-    AssignmentStrategy, Consumer, ConsumerConfig, Error, OffsetReset, Queue, Record, RebalanceListener, TopicPartition,
+    AssignmentStrategy, Consumer, ConsumerConfig, Error, OffsetReset, Queue, RebalanceListener, Record, TopicPartition,
 };
 
 use crate::TempDir;
@@ -173,9 +173,12 @@ fn auto_commit_commits_what_earlier_polls_returned() {
     assert_eq!(queue.describe_group("g").unwrap().partitions[0].committed, Some(6), "close commits");
 }
 
+/// A listener call: which member, which event, which partitions.
+type ListenerCall = (String, &'static str, Vec<u32>);
+
 /// Records every listener call, in order, across members.
 #[derive(Clone, Default)]
-struct Journal(Arc<Mutex<Vec<(String, &'static str, Vec<u32>)>>>);
+struct Journal(Arc<Mutex<Vec<ListenerCall>>>);
 
 struct Recorder {
     name: String,

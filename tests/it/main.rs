@@ -42,8 +42,11 @@ impl Drop for TempDir {
 
 /// A consumer reading `partitions` of `topic` from the beginning.
 pub(crate) fn consumer_from_start(queue: &Queue, topic: &str, partitions: u32) -> Consumer {
-    let mut consumer =
-        queue.consumer(ConsumerConfig::new("tests").auto_offset_reset(OffsetReset::Earliest).max_poll_records(10_000).auto_commit(None)).unwrap();
+    let mut consumer = queue
+        .consumer(
+            ConsumerConfig::new("tests").auto_offset_reset(OffsetReset::Earliest).max_poll_records(10_000).auto_commit(None),
+        )
+        .unwrap();
     let tps: Vec<_> = (0..partitions).map(|p| TopicPartition::new(topic, p)).collect();
     consumer.assign(&tps).unwrap();
     consumer
