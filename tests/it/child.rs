@@ -73,6 +73,7 @@ fn entry() {
         "produce" => produce(&args),
         "send-after" => send_after(&args),
         "member" => member(&args),
+        "commit" => commit(&args),
         other => panic!("unknown child role {other}"),
     }
 }
@@ -230,4 +231,22 @@ fn member(args: &[String]) {
     }
     consumer.close().unwrap();
     journal.line(format_args!("closed"));
+}
+
+/// `commit DIR START DURABILITY`: commits offsets START, START+1, ... for partitions 0 to 2 of
+/// topic `t` in group `ledger`, all three in one commit, printing each value once it returned.
+fn commit(args: &[String]) {
+    let [dir, start, durability] = args else { panic!("bad arguments {args:?}") };
+    let durability = if durability == "sync" { Durability::Sync } else { Durability::Buffered };
+    let queue = Queue::open(Path::new(dir)).unwrap();
+    let config = ConsumerConfig::new("ledger").auto_commit(None).commit_durability(durability);
+    let mut consumer = queue.consumer(config).unwrap();
+    let tps: Vec<TopicPartition> = (0..3).map(|p| TopicPartition::new("t", p)).collect();
+    let mut out = std::io::stdout().lock();
+    for value in start.parse::<u64>().unwrap().. {
+        let offsets: Vec<(TopicPartition, u64)> = tps.iter().map(|tp| (tp.clone(), value)).collect();
+        consumer.commit_offsets(&offsets).unwrap();
+        writeln!(out, "{value}").unwrap();
+        out.flush().unwrap();
+    }
 }

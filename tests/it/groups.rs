@@ -339,3 +339,127 @@ fn describe_group_shows_members_owners_and_lag() {
     assert!(matches!(queue.describe_group("nobody"), Err(Error::UnknownGroup(_))));
     assert!(matches!(queue.consumer(ConsumerConfig::new("../escape")), Err(Error::InvalidGroupName { .. })));
 }
+
+mod model {
+    //! The group protocol against its invariants, under random joins, leaves, polls and commits
+    //! by several members driven from one thread.
+
+    use super::*;
+    use proptest::prelude::*;
+
+    #[derive(Debug, Clone)]
+    enum Op {
+        Join(usize),
+        Close(usize),
+        Poll(usize),
+        Commit(usize),
+    }
+
+    fn op() -> impl Strategy<Value = Op> {
+        prop_oneof![
+            2 => (0usize..4).prop_map(Op::Join),
+            1 => (0usize..4).prop_map(Op::Close),
+            6 => (0usize..4).prop_map(Op::Poll),
+            2 => (0usize..4).prop_map(Op::Commit),
+        ]
+    }
+
+    fn strategy() -> impl Strategy<Value = AssignmentStrategy> {
+        prop_oneof![
+            Just(AssignmentStrategy::CooperativeSticky),
+            Just(AssignmentStrategy::Range),
+            Just(AssignmentStrategy::RoundRobin)
+        ]
+    }
+
+    /// No partition is owned twice, and what the consumers hold is exactly what the group says
+    /// they own. (A member may own a partition no longer assigned to it until its next poll.)
+    fn check_ownership(queue: &Queue, members: &[Option<Consumer>]) -> Result<(), TestCaseError> {
+        let group = match queue.describe_group("model") {
+            Err(Error::UnknownGroup(_)) if members.iter().all(Option::is_none) => return Ok(()),
+            result => result.unwrap(),
+        };
+        let mut owned: Vec<TopicPartition> = Vec::new();
+        for member in &group.members {
+            owned.extend(member.owned.iter().cloned());
+        }
+        let mut held: Vec<TopicPartition> = members.iter().flatten().flat_map(|c| c.assignment()).collect();
+        owned.sort();
+        held.sort();
+        let unique: BTreeSet<&TopicPartition> = owned.iter().collect();
+        prop_assert_eq!(unique.len(), owned.len(), "a partition is owned twice");
+        prop_assert_eq!(owned, held);
+        Ok(())
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 64, ..ProptestConfig::default() })]
+
+        #[test]
+        fn ownership_stays_exclusive_and_every_record_is_read(
+            strategy in strategy(),
+            partitions in 1u32..7,
+            ops in prop::collection::vec(op(), 1..40),
+        ) {
+            let dir = TempDir::new("group-model");
+            let queue = Queue::open(dir.path()).unwrap();
+            fill(&queue, "orders", partitions, 3);
+            let config = config("model").assignment_strategy(strategy);
+            let mut members: Vec<Option<Consumer>> = (0..4).map(|_| None).collect();
+            let mut read: BTreeSet<(u32, u64)> = BTreeSet::new();
+            for op in ops {
+                match op {
+                    Op::Join(i) if members[i].is_none() => {
+                        let mut consumer = queue.consumer(config.clone()).unwrap();
+                        consumer.subscribe(&["orders"]).unwrap();
+                        members[i] = Some(consumer);
+                    }
+                    Op::Close(i) => {
+                        if let Some(consumer) = members[i].take() {
+                            consumer.close().unwrap();
+                        }
+                    }
+                    Op::Poll(i) => {
+                        if let Some(consumer) = &mut members[i] {
+                            read.extend(consumer.poll(Duration::ZERO).unwrap().iter().map(|r| (r.partition(), r.offset())));
+                        }
+                    }
+                    Op::Commit(i) => {
+                        if let Some(consumer) = &mut members[i] {
+                            // Refused right after a rebalance this member has not seen yet.
+                            match consumer.commit() {
+                                Ok(()) | Err(Error::CommitFailed { .. }) => {}
+                                Err(e) => panic!("{e}"),
+                            }
+                        }
+                    }
+                    Op::Join(_) => {}
+                }
+                check_ownership(&queue, &members)?;
+            }
+            // Let everyone catch up: then every partition is owned, the counts are balanced,
+            // and every record has been read by someone.
+            if members.iter().all(Option::is_none) {
+                members[0] = Some(queue.consumer(config.clone()).unwrap());
+                members[0].as_mut().unwrap().subscribe(&["orders"]).unwrap();
+            }
+            let live = members.iter().flatten().count() as u32;
+            let give_up = Instant::now() + Duration::from_secs(20);
+            loop {
+                for consumer in members.iter_mut().flatten() {
+                    read.extend(consumer.poll(Duration::from_millis(1)).unwrap().iter().map(|r| (r.partition(), r.offset())));
+                }
+                check_ownership(&queue, &members)?;
+                let counts: Vec<u32> = members.iter().flatten().map(|c| c.assignment().len() as u32).collect();
+                let settled = counts.iter().sum::<u32>() == partitions
+                    && counts.iter().max().unwrap() - counts.iter().min().unwrap() <= 1
+                    && counts.iter().filter(|&&c| c > 0).count() as u32 == live.min(partitions)
+                    && read.len() as u32 == partitions * 3;
+                if settled {
+                    break;
+                }
+                prop_assert!(Instant::now() < give_up, "never settled: {counts:?}, read {}", read.len());
+            }
+        }
+    }
+}

@@ -9,6 +9,7 @@ mod disk_full;
 mod group_processes;
 mod groups;
 mod model;
+mod offsets;
 mod processes;
 
 use std::path::{Path, PathBuf};
