@@ -319,12 +319,12 @@ impl Tally {
         }
         let twice: BTreeSet<usize> = (0..JOBS).filter(|&job| self.times_done[job] > 1).collect();
         let unexplained = twice.difference(&self.uncommitted[VICTIM]).count();
-        println!(
-            "{} jobs were processed twice: {} of them by w{} after its last commit, {unexplained} otherwise",
-            twice.len(),
-            twice.len() - unexplained,
-            VICTIM + 1
-        );
+        let killed = format!("w{}, processed after its last commit", VICTIM + 1);
+        match (twice.len(), unexplained) {
+            (0, _) => println!("no job was processed twice"),
+            (n, 0) => println!("{n} jobs were processed twice, all of them first by {killed}"),
+            (n, u) => println!("{n} jobs were processed twice: {} first by {killed}, {u} for other reasons", n - u),
+        }
         let missing = self.times_done.iter().filter(|&&times| times == 0).count();
         if missing > 0 {
             return Err(format!("{missing} of the {JOBS} jobs were never processed").into());
