@@ -558,6 +558,10 @@ fn prepare_group_file(file: &File, path: &Path, epoch: u64) -> Result<()> {
         let mut head = [0u8; 48];
         file.read_exact_at(&mut head, 0)
             .map_err(|_| Error::ForeignFile { path: path.to_path_buf(), reason: format!("only {length} bytes long") })?;
+        if head.iter().all(|&b| b == 0) {
+            // A file whose rebuild never wrote its header (a crash mid-way): build it again.
+            return initialize_group_file(file, path, epoch, &carried);
+        }
         if head[0..8] != GROUP_MAGIC {
             return Err(Error::ForeignFile { path: path.to_path_buf(), reason: "wrong magic number".into() });
         }
@@ -573,10 +577,15 @@ fn prepare_group_file(file: &File, path: &Path, epoch: u64) -> Result<()> {
             carried.next_member_id = previous.next_member_id.max(1);
         }
     }
+    initialize_group_file(file, path, epoch, &carried)
+}
+
+/// Writes an empty group file for `epoch` that carries `carried`'s counters.
+fn initialize_group_file(file: &File, path: &Path, epoch: u64, carried: &GroupState) -> Result<()> {
     file.set_len(0).during("reset", path)?;
     // Only the mapped part is allocated up front; the state copies are written with pwrite.
     sys::reserve(file, BLOBS_AT as u64).during("reserve space for", path)?;
-    let bytes = format::encode_group_state(&carried);
+    let bytes = format::encode_group_state(carried);
     let mut head = [0u8; 64];
     head[0..8].copy_from_slice(&GROUP_MAGIC);
     head[8..10].copy_from_slice(&FORMAT_VERSION.to_le_bytes());

@@ -340,6 +340,24 @@ fn describe_group_shows_members_owners_and_lag() {
     assert!(matches!(queue.consumer(ConsumerConfig::new("../escape")), Err(Error::InvalidGroupName { .. })));
 }
 
+#[test]
+fn damaged_or_foreign_group_files_are_reported() {
+    use std::os::unix::fs::FileExt;
+    let dir = TempDir::new("group-damaged");
+    let path = dir.path().join("groups").join("g").join("group");
+    let queue = Queue::open(dir.path()).unwrap();
+    let mut consumer = queue.consumer(config("g")).unwrap();
+    consumer.subscribe(&["orders"]).unwrap();
+    // A damaged state copy (36,864 is where the first copy starts) is found by its checksum.
+    std::fs::OpenOptions::new().write(true).open(&path).unwrap().write_all_at(b"garbage!", 36_864 + 8).unwrap();
+    std::fs::OpenOptions::new().write(true).open(&path).unwrap().write_all_at(b"garbage!", 36_864 + (1 << 20) + 8).unwrap();
+    assert!(matches!(queue.describe_group("g"), Err(Error::Corrupt { .. })));
+    drop((consumer, queue));
+    std::fs::write(&path, b"this is not a group file, though it is long enough for a header").unwrap();
+    let queue = Queue::open(dir.path()).unwrap();
+    assert!(matches!(queue.consumer(config("g")), Err(Error::ForeignFile { .. })));
+}
+
 mod model {
     //! The group protocol against its invariants, under random joins, leaves, polls and commits
     //! by several members driven from one thread.
