@@ -196,6 +196,9 @@ struct Subscription {
     seen_change: u32,
     /// Whether it owns its whole assignment of `generation`.
     complete: bool,
+    /// Set while it commits and calls `on_revoked` before giving partitions up: commits of
+    /// partitions it still owns then go through even if the group moved on meanwhile.
+    revoking: bool,
     listener: Option<Box<dyn RebalanceListener>>,
 }
 
@@ -312,6 +315,7 @@ impl Consumer {
             generation: 0,
             seen_change: seen_change.wrapping_sub(1),
             complete: false,
+            revoking: false,
             listener: None,
         });
         Ok(())
@@ -350,13 +354,10 @@ impl Consumer {
     }
 
     fn leave_group(&mut self) -> Result<()> {
-        // Catch up with the current generation first, so the last commit is not refused as stale.
-        let _ = self.sync_group();
         let valid = self.subscription.as_ref().and_then(|s| s.member.as_ref()).is_some_and(|m| self.group.is_member(m));
         let owned = self.assignment();
         if valid && !owned.is_empty() {
-            self.auto_commit_now();
-            self.notify(&owned, |listener, consumer, partitions| listener.on_revoked(consumer, partitions));
+            self.before_revoke(&owned);
         }
         self.assigned.clear();
         let Some(mut subscription) = self.subscription.take() else {
@@ -425,8 +426,10 @@ impl Consumer {
         let store = &self.group.offsets;
         let end = match &self.subscription {
             None => store.commit(offsets, 0, 0)?,
-            Some(Subscription { member: Some(member), generation, .. }) => {
-                self.group.fenced(member, *generation, || store.commit(offsets, member.id, *generation))?
+            Some(Subscription { member: Some(member), generation, revoking, .. }) => {
+                let partitions: Vec<TopicPartition> = offsets.iter().map(|(tp, _)| tp.clone()).collect();
+                let revoking = revoking.then_some(partitions.as_slice());
+                self.group.fenced(member, *generation, revoking, || store.commit(offsets, member.id, *generation))?
             }
             Some(Subscription { member: None, .. }) => {
                 return Err(Error::CommitFailed {
@@ -536,8 +539,7 @@ impl Consumer {
             };
             subscription.generation = generation;
             if !revoked.is_empty() {
-                self.auto_commit_now();
-                self.notify(&revoked, |listener, consumer, partitions| listener.on_revoked(consumer, partitions));
+                self.before_revoke(&revoked);
                 let subscription = self.subscription.as_ref().expect("still subscribed");
                 self.group.release(subscription.member.as_ref().expect("a member"), &revoked)?;
                 self.assigned.retain(|a| !revoked.contains(&a.tp));
@@ -563,6 +565,25 @@ impl Consumer {
                 });
             }
             return Ok(());
+        }
+    }
+
+    /// Commits (with auto-commit) and calls `on_revoked` for partitions about to be given up.
+    fn before_revoke(&mut self, partitions: &[TopicPartition]) {
+        self.subscription.as_mut().expect("subscribed").revoking = true;
+        if self.config.auto_commit.is_some() {
+            self.last_auto_commit = Instant::now();
+            let offsets: Vec<(TopicPartition, u64)> = self
+                .assigned
+                .iter()
+                .filter(|a| partitions.contains(&a.tp))
+                .filter_map(|a| a.position.map(|p| (a.tp.clone(), p)))
+                .collect();
+            let _ = self.commit_offsets(&offsets);
+        }
+        self.notify(partitions, |listener, consumer, partitions| listener.on_revoked(consumer, partitions));
+        if let Some(subscription) = &mut self.subscription {
+            subscription.revoking = false;
         }
     }
 

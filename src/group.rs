@@ -373,9 +373,20 @@ impl Group {
         Ok(Some((free, complete)))
     }
 
-    /// Runs `commit` under the group lock if `member` is still in the group and `generation`
-    /// is current (zombie fencing); otherwise fails with `Error::CommitFailed`.
-    pub(crate) fn fenced<T>(&self, member: &Membership, generation: u64, commit: impl FnOnce() -> Result<T>) -> Result<T> {
+    /// Runs `commit` of `partitions` under the group lock if `member` is still in the group
+    /// and either `generation` is current or, with `revoking`, the member still owns every one
+    /// of `partitions` (zombie fencing); otherwise fails with `Error::CommitFailed`.
+    ///
+    /// The exception is for commits made while revoking: the partitions have not moved yet, so
+    /// the commit is safe, and refusing it because yet another rebalance began meanwhile would
+    /// make their next owner read again what this member already processed.
+    pub(crate) fn fenced<T>(
+        &self,
+        member: &Membership,
+        generation: u64,
+        revoking: Option<&[TopicPartition]>,
+        commit: impl FnOnce() -> Result<T>,
+    ) -> Result<T> {
         let guard = self.lock()?;
         let fail = |reason: String| Err(Error::CommitFailed { group: self.name.clone(), reason });
         if !self.is_member(member) {
@@ -387,7 +398,17 @@ impl Group {
         }
         let current = self.generation();
         if current != generation {
-            return fail(format!("the group rebalanced (generation {generation} is now {current}); poll, then commit again"));
+            let still_owned = match revoking {
+                Some(partitions) => {
+                    let state = guard.state()?;
+                    let me = state.members.iter().find(|m| m.id == member.id);
+                    me.is_some_and(|me| partitions.iter().all(|tp| me.owned.contains(tp)))
+                }
+                None => false,
+            };
+            if !still_owned {
+                return fail(format!("the group rebalanced (generation {generation} is now {current}); poll, then commit again"));
+            }
         }
         let result = commit();
         drop(guard);

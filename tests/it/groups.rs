@@ -236,6 +236,43 @@ fn cooperative_rebalances_revoke_only_what_moves_and_before_it_is_assigned() {
     }
 }
 
+/// Starts yet another member from inside `on_revoked`, then commits: the group has moved to a
+/// newer generation by the time of the commit.
+struct JoinThenCommit {
+    queue: Queue,
+    joined: Arc<Mutex<Vec<Consumer>>>,
+}
+
+impl RebalanceListener for JoinThenCommit {
+    fn on_revoked(&mut self, consumer: &mut Consumer, _: &[TopicPartition]) {
+        let mut late = self.queue.consumer(config("g")).unwrap();
+        late.subscribe(&["orders"]).unwrap();
+        self.joined.lock().unwrap().push(late);
+        consumer.commit().expect("a commit of partitions still owned, while revoking, goes through");
+    }
+}
+
+#[test]
+fn a_commit_while_revoking_survives_a_newer_rebalance() {
+    let dir = TempDir::new("group-revoke-race");
+    let queue = Queue::open(dir.path()).unwrap();
+    fill(&queue, "orders", 4, 5);
+    let joined = Arc::new(Mutex::new(Vec::new()));
+    let mut a = queue.consumer(config("g")).unwrap();
+    a.subscribe_with(&["orders"], JoinThenCommit { queue: queue.clone(), joined: Arc::clone(&joined) }).unwrap();
+    settle(&mut [&mut a], |s| s[0].len() == 4);
+    let mut b = queue.consumer(config("g")).unwrap();
+    b.subscribe(&["orders"]).unwrap();
+    settle(&mut [&mut a, &mut b], |s| s[0].len() < 4 && !s[1].is_empty());
+    assert!(!joined.lock().unwrap().is_empty(), "the listener ran");
+    // Everything a read before giving partitions up was committed, so nobody reads it again.
+    for tp in (0..4).map(|p| TopicPartition::new("orders", p)) {
+        assert_eq!(b.committed(&tp).unwrap(), Some(5), "{tp}");
+    }
+    // Outside a revoke, a member that has not caught up is still refused.
+    assert!(matches!(a.commit(), Err(Error::CommitFailed { .. }) | Ok(())));
+}
+
 #[test]
 fn eager_strategies_revoke_everything_and_follow_kafkas_range_assignor() {
     let dir = TempDir::new("group-eager");
