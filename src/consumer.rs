@@ -243,6 +243,8 @@ pub struct Consumer {
     next_first: usize,
     subscription: Option<Subscription>,
     last_auto_commit: Instant,
+    /// Set while a rebalance listener runs, which may not poll or change the subscription.
+    in_listener: bool,
 }
 
 impl Consumer {
@@ -257,6 +259,7 @@ impl Consumer {
             next_first: 0,
             subscription: None,
             last_auto_commit: Instant::now(),
+            in_listener: false,
         })
     }
 
@@ -264,6 +267,7 @@ impl Consumer {
     /// already assigned keep their positions; new ones start at the group's committed offset,
     /// or per the reset policy.
     pub fn assign(&mut self, partitions: &[TopicPartition]) -> Result<()> {
+        self.not_in_listener()?;
         if self.subscription.is_some() {
             return Err(Error::IllegalState("assign cannot be used while the consumer is subscribed; unsubscribe first"));
         }
@@ -288,6 +292,7 @@ impl Consumer {
     /// member. Topics may be created later; the group rebalances when they appear. Calling it
     /// again replaces the subscription.
     pub fn subscribe(&mut self, topics: &[&str]) -> Result<()> {
+        self.not_in_listener()?;
         if self.subscription.is_none() && !self.assigned.is_empty() {
             return Err(Error::IllegalState("subscribe cannot be used after assign; assign an empty list first"));
         }
@@ -333,6 +338,7 @@ impl Consumer {
     /// Leaves the group (revoking every partition, after an automatic commit if enabled); the
     /// consumer can then `assign` or `subscribe` again.
     pub fn unsubscribe(&mut self) -> Result<()> {
+        self.not_in_listener()?;
         self.leave_group()
     }
 
@@ -451,7 +457,8 @@ impl Consumer {
     /// sent by any thread or process wake the wait at once. A subscribed consumer also takes
     /// part in its group here: it joins, gives up and takes partitions, and calls its listener.
     pub fn poll(&mut self, timeout: Duration) -> Result<Records> {
-        let deadline = Instant::now() + timeout;
+        self.not_in_listener()?;
+        let deadline = Instant::now().checked_add(timeout).unwrap_or_else(far_future);
         let mut records = Records::with_capacity(self.config.max_poll_records.min(1 << 16));
         if let Some(interval) = self.config.auto_commit
             && self.last_auto_commit.elapsed() >= interval
@@ -480,6 +487,15 @@ impl Consumer {
                 self.wait(deadline);
             }
         }
+    }
+
+    fn not_in_listener(&self) -> Result<()> {
+        if self.in_listener {
+            return Err(Error::IllegalState(
+                "a rebalance listener may commit, seek and ask for positions, but not poll, assign or change the subscription",
+            ));
+        }
+        Ok(())
     }
 
     /// Whether this consumer may keep what it read: it is not subscribed, or still a member.
@@ -545,16 +561,20 @@ impl Consumer {
                 self.assigned.retain(|a| !revoked.contains(&a.tp));
             }
             let subscription = self.subscription.as_ref().expect("still subscribed");
-            let Some((taken, complete)) = self.group.acquire(subscription.member.as_ref().expect("a member"), generation)? else {
+            let Some((owned, complete)) = self.group.acquire(subscription.member.as_ref().expect("a member"), generation)? else {
                 continue;
             };
-            self.subscription.as_mut().expect("still subscribed").complete = complete;
+            // Everything owned but not read yet: what was just taken, and anything an earlier
+            // poll took but failed to start (it is retried until it starts).
+            let taken: Vec<TopicPartition> = owned.into_iter().filter(|tp| !self.assigned.iter().any(|a| &a.tp == tp)).collect();
+            self.subscription.as_mut().expect("still subscribed").complete = false;
             let mut clamped = Vec::new();
             for tp in &taken {
                 let (assignment, clamp) = self.start(tp)?;
                 self.assigned.push(assignment);
                 clamped.extend(clamp.map(|(committed, end)| (tp.clone(), committed, end)));
             }
+            self.subscription.as_mut().expect("still subscribed").complete = complete;
             self.next_first = 0;
             if !taken.is_empty() {
                 self.notify(&taken, |listener, consumer, partitions| listener.on_assigned(consumer, partitions));
@@ -609,7 +629,9 @@ impl Consumer {
         let Some(mut listener) = self.subscription.as_mut().and_then(|s| s.listener.take()) else {
             return;
         };
+        self.in_listener = true;
         call(listener.as_mut(), self, partitions);
+        self.in_listener = false;
         if let Some(subscription) = &mut self.subscription {
             subscription.listener.get_or_insert(listener);
         }
@@ -667,7 +689,8 @@ impl Consumer {
             if change != subscription.seen_change {
                 deadline = Instant::now();
             }
-            deadline = deadline.min(Instant::now() + Duration::from_secs(1));
+            // Wake in time to note the poll before `max_poll_interval` runs out.
+            deadline = deadline.min(Instant::now() + (self.config.max_poll_interval / 2).min(Duration::from_secs(1)));
         }
         // Re-check after registering: a record published before registration is seen here,
         // and one published after it wakes the futex.
@@ -691,6 +714,11 @@ impl Drop for Consumer {
         // session to time out; nobody is left to hear an error.
         let _ = self.leave_group();
     }
+}
+
+/// A deadline no poll reaches: about thirty years from now.
+fn far_future() -> Instant {
+    Instant::now() + Duration::from_secs(30 * 365 * 24 * 3600)
 }
 
 /// Reads what is available from one partition into `records`, up to `max_poll_records` in all.

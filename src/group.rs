@@ -45,12 +45,14 @@ const EPOCH_AT: usize = 16;
 const CHANGE_SEQ_AT: usize = 24;
 const ACTIVE_HALF_AT: usize = 32;
 const GENERATION_AT: usize = 40;
+const MEMBER_COUNT_AT: usize = 48;
 const MUTEX_AT: usize = 64;
 const SLOTS_AT: usize = 128;
 const SLOT_BYTES: usize = 32;
 const BLOBS_AT: usize = (SLOTS_AT + MAX_GROUP_MEMBERS * SLOT_BYTES).next_multiple_of(4096);
-/// Room for one copy of the group state, length and checksum included.
-const BLOB_BYTES: usize = 1 << 20;
+/// Room for one copy of the group state, length and checksum included. The file is sparse:
+/// only what a state needs is ever written.
+const BLOB_BYTES: usize = 64 << 20;
 
 // Fields of a member slot.
 const SLOT_MEMBER_ID: usize = 0;
@@ -116,13 +118,14 @@ pub(crate) enum View {
 }
 
 /// Looks up how many partitions a topic has; `None` if it does not exist.
-pub(crate) type PartitionCounts<'a> = &'a dyn Fn(&str) -> Option<u32>;
+pub(crate) type PartitionCounts<'a> = &'a dyn Fn(&str) -> Result<Option<u32>>;
 
 /// One group as this process sees it; shared by every consumer of the group in the process.
 pub(crate) struct Group {
     pub(crate) name: String,
-    map: SharedMap,
+    // Declared before `map`, so that it is dropped first.
     mutex: RobustMutex,
+    map: SharedMap,
     path: PathBuf,
     members_lock: PathBuf,
     /// An open `members.lock` holding no lock, for asking whether a member's byte is locked.
@@ -171,8 +174,8 @@ impl Group {
         let probe = open_members_lock(&members_lock)?;
         Ok(Group {
             name: name.to_owned(),
-            map: SharedMap(map),
             mutex,
+            map: SharedMap(map),
             path,
             members_lock,
             probe,
@@ -185,13 +188,31 @@ impl Group {
 
     fn lock(&self) -> Result<GroupGuard<'_>> {
         let outcome = self.mutex.lock().during("take the group lock in", &self.path)?;
+        self.locked(outcome)
+    }
+
+    /// The lock if it is free now; the keeper never waits for it, so that a holder that is
+    /// stopped (SIGSTOP) cannot stop this process's heartbeats.
+    fn try_lock(&self) -> Result<Option<GroupGuard<'_>>> {
+        match self.mutex.try_lock().during("take the group lock in", &self.path)? {
+            Some(outcome) => self.locked(outcome).map(Some),
+            None => Ok(None),
+        }
+    }
+
+    fn locked(&self, outcome: Locked) -> Result<GroupGuard<'_>> {
         let mut guard = GroupGuard { group: self, changed: false };
         if let Locked::OwnerDied = outcome {
             self.mutex.mark_consistent().during("recover the group lock in", &self.path)?;
-            // The stored state is whole (a dying writer never flipped to a half-written copy),
-            // but a joiner may have died after claiming a slot and before storing itself.
+            // The stored state is whole (a dying writer never flipped to a half-written copy).
+            // What it may have left undone: the mirrors of the state in the head, a slot claimed
+            // by a joiner that never stored itself, or a slot cleared for a member still in the
+            // state (the keeper notices the member count and expels such a ghost). Waking
+            // everyone lets sleepers look again.
             guard.changed = true;
             let state = guard.state()?;
+            self.map.word64(GENERATION_AT).store(state.generation, Ordering::Release);
+            self.map.word64(MEMBER_COUNT_AT).store(state.members.len() as u64, Ordering::Release);
             for slot in 0..MAX_GROUP_MEMBERS as u32 {
                 let id = self.slot_word(slot, SLOT_MEMBER_ID);
                 let claimed = id.load(Ordering::Acquire);
@@ -201,6 +222,14 @@ impl Group {
             }
         }
         Ok(guard)
+    }
+
+    /// Clears the slots of members removed from the stored state. Only after the store: a
+    /// cleared slot whose member is still in the state would hide it from the keeper.
+    fn clear_slots(&self, removed: &[(u32, u64)]) {
+        for &(slot, id) in removed {
+            let _ = self.slot_word(slot, SLOT_MEMBER_ID).compare_exchange(id, 0, Ordering::AcqRel, Ordering::Relaxed);
+        }
     }
 
     fn slot_word(&self, slot: u32, field: usize) -> &AtomicU64 {
@@ -241,9 +270,11 @@ impl Group {
         let mut guard = self.lock()?;
         let mut state = guard.state()?;
         let now = sys::monotonic_now_ns();
-        if self.expel_dead(&mut state, now) {
-            rebalance(&mut state, counts);
+        let expelled = self.expel_dead(&mut state, now);
+        if !expelled.is_empty() {
+            rebalance(&mut state, counts)?;
             guard.store(&state)?;
+            self.clear_slots(&expelled);
         }
         match state.strategy {
             Some(strategy) if !state.members.is_empty() && strategy != request.strategy => {
@@ -285,8 +316,8 @@ impl Group {
             assigned: Vec::new(),
             owned: Vec::new(),
         });
-        rebalance(&mut state, counts);
-        if let Err(error) = guard.store(&state) {
+        let stored = rebalance(&mut state, counts).and_then(|()| guard.store(&state));
+        if let Err(error) = stored {
             self.slot_word(slot, SLOT_MEMBER_ID).store(0, Ordering::Release);
             return Err(error);
         }
@@ -302,9 +333,9 @@ impl Group {
         let before = state.members.len();
         state.members.retain(|m| m.id != member.id);
         if state.members.len() != before {
-            self.slot_word(member.slot, SLOT_MEMBER_ID).store(0, Ordering::Release);
-            rebalance(&mut state, counts);
+            rebalance(&mut state, counts)?;
             guard.store(&state)?;
+            self.clear_slots(&[(member.slot, member.id)]);
         }
         // Dropping `member` closes its lock file only now, after its slot was cleared.
         drop(guard);
@@ -320,7 +351,7 @@ impl Group {
             && me.subscription != topics
         {
             me.subscription = topics.to_vec();
-            rebalance(&mut state, counts);
+            rebalance(&mut state, counts)?;
             guard.store(&state)?;
         }
         Ok(())
@@ -350,27 +381,28 @@ impl Group {
     }
 
     /// Takes ownership of every partition assigned to the member in `generation` that nobody
-    /// owns. Returns what it took and whether it now owns its whole assignment, or `None` if
-    /// the generation moved on (look at the group again) or the member was expelled.
+    /// owns. Returns everything the member owns now and whether that is its whole assignment,
+    /// or `None` if the generation moved on (look at the group again) or the member was expelled.
     pub(crate) fn acquire(&self, member: &Membership, generation: u64) -> Result<Option<(Vec<TopicPartition>, bool)>> {
         let mut guard = self.lock()?;
         let mut state = guard.state()?;
         if state.generation != generation || !self.is_member(member) {
             return Ok(None);
         }
-        let taken: BTreeSet<&TopicPartition> = state.members.iter().flat_map(|m| &m.owned).collect();
-        let Some(me) = state.members.iter().find(|m| m.id == member.id) else {
+        let taken: BTreeSet<TopicPartition> = state.members.iter().flat_map(|m| m.owned.iter().cloned()).collect();
+        let Some(me) = state.members.iter_mut().find(|m| m.id == member.id) else {
             return Ok(None);
         };
         let free: Vec<TopicPartition> = me.assigned.iter().filter(|tp| !taken.contains(tp)).cloned().collect();
-        let complete = me.assigned.iter().all(|tp| me.owned.contains(tp) || free.contains(tp));
-        if !free.is_empty() {
-            let me = state.members.iter_mut().find(|m| m.id == member.id).expect("found above");
-            me.owned.extend(free.iter().cloned());
-            me.owned.sort();
+        let took = !free.is_empty();
+        me.owned.extend(free);
+        me.owned.sort();
+        let complete = me.assigned.iter().all(|tp| me.owned.contains(tp));
+        let owned = me.owned.clone();
+        if took {
             guard.store(&state)?;
         }
-        Ok(Some((free, complete)))
+        Ok(Some((owned, complete)))
     }
 
     /// Runs `commit` of `partitions` under the group lock if `member` is still in the group
@@ -389,7 +421,7 @@ impl Group {
     ) -> Result<T> {
         let guard = self.lock()?;
         let fail = |reason: String| Err(Error::CommitFailed { group: self.name.clone(), reason });
-        if !self.is_member(member) {
+        if !self.is_member(member) || !self.heartbeat_fresh(member.slot, sys::monotonic_now_ns()) {
             return fail(format!(
                 "member {} was removed from the group (it left, its session timed out, or it did not poll within \
                  max_poll_interval); poll to rejoin",
@@ -416,72 +448,88 @@ impl Group {
     }
 
     /// The keeper's periodic work: heartbeats for this process's members, expulsion of dead or
-    /// silent members in any process, and a rebalance when subscribed topics change.
+    /// silent members in any process, and a rebalance when subscribed topics change. It never
+    /// waits for the group lock: when another holds it, the rest waits for the next tick.
     pub(crate) fn tick(&self, counts: PartitionCounts<'_>) -> Result<()> {
         let now = sys::monotonic_now_ns();
         for &(slot, id) in self.local.lock().iter() {
-            if self.slot_word(slot, SLOT_MEMBER_ID).load(Ordering::Acquire) == id {
+            // A member whose own heartbeat is already too old (this whole process was stopped)
+            // must not revive itself: it is dead to the group and is expelled below.
+            if self.slot_word(slot, SLOT_MEMBER_ID).load(Ordering::Acquire) == id && self.heartbeat_fresh(slot, now) {
                 self.slot_word(slot, SLOT_HEARTBEAT_NS).store(now, Ordering::Relaxed);
             }
         }
-        let mut needs_work = (0..MAX_GROUP_MEMBERS as u32).any(|slot| {
+        let mut claimed = 0;
+        let mut needs_work = false;
+        for slot in 0..MAX_GROUP_MEMBERS as u32 {
             let id = self.slot_word(slot, SLOT_MEMBER_ID).load(Ordering::Acquire);
-            id != 0 && !self.slot_alive(slot, id, now)
-        });
+            if id != 0 {
+                claimed += 1;
+                needs_work |= !self.slot_alive(slot, id, now);
+            }
+        }
+        // A member in the state without its slot (its remover died half-way) is a ghost.
+        needs_work |= claimed != self.map.word64(MEMBER_COUNT_AT).load(Ordering::Acquire);
+        // Taking the lock also repairs it if its last holder died.
+        let Some(mut guard) = self.try_lock()? else {
+            return Ok(());
+        };
         let generation = self.generation();
         if self.seen.lock().0 != generation {
-            let state = self.lock()?.state()?;
+            let state = guard.state()?;
             let subscribed: BTreeSet<String> = state.members.iter().flat_map(|m| m.subscription.iter().cloned()).collect();
             *self.seen.lock() = (state.generation, subscribed, state.topics);
         }
         {
             let seen = self.seen.lock();
-            let current: BTreeMap<String, u32> = seen.1.iter().filter_map(|t| counts(t).map(|n| (t.clone(), n))).collect();
-            needs_work |= current != seen.2;
+            needs_work |= current_counts(seen.1.iter(), counts)? != seen.2;
         }
         if needs_work {
-            let mut guard = self.lock()?;
             let mut state = guard.state()?;
             let expelled = self.expel_dead(&mut state, now);
-            let subscribed: BTreeSet<&String> = state.members.iter().flat_map(|m| &m.subscription).collect();
-            let current: BTreeMap<String, u32> =
-                subscribed.into_iter().filter_map(|t| counts(t).map(|n| (t.clone(), n))).collect();
-            if expelled || current != state.topics {
-                rebalance(&mut state, counts);
+            let current = current_counts(state.members.iter().flat_map(|m| &m.subscription), counts)?;
+            if !expelled.is_empty() || current != state.topics {
+                rebalance(&mut state, counts)?;
                 guard.store(&state)?;
+                self.clear_slots(&expelled);
             }
         }
         Ok(())
     }
 
+    /// Whether the member in `slot` heartbeated within its session timeout.
+    fn heartbeat_fresh(&self, slot: u32, now: u64) -> bool {
+        let age_ms = now.saturating_sub(self.slot_word(slot, SLOT_HEARTBEAT_NS).load(Ordering::Relaxed)) / 1_000_000;
+        age_ms <= self.slot_limit_ms(slot, SLOT_SESSION_TIMEOUT_MS)
+    }
+
     /// Whether the member in `slot` with `id` is alive: its process holds its lock, and it
     /// heartbeated within its session timeout and polled within its max poll interval.
     fn slot_alive(&self, slot: u32, id: u64, now: u64) -> bool {
-        if self.slot_word(slot, SLOT_MEMBER_ID).load(Ordering::Acquire) != id {
+        if self.slot_word(slot, SLOT_MEMBER_ID).load(Ordering::Acquire) != id || !self.heartbeat_fresh(slot, now) {
             return false;
         }
-        let age_ms = |field| now.saturating_sub(self.slot_word(slot, field).load(Ordering::Relaxed)) / 1_000_000;
-        if age_ms(SLOT_HEARTBEAT_NS) > self.slot_limit_ms(slot, SLOT_SESSION_TIMEOUT_MS)
-            || age_ms(SLOT_POLLED_NS) > self.slot_limit_ms(slot, SLOT_MAX_POLL_INTERVAL_MS)
-        {
+        let polled_ms = now.saturating_sub(self.slot_word(slot, SLOT_POLLED_NS).load(Ordering::Relaxed)) / 1_000_000;
+        if polled_ms > self.slot_limit_ms(slot, SLOT_MAX_POLL_INTERVAL_MS) {
             return false;
         }
         // An error asking the kernel counts as alive: expelling a live member is the worse mistake.
         sys::byte_locked_elsewhere(&self.probe, u64::from(slot)).unwrap_or(true)
     }
 
-    /// Removes members that are not alive (see `slot_alive`), freeing their partitions.
-    /// Returns whether any was removed. The caller holds the lock.
-    fn expel_dead(&self, state: &mut GroupState, now: u64) -> bool {
-        let before = state.members.len();
+    /// Removes members that are not alive (see `slot_alive`), freeing their partitions, and
+    /// returns their (slot, id) for `clear_slots` once the state is stored. The caller holds
+    /// the lock.
+    fn expel_dead(&self, state: &mut GroupState, now: u64) -> Vec<(u32, u64)> {
+        let mut expelled = Vec::new();
         state.members.retain(|m| {
             let alive = self.slot_alive(m.slot, m.id, now);
             if !alive {
-                let _ = self.slot_word(m.slot, SLOT_MEMBER_ID).compare_exchange(m.id, 0, Ordering::AcqRel, Ordering::Relaxed);
+                expelled.push((m.slot, m.id));
             }
             alive
         });
-        state.members.len() != before
+        expelled
     }
 
     /// The whole state, for `describe_group`.
@@ -520,6 +568,7 @@ impl GroupGuard<'_> {
         group.file.write_all_at(&blob, blob_at(next)).during("write the group state to", &group.path)?;
         active.store(next, Ordering::Release);
         group.map.word64(GENERATION_AT).store(state.generation, Ordering::Release);
+        group.map.word64(MEMBER_COUNT_AT).store(state.members.len() as u64, Ordering::Release);
         self.changed = true;
         Ok(())
     }
@@ -548,9 +597,8 @@ fn read_state(file: &File, path: &Path, half: u64) -> Result<GroupState> {
 }
 
 /// Recomputes the assignment for the current members and topics, and starts a new generation.
-fn rebalance(state: &mut GroupState, counts: PartitionCounts<'_>) {
-    let subscribed: BTreeSet<&String> = state.members.iter().flat_map(|m| &m.subscription).collect();
-    let topics: BTreeMap<String, u32> = subscribed.into_iter().filter_map(|t| counts(t).map(|n| (t.clone(), n))).collect();
+fn rebalance(state: &mut GroupState, counts: PartitionCounts<'_>) -> Result<()> {
+    let topics = current_counts(state.members.iter().flat_map(|m| &m.subscription), counts)?;
     if state.members.is_empty() {
         state.strategy = None;
     }
@@ -563,6 +611,20 @@ fn rebalance(state: &mut GroupState, counts: PartitionCounts<'_>) {
     }
     state.topics = topics;
     state.generation += 1;
+    Ok(())
+}
+
+/// The partition counts of the existing ones among `topics`.
+fn current_counts<'a>(topics: impl Iterator<Item = &'a String>, counts: PartitionCounts<'_>) -> Result<BTreeMap<String, u32>> {
+    let mut current = BTreeMap::new();
+    for topic in topics {
+        if !current.contains_key(topic)
+            && let Some(count) = counts(topic)?
+        {
+            current.insert(topic.clone(), count);
+        }
+    }
+    Ok(current)
 }
 
 fn open_members_lock(path: &Path) -> Result<File> {

@@ -377,8 +377,12 @@ impl QueueInner {
     }
 
     /// How many partitions each topic has, for the group assignor; `None` for a missing topic.
-    pub(crate) fn partition_counts(&self) -> impl Fn(&str) -> Option<u32> + '_ {
-        |topic| self.topic(topic).ok().map(|t| t.config.partitions)
+    pub(crate) fn partition_counts(&self) -> impl Fn(&str) -> Result<Option<u32>> + '_ {
+        |topic| match self.topic(topic) {
+            Ok(topic) => Ok(Some(topic.config.partitions)),
+            Err(Error::UnknownTopic(_)) => Ok(None),
+            Err(error) => Err(error),
+        }
     }
 
     /// The named consumer group, opened (and created) on first use.
@@ -488,8 +492,11 @@ impl QueueInner {
 
 impl Drop for QueueInner {
     fn drop(&mut self) {
-        // Dropping the senders stops the flusher (after one last sync) and the keeper.
-        self.flusher.lock().take();
+        // The flusher cannot reach this queue any more (its handle is gone): sync here what it
+        // would have synced last. Dropping the senders stops it and the keeper.
+        if self.flusher.lock().take().is_some() {
+            let _ = self.sync_dirty();
+        }
         self.keeper.lock().take();
         self.sealer.wait();
     }

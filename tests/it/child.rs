@@ -74,6 +74,7 @@ fn entry() {
         "send-after" => send_after(&args),
         "member" => member(&args),
         "commit" => commit(&args),
+        "churn" => churn(&args),
         other => panic!("unknown child role {other}"),
     }
 }
@@ -248,5 +249,25 @@ fn commit(args: &[String]) {
         consumer.commit_offsets(&offsets).unwrap();
         writeln!(out, "{value}").unwrap();
         out.flush().unwrap();
+    }
+}
+
+/// `churn DIR SESSION_MS`: forever joins group `workers` on topic `jobs`, polls, commits and
+/// closes, as fast as it can, so that a kill or a stop often lands while it holds the group lock.
+fn churn(args: &[String]) {
+    let [dir, session_ms] = args else { panic!("bad arguments {args:?}") };
+    let queue = Queue::open(Path::new(dir)).unwrap();
+    let config = ConsumerConfig::new("workers")
+        .auto_offset_reset(OffsetReset::Earliest)
+        .auto_commit(None)
+        .session_timeout(Duration::from_millis(session_ms.parse().unwrap()));
+    loop {
+        let mut consumer = queue.consumer(config.clone()).unwrap();
+        consumer.subscribe(&["jobs"]).unwrap();
+        for _ in 0..5 {
+            consumer.poll(Duration::from_millis(1)).unwrap();
+            let _ = consumer.commit();
+        }
+        consumer.close().unwrap();
     }
 }

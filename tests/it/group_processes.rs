@@ -245,3 +245,63 @@ fn a_paused_member_is_fenced_and_told_it_lost_its_partitions() {
         .collect();
     assert_eq!(committed, vec![Some(500); 4]);
 }
+
+/// Counts `on_lost` calls.
+struct LostCounter(std::sync::Arc<std::sync::atomic::AtomicUsize>);
+
+impl streamlog::RebalanceListener for LostCounter {
+    fn on_lost(&mut self, _: &mut streamlog::Consumer, _: &[TopicPartition]) {
+        self.0.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
+#[test]
+fn members_killed_or_stopped_at_random_moments_never_wedge_the_group() {
+    let dir = TempDir::new("group-churn");
+    std::fs::create_dir_all(dir.path()).unwrap();
+    let queue = Queue::open(dir.path()).unwrap();
+    produce(&queue, 4, 10);
+    let lost = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let config = streamlog::ConsumerConfig::new("workers").auto_commit(None).session_timeout(Duration::from_millis(1500));
+    let mut steady = queue.consumer(config).unwrap();
+    steady.subscribe_with(&["jobs"], LostCounter(std::sync::Arc::clone(&lost))).unwrap();
+    let mut rng = 0x2545_f491_4f6c_dd1du64 ^ u64::from(std::process::id());
+    for round in 0..16 {
+        let mut churn = child::spawn("churn", &[dir.path().display().to_string(), "700".into()]);
+        let _reaper = Reaper(vec![churn.id()]);
+        rng ^= rng << 13;
+        rng ^= rng >> 7;
+        rng ^= rng << 17;
+        let run_for = Duration::from_millis(20 + rng % 80);
+        let started = Instant::now();
+        while started.elapsed() < run_for {
+            steady.poll(Duration::from_millis(2)).unwrap();
+        }
+        if round % 2 == 1 {
+            // Stopped, possibly holding the group lock, for longer than either session timeout:
+            // the steady member must keep its heartbeat going meanwhile.
+            // SAFETY: kill has no memory preconditions.
+            unsafe { libc::kill(churn.id() as libc::pid_t, libc::SIGSTOP) };
+            let stopped = Instant::now();
+            while stopped.elapsed() < Duration::from_millis(2000) {
+                steady.poll(Duration::from_millis(10)).unwrap();
+            }
+            // SAFETY: as above.
+            unsafe { libc::kill(churn.id() as libc::pid_t, libc::SIGCONT) };
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        churn.kill().unwrap();
+        churn.wait().unwrap();
+        // The group recovers whatever the child held: the steady member gets every partition
+        // back and can commit.
+        let give_up = Instant::now() + Duration::from_secs(10);
+        loop {
+            steady.poll(Duration::from_millis(10)).unwrap();
+            if steady.assignment().len() == 4 && steady.commit().is_ok() {
+                break;
+            }
+            assert!(Instant::now() < give_up, "round {round}: the group is wedged: {:?}", queue.describe_group("workers"));
+        }
+    }
+    assert_eq!(lost.load(std::sync::atomic::Ordering::Relaxed), 0, "the steady member was expelled");
+}

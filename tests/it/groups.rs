@@ -385,14 +385,128 @@ fn damaged_or_foreign_group_files_are_reported() {
     let queue = Queue::open(dir.path()).unwrap();
     let mut consumer = queue.consumer(config("g")).unwrap();
     consumer.subscribe(&["orders"]).unwrap();
-    // A damaged state copy (36,864 is where the first copy starts) is found by its checksum.
+    // Damaged state copies (36,864 is where the first starts, the second 64 MiB later) are
+    // found by their checksums.
     std::fs::OpenOptions::new().write(true).open(&path).unwrap().write_all_at(b"garbage!", 36_864 + 8).unwrap();
-    std::fs::OpenOptions::new().write(true).open(&path).unwrap().write_all_at(b"garbage!", 36_864 + (1 << 20) + 8).unwrap();
+    std::fs::OpenOptions::new().write(true).open(&path).unwrap().write_all_at(b"garbage!", 36_864 + (64 << 20) + 8).unwrap();
     assert!(matches!(queue.describe_group("g"), Err(Error::Corrupt { .. })));
     drop((consumer, queue));
     std::fs::write(&path, b"this is not a group file, though it is long enough for a header").unwrap();
     let queue = Queue::open(dir.path()).unwrap();
     assert!(matches!(queue.consumer(config("g")), Err(Error::ForeignFile { .. })));
+}
+
+#[test]
+fn a_member_whose_slot_vanished_is_expelled_and_rejoins() {
+    use std::os::unix::fs::FileExt;
+    let dir = TempDir::new("group-ghost");
+    let queue = Queue::open(dir.path()).unwrap();
+    fill(&queue, "orders", 2, 1);
+    let mut a = queue.consumer(config("g")).unwrap();
+    let mut b = queue.consumer(config("g")).unwrap();
+    a.subscribe(&["orders"]).unwrap();
+    b.subscribe(&["orders"]).unwrap();
+    settle(&mut [&mut a, &mut b], |s| s[0].len() == 1 && s[1].len() == 1);
+    // Clear b's slot (the second, at byte 128 + 32) behind the group's back, as a remover that
+    // died half-way would: the keeper must notice that the state lists a member without a slot.
+    let group_file = std::fs::OpenOptions::new().write(true).open(dir.path().join("groups/g/group")).unwrap();
+    group_file.write_all_at(&0u64.to_le_bytes(), 128 + 32).unwrap();
+    let give_up = Instant::now() + Duration::from_secs(20);
+    while a.assignment().len() < 2 {
+        assert!(Instant::now() < give_up, "the ghost kept its partition");
+        a.poll(Duration::from_millis(20)).unwrap();
+    }
+    settle(&mut [&mut a, &mut b], |s| s[0].len() == 1 && s[1].len() == 1);
+}
+
+#[test]
+fn a_blocking_poll_counts_as_polling() {
+    let dir = TempDir::new("group-blocking-poll");
+    let queue = Queue::open(dir.path()).unwrap();
+    queue.create_topic("orders", 1).unwrap();
+    let mut consumer = queue.consumer(config("g").max_poll_interval(Duration::from_millis(600))).unwrap();
+    consumer
+        .subscribe_with(&["orders"], Recorder { name: "c".into(), journal: Journal::default(), commit_on_revoke: false })
+        .unwrap();
+    consumer.poll(Duration::from_millis(100)).unwrap();
+    let generation = queue.describe_group("g").unwrap().generation;
+    for _ in 0..3 {
+        assert!(consumer.poll(Duration::from_millis(700)).unwrap().is_empty());
+    }
+    assert_eq!(queue.describe_group("g").unwrap().generation, generation, "the waiting member was expelled");
+    // Records already there come back at once, whatever the timeout.
+    queue.producer().send("orders", Record::new(b"now")).unwrap();
+    assert_eq!(consumer.poll(Duration::MAX).unwrap().len(), 1);
+}
+
+#[test]
+fn closing_an_expelled_member_does_not_rejoin() {
+    let dir = TempDir::new("group-close-expelled");
+    let queue = Queue::open(dir.path()).unwrap();
+    fill(&queue, "orders", 2, 1);
+    let mut a = queue.consumer(config("g").max_poll_interval(Duration::from_millis(500))).unwrap();
+    let mut b = queue.consumer(config("g")).unwrap();
+    a.subscribe(&["orders"]).unwrap();
+    b.subscribe(&["orders"]).unwrap();
+    settle(&mut [&mut a, &mut b], |s| s[0].len() == 1 && s[1].len() == 1);
+    let give_up = Instant::now() + Duration::from_secs(20);
+    while b.assignment().len() < 2 {
+        assert!(Instant::now() < give_up, "a was never expelled");
+        b.poll(Duration::from_millis(20)).unwrap();
+    }
+    let generation = queue.describe_group("g").unwrap().generation;
+    a.close().unwrap();
+    assert_eq!(queue.describe_group("g").unwrap().generation, generation);
+}
+
+/// Tries everything a listener may not do, and one thing it may.
+struct Reentrant(Arc<Mutex<Vec<String>>>);
+
+impl RebalanceListener for Reentrant {
+    fn on_assigned(&mut self, consumer: &mut Consumer, partitions: &[TopicPartition]) {
+        let mut outcomes = self.0.lock().unwrap();
+        outcomes.push(format!("{:?}", consumer.poll(Duration::ZERO).map(|r| r.len())));
+        outcomes.push(format!("{:?}", consumer.unsubscribe()));
+        outcomes.push(format!("{:?}", consumer.subscribe(&["other"])));
+        outcomes.push(format!("{:?}", consumer.seek(&partitions[0], 1)));
+    }
+}
+
+#[test]
+fn a_listener_may_seek_but_not_poll_or_resubscribe() {
+    let dir = TempDir::new("group-reentrant");
+    let queue = Queue::open(dir.path()).unwrap();
+    fill(&queue, "orders", 1, 3);
+    let outcomes = Arc::new(Mutex::new(Vec::new()));
+    let mut consumer = queue.consumer(config("g")).unwrap();
+    consumer.subscribe_with(&["orders"], Reentrant(Arc::clone(&outcomes))).unwrap();
+    let records = consumer.poll(Duration::from_secs(5)).unwrap();
+    assert_eq!(records.iter().map(|r| r.offset()).collect::<Vec<_>>(), [1, 2], "the seek took effect");
+    let outcomes = outcomes.lock().unwrap().clone();
+    assert!(outcomes[..3].iter().all(|o| o.starts_with("Err(IllegalState")), "{outcomes:?}");
+    assert_eq!(outcomes[3], "Ok(())");
+}
+
+#[test]
+fn a_partition_that_failed_to_start_is_retried() {
+    let dir = TempDir::new("group-start-retry");
+    let queue = Queue::open(dir.path()).unwrap();
+    fill(&queue, "orders", 2, 2);
+    let hidden = dir.path().join("hidden");
+    let partition = dir.path().join("topics/orders/1");
+    std::fs::rename(&partition, &hidden).unwrap();
+    // A second handle, as another process would have: it has not opened the partition yet.
+    let other = Queue::open(dir.path()).unwrap();
+    let mut consumer = other.consumer(config("g")).unwrap();
+    consumer.subscribe(&["orders"]).unwrap();
+    assert!(consumer.poll(Duration::from_millis(50)).is_err(), "partition 1 cannot be opened");
+    std::fs::rename(&hidden, &partition).unwrap();
+    let mut read = BTreeSet::new();
+    let give_up = Instant::now() + Duration::from_secs(20);
+    while read.len() < 4 {
+        assert!(Instant::now() < give_up, "read only {read:?}");
+        read.extend(consumer.poll(Duration::from_millis(20)).unwrap().iter().map(|r| (r.partition(), r.offset())));
+    }
 }
 
 mod model {
