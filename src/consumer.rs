@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 use crate::assignor::AssignmentStrategy;
 use crate::error::{Error, Result};
 use crate::group::{Group, JoinRequest, Membership, View};
+use crate::offsets;
 use crate::partition::{Cursor, Partition};
 use crate::producer::Durability;
 use crate::queue::Queue;
@@ -204,6 +205,9 @@ struct Subscription {
 
 struct Assignment {
     tp: TopicPartition,
+    /// The id of the topic this partition belongs to: if the topic is deleted (and perhaps
+    /// created again), this assignment is over.
+    topic_id: u64,
     partition: Arc<Partition>,
     /// The next offset to return; `None` until the reset policy gives one.
     position: Option<u64>,
@@ -245,6 +249,8 @@ pub struct Consumer {
     last_auto_commit: Instant,
     /// Set while a rebalance listener runs, which may not poll or change the subscription.
     in_listener: bool,
+    /// The queue's topic-change counter when the assigned topics were last checked.
+    topics_version: u64,
 }
 
 impl Consumer {
@@ -260,6 +266,7 @@ impl Consumer {
             subscription: None,
             last_auto_commit: Instant::now(),
             in_listener: false,
+            topics_version: 0,
         })
     }
 
@@ -431,11 +438,13 @@ impl Consumer {
         }
         let store = &self.group.offsets;
         let end = match &self.subscription {
-            None => store.commit(offsets, 0, 0)?,
+            None => store.commit(offsets, 0, 0, |tp| self.queue.inner.topic_id(tp.topic()))?,
             Some(Subscription { member: Some(member), generation, revoking, .. }) => {
                 let partitions: Vec<TopicPartition> = offsets.iter().map(|(tp, _)| tp.clone()).collect();
                 let revoking = revoking.then_some(partitions.as_slice());
-                self.group.fenced(member, *generation, revoking, || store.commit(offsets, member.id, *generation))?
+                self.group.fenced(member, *generation, revoking, || {
+                    store.commit(offsets, member.id, *generation, |tp| self.queue.inner.topic_id(tp.topic()))
+                })?
             }
             Some(Subscription { member: None, .. }) => {
                 return Err(Error::CommitFailed {
@@ -450,7 +459,8 @@ impl Consumer {
     /// The group's committed offset for `partition` (the next offset to read), from any
     /// thread or process; `None` if none was committed.
     pub fn committed(&self, partition: &TopicPartition) -> Result<Option<u64>> {
-        self.group.offsets.committed(partition)
+        let entry = self.group.offsets.committed(partition)?;
+        Ok(offsets::applicable(entry, self.queue.inner.topic_id(partition.topic())))
     }
 
     /// Returns the records available now, or waits up to `timeout` for some to arrive. Records
@@ -467,6 +477,7 @@ impl Consumer {
         }
         let mut spins = 0u32;
         loop {
+            self.drop_deleted_topics()?;
             self.sync_group()?;
             self.fetch(&mut records)?;
             if !records.is_empty() && !self.still_member() {
@@ -486,6 +497,31 @@ impl Consumer {
             } else {
                 self.wait(deadline);
             }
+        }
+    }
+
+    /// After any process changed topics: stops reading partitions whose topic was deleted (or
+    /// deleted and created again), and reports the first such topic as `Error::UnknownTopic`.
+    /// A subscribed consumer's group then rebalances them away.
+    fn drop_deleted_topics(&mut self) -> Result<()> {
+        let version = self.queue.inner.topics_version();
+        if version == self.topics_version {
+            return Ok(());
+        }
+        self.topics_version = version;
+        let queue = &self.queue.inner;
+        let mut deleted = None;
+        self.assigned.retain(|a| {
+            let alive = queue.topic(a.tp.topic()).is_ok_and(|t| t.id == a.topic_id && a.tp.partition() < t.config.partitions);
+            if !alive {
+                deleted.get_or_insert_with(|| a.tp.topic().to_owned());
+            }
+            alive
+        });
+        self.next_first = 0;
+        match deleted {
+            Some(topic) => Err(Error::UnknownTopic(topic)),
+            None => Ok(()),
         }
     }
 
@@ -569,12 +605,25 @@ impl Consumer {
             let taken: Vec<TopicPartition> = owned.into_iter().filter(|tp| !self.assigned.iter().any(|a| &a.tp == tp)).collect();
             self.subscription.as_mut().expect("still subscribed").complete = false;
             let mut clamped = Vec::new();
-            for tp in &taken {
-                let (assignment, clamp) = self.start(tp)?;
+            let mut started = Vec::with_capacity(taken.len());
+            let mut all_started = true;
+            for tp in taken {
+                let (assignment, clamp) = match self.start(&tp) {
+                    Ok(started) => started,
+                    // Its topic was just deleted: the group is about to take it away (until
+                    // then, `complete` stays false and it is tried again).
+                    Err(Error::UnknownTopic(_) | Error::PartitionOutOfRange { .. }) => {
+                        all_started = false;
+                        continue;
+                    }
+                    Err(error) => return Err(error),
+                };
                 self.assigned.push(assignment);
                 clamped.extend(clamp.map(|(committed, end)| (tp.clone(), committed, end)));
+                started.push(tp);
             }
-            self.subscription.as_mut().expect("still subscribed").complete = complete;
+            let taken = started;
+            self.subscription.as_mut().expect("still subscribed").complete = complete && all_started;
             self.next_first = 0;
             if !taken.is_empty() {
                 self.notify(&taken, |listener, consumer, partitions| listener.on_assigned(consumer, partitions));
@@ -642,14 +691,15 @@ impl Consumer {
     /// (committed, end) so the listener can be told.
     fn start(&self, tp: &TopicPartition) -> Result<(Assignment, Option<(u64, u64)>)> {
         let partition = self.queue.inner.partition(tp)?;
-        let committed = self.group.offsets.committed(tp)?;
+        let committed = self.committed(tp)?;
         let end = partition.tail().end_offset;
         let (position, clamped) = match committed {
             Some(committed) if committed > end => (Some(end), Some((committed, end))),
             Some(committed) if committed >= partition.start_offset() => (Some(committed), None),
             _ => (None, None),
         };
-        Ok((Assignment { tp: tp.clone(), partition, position, cursor: None }, clamped))
+        let topic_id = self.queue.inner.topic_id(tp.topic());
+        Ok((Assignment { tp: tp.clone(), topic_id, partition, position, cursor: None }, clamped))
     }
 
     /// Reads what is available from every assigned partition, up to `max_poll_records`. A

@@ -10,10 +10,10 @@ use crate::assignor::AssignmentStrategy;
 use crate::error::{Error, Result};
 use crate::group::{GroupState, MemberState};
 use crate::record::Record;
-use crate::topic::{TopicConfig, TopicPartition};
+use crate::topic::{CleanupPolicy, TopicConfig, TopicPartition};
 
 /// The format version this build writes and the only one it reads.
-pub(crate) const FORMAT_VERSION: u16 = 1;
+pub(crate) const FORMAT_VERSION: u16 = 2;
 
 pub(crate) const QUEUE_MAGIC: [u8; 8] = *b"SLOGQUE\0";
 pub(crate) const TOPIC_MAGIC: [u8; 8] = *b"SLOGTOP\0";
@@ -21,8 +21,10 @@ pub(crate) const SEGMENT_MAGIC: [u8; 8] = *b"SLOGSEG\0";
 pub(crate) const INDEX_MAGIC: [u8; 8] = *b"SLOGIDX\0";
 pub(crate) const STATE_MAGIC: [u8; 8] = *b"SLOGSTA\0";
 pub(crate) const GROUP_MAGIC: [u8; 8] = *b"SLOGGRP\0";
+pub(crate) const QUEUE_STATE_MAGIC: [u8; 8] = *b"SLOGQST\0";
 
 pub(crate) const QUEUE_META_FILE: &str = "streamlog.meta";
+pub(crate) const QUEUE_STATE_FILE: &str = "queue.state";
 pub(crate) const OPEN_LOCK_FILE: &str = "open.lock";
 pub(crate) const USERS_LOCK_FILE: &str = "users.lock";
 pub(crate) const TOPICS_DIR: &str = "topics";
@@ -184,9 +186,12 @@ pub(crate) fn decode_queue_meta(bytes: &[u8], path: &Path) -> Result<u64> {
 /// ```text
 /// 0 magic [8]   8 version u16   10 reserved u16   12 partitions u32
 /// 16 segment_bytes u64   24 segment_ms u64   32 max_record_bytes u32   36 index_interval_bytes u32
-/// 40 reserved [84]   124 crc32 of bytes 0..124
+/// 40 retention_ms u64   48 retention_bytes u64   56 cleanup_policy u8   57 reserved [3]
+/// 60 min_cleanable_dirty_ppm u32   64 min_compaction_lag_ms u64   72 delete_retention_ms u64
+/// 80 topic_id u64 (unique per creation: a topic deleted and created again is another topic)
+/// 88 reserved [36]   124 crc32 of bytes 0..124
 /// ```
-pub(crate) fn encode_topic_meta(config: &TopicConfig) -> [u8; TOPIC_META_BYTES] {
+pub(crate) fn encode_topic_meta(config: &TopicConfig, topic_id: u64) -> [u8; TOPIC_META_BYTES] {
     let mut out = [0u8; TOPIC_META_BYTES];
     out[0..8].copy_from_slice(&TOPIC_MAGIC);
     out[8..10].copy_from_slice(&FORMAT_VERSION.to_le_bytes());
@@ -195,12 +200,20 @@ pub(crate) fn encode_topic_meta(config: &TopicConfig) -> [u8; TOPIC_META_BYTES] 
     out[24..32].copy_from_slice(&config.segment_ms.to_le_bytes());
     out[32..36].copy_from_slice(&config.max_record_bytes.to_le_bytes());
     out[36..40].copy_from_slice(&config.index_interval_bytes.to_le_bytes());
+    out[40..48].copy_from_slice(&config.retention_ms.to_le_bytes());
+    out[48..56].copy_from_slice(&config.retention_bytes.to_le_bytes());
+    out[56] = config.cleanup_policy.code();
+    out[60..64].copy_from_slice(&config.min_cleanable_dirty_ppm.to_le_bytes());
+    out[64..72].copy_from_slice(&config.min_compaction_lag_ms.to_le_bytes());
+    out[72..80].copy_from_slice(&config.delete_retention_ms.to_le_bytes());
+    out[80..88].copy_from_slice(&topic_id.to_le_bytes());
     let crc = crc32fast::hash(&out[0..124]);
     out[124..128].copy_from_slice(&crc.to_le_bytes());
     out
 }
 
-pub(crate) fn decode_topic_meta(bytes: &[u8], path: &Path) -> Result<TopicConfig> {
+/// Returns a topic's configuration and id.
+pub(crate) fn decode_topic_meta(bytes: &[u8], path: &Path) -> Result<(TopicConfig, u64)> {
     check_magic_and_version(bytes, TOPIC_MAGIC, path)?;
     if bytes.len() != TOPIC_META_BYTES {
         return Err(Error::corrupt(path, 0, format!("topic metadata is {} bytes, expected {TOPIC_META_BYTES}", bytes.len())));
@@ -212,9 +225,15 @@ pub(crate) fn decode_topic_meta(bytes: &[u8], path: &Path) -> Result<TopicConfig
         .segment_bytes(u64_at(bytes, 16))
         .segment_ms(u64_at(bytes, 24))
         .max_record_bytes(u32_at(bytes, 32))
-        .index_interval_bytes(u32_at(bytes, 36));
+        .index_interval_bytes(u32_at(bytes, 36))
+        .retention_ms(u64_at(bytes, 40))
+        .retention_bytes(u64_at(bytes, 48))
+        .cleanup_policy(CleanupPolicy::from_code(bytes[56]).ok_or_else(|| Error::corrupt(path, 56, "unknown cleanup policy"))?)
+        .min_compaction_lag_ms(u64_at(bytes, 64))
+        .delete_retention_ms(u64_at(bytes, 72));
+    let config = TopicConfig { min_cleanable_dirty_ppm: u32_at(bytes, 60), ..config };
     config.validate().map_err(|e| Error::corrupt(path, 12, e.to_string()))?;
-    Ok(config)
+    Ok((config, u64_at(bytes, 80)))
 }
 
 /// The fixed part of a record batch.
@@ -598,21 +617,25 @@ pub(crate) fn decode_commit_key(key: &[u8]) -> Option<TopicPartition> {
     Some(TopicPartition::new(topic, u32_at(key, 0)))
 }
 
-/// The value of a committed-offset record: the offset, then who committed it.
+/// The value of a committed-offset record: the offset, who committed it, and the id of the
+/// topic it was committed for (0 if the topic did not exist), so that a commit for a deleted
+/// topic does not apply to a new topic of the same name.
 ///
 /// ```text
-/// 0 offset u64   8 member_id u64   16 generation u64
+/// 0 offset u64   8 member_id u64   16 generation u64   24 topic_id u64
 /// ```
-pub(crate) fn encode_commit_value(offset: u64, member_id: u64, generation: u64) -> [u8; 24] {
-    let mut value = [0u8; 24];
+pub(crate) fn encode_commit_value(offset: u64, member_id: u64, generation: u64, topic_id: u64) -> [u8; 32] {
+    let mut value = [0u8; 32];
     value[0..8].copy_from_slice(&offset.to_le_bytes());
     value[8..16].copy_from_slice(&member_id.to_le_bytes());
     value[16..24].copy_from_slice(&generation.to_le_bytes());
+    value[24..32].copy_from_slice(&topic_id.to_le_bytes());
     value
 }
 
-pub(crate) fn decode_commit_value(value: &[u8]) -> Option<u64> {
-    (value.len() == 24).then(|| u64_at(value, 0))
+/// The offset and topic id of a committed-offset record.
+pub(crate) fn decode_commit_value(value: &[u8]) -> Option<(u64, u64)> {
+    (value.len() == 32).then(|| (u64_at(value, 0), u64_at(value, 24)))
 }
 
 pub(crate) fn u16_at(bytes: &[u8], at: usize) -> u16 {
@@ -678,7 +701,7 @@ mod tests {
         assert!(matches!(FileHeader::decode(&bytes, INDEX_MAGIC, path), Err(Error::ForeignFile { .. })));
         bytes[8] = 9;
         assert!(matches!(FileHeader::decode(&bytes, SEGMENT_MAGIC, path), Err(Error::IncompatibleVersion { found: 9, .. })));
-        bytes[8] = 1;
+        bytes[8] = FORMAT_VERSION as u8;
         bytes[36] ^= 4;
         assert_eq!(FileHeader::decode(&bytes, SEGMENT_MAGIC, path).unwrap(), header, "the synced marker is not checksummed");
         bytes[20] ^= 4;

@@ -23,6 +23,13 @@ const OFFSET_SEGMENT_BYTES: u64 = 16 << 20;
 /// The most partitions one commit may name (one batch must stay well under its size limit).
 pub(crate) const MAX_COMMIT_PARTITIONS: usize = 100_000;
 
+/// The offset of a committed entry `(offset, topic_id)` if it applies to the topic whose id is
+/// now `topic_id`: not if it was committed for an earlier topic of the same name. An id of 0
+/// (the topic did not exist at the commit, or does not now) matches any.
+pub(crate) fn applicable(entry: Option<(u64, u64)>, topic_id: u64) -> Option<u64> {
+    entry.filter(|&(_, committed_for)| committed_for == 0 || topic_id == 0 || committed_for == topic_id).map(|(offset, _)| offset)
+}
+
 /// The settings of an offset log.
 pub(crate) fn offset_log_config() -> TopicConfig {
     TopicConfig::new(1).segment_bytes(OFFSET_SEGMENT_BYTES)
@@ -39,7 +46,8 @@ struct View {
     cursor: Option<Cursor>,
     /// The log offset up to which `committed` is folded in.
     read_to: u64,
-    committed: HashMap<TopicPartition, u64>,
+    /// Per partition: the committed offset and the id of the topic it was committed for.
+    committed: HashMap<TopicPartition, (u64, u64)>,
 }
 
 impl OffsetStore {
@@ -47,9 +55,15 @@ impl OffsetStore {
         OffsetStore { log, view: Mutex::new(View::default()) }
     }
 
-    /// Appends one commit of `offsets` as a single batch; durable before returning with
-    /// `Durability::Sync`. Returns the log's end offset after the commit.
-    pub(crate) fn commit(&self, offsets: &[(TopicPartition, u64)], member_id: u64, generation: u64) -> Result<u64> {
+    /// Appends one commit of `offsets` as a single batch. `topic_id` gives each partition's
+    /// topic id. Returns the log's end offset after the commit (see `make_durable`).
+    pub(crate) fn commit(
+        &self,
+        offsets: &[(TopicPartition, u64)],
+        member_id: u64,
+        generation: u64,
+        topic_id: impl Fn(&TopicPartition) -> u64,
+    ) -> Result<u64> {
         if offsets.is_empty() {
             return Ok(self.log.tail().end_offset);
         }
@@ -60,8 +74,10 @@ impl OffsetStore {
             )));
         }
         let keys: Vec<Vec<u8>> = offsets.iter().map(|(tp, _)| format::encode_commit_key(tp)).collect();
-        let values: Vec<[u8; 24]> =
-            offsets.iter().map(|&(_, offset)| format::encode_commit_value(offset, member_id, generation)).collect();
+        let values: Vec<[u8; 32]> = offsets
+            .iter()
+            .map(|(tp, offset)| format::encode_commit_value(*offset, member_id, generation, topic_id(tp)))
+            .collect();
         let records: Vec<Record<'_>> = keys.iter().zip(&values).map(|(key, value)| Record::new(value).key(key)).collect();
         let now_ms = sys::coarse_now_ms();
         let timestamps = vec![now_ms; records.len()];
@@ -83,16 +99,16 @@ impl OffsetStore {
         self.log.sync_if_dirty()
     }
 
-    /// The committed offset of `partition`, including every commit published so far by any
-    /// thread or process.
-    pub(crate) fn committed(&self, partition: &TopicPartition) -> Result<Option<u64>> {
+    /// The committed offset of `partition` and the id of the topic it was committed for,
+    /// including every commit published so far by any thread or process.
+    pub(crate) fn committed(&self, partition: &TopicPartition) -> Result<Option<(u64, u64)>> {
         let mut view = self.view.lock();
         self.catch_up(&mut view)?;
         Ok(view.committed.get(partition).copied())
     }
 
     /// Every committed offset.
-    pub(crate) fn all(&self) -> Result<HashMap<TopicPartition, u64>> {
+    pub(crate) fn all(&self) -> Result<HashMap<TopicPartition, (u64, u64)>> {
         let mut view = self.view.lock();
         self.catch_up(&mut view)?;
         Ok(view.committed.clone())

@@ -43,6 +43,9 @@ struct Writer {
     buffer: Vec<u8>,
     /// The bytes after a large record's value.
     suffix: Vec<u8>,
+    /// The topic's settings, which `Queue::alter_topic` may change; segment sizes apply from
+    /// the next segment on.
+    config: TopicConfig,
 }
 
 /// The background threads that make sealed segments durable. Dropping the queue waits for
@@ -97,7 +100,6 @@ impl Cursor {
 pub(crate) struct Partition {
     pub(crate) id: TopicPartition,
     pub(crate) dir: PathBuf,
-    config: TopicConfig,
     state: SharedState,
     /// Known segments by base offset, mapped on first use.
     segments: RwLock<BTreeMap<u64, Option<Arc<Segment>>>>,
@@ -152,14 +154,18 @@ impl Partition {
         Ok(Partition {
             id,
             dir,
-            config,
             state,
             segments: RwLock::new(segments),
-            writer: Mutex::new(Writer { active, buffer: Vec::new(), suffix: Vec::new() }),
+            writer: Mutex::new(Writer { active, buffer: Vec::new(), suffix: Vec::new(), config }),
             users,
             sealer,
             dirty: AtomicBool::new(false),
         })
+    }
+
+    /// Applies changed topic settings (from `Queue::alter_topic`).
+    pub(crate) fn set_config(&self, config: TopicConfig) {
+        self.writer.lock().config = config;
     }
 
     /// The published tail of the log.
@@ -193,11 +199,14 @@ impl Partition {
         segment.note_reserved(tail.log_reserved_bytes, tail.index_reserved_bytes);
         let header_bytes = u64::from(FILE_HEADER_BYTES);
         let empty = tail.end_position == header_bytes;
-        let too_big = tail.end_position + batch_bytes > header_bytes + self.config.segment_bytes;
-        let too_old = now_ms.saturating_sub(segment.created_ms()) >= self.config.segment_ms;
+        // A segment made before `segment_bytes` grew is bounded by its own capacity.
+        let segment_bytes = writer.config.segment_bytes.min(segment.capacity_bytes() - header_bytes - MAX_BATCH_BYTES);
+        let too_big = tail.end_position + batch_bytes > header_bytes + segment_bytes;
+        let too_old = now_ms.saturating_sub(segment.created_ms()) >= writer.config.segment_ms;
         let sealed = (!empty && (too_big || too_old)).then(|| Arc::clone(&segment));
         if sealed.is_some() {
-            segment = self.roll(&guard, &mut tail, &mut writer.active, now_ms)?;
+            let Writer { active, config, .. } = &mut *writer;
+            segment = self.roll(&guard, &mut tail, active, config, now_ms)?;
         }
 
         let end = tail.end_position + batch_bytes;
@@ -232,7 +241,7 @@ impl Partition {
             });
             max_timestamp_ms
         };
-        self.index_batch(&segment, &mut tail, base_offset)?;
+        self.index_batch(&segment, &mut tail, base_offset, writer.config.index_interval_bytes)?;
         tail.end_offset += records.len() as u64;
         tail.end_position = end;
         tail.max_timestamp_ms = tail.max_timestamp_ms.max(max_timestamp_ms);
@@ -264,8 +273,8 @@ impl Partition {
     }
 
     /// Adds an index entry for the batch about to be published at the tail, if one is due.
-    fn index_batch(&self, segment: &Segment, tail: &mut Tail, base_offset: u64) -> Result<()> {
-        let due = tail.end_position - tail.last_indexed_position >= u64::from(self.config.index_interval_bytes);
+    fn index_batch(&self, segment: &Segment, tail: &mut Tail, base_offset: u64, interval_bytes: u32) -> Result<()> {
+        let due = tail.end_position - tail.last_indexed_position >= u64::from(interval_bytes);
         if !due || tail.index_count >= segment.index_capacity_entries() {
             return Ok(());
         }
@@ -303,6 +312,7 @@ impl Partition {
         guard: &AppendGuard<'_>,
         tail: &mut Tail,
         active: &mut Option<Arc<Segment>>,
+        config: &TopicConfig,
         now_ms: u64,
     ) -> Result<Arc<Segment>> {
         // A writer that died (or failed) half-way through a roll may have left the files of a
@@ -311,7 +321,7 @@ impl Partition {
         for base in list_segments(&self.dir)?.into_iter().filter(|&b| b > tail.active_base) {
             remove_segment_files(&self.dir, base)?;
         }
-        let (segment, new_tail) = new_segment(&self.dir, &self.id, &self.config, tail.end_offset, now_ms, &self.users)?;
+        let (segment, new_tail) = new_segment(&self.dir, &self.id, config, tail.end_offset, now_ms, &self.users)?;
         let segment = Arc::new(segment);
         *tail = new_tail;
         self.state.publish(guard, *tail);

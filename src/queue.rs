@@ -17,12 +17,14 @@ use crate::assignor::AssignmentStrategy;
 use crate::consumer::{Consumer, ConsumerConfig};
 use crate::error::{Error, IoContext, Result};
 use crate::format::{
-    self, GROUPS_DIR, OFFSETS_DIR, OPEN_LOCK_FILE, QUEUE_META_FILE, STAGING_DIR, TOPIC_META_FILE, TOPICS_DIR, USERS_LOCK_FILE,
+    self, GROUPS_DIR, OFFSETS_DIR, OPEN_LOCK_FILE, QUEUE_META_FILE, QUEUE_STATE_FILE, QUEUE_STATE_MAGIC, STAGING_DIR,
+    TOPIC_META_FILE, TOPICS_DIR, USERS_LOCK_FILE,
 };
 use crate::group::Group;
 use crate::offsets::{self, OffsetStore};
 use crate::partition::{Partition, Sealer};
 use crate::producer::{Producer, ProducerConfig};
+use crate::state::SharedMap;
 use crate::sys;
 use crate::topic::{TopicConfig, TopicPartition, validate_group_name, validate_topic_name};
 
@@ -57,6 +59,11 @@ pub struct Queue {
 pub(crate) struct QueueInner {
     dir: PathBuf,
     epoch: u64,
+    /// The shared `queue.state` mapping: its counter of topic changes (creations, deletions,
+    /// new settings, added partitions) tells every process when to reload what it cached.
+    shared: SharedMap,
+    /// The topic-change counter this process last reloaded its topics for.
+    topics_version: AtomicU64,
     users: Arc<DirLock>,
     sealer: Arc<Sealer>,
     topics: RwLock<HashMap<String, Arc<Topic>, BuildHasherDefault<NameHasher>>>,
@@ -71,6 +78,8 @@ pub(crate) struct QueueInner {
 pub(crate) struct Topic {
     pub(crate) name: String,
     pub(crate) config: TopicConfig,
+    /// Unique per creation: a topic deleted and created again under its name gets a new one.
+    pub(crate) id: u64,
     dir: PathBuf,
     partitions: Vec<OnceLock<Arc<Partition>>>,
 }
@@ -107,11 +116,16 @@ impl Queue {
             users.lock_shared().during("lock", &users_path)?;
             read_epoch(&dir)?.ok_or_else(|| Error::ForeignFile { path: dir.join(QUEUE_META_FILE), reason: "missing".into() })?
         };
+        let shared = open_queue_state(&dir);
         open_lock.unlock().during("unlock", &open_path)?;
+        let shared = shared?;
+        let topics_version = AtomicU64::new(shared.word64(TOPICS_VERSION_AT).load(Ordering::Acquire));
         Ok(Queue {
             inner: Arc::new(QueueInner {
                 dir,
                 epoch,
+                shared,
+                topics_version,
                 users: Arc::new(DirLock { _file: users }),
                 sealer: Arc::default(),
                 topics: RwLock::new(HashMap::default()),
@@ -145,7 +159,7 @@ impl Queue {
         fs::create_dir(&staging).during("create", &staging)?;
         let staged = (|| {
             let meta = staging.join(TOPIC_META_FILE);
-            fs::write(&meta, format::encode_topic_meta(&config)).during("write", &meta)?;
+            fs::write(&meta, format::encode_topic_meta(&config, new_topic_id())).during("write", &meta)?;
             File::open(&meta).and_then(|f| f.sync_all()).during("sync", &meta)?;
             for partition in 0..config.partitions {
                 let path = staging.join(partition.to_string());
@@ -167,7 +181,93 @@ impl Queue {
         }
         staged?;
         let topics = self.inner.dir.join(TOPICS_DIR);
-        sys::sync_directory(&topics).during("sync", &topics)
+        sys::sync_directory(&topics).during("sync", &topics)?;
+        self.inner.topics_changed();
+        Ok(())
+    }
+
+    /// Changes a topic's settings: `change` gets the current ones and returns the new ones. The
+    /// partition count cannot change here (see `add_partitions`); new segment sizes apply from
+    /// each partition's next segment. Every process sees the change on its next call.
+    ///
+    /// ```
+    /// # fn main() -> Result<(), streamlog::Error> {
+    /// # let dir = std::env::temp_dir().join(format!("streamlog-doc-alter-{}", std::process::id()));
+    /// let queue = streamlog::Queue::open(&dir)?;
+    /// queue.create_topic("users", 1)?;
+    /// queue.alter_topic("users", |config| config.retention_ms(3600 * 1000))?;
+    /// assert_eq!(queue.topic_config("users")?.retention(), 3600 * 1000);
+    /// # drop(queue); std::fs::remove_dir_all(&dir).unwrap();
+    /// # Ok(()) }
+    /// ```
+    pub fn alter_topic(&self, name: &str, change: impl FnOnce(TopicConfig) -> TopicConfig) -> Result<()> {
+        let _admin = self.inner.admin_lock()?;
+        let (config, id) = self.inner.read_topic_meta(name)?;
+        let altered = change(config.clone());
+        altered.validate()?;
+        if altered.partitions != config.partitions {
+            return Err(Error::InvalidConfig(format!(
+                "alter_topic cannot change the partition count of {name:?} ({} to {}); use add_partitions",
+                config.partitions, altered.partitions
+            )));
+        }
+        self.inner.write_topic_meta(name, &altered, id)?;
+        self.inner.topics_changed();
+        Ok(())
+    }
+
+    /// Grows a topic to `partitions` partitions. Partitions are never removed. Keyed records
+    /// go to the partition of their key's hash modulo the partition count, so after this, new
+    /// records of a key may go to another partition than its older records did (as in Kafka).
+    /// Consumer groups subscribed to the topic rebalance to include the new partitions.
+    pub fn add_partitions(&self, name: &str, partitions: u32) -> Result<()> {
+        let _admin = self.inner.admin_lock()?;
+        let (config, id) = self.inner.read_topic_meta(name)?;
+        if partitions <= config.partitions {
+            return Err(Error::InvalidConfig(format!(
+                "topic {name:?} has {} partitions; add_partitions only grows it, not to {partitions}",
+                config.partitions
+            )));
+        }
+        let grown = TopicConfig { partitions, ..config.clone() };
+        grown.validate()?;
+        let dir = self.inner.topic_dir(name);
+        for partition in config.partitions..partitions {
+            let path = dir.join(partition.to_string());
+            fs::create_dir_all(&path).during("create", &path)?;
+        }
+        sys::sync_directory(&dir).during("sync", &dir)?;
+        // The directories exist before the count that makes them part of the topic.
+        self.inner.write_topic_meta(name, &grown, id)?;
+        self.inner.topics_changed();
+        Ok(())
+    }
+
+    /// Deletes a topic and its records. Producers and consumers using it, in any process, get
+    /// `Error::UnknownTopic` on their next call; readers holding its records keep them valid
+    /// (files are unlinked, never shortened). Creating the name again starts a fresh log, and
+    /// committed offsets of the old topic no longer apply to it.
+    pub fn delete_topic(&self, name: &str) -> Result<()> {
+        validate_topic_name(name)?;
+        let _admin = self.inner.admin_lock()?;
+        let dir = self.inner.topic_dir(name);
+        if !dir.join(TOPIC_META_FILE).exists() {
+            return Err(Error::UnknownTopic(name.to_owned()));
+        }
+        static DELETED: AtomicU64 = AtomicU64::new(0);
+        let trash = self.inner.dir.join(STAGING_DIR).join(format!(
+            "deleted.{name}.{}.{}",
+            std::process::id(),
+            DELETED.fetch_add(1, Ordering::Relaxed)
+        ));
+        fs::rename(&dir, &trash).during("move away", &dir)?;
+        let topics = self.inner.dir.join(TOPICS_DIR);
+        sys::sync_directory(&topics).during("sync", &topics)?;
+        self.inner.topics_changed();
+        self.inner.topics.write().remove(name);
+        // Gone for everyone already; what is left is freeing the space (a crash here leaves it
+        // to the next process that opens the queue alone).
+        fs::remove_dir_all(&trash).during("remove", &trash)
     }
 
     /// The names of all topics, sorted.
@@ -263,7 +363,7 @@ impl Queue {
                 Err(Error::UnknownTopic(_) | Error::PartitionOutOfRange { .. }) => continue,
                 Err(error) => return Err(error),
             };
-            let committed = committed.get(&partition).copied();
+            let committed = offsets::applicable(committed.get(&partition).copied(), self.inner.topic_id(partition.topic()));
             lags.push(PartitionLag {
                 owner: state.members.iter().find(|m| m.owned.contains(&partition)).map(|m| m.id),
                 committed,
@@ -353,23 +453,97 @@ impl QueueInner {
         self.dir.join(TOPICS_DIR).join(name)
     }
 
-    /// The named topic, loaded from disk on first use.
+    /// The named topic, loaded from disk on first use, and again after any process changed
+    /// topics.
     pub(crate) fn topic(&self, name: &str) -> Result<Arc<Topic>> {
+        let version = self.shared.word64(TOPICS_VERSION_AT).load(Ordering::Acquire);
+        if self.topics_version.load(Ordering::Acquire) != version {
+            self.reload_topics(version)?;
+        }
         if let Some(topic) = self.topics.read().get(name) {
             return Ok(Arc::clone(topic));
         }
+        let (config, id) = self.read_topic_meta(name)?;
+        let partitions = (0..config.partitions).map(|_| OnceLock::new()).collect();
+        let topic = Arc::new(Topic { name: name.to_owned(), config, id, dir: self.topic_dir(name), partitions });
+        Ok(Arc::clone(self.topics.write().entry(name.to_owned()).or_insert(topic)))
+    }
+
+    /// Brings the cached topics up to date after a change by any process: deleted ones are
+    /// forgotten, changed ones get their new settings and partitions (keeping the partitions
+    /// already open).
+    fn reload_topics(&self, version: u64) -> Result<()> {
+        let mut topics = self.topics.write();
+        let names: Vec<String> = topics.keys().cloned().collect();
+        for name in names {
+            let cached = Arc::clone(&topics[&name]);
+            match self.read_topic_meta(&name) {
+                Ok((config, id)) if id == cached.id && config == cached.config => {}
+                Ok((config, id)) if id == cached.id => {
+                    let partitions = (0..config.partitions as usize)
+                        .map(|p| {
+                            let open = cached.partitions.get(p).and_then(OnceLock::get).cloned();
+                            if let Some(partition) = &open {
+                                partition.set_config(config.clone());
+                            }
+                            open.map_or_else(OnceLock::new, OnceLock::from)
+                        })
+                        .collect();
+                    let topic = Topic { name: name.clone(), config, id, dir: cached.dir.clone(), partitions };
+                    topics.insert(name, Arc::new(topic));
+                }
+                Ok(_) | Err(Error::UnknownTopic(_)) => {
+                    topics.remove(&name);
+                }
+                Err(error) => return Err(error),
+            }
+        }
+        self.topics_version.store(version, Ordering::Release);
+        Ok(())
+    }
+
+    /// The id of a topic, or 0 if it does not exist.
+    pub(crate) fn topic_id(&self, name: &str) -> u64 {
+        self.topic(name).map_or(0, |topic| topic.id)
+    }
+
+    /// Tells every process that topics changed.
+    fn topics_changed(&self) {
+        self.shared.word64(TOPICS_VERSION_AT).fetch_add(1, Ordering::AcqRel);
+    }
+
+    /// The counter of topic changes; when it moves, cached topic facts may be stale.
+    pub(crate) fn topics_version(&self) -> u64 {
+        self.shared.word64(TOPICS_VERSION_AT).load(Ordering::Acquire)
+    }
+
+    fn read_topic_meta(&self, name: &str) -> Result<(TopicConfig, u64)> {
         validate_topic_name(name)?;
+        let meta = self.topic_dir(name).join(TOPIC_META_FILE);
+        match fs::read(&meta) {
+            Ok(bytes) => format::decode_topic_meta(&bytes, &meta),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Err(Error::UnknownTopic(name.to_owned())),
+            Err(e) => Err(Error::io("read", &meta, e)),
+        }
+    }
+
+    /// Replaces a topic's metadata file atomically (a crash leaves the old one or the new one).
+    fn write_topic_meta(&self, name: &str, config: &TopicConfig, id: u64) -> Result<()> {
         let dir = self.topic_dir(name);
         let meta = dir.join(TOPIC_META_FILE);
-        let bytes = match fs::read(&meta) {
-            Ok(bytes) => bytes,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Err(Error::UnknownTopic(name.to_owned())),
-            Err(e) => return Err(Error::io("read", &meta, e)),
-        };
-        let config = format::decode_topic_meta(&bytes, &meta)?;
-        let partitions = (0..config.partitions).map(|_| OnceLock::new()).collect();
-        let topic = Arc::new(Topic { name: name.to_owned(), config, dir, partitions });
-        Ok(Arc::clone(self.topics.write().entry(name.to_owned()).or_insert(topic)))
+        let temporary = dir.join(format!("{TOPIC_META_FILE}.tmp"));
+        fs::write(&temporary, format::encode_topic_meta(config, id)).during("write", &temporary)?;
+        File::open(&temporary).and_then(|f| f.sync_all()).during("sync", &temporary)?;
+        fs::rename(&temporary, &meta).during("rename into place", &meta)?;
+        sys::sync_directory(&dir).during("sync", &dir)
+    }
+
+    /// Serialises topic changes between processes (the open lock is held only briefly).
+    fn admin_lock(&self) -> Result<AdminLock> {
+        let path = self.dir.join(OPEN_LOCK_FILE);
+        let file = lock_file(&path)?;
+        file.lock().during("lock", &path)?;
+        Ok(AdminLock(file))
     }
 
     pub(crate) fn partition(&self, tp: &TopicPartition) -> Result<Arc<Partition>> {
@@ -542,6 +716,69 @@ impl Hasher for NameHasher {
     fn finish(&self) -> u64 {
         self.0
     }
+}
+
+/// Where `queue.state` keeps its counter of topic changes.
+const TOPICS_VERSION_AT: usize = 16;
+const QUEUE_STATE_BYTES: usize = 4096;
+
+/// The open lock, held for a topic change; released on drop.
+struct AdminLock(File);
+
+impl Drop for AdminLock {
+    fn drop(&mut self) {
+        let _ = self.0.unlock();
+    }
+}
+
+/// A topic id no other topic gets: the clock, the process and a counter, mixed.
+fn new_topic_id() -> u64 {
+    static COUNT: AtomicU64 = AtomicU64::new(0);
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos() as u64);
+    let mut id =
+        now ^ (u64::from(std::process::id()) << 32) ^ COUNT.fetch_add(1, Ordering::Relaxed).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+    // SplitMix64's finaliser, so that ids made close together differ in every bit.
+    id = (id ^ (id >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    id = (id ^ (id >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    (id ^ (id >> 31)).max(1)
+}
+
+/// Maps `queue.state`, creating it if it is missing. It is never rebuilt or shortened: its one
+/// counter only grows. A new file is written whole and then linked into place, which fails if
+/// another process got there first, so every process maps the same file.
+fn open_queue_state(dir: &Path) -> Result<SharedMap> {
+    let path = dir.join(QUEUE_STATE_FILE);
+    if !path.exists() {
+        let temporary = dir.join(format!("{QUEUE_STATE_FILE}.{}.tmp", std::process::id()));
+        let mut bytes = vec![0u8; QUEUE_STATE_BYTES];
+        bytes[0..8].copy_from_slice(&QUEUE_STATE_MAGIC);
+        bytes[8..10].copy_from_slice(&format::FORMAT_VERSION.to_le_bytes());
+        fs::write(&temporary, &bytes).during("write", &temporary)?;
+        File::open(&temporary).and_then(|f| f.sync_all()).during("sync", &temporary)?;
+        let linked = fs::hard_link(&temporary, &path);
+        let _ = fs::remove_file(&temporary);
+        match linked {
+            Ok(()) => sys::sync_directory(dir).during("sync", dir)?,
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+            Err(e) => return Err(Error::io("link into place", &path, e)),
+        }
+    }
+    let file = OpenOptions::new().read(true).write(true).open(&path).during("open", &path)?;
+    let length = file.metadata().during("stat", &path)?.len();
+    let mut head = [0u8; 64];
+    if length != QUEUE_STATE_BYTES as u64 {
+        return Err(Error::ForeignFile { path, reason: format!("{length} bytes long, not {QUEUE_STATE_BYTES}") });
+    }
+    std::os::unix::fs::FileExt::read_exact_at(&file, &mut head, 0).during("read", &path)?;
+    if head[0..8] != QUEUE_STATE_MAGIC {
+        return Err(Error::ForeignFile { path, reason: "wrong magic number".into() });
+    }
+    let version = format::u16_at(&head, 8);
+    if version != format::FORMAT_VERSION {
+        return Err(Error::IncompatibleVersion { path, found: version, supported: format::FORMAT_VERSION });
+    }
+    let map = memmap2::MmapOptions::new().len(QUEUE_STATE_BYTES).map_raw(&file).during("map", &path)?;
+    Ok(SharedMap(map))
 }
 
 fn lock_file(path: &Path) -> Result<File> {

@@ -12,11 +12,48 @@ const MIN_SEGMENT_BYTES: u64 = 256;
 /// Largest record a topic may allow.
 pub const MAX_RECORD_BYTES_LIMIT: u32 = 64 << 20;
 
-/// Settings of one topic, persisted with it.
+/// What happens to old records of a topic (Kafka's `cleanup.policy`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum CleanupPolicy {
+    /// Whole old segments are deleted by time (`retention_ms`) and size (`retention_bytes`).
+    #[default]
+    Delete,
+    /// Old records whose key has a newer record are removed (compaction); nothing is deleted
+    /// by age or size.
+    Compact,
+    /// Both: compaction, and deletion by time and size.
+    DeleteAndCompact,
+}
+
+impl CleanupPolicy {
+    /// Whether retention by time and size applies.
+    pub(crate) fn deletes(self) -> bool {
+        matches!(self, CleanupPolicy::Delete | CleanupPolicy::DeleteAndCompact)
+    }
+
+    pub(crate) fn code(self) -> u8 {
+        match self {
+            CleanupPolicy::Delete => 1,
+            CleanupPolicy::Compact => 2,
+            CleanupPolicy::DeleteAndCompact => 3,
+        }
+    }
+
+    pub(crate) fn from_code(code: u8) -> Option<Self> {
+        [CleanupPolicy::Delete, CleanupPolicy::Compact, CleanupPolicy::DeleteAndCompact].into_iter().find(|p| p.code() == code)
+    }
+}
+
+/// Settings of one topic, persisted with it; all but the partition count can be changed later
+/// with `Queue::alter_topic`.
 ///
 /// ```
-/// use streamlog::TopicConfig;
-/// let config = TopicConfig::new(4).segment_bytes(64 << 20).max_record_bytes(256 << 10);
+/// use streamlog::{CleanupPolicy, TopicConfig};
+/// let config = TopicConfig::new(4)
+///     .segment_bytes(64 << 20)
+///     .retention_ms(7 * 24 * 3600 * 1000)
+///     .retention_bytes(10 << 30)
+///     .cleanup_policy(CleanupPolicy::Delete);
 /// assert_eq!(config.partitions(), 4);
 /// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -26,11 +63,19 @@ pub struct TopicConfig {
     pub(crate) segment_ms: u64,
     pub(crate) max_record_bytes: u32,
     pub(crate) index_interval_bytes: u32,
+    pub(crate) retention_ms: u64,
+    pub(crate) retention_bytes: u64,
+    pub(crate) cleanup_policy: CleanupPolicy,
+    pub(crate) min_compaction_lag_ms: u64,
+    pub(crate) delete_retention_ms: u64,
+    /// `min_cleanable_dirty_ratio` in millionths.
+    pub(crate) min_cleanable_dirty_ppm: u32,
 }
 
 impl TopicConfig {
     /// A topic of `partitions` partitions with Kafka's defaults: 1 GiB segments rolled at
-    /// least weekly, records up to 1 MiB, an index entry every 4 KiB.
+    /// least weekly, records up to 1 MiB, an index entry every 4 KiB, and the `Delete` cleanup
+    /// policy keeping records for 7 days, whatever their size.
     pub fn new(partitions: u32) -> Self {
         TopicConfig {
             partitions,
@@ -38,7 +83,64 @@ impl TopicConfig {
             segment_ms: 7 * 24 * 3600 * 1000,
             max_record_bytes: 1 << 20,
             index_interval_bytes: 4096,
+            retention_ms: 7 * 24 * 3600 * 1000,
+            retention_bytes: u64::MAX,
+            cleanup_policy: CleanupPolicy::Delete,
+            min_compaction_lag_ms: 0,
+            delete_retention_ms: 24 * 3600 * 1000,
+            min_cleanable_dirty_ppm: 500_000,
         }
+    }
+
+    /// How long records are kept, in milliseconds: a sealed segment whose newest record is
+    /// older than this is deleted. `u64::MAX` keeps them forever.
+    pub fn retention_ms(mut self, ms: u64) -> Self {
+        self.retention_ms = ms;
+        self
+    }
+
+    /// How many bytes of log each partition keeps: the oldest sealed segments are deleted while
+    /// the log would still hold at least this much without them. `u64::MAX` (the default) sets
+    /// no limit.
+    pub fn retention_bytes(mut self, bytes: u64) -> Self {
+        self.retention_bytes = bytes;
+        self
+    }
+
+    /// Whether old records are deleted, compacted, or both.
+    pub fn cleanup_policy(mut self, policy: CleanupPolicy) -> Self {
+        self.cleanup_policy = policy;
+        self
+    }
+
+    /// Records younger than this (milliseconds) are never compacted away.
+    pub fn min_compaction_lag_ms(mut self, ms: u64) -> Self {
+        self.min_compaction_lag_ms = ms;
+        self
+    }
+
+    /// How long a tombstone stays after compaction reached it (milliseconds), so that
+    /// consumers get to see the deletion; default one day.
+    pub fn delete_retention_ms(mut self, ms: u64) -> Self {
+        self.delete_retention_ms = ms;
+        self
+    }
+
+    /// Compaction starts once this share (0 to 1) of a partition's log has not been compacted
+    /// yet; default 0.5.
+    pub fn min_cleanable_dirty_ratio(mut self, ratio: f64) -> Self {
+        self.min_cleanable_dirty_ppm = (ratio.clamp(0.0, 1.0) * 1e6).round() as u32;
+        self
+    }
+
+    /// The cleanup policy.
+    pub fn policy(&self) -> CleanupPolicy {
+        self.cleanup_policy
+    }
+
+    /// The time-based retention, in milliseconds.
+    pub fn retention(&self) -> u64 {
+        self.retention_ms
     }
 
     /// A new segment starts once the active one holds this many bytes (256 B to 1 GiB).

@@ -1,6 +1,7 @@
 //! The integration tests: one binary, one module per feature, all through the public API.
 //! Tests that need other processes re-run this binary with `STREAMLOG_CHILD` set (see `child`).
 
+mod admin;
 mod api;
 mod child;
 mod corruption;

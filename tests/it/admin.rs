@@ -1,0 +1,108 @@
+//! Topic administration seen from other handles (as other processes hold them): changed
+//! settings, added partitions, deleted and recreated topics.
+
+use std::time::{Duration, Instant};
+
+use streamlog::{CleanupPolicy, ConsumerConfig, Error, OffsetReset, Queue, Record, TopicConfig, TopicPartition};
+
+use crate::TempDir;
+
+#[test]
+fn altered_settings_persist_and_reach_every_handle() {
+    let dir = TempDir::new("admin-alter");
+    let queue = Queue::open(dir.path()).unwrap();
+    let other = Queue::open(dir.path()).unwrap();
+    queue.create_topic_with("users", TopicConfig::new(2).cleanup_policy(CleanupPolicy::Compact)).unwrap();
+    assert_eq!(other.topic_config("users").unwrap().policy(), CleanupPolicy::Compact);
+    queue.alter_topic("users", |c| c.retention_ms(3_600_000).cleanup_policy(CleanupPolicy::DeleteAndCompact)).unwrap();
+    let seen = other.topic_config("users").unwrap();
+    assert_eq!((seen.retention(), seen.policy()), (3_600_000, CleanupPolicy::DeleteAndCompact));
+    queue.alter_topic("users", |c| c.segment_bytes(4096)).unwrap();
+    assert!(matches!(queue.alter_topic("users", |_| TopicConfig::new(3)), Err(Error::InvalidConfig(_))));
+    assert!(matches!(queue.alter_topic("nope", |c| c), Err(Error::UnknownTopic(_))));
+    drop((queue, other));
+    let reopened = Queue::open(dir.path()).unwrap();
+    assert_eq!(
+        reopened.topic_config("users").unwrap(),
+        TopicConfig::new(2).retention_ms(3_600_000).cleanup_policy(CleanupPolicy::DeleteAndCompact).segment_bytes(4096)
+    );
+}
+
+#[test]
+fn a_smaller_segment_size_applies_from_the_next_segment() {
+    let dir = TempDir::new("admin-segment");
+    let queue = Queue::open(dir.path()).unwrap();
+    queue.create_topic_with("t", TopicConfig::new(1).segment_bytes(1 << 20)).unwrap();
+    let producer = queue.producer();
+    producer.send("t", Record::new(&[1u8; 100])).unwrap();
+    queue.alter_topic("t", |c| c.segment_bytes(1024)).unwrap();
+    for _ in 0..50 {
+        producer.send("t", Record::new(&[2u8; 100])).unwrap();
+    }
+    let segments = std::fs::read_dir(dir.path().join("topics/t/0"))
+        .unwrap()
+        .filter(|e| e.as_ref().unwrap().file_name().to_string_lossy().ends_with(".log"));
+    assert!(segments.count() > 3, "segments did not roll at the new size");
+}
+
+#[test]
+fn added_partitions_are_seen_by_every_handle_and_group() {
+    let dir = TempDir::new("admin-add");
+    let queue = Queue::open(dir.path()).unwrap();
+    let other = Queue::open(dir.path()).unwrap();
+    queue.create_topic("orders", 2).unwrap();
+    let config = ConsumerConfig::new("g").auto_commit(None).auto_offset_reset(OffsetReset::Earliest);
+    let mut consumer = other.consumer(config).unwrap();
+    consumer.subscribe(&["orders"]).unwrap();
+    consumer.poll(Duration::from_millis(20)).unwrap();
+    assert_eq!(consumer.assignment().len(), 2);
+    queue.add_partitions("orders", 5).unwrap();
+    assert_eq!(other.partition_count("orders").unwrap(), 5);
+    other.producer().send("orders", Record::new(b"to the new one").partition(4)).unwrap();
+    let give_up = Instant::now() + Duration::from_secs(20);
+    loop {
+        let records = consumer.poll(Duration::from_millis(20)).unwrap();
+        if records.iter().any(|r| r.partition() == 4) {
+            break;
+        }
+        assert!(Instant::now() < give_up, "the new partition was never consumed: {:?}", consumer.assignment());
+    }
+    assert_eq!(consumer.assignment().len(), 5);
+    assert!(matches!(queue.add_partitions("orders", 5), Err(Error::InvalidConfig(_))));
+}
+
+#[test]
+fn a_deleted_topic_fails_its_users_and_its_name_starts_afresh() {
+    let dir = TempDir::new("admin-delete");
+    let queue = Queue::open(dir.path()).unwrap();
+    let other = Queue::open(dir.path()).unwrap();
+    queue.create_topic("orders", 1).unwrap();
+    let producer = other.producer();
+    for i in 0..10u8 {
+        producer.send("orders", Record::new(&[i])).unwrap();
+    }
+    let tp = TopicPartition::new("orders", 0);
+    let mut reader = other.consumer(ConsumerConfig::new("g").auto_commit(None).auto_offset_reset(OffsetReset::Earliest)).unwrap();
+    reader.assign(&[tp.clone()]).unwrap();
+    let held = reader.poll(Duration::from_secs(1)).unwrap();
+    assert_eq!(held.len(), 10);
+    reader.commit().unwrap();
+
+    queue.delete_topic("orders").unwrap();
+    assert!(matches!(producer.send("orders", Record::new(b"late")), Err(Error::UnknownTopic(_))));
+    assert!(matches!(reader.poll(Duration::from_millis(10)), Err(Error::UnknownTopic(_))));
+    assert!(reader.assignment().is_empty());
+    assert!(matches!(queue.delete_topic("orders"), Err(Error::UnknownTopic(_))));
+    // Records already returned stay readable: their files were unlinked, not shortened.
+    assert_eq!(held.iter().map(|r| r.value()[0]).collect::<Vec<_>>(), (0..10).collect::<Vec<u8>>());
+
+    queue.create_topic("orders", 1).unwrap();
+    producer.send("orders", Record::new(b"fresh")).unwrap();
+    assert_eq!(other.offsets(&tp).unwrap(), (0, 1));
+    // The old topic's committed offset does not apply to the new one.
+    let mut fresh = other.consumer(ConsumerConfig::new("g").auto_commit(None).auto_offset_reset(OffsetReset::Earliest)).unwrap();
+    assert_eq!(fresh.committed(&tp).unwrap(), None);
+    fresh.assign(&[tp]).unwrap();
+    let records = fresh.poll(Duration::from_secs(1)).unwrap();
+    assert_eq!(records.iter().map(|r| r.value().to_vec()).collect::<Vec<_>>(), [b"fresh".to_vec()]);
+}
