@@ -773,15 +773,28 @@ fn far_future() -> Instant {
 
 /// Reads what is available from one partition into `records`, up to `max_poll_records` in all.
 fn fetch_partition(assignment: &mut Assignment, config: &ConsumerConfig, records: &mut Records) -> Result<()> {
+    let before = assignment.position;
     let position = valid_position(assignment, config.auto_offset_reset)?;
     let partition = &assignment.partition;
+    if let Some(old) = before
+        && old < position
+        && old < partition.start_offset()
+    {
+        // Retention deleted records this consumer had not read yet.
+        records.note_missed(assignment.tp.clone(), position - old);
+    }
     let tail = partition.tail();
     if position >= tail.end_offset {
         return Ok(());
     }
     let mut cursor = match assignment.cursor.take() {
         Some(cursor) if cursor.offset() == position => cursor,
-        _ => partition.cursor_at(position, &tail, config.check_crcs)?,
+        _ => match partition.cursor_at(position, &tail, config.check_crcs) {
+            Ok(cursor) => cursor,
+            // Retention deleted the segment meanwhile: the next fetch applies the reset policy.
+            Err(_) if position < partition.start_offset() => return Ok(()),
+            Err(error) => return Err(error),
+        },
     };
     let result = partition.advance(&mut cursor, &tail, u64::MAX, Some((records, config.max_poll_records)), config.check_crcs);
     assignment.position = Some(cursor.offset());

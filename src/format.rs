@@ -27,6 +27,7 @@ pub(crate) const QUEUE_META_FILE: &str = "streamlog.meta";
 pub(crate) const QUEUE_STATE_FILE: &str = "queue.state";
 pub(crate) const OPEN_LOCK_FILE: &str = "open.lock";
 pub(crate) const USERS_LOCK_FILE: &str = "users.lock";
+pub(crate) const MAINTENANCE_LOCK_FILE: &str = "maintenance.lock";
 pub(crate) const TOPICS_DIR: &str = "topics";
 pub(crate) const STAGING_DIR: &str = "staging";
 pub(crate) const TOPIC_META_FILE: &str = "topic.meta";

@@ -46,7 +46,7 @@ pub use consumer::{Consumer, ConsumerConfig, MIN_SESSION_TIMEOUT, OffsetReset, R
 pub use error::{Error, Result};
 pub use group::MAX_GROUP_MEMBERS;
 pub use producer::{Durability, Producer, ProducerConfig, RecordMetadata, partition_for_key};
-pub use queue::{GroupDescription, MemberDescription, PartitionLag, Queue};
+pub use queue::{GroupDescription, MemberDescription, PartitionLag, Queue, QueueOptions};
 pub use record::{ConsumerRecord, Record, Records};
 pub use topic::{
     CleanupPolicy, MAX_PARTITIONS, MAX_RECORD_BYTES_LIMIT, MAX_SEGMENT_BYTES, MAX_TOPIC_NAME_BYTES, TopicConfig, TopicPartition,

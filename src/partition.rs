@@ -142,8 +142,13 @@ impl Partition {
                 return Ok((state, bases.map(|b| (b, None)).collect(), None));
             }
             let recovered = recovery::recover(&dir, &id, &config, &users)?;
-            let state =
-                SharedState::initialize(file.try_clone().during("reopen", &state_path)?, &state_path, epoch, recovered.tail)?;
+            let state = SharedState::initialize(
+                file.try_clone().during("reopen", &state_path)?,
+                &state_path,
+                epoch,
+                recovered.tail,
+                recovered.bases.first().copied().unwrap_or(recovered.tail.active_base),
+            )?;
             let mut segments: BTreeMap<u64, Option<Arc<Segment>>> = recovered.bases.into_iter().map(|b| (b, None)).collect();
             let active = Arc::new(recovered.active);
             segments.insert(active.base_offset(), Some(Arc::clone(&active)));
@@ -175,7 +180,7 @@ impl Partition {
 
     /// The first offset still in the log.
     pub(crate) fn start_offset(&self) -> u64 {
-        self.segments.read().keys().next().copied().unwrap_or(0)
+        self.state.log_start()
     }
 
     /// Appends `records` (already checked against the size limits) as one batch and returns
@@ -586,6 +591,108 @@ impl Partition {
 
     fn corrupt_at(&self, position: u64, reason: String) -> Error {
         Error::corrupt(&self.dir, position, reason)
+    }
+
+    /// Deletes the oldest sealed segments that `config`'s retention no longer covers: by time,
+    /// those whose newest record is older than `retention_ms`; by size, those the log can do
+    /// without and still hold `retention_bytes`. The log start moves past them before their
+    /// files are unlinked (never shortened: readers that hold them keep reading). One thread in
+    /// one process at a time does this for a partition; the others return at once. Returns how
+    /// many segments went.
+    pub(crate) fn apply_retention(&self, config: &TopicConfig, now_ms: u64) -> Result<usize> {
+        if !config.cleanup_policy.deletes() || (config.retention_ms == u64::MAX && config.retention_bytes == u64::MAX) {
+            return Ok(0);
+        }
+        let deleted = self.state.try_maintain(|| {
+            let tail = self.tail();
+            self.refresh_segments(tail.active_base)?;
+            let bases: Vec<u64> = self.segments.read().keys().copied().filter(|&b| b >= self.start_offset()).collect();
+            let mut sizes = Vec::with_capacity(bases.len());
+            for &base in &bases {
+                sizes.push(if base == tail.active_base { tail.log_reserved_bytes } else { self.segment(base)?.log_length()? });
+            }
+            let mut total: u64 = sizes.iter().sum();
+            let mut deleted = 0;
+            for (i, &base) in bases.iter().enumerate().take(bases.len().saturating_sub(1)) {
+                let next = bases[i + 1];
+                let expired = config.retention_ms != u64::MAX
+                    && self.max_timestamp_ms(base, next)?.saturating_add(config.retention_ms) < now_ms;
+                let excess = config.retention_bytes != u64::MAX && total - sizes[i] >= config.retention_bytes;
+                if !(expired || excess) {
+                    break;
+                }
+                self.state.advance_log_start(next);
+                self.segments.write().remove(&base);
+                remove_segment_files(&self.dir, base)?;
+                total -= sizes[i];
+                deleted += 1;
+            }
+            Ok(deleted)
+        })?;
+        Ok(deleted.unwrap_or(0))
+    }
+
+    /// The largest record timestamp in the sealed segment `base`, whose successor starts at
+    /// `next`: from its last index entry and the few batches after it.
+    fn max_timestamp_ms(&self, base: u64, next: u64) -> Result<u64> {
+        let segment = self.segment(base)?;
+        let last = segment.sealed_index().last().copied();
+        let mut max = last.map_or(0, |e| e.max_timestamp_before_ms);
+        let mut position = last.map_or(u64::from(FILE_HEADER_BYTES), |e| u64::from(e.position));
+        let length = segment.log_length()?;
+        while position + u64::from(BATCH_HEADER_BYTES) <= length {
+            let header = BatchHeader::read(segment.read(position, u64::from(BATCH_HEADER_BYTES))?);
+            if !header.is_plausible() {
+                break;
+            }
+            max = max.max(header.max_timestamp_ms);
+            if header.next_offset() >= next {
+                break;
+            }
+            position += u64::from(header.batch_bytes);
+        }
+        Ok(max)
+    }
+
+    /// The earliest offset whose record has a timestamp at or after `timestamp_ms`, or `None`
+    /// if there is none yet. Timestamps need not grow with offsets: every record from the
+    /// first index entry that may precede a match is looked at.
+    pub(crate) fn offset_for_time(&self, timestamp_ms: u64) -> Result<Option<u64>> {
+        let tail = self.tail();
+        self.refresh_segments(tail.active_base)?;
+        let start = self.start_offset();
+        let bases: Vec<u64> = self.segments.read().keys().copied().filter(|&b| b >= start || b == tail.active_base).collect();
+        for (i, &base) in bases.iter().enumerate() {
+            let next = bases.get(i + 1).copied();
+            let segment_max = match next {
+                Some(next) => self.max_timestamp_ms(base, next)?,
+                None => tail.max_timestamp_ms,
+            };
+            if segment_max < timestamp_ms {
+                continue;
+            }
+            // The last index entry before which every record is older than the target.
+            let segment = self.segment(base)?;
+            let entries = if next.is_some() { segment.sealed_index() } else { self.published_index(&segment, &tail) };
+            let skip = entries.partition_point(|e| e.max_timestamp_before_ms < timestamp_ms);
+            let from = skip.checked_sub(1).map_or(base, |k| base + u64::from(entries[k].relative_offset)).max(start);
+            let mut cursor = self.cursor_at(from, &tail, true)?;
+            let until = next.unwrap_or(tail.end_offset);
+            while cursor.offset() < until {
+                let mut records = Records::with_capacity(1024);
+                self.advance(&mut cursor, &tail, until, Some((&mut records, 1024)), true)?;
+                if let Some(found) = records.iter().find(|r| r.timestamp() >= timestamp_ms) {
+                    return Ok(Some(found.offset()));
+                }
+            }
+        }
+        Ok(None)
+    }
+
+    /// The index entries of the active segment that are published in `tail`.
+    fn published_index(&self, segment: &Segment, tail: &Tail) -> Vec<IndexEntry> {
+        segment.note_reserved(tail.log_reserved_bytes, tail.index_reserved_bytes);
+        (0..tail.index_count).map_while(|n| segment.index_entry(n)).collect()
     }
 
     /// The futex word consumers of this partition sleep on; see `SharedState::begin_wait`.

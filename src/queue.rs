@@ -17,8 +17,8 @@ use crate::assignor::AssignmentStrategy;
 use crate::consumer::{Consumer, ConsumerConfig};
 use crate::error::{Error, IoContext, Result};
 use crate::format::{
-    self, GROUPS_DIR, OFFSETS_DIR, OPEN_LOCK_FILE, QUEUE_META_FILE, QUEUE_STATE_FILE, QUEUE_STATE_MAGIC, STAGING_DIR,
-    TOPIC_META_FILE, TOPICS_DIR, USERS_LOCK_FILE,
+    self, GROUPS_DIR, MAINTENANCE_LOCK_FILE, OFFSETS_DIR, OPEN_LOCK_FILE, QUEUE_META_FILE, QUEUE_STATE_FILE, QUEUE_STATE_MAGIC,
+    STAGING_DIR, TOPIC_META_FILE, TOPICS_DIR, USERS_LOCK_FILE,
 };
 use crate::group::Group;
 use crate::offsets::{self, OffsetStore};
@@ -72,6 +72,8 @@ pub(crate) struct QueueInner {
     groups: Mutex<HashMap<String, Arc<Group>>>,
     /// Dropping this stops the keeper thread, started by the first subscribing consumer.
     keeper: Mutex<Option<Sender<()>>>,
+    /// Dropping this stops the maintenance thread.
+    maintenance: Mutex<Option<Sender<()>>>,
 }
 
 /// A topic as this process knows it; partitions are opened on first use.
@@ -84,9 +86,40 @@ pub(crate) struct Topic {
     partitions: Vec<OnceLock<Arc<Partition>>>,
 }
 
+/// Options for [`Queue::open_with`].
+#[derive(Debug, Clone)]
+pub struct QueueOptions {
+    maintenance_interval: Duration,
+}
+
+impl Default for QueueOptions {
+    fn default() -> Self {
+        QueueOptions { maintenance_interval: Duration::from_secs(30) }
+    }
+}
+
+impl QueueOptions {
+    /// The defaults: retention runs in the background every 30 seconds.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// How often background maintenance (retention) runs, in whichever one process holds the
+    /// maintenance role (Kafka's `log.retention.check.interval.ms`).
+    pub fn maintenance_interval(mut self, interval: Duration) -> Self {
+        self.maintenance_interval = interval.max(Duration::from_millis(1));
+        self
+    }
+}
+
 impl Queue {
-    /// Opens the queue in `dir`, creating the directory if it is missing.
+    /// Opens the queue in `dir`, creating the directory if it is missing, with default options.
     pub fn open(dir: impl AsRef<Path>) -> Result<Queue> {
+        Self::open_with(dir, QueueOptions::default())
+    }
+
+    /// Opens the queue in `dir` with `options`.
+    pub fn open_with(dir: impl AsRef<Path>, options: QueueOptions) -> Result<Queue> {
         let dir = dir.as_ref().to_path_buf();
         fs::create_dir_all(&dir).during("create", &dir)?;
         let open_path = dir.join(OPEN_LOCK_FILE);
@@ -120,7 +153,7 @@ impl Queue {
         open_lock.unlock().during("unlock", &open_path)?;
         let shared = shared?;
         let topics_version = AtomicU64::new(shared.word64(TOPICS_VERSION_AT).load(Ordering::Acquire));
-        Ok(Queue {
+        let queue = Queue {
             inner: Arc::new(QueueInner {
                 dir,
                 epoch,
@@ -132,8 +165,11 @@ impl Queue {
                 flusher: Mutex::new(None),
                 groups: Mutex::new(HashMap::new()),
                 keeper: Mutex::new(None),
+                maintenance: Mutex::new(None),
             }),
-        })
+        };
+        queue.inner.start_maintenance(options.maintenance_interval);
+        Ok(queue)
     }
 
     /// Creates a topic with `partitions` partitions and default settings.
@@ -272,17 +308,7 @@ impl Queue {
 
     /// The names of all topics, sorted.
     pub fn topics(&self) -> Result<Vec<String>> {
-        let topics = self.inner.dir.join(TOPICS_DIR);
-        let mut names = Vec::new();
-        for entry in fs::read_dir(&topics).during("list", &topics)? {
-            let entry = entry.during("list", &topics)?;
-            let name = entry.file_name().to_string_lossy().into_owned();
-            if validate_topic_name(&name).is_ok() && entry.path().join(TOPIC_META_FILE).exists() {
-                names.push(name);
-            }
-        }
-        names.sort();
-        Ok(names)
+        list_topics(&self.inner.dir)
     }
 
     /// How many partitions a topic has.
@@ -299,6 +325,36 @@ impl Queue {
     pub fn offsets(&self, partition: &TopicPartition) -> Result<(u64, u64)> {
         let partition = self.inner.partition(partition)?;
         Ok((partition.start_offset(), partition.tail().end_offset))
+    }
+
+    /// The earliest offset of `partition` whose record's timestamp is at or after
+    /// `timestamp_ms` (milliseconds since the Unix epoch), or `None` if no record is that new.
+    ///
+    /// ```
+    /// # fn main() -> Result<(), streamlog::Error> {
+    /// # let dir = std::env::temp_dir().join(format!("streamlog-doc-time-{}", std::process::id()));
+    /// use streamlog::{Queue, Record, TopicPartition};
+    /// let queue = Queue::open(&dir)?;
+    /// queue.create_topic("orders", 1)?;
+    /// for t in [1_000, 2_000, 3_000] {
+    ///     queue.producer().send("orders", Record::new(b"x").timestamp(t))?;
+    /// }
+    /// let tp = TopicPartition::new("orders", 0);
+    /// assert_eq!(queue.offset_for_time(&tp, 1_500)?, Some(1));
+    /// assert_eq!(queue.offset_for_time(&tp, 9_000)?, None);
+    /// # drop(queue); std::fs::remove_dir_all(&dir).unwrap();
+    /// # Ok(()) }
+    /// ```
+    pub fn offset_for_time(&self, partition: &TopicPartition, timestamp_ms: u64) -> Result<Option<u64>> {
+        self.inner.partition(partition)?.offset_for_time(timestamp_ms)
+    }
+
+    /// Applies every topic's retention now, in this process, and returns how many segments
+    /// were deleted. A background thread also does this (every 30 seconds unless
+    /// `QueueOptions::maintenance_interval` says otherwise) in one of the processes that have
+    /// the queue open.
+    pub fn run_maintenance(&self) -> Result<usize> {
+        self.inner.run_maintenance()
     }
 
     /// A producer that sends with `Durability::Buffered`.
@@ -507,6 +563,63 @@ impl QueueInner {
         self.topic(name).map_or(0, |topic| topic.id)
     }
 
+    /// Retention for every partition of every topic. A partition that fails (a damaged file)
+    /// does not stop the others; the first error is returned after all were tried.
+    pub(crate) fn run_maintenance(&self) -> Result<usize> {
+        let now_ms = sys::coarse_now_ms();
+        let mut deleted = 0;
+        let mut first_error = None;
+        for name in list_topics(&self.dir)? {
+            let topic = match self.topic(&name) {
+                Ok(topic) => topic,
+                Err(Error::UnknownTopic(_)) => continue,
+                Err(error) => {
+                    first_error.get_or_insert(error);
+                    continue;
+                }
+            };
+            if !topic.config.cleanup_policy.deletes() {
+                continue;
+            }
+            for number in 0..topic.config.partitions {
+                match topic.partition(number, self).and_then(|p| p.apply_retention(&topic.config, now_ms)) {
+                    Ok(n) => deleted += n,
+                    Err(Error::UnknownTopic(_)) => break,
+                    Err(error) => {
+                        first_error.get_or_insert(error);
+                    }
+                }
+            }
+        }
+        first_error.map_or(Ok(deleted), Err)
+    }
+
+    /// Starts the background maintenance thread. Every tick, the process that holds
+    /// `maintenance.lock` (whichever took it first; the kernel releases it when that process
+    /// dies) runs retention; the others only try for the lock.
+    fn start_maintenance(self: &Arc<Self>, interval: Duration) {
+        let (sender, receiver) = crossbeam_channel::bounded::<()>(0);
+        let queue: Weak<QueueInner> = Arc::downgrade(self);
+        let path = self.dir.join(MAINTENANCE_LOCK_FILE);
+        std::thread::Builder::new()
+            .name("streamlog-maintenance".into())
+            .spawn(move || {
+                let mut lock: Option<File> = None;
+                while let Err(RecvTimeoutError::Timeout) = receiver.recv_timeout(interval) {
+                    let Some(queue) = queue.upgrade() else { return };
+                    if lock.is_none() {
+                        lock = lock_file(&path).ok().filter(|file| file.try_lock().is_ok());
+                    }
+                    if lock.is_some() {
+                        // Failures surface to producers and consumers through their own calls.
+                        let _ = queue.run_maintenance();
+                    }
+                }
+            })
+            .expect("spawning the maintenance thread");
+        *self.maintenance.lock() = Some(sender);
+    }
+
     /// Tells every process that topics changed.
     fn topics_changed(&self) {
         self.shared.word64(TOPICS_VERSION_AT).fetch_add(1, Ordering::AcqRel);
@@ -672,6 +785,7 @@ impl Drop for QueueInner {
             let _ = self.sync_dirty();
         }
         self.keeper.lock().take();
+        self.maintenance.lock().take();
         self.sealer.wait();
     }
 }
@@ -716,6 +830,21 @@ impl Hasher for NameHasher {
     fn finish(&self) -> u64 {
         self.0
     }
+}
+
+/// The names of all topics in the queue directory `dir`, sorted.
+fn list_topics(dir: &Path) -> Result<Vec<String>> {
+    let topics = dir.join(TOPICS_DIR);
+    let mut names = Vec::new();
+    for entry in fs::read_dir(&topics).during("list", &topics)? {
+        let entry = entry.during("list", &topics)?;
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if validate_topic_name(&name).is_ok() && entry.path().join(TOPIC_META_FILE).exists() {
+            names.push(name);
+        }
+    }
+    names.sort();
+    Ok(names)
 }
 
 /// Where `queue.state` keeps its counter of topic changes.

@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use crate::format::{self, FLAG_HAS_KEY, FLAG_TOMBSTONE, RECORD_HEADER_BYTES, RecordLayout};
 use crate::segment::Segment;
+use crate::topic::TopicPartition;
 
 /// A record to send. It borrows its bytes; `send` copies them into the log.
 ///
@@ -185,11 +186,23 @@ pub struct Records {
     // Declared first so that it drops first: its records borrow the segments below.
     records: Vec<ConsumerRecord>,
     segments: Vec<Arc<Segment>>,
+    missed: Vec<(TopicPartition, u64)>,
 }
 
 impl Records {
     pub(crate) fn with_capacity(capacity: usize) -> Self {
-        Records { records: Vec::with_capacity(capacity), segments: Vec::new() }
+        Records { records: Vec::with_capacity(capacity), segments: Vec::new(), missed: Vec::new() }
+    }
+
+    pub(crate) fn note_missed(&mut self, partition: TopicPartition, count: u64) {
+        self.missed.push((partition, count));
+    }
+
+    /// Partitions where this poll had to skip records that retention deleted before they were
+    /// read (the position was below the log start and `auto_offset_reset` moved it), with how
+    /// many records were skipped.
+    pub fn missed(&self) -> &[(TopicPartition, u64)] {
+        &self.missed
     }
 
     /// Adds the record laid out at `record_position` of `segment`'s published bytes `batch`,

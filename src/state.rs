@@ -6,8 +6,10 @@
 //! ```text
 //! 0   magic [8]  8 version u16  10 reserved [6]  16 epoch u64  24 poisoned u32  28 waiters u32
 //! 32  wake_seq u32 (futex word)  36 sync_seq u32 (futex word)  40 publish_seq u64  48 synced_offset u64
+//! 56  log_start u64 (the first offset still in the log; only retention moves it, forward)
 //! 64  tail slot 0 (8 × u64)   128 tail slot 1 (8 × u64)
-//! 192 append mutex (pthread, robust, process-shared)   256 sync mutex   320.. reserved
+//! 192 append mutex (pthread, robust, process-shared)   256 sync mutex   320 maintenance mutex
+//! 384.. reserved
 //! ```
 
 use std::fs::File;
@@ -30,10 +32,12 @@ const WAKE_SEQ_AT: usize = 32;
 const SYNC_SEQ_AT: usize = 36;
 const PUBLISH_SEQ_AT: usize = 40;
 const SYNCED_OFFSET_AT: usize = 48;
+const LOG_START_AT: usize = 56;
 const SLOTS_AT: usize = 64;
 const SLOT_BYTES: usize = 64;
 const APPEND_MUTEX_AT: usize = 192;
 const SYNC_MUTEX_AT: usize = 256;
+const MAINTENANCE_MUTEX_AT: usize = 320;
 /// How long a group-commit leader waits for more senders when others were seen recently.
 const GROUP_COMMIT_DELAY: std::time::Duration = std::time::Duration::from_micros(50);
 const _: () = assert!(sys::MUTEX_BYTES <= 64, "a pthread mutex must fit its 64-byte slot");
@@ -128,6 +132,7 @@ pub(crate) struct SharedState {
     map: SharedMap,
     append_mutex: RobustMutex,
     sync_mutex: RobustMutex,
+    maintenance_mutex: RobustMutex,
     path: PathBuf,
     _file: File,
 }
@@ -160,12 +165,14 @@ impl SharedState {
 
     /// Rewrites the state file from scratch for `epoch` with `tail` published. The caller holds
     /// the file's exclusive lock and knows that no process maps it (the previous epoch is over).
-    pub(crate) fn initialize(file: File, path: &Path, epoch: u64, tail: Tail) -> Result<Self> {
+    pub(crate) fn initialize(file: File, path: &Path, epoch: u64, tail: Tail, log_start: u64) -> Result<Self> {
         file.set_len(0).during("reset", path)?;
         file.set_len(STATE_FILE_BYTES).during("size", path)?;
         let state = Self::map(file, path)?;
         state.append_mutex.init().during("initialise the append lock in", path)?;
         state.sync_mutex.init().during("initialise the sync lock in", path)?;
+        state.maintenance_mutex.init().during("initialise the maintenance lock in", path)?;
+        state.word64(LOG_START_AT).store(log_start, Ordering::Release);
         // SAFETY: the header bytes are inside the mapping and nobody else maps the file yet.
         unsafe {
             std::ptr::copy_nonoverlapping(STATE_MAGIC.as_ptr(), state.map.0.as_mut_ptr(), 8);
@@ -183,14 +190,19 @@ impl SharedState {
         let map = SharedMap(MmapOptions::new().len(STATE_FILE_BYTES as usize).map_raw(&file).during("map", path)?);
         // SAFETY: both mutex slots are 64-byte aligned offsets inside the page-aligned mapping,
         // which `SharedState` owns and drops after the mutex handles.
-        let (append_mutex, sync_mutex) = unsafe {
-            (RobustMutex::at(map.0.as_mut_ptr().add(APPEND_MUTEX_AT)), RobustMutex::at(map.0.as_mut_ptr().add(SYNC_MUTEX_AT)))
+        let (append_mutex, sync_mutex, maintenance_mutex) = unsafe {
+            (
+                RobustMutex::at(map.0.as_mut_ptr().add(APPEND_MUTEX_AT)),
+                RobustMutex::at(map.0.as_mut_ptr().add(SYNC_MUTEX_AT)),
+                RobustMutex::at(map.0.as_mut_ptr().add(MAINTENANCE_MUTEX_AT)),
+            )
         };
         Ok(SharedState {
             last_round_records: AtomicU64::new(0),
             map,
             append_mutex,
             sync_mutex,
+            maintenance_mutex,
             path: path.to_path_buf(),
             _file: file,
         })
@@ -291,6 +303,31 @@ impl SharedState {
 
     pub(crate) fn poison(&self) {
         self.word32(POISONED_AT).store(1, Ordering::Release);
+    }
+
+    /// The first offset still in the log.
+    pub(crate) fn log_start(&self) -> u64 {
+        self.word64(LOG_START_AT).load(Ordering::Acquire)
+    }
+
+    /// Moves the log start forward to `offset` (never back).
+    pub(crate) fn advance_log_start(&self, offset: u64) {
+        self.word64(LOG_START_AT).fetch_max(offset, Ordering::AcqRel);
+    }
+
+    /// Runs `work` under the maintenance lock if no other thread or process holds it; `None`
+    /// if one does (it is doing the same work). A holder that died leaves nothing to repair:
+    /// maintenance changes the log only by steps each of which is whole on its own.
+    pub(crate) fn try_maintain<T>(&self, work: impl FnOnce() -> Result<T>) -> Result<Option<T>> {
+        let Some(locked) = self.maintenance_mutex.try_lock().during("take the maintenance lock in", &self.path)? else {
+            return Ok(None);
+        };
+        if let Locked::OwnerDied = locked {
+            self.maintenance_mutex.mark_consistent().during("recover the maintenance lock in", &self.path)?;
+        }
+        let result = work();
+        self.maintenance_mutex.unlock();
+        result.map(Some)
     }
 
     /// The end offset up to which the log is known to be on stable storage.

@@ -13,6 +13,7 @@ use streamlog::{
 /// Starts this test binary as a child process running `role` with `args`.
 pub(crate) fn spawn(role: &str, args: &[String]) -> Child {
     Command::new(std::env::current_exe().unwrap())
+        .stdin(Stdio::piped())
         .args(["--exact", "child::entry", "--include-ignored", "--nocapture", "--test-threads=1", "-q"])
         .env("STREAMLOG_CHILD", role)
         .env("STREAMLOG_CHILD_ARGS", args.join("\u{1f}"))
@@ -75,6 +76,7 @@ fn entry() {
         "member" => member(&args),
         "commit" => commit(&args),
         "churn" => churn(&args),
+        "hold" => hold(&args),
         other => panic!("unknown child role {other}"),
     }
 }
@@ -270,4 +272,27 @@ fn churn(args: &[String]) {
         }
         consumer.close().unwrap();
     }
+}
+
+/// `hold DIR COUNT`: reads the first COUNT records of `t`/0 and keeps them, says `held`, waits
+/// for a line on stdin (meanwhile the test deletes their segments), then checks every one
+/// and says `intact`.
+fn hold(args: &[String]) {
+    let [dir, count] = args else { panic!("bad arguments {args:?}") };
+    let count: usize = count.parse().unwrap();
+    let queue = Queue::open(Path::new(dir)).unwrap();
+    let config = ConsumerConfig::new("holder").auto_commit(None).auto_offset_reset(OffsetReset::Earliest).max_poll_records(count);
+    let mut consumer = queue.consumer(config).unwrap();
+    consumer.assign(&[TopicPartition::new("t", 0)]).unwrap();
+    let mut held = Vec::new();
+    while held.iter().map(streamlog::Records::len).sum::<usize>() < count {
+        held.push(consumer.poll(Duration::from_secs(1)).unwrap());
+    }
+    println!("held");
+    let mut line = String::new();
+    std::io::stdin().read_line(&mut line).unwrap();
+    for record in held.iter().flat_map(|r| r.iter()) {
+        assert_eq!(record.value(), (record.offset() as u32).to_le_bytes().repeat(50).as_slice(), "record {}", record.offset());
+    }
+    println!("intact");
 }

@@ -12,6 +12,7 @@ mod groups;
 mod model;
 mod offsets;
 mod processes;
+mod retention;
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU32, Ordering};
