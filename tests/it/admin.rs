@@ -83,7 +83,7 @@ fn a_deleted_topic_fails_its_users_and_its_name_starts_afresh() {
     }
     let tp = TopicPartition::new("orders", 0);
     let mut reader = other.consumer(ConsumerConfig::new("g").auto_commit(None).auto_offset_reset(OffsetReset::Earliest)).unwrap();
-    reader.assign(&[tp.clone()]).unwrap();
+    reader.assign(std::slice::from_ref(&tp)).unwrap();
     let held = reader.poll(Duration::from_secs(1)).unwrap();
     assert_eq!(held.len(), 10);
     reader.commit().unwrap();

@@ -47,7 +47,7 @@ fn retention_by_size_deletes_the_oldest_segments_and_keeps_offsets() {
     // Offsets are not renumbered: the first record left is the one sent as number `start`.
     let mut consumer =
         queue.consumer(ConsumerConfig::new("r").auto_commit(None).auto_offset_reset(OffsetReset::Earliest)).unwrap();
-    consumer.assign(&[tp.clone()]).unwrap();
+    consumer.assign(std::slice::from_ref(&tp)).unwrap();
     consumer.seek(&tp, 0).unwrap();
     let records = consumer.poll(Duration::from_secs(1)).unwrap();
     assert_eq!(records.missed(), &[(tp.clone(), start)]);
@@ -55,7 +55,7 @@ fn retention_by_size_deletes_the_oldest_segments_and_keeps_offsets() {
     assert_eq!((first.offset(), first.value()), (start, (start as u32).to_le_bytes().repeat(50).as_slice()));
     // A consumer that does not reset is told where the log is now.
     let mut strict = queue.consumer(ConsumerConfig::new("s").auto_commit(None).auto_offset_reset(OffsetReset::None)).unwrap();
-    strict.assign(&[tp.clone()]).unwrap();
+    strict.assign(std::slice::from_ref(&tp)).unwrap();
     strict.seek(&tp, 1).unwrap();
     assert!(matches!(strict.poll(Duration::ZERO), Err(Error::OffsetOutOfRange { start: s, .. }) if s == start));
     // The start survives reopening (recovery finds the first segment left).
