@@ -189,6 +189,8 @@ pub trait RebalanceListener: Send {
 /// A consumer's membership of its group, while it is subscribed.
 struct Subscription {
     topics: Vec<String>,
+    /// With `subscribe_pattern`: the topics are every topic whose whole name matches.
+    pattern: Option<regex::Regex>,
     /// `None` after the member was expelled, until it joins again.
     member: Option<Membership>,
     /// The generation this consumer has caught up with.
@@ -300,6 +302,40 @@ impl Consumer {
     /// again replaces the subscription.
     pub fn subscribe(&mut self, topics: &[&str]) -> Result<()> {
         self.not_in_listener()?;
+        self.subscribe_to(topics, None)
+    }
+
+    /// As `subscribe`, to every topic whose whole name matches the regular expression
+    /// `pattern`, now or later: topics created (or deleted) afterwards join (or leave) the
+    /// subscription, in this process and every other.
+    ///
+    /// ```
+    /// # fn main() -> Result<(), streamlog::Error> {
+    /// # let dir = std::env::temp_dir().join(format!("streamlog-doc-pattern-{}", std::process::id()));
+    /// use std::time::Duration;
+    /// use streamlog::{ConsumerConfig, OffsetReset, Queue, Record};
+    /// let queue = Queue::open(&dir)?;
+    /// let mut consumer = queue.consumer(ConsumerConfig::new("audit").auto_offset_reset(OffsetReset::Earliest))?;
+    /// consumer.subscribe_pattern("orders-.*")?;
+    /// queue.create_topic("orders-eu", 1)?;
+    /// queue.create_topic("payments", 1)?;
+    /// queue.producer().send("orders-eu", Record::new(b"one"))?;
+    /// queue.producer().send("payments", Record::new(b"two"))?;
+    /// let records = consumer.poll(Duration::from_secs(5))?;
+    /// assert_eq!(records.iter().map(|r| r.topic()).collect::<Vec<_>>(), ["orders-eu"]);
+    /// # drop((consumer, queue)); std::fs::remove_dir_all(&dir).unwrap();
+    /// # Ok(()) }
+    /// ```
+    pub fn subscribe_pattern(&mut self, pattern: &str) -> Result<()> {
+        self.not_in_listener()?;
+        let anchored = regex::Regex::new(&format!("^(?:{pattern})$"))
+            .map_err(|e| Error::InvalidConfig(format!("invalid topic pattern {pattern:?}: {e}")))?;
+        let topics = self.queue.inner.topic_names()?;
+        let matching: Vec<&str> = topics.iter().map(String::as_str).filter(|t| anchored.is_match(t)).collect();
+        self.subscribe_to(&matching, Some(anchored))
+    }
+
+    fn subscribe_to(&mut self, topics: &[&str], pattern: Option<regex::Regex>) -> Result<()> {
         if self.subscription.is_none() && !self.assigned.is_empty() {
             return Err(Error::IllegalState("subscribe cannot be used after assign; assign an empty list first"));
         }
@@ -317,12 +353,14 @@ impl Consumer {
                 self.group.resubscribe(member, &topics, &counts)?;
             }
             subscription.topics = topics;
+            subscription.pattern = pattern;
             return Ok(());
         }
         let member = self.join(&topics)?;
         let (_, seen_change) = self.group.change_word();
         self.subscription = Some(Subscription {
             topics,
+            pattern,
             member: Some(member),
             generation: 0,
             seen_change: seen_change.wrapping_sub(1),
@@ -509,6 +547,13 @@ impl Consumer {
             return Ok(());
         }
         self.topics_version = version;
+        if let Some(pattern) = self.subscription.as_ref().and_then(|s| s.pattern.clone()) {
+            let topics = self.queue.inner.topic_names()?;
+            let matching: Vec<&str> = topics.iter().map(String::as_str).filter(|t| pattern.is_match(t)).collect();
+            if self.subscription.as_ref().is_some_and(|s| s.topics != matching) {
+                self.subscribe_to(&matching, Some(pattern))?;
+            }
+        }
         let queue = &self.queue.inner;
         let mut deleted = None;
         self.assigned.retain(|a| {

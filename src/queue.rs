@@ -558,6 +558,11 @@ impl QueueInner {
         Ok(())
     }
 
+    /// The names of all topics, sorted.
+    pub(crate) fn topic_names(&self) -> Result<Vec<String>> {
+        list_topics(&self.dir)
+    }
+
     /// The id of a topic, or 0 if it does not exist.
     pub(crate) fn topic_id(&self, name: &str) -> u64 {
         self.topic(name).map_or(0, |topic| topic.id)

@@ -106,3 +106,33 @@ fn a_deleted_topic_fails_its_users_and_its_name_starts_afresh() {
     let records = fresh.poll(Duration::from_secs(1)).unwrap();
     assert_eq!(records.iter().map(|r| r.value().to_vec()).collect::<Vec<_>>(), [b"fresh".to_vec()]);
 }
+
+#[test]
+fn a_pattern_subscription_follows_topics_created_and_deleted_anywhere() {
+    let dir = TempDir::new("admin-pattern");
+    let queue = Queue::open(dir.path()).unwrap();
+    let other = Queue::open(dir.path()).unwrap();
+    queue.create_topic("orders-eu", 1).unwrap();
+    queue.create_topic("payments", 1).unwrap();
+    let mut consumer = queue.consumer(ConsumerConfig::new("g").auto_commit(None).auto_offset_reset(OffsetReset::Earliest)).unwrap();
+    consumer.subscribe_pattern("orders-.*").unwrap();
+    assert!(matches!(consumer.subscribe_pattern("orders-("), Err(Error::InvalidConfig(_))));
+    other.create_topic("orders-us", 2).unwrap();
+    other.create_topic("xorders-us", 1).unwrap();
+    let give_up = Instant::now() + Duration::from_secs(20);
+    let topics = |consumer: &streamlog::Consumer| {
+        let mut topics: Vec<String> = consumer.assignment().iter().map(|tp| tp.topic().to_owned()).collect();
+        topics.dedup();
+        topics
+    };
+    while topics(&consumer) != ["orders-eu", "orders-us"] {
+        assert!(Instant::now() < give_up, "{:?}", consumer.assignment());
+        let _ = consumer.poll(Duration::from_millis(10));
+    }
+    assert_eq!(consumer.assignment().len(), 3);
+    other.delete_topic("orders-eu").unwrap();
+    while topics(&consumer) != ["orders-us"] {
+        assert!(Instant::now() < give_up, "{:?}", consumer.assignment());
+        let _ = consumer.poll(Duration::from_millis(10));
+    }
+}
