@@ -760,7 +760,7 @@ impl Consumer {
             }
             let assignment = &mut self.assigned[(self.next_first + i) % count];
             if let Err(error) = fetch_partition(assignment, &self.config, records) {
-                first_error.get_or_insert(error);
+                first_error.get_or_insert(assignment.partition.explain(error));
             }
         }
         if count > 0 {

@@ -168,6 +168,15 @@ impl Partition {
         })
     }
 
+    /// `error` as its caller should see it: a file error in a partition whose directory is
+    /// gone means that its topic was deleted.
+    pub(crate) fn explain(&self, error: Error) -> Error {
+        match error {
+            Error::Io { .. } | Error::Corrupt { .. } if !self.dir.exists() => Error::UnknownTopic(self.id.topic().to_owned()),
+            error => error,
+        }
+    }
+
     /// Applies changed topic settings (from `Queue::alter_topic`).
     pub(crate) fn set_config(&self, config: TopicConfig) {
         self.writer.lock().config = config;

@@ -119,9 +119,11 @@ impl Producer {
         let timestamp_ms = record.timestamp_ms.unwrap_or(now_ms);
         let partition = topic.partition(partition_number, &self.queue)?;
         let batch_bytes = u64::from(BATCH_HEADER_BYTES) + size;
-        let offset = partition.append(std::slice::from_ref(&record), &[timestamp_ms], batch_bytes, now_ms)?;
+        let offset = partition
+            .append(std::slice::from_ref(&record), &[timestamp_ms], batch_bytes, now_ms)
+            .map_err(|e| partition.explain(e))?;
         if self.config.durability == Durability::Sync {
-            partition.sync_through(offset + 1)?;
+            partition.sync_through(offset + 1).map_err(|e| partition.explain(e))?;
         }
         Ok(RecordMetadata { partition: partition_number, offset, timestamp_ms })
     }
@@ -169,7 +171,9 @@ impl Producer {
                     batch_bytes += sizes[batch_end];
                     batch_end += 1;
                 }
-                let base = partition.append(&records[at..batch_end], &timestamps[at..batch_end], batch_bytes, now_ms)?;
+                let base = partition
+                    .append(&records[at..batch_end], &timestamps[at..batch_end], batch_bytes, now_ms)
+                    .map_err(|e| partition.explain(e))?;
                 for i in at..batch_end {
                     let offset = base + (i - at) as u64;
                     metadata[order[i]] = RecordMetadata { partition: partition_number, offset, timestamp_ms: timestamps[i] };
@@ -177,7 +181,7 @@ impl Producer {
                 at = batch_end;
             }
             if self.config.durability == Durability::Sync {
-                partition.sync_through(metadata[order[end - 1]].offset + 1)?;
+                partition.sync_through(metadata[order[end - 1]].offset + 1).map_err(|e| partition.explain(e))?;
             }
             start = end;
         }

@@ -6,6 +6,7 @@ use std::time::{Duration, Instant};
 use streamlog::{CleanupPolicy, ConsumerConfig, Error, OffsetReset, Queue, Record, TopicConfig, TopicPartition};
 
 use crate::TempDir;
+use crate::child::{self, Reaper};
 
 #[test]
 fn altered_settings_persist_and_reach_every_handle() {
@@ -114,7 +115,8 @@ fn a_pattern_subscription_follows_topics_created_and_deleted_anywhere() {
     let other = Queue::open(dir.path()).unwrap();
     queue.create_topic("orders-eu", 1).unwrap();
     queue.create_topic("payments", 1).unwrap();
-    let mut consumer = queue.consumer(ConsumerConfig::new("g").auto_commit(None).auto_offset_reset(OffsetReset::Earliest)).unwrap();
+    let mut consumer =
+        queue.consumer(ConsumerConfig::new("g").auto_commit(None).auto_offset_reset(OffsetReset::Earliest)).unwrap();
     consumer.subscribe_pattern("orders-.*").unwrap();
     assert!(matches!(consumer.subscribe_pattern("orders-("), Err(Error::InvalidConfig(_))));
     other.create_topic("orders-us", 2).unwrap();
@@ -135,4 +137,32 @@ fn a_pattern_subscription_follows_topics_created_and_deleted_anywhere() {
         assert!(Instant::now() < give_up, "{:?}", consumer.assignment());
         let _ = consumer.poll(Duration::from_millis(10));
     }
+}
+
+#[test]
+fn deleting_a_topic_under_live_processes_fails_them_cleanly() {
+    use std::io::{BufRead, BufReader};
+    let dir = TempDir::new("admin-delete-live");
+    let queue = Queue::open(dir.path()).unwrap();
+    queue.create_topic_with("live", TopicConfig::new(1).segment_bytes(4096)).unwrap();
+    let roles = ["send", "poll", "send"];
+    let mut children: Vec<_> = roles
+        .iter()
+        .map(|role| child::spawn("until-gone", &[dir.path().display().to_string(), "live".into(), (*role).into()]))
+        .collect();
+    let _reaper = Reaper(children.iter().map(|c| c.id()).collect());
+    let mut outputs: Vec<_> = children.iter_mut().map(|c| BufReader::new(c.stdout.take().unwrap()).lines()).collect();
+    for output in &mut outputs[..1] {
+        assert!(output.by_ref().map_while(Result::ok).any(|l| l == "running"), "the producer never got going");
+    }
+    std::thread::sleep(Duration::from_millis(50));
+    queue.delete_topic("live").unwrap();
+    for (output, child) in outputs.into_iter().zip(&mut children) {
+        let lines: Vec<String> = output.map_while(Result::ok).collect();
+        let status = child.wait().unwrap();
+        assert!(status.success(), "a user of the deleted topic died: {status:?} {lines:?}");
+        assert!(lines.iter().any(|l| l.starts_with("gone: UnknownTopic")), "{lines:?}");
+    }
+    queue.create_topic("live", 1).unwrap();
+    assert_eq!(queue.offsets(&TopicPartition::new("live", 0)).unwrap(), (0, 0));
 }

@@ -77,6 +77,7 @@ fn entry() {
         "commit" => commit(&args),
         "churn" => churn(&args),
         "hold" => hold(&args),
+        "until-gone" => until_gone(&args),
         other => panic!("unknown child role {other}"),
     }
 }
@@ -295,4 +296,34 @@ fn hold(args: &[String]) {
         assert_eq!(record.value(), (record.offset() as u32).to_le_bytes().repeat(50).as_slice(), "record {}", record.offset());
     }
     println!("intact");
+}
+
+/// `until-gone DIR TOPIC ROLE`: produces to (ROLE `send`) or consumes from (ROLE `poll`) TOPIC
+/// until a call fails, then prints `gone: ` and the error, and exits normally.
+fn until_gone(args: &[String]) {
+    let [dir, topic, role] = args else { panic!("bad arguments {args:?}") };
+    let queue = Queue::open(Path::new(dir)).unwrap();
+    let producer = queue.producer();
+    let config = ConsumerConfig::new("gone").auto_commit(None).auto_offset_reset(OffsetReset::Earliest);
+    let mut consumer = queue.consumer(config).unwrap();
+    consumer.assign(&[TopicPartition::new(topic, 0)]).unwrap();
+    let mut count = 0u64;
+    let error = loop {
+        let result = match role.as_str() {
+            "send" => producer.send(topic, Record::new(&count.to_le_bytes())).map(drop),
+            _ => consumer.poll(Duration::from_millis(1)).map(|records| {
+                // Touch every byte: a mapping cut short would kill this process here.
+                let sum: u64 = records.iter().map(|r| r.value().iter().map(|&b| u64::from(b)).sum::<u64>()).sum();
+                std::hint::black_box(sum);
+            }),
+        };
+        match result {
+            Ok(()) => count += 1,
+            Err(error) => break error,
+        }
+        if count == 100 {
+            println!("running");
+        }
+    };
+    println!("gone: {error:?}");
 }
