@@ -59,6 +59,9 @@ pub(crate) enum PartitionFile {
     State,
     /// A half-made file left by a crash; safe to delete during recovery.
     Temporary,
+    /// A compacted segment's log (or index) ready to replace the original: see `compaction.rs`.
+    SwapLog(u64),
+    SwapIndex(u64),
     Unknown,
 }
 
@@ -70,6 +73,11 @@ pub(crate) fn index_file_name(base_offset: u64) -> String {
     format!("{base_offset:020}.index")
 }
 
+/// The name a compacted replacement of file `name` has before it takes its place.
+pub(crate) fn swap_file_name(name: &str) -> String {
+    format!("{name}.swap")
+}
+
 pub(crate) fn classify(name: &str) -> PartitionFile {
     if name == STATE_FILE {
         return PartitionFile::State;
@@ -79,6 +87,12 @@ pub(crate) fn classify(name: &str) -> PartitionFile {
     }
     let parse =
         |stem: &str| (stem.len() == 20 && stem.bytes().all(|b| b.is_ascii_digit())).then(|| stem.parse::<u64>().ok()).flatten();
+    if let Some(base) = name.strip_suffix(".log.swap").and_then(parse) {
+        return PartitionFile::SwapLog(base);
+    }
+    if let Some(base) = name.strip_suffix(".index.swap").and_then(parse) {
+        return PartitionFile::SwapIndex(base);
+    }
     if let Some(base) = name.strip_suffix(".log").and_then(parse) {
         return PartitionFile::Segment(base);
     }
@@ -91,7 +105,7 @@ pub(crate) fn classify(name: &str) -> PartitionFile {
 /// The 64-byte header of segment and index files.
 ///
 /// ```text
-/// 0  magic [8]   8  version u16   10 reserved u16   12 capacity_bytes u32
+/// 0  magic [8]   8  version u16   10 flags u16   12 capacity_bytes u32
 /// 16 base_offset u64   24 created_ms u64   32 synced_bytes u64   40 !synced_bytes u64
 /// 48 reserved [12]   60 crc32 of bytes 0..32
 /// ```
@@ -106,13 +120,20 @@ pub(crate) struct FileHeader {
     pub(crate) capacity_bytes: u32,
     pub(crate) base_offset: u64,
     pub(crate) created_ms: u64,
+    /// `SEGMENT_COMPACTED` for files the cleaner wrote.
+    pub(crate) flags: u16,
 }
+
+/// Header flag: written by compaction. Its offsets may have gaps (records were removed), its
+/// log file ends exactly where its data does, and it is on stable storage as a whole.
+pub(crate) const SEGMENT_COMPACTED: u16 = 1;
 
 impl FileHeader {
     pub(crate) fn encode(&self) -> [u8; FILE_HEADER_BYTES as usize] {
         let mut out = [0u8; FILE_HEADER_BYTES as usize];
         out[0..8].copy_from_slice(&self.magic);
         out[8..10].copy_from_slice(&FORMAT_VERSION.to_le_bytes());
+        out[10..12].copy_from_slice(&self.flags.to_le_bytes());
         out[12..16].copy_from_slice(&self.capacity_bytes.to_le_bytes());
         out[16..24].copy_from_slice(&self.base_offset.to_le_bytes());
         out[24..32].copy_from_slice(&self.created_ms.to_le_bytes());
@@ -128,7 +149,13 @@ impl FileHeader {
         if crc32fast::hash(&bytes[0..32]) != u32_at(bytes, 60) {
             return Err(Error::corrupt(path, 0, "file header checksum mismatch"));
         }
-        Ok(FileHeader { magic, capacity_bytes: u32_at(bytes, 12), base_offset: u64_at(bytes, 16), created_ms: u64_at(bytes, 24) })
+        Ok(FileHeader {
+            magic,
+            capacity_bytes: u32_at(bytes, 12),
+            base_offset: u64_at(bytes, 16),
+            created_ms: u64_at(bytes, 24),
+            flags: u16_at(bytes, 10),
+        })
     }
 }
 
@@ -696,7 +723,7 @@ mod tests {
     #[test]
     fn headers_reject_foreign_and_future_files() {
         let path = Path::new("x");
-        let header = FileHeader { magic: SEGMENT_MAGIC, capacity_bytes: 4096, base_offset: 12, created_ms: 3 };
+        let header = FileHeader { magic: SEGMENT_MAGIC, capacity_bytes: 4096, base_offset: 12, created_ms: 3, flags: 0 };
         let mut bytes = header.encode();
         assert_eq!(FileHeader::decode(&bytes, SEGMENT_MAGIC, path).unwrap(), header);
         assert!(matches!(FileHeader::decode(&bytes, INDEX_MAGIC, path), Err(Error::ForeignFile { .. })));

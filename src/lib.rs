@@ -26,6 +26,7 @@
 //! See README.md for durability, limits and performance, and ARCHITECTURE.md for how it works.
 
 mod assignor;
+mod compaction;
 mod consumer;
 mod error;
 mod format;

@@ -16,7 +16,7 @@ use crate::partition::{Cursor, Partition};
 use crate::producer::Durability;
 use crate::record::{Record, Records};
 use crate::sys;
-use crate::topic::{TopicConfig, TopicPartition};
+use crate::topic::{CleanupPolicy, TopicConfig, TopicPartition};
 
 /// How large each segment of an offset log grows before a new one starts.
 const OFFSET_SEGMENT_BYTES: u64 = 16 << 20;
@@ -32,7 +32,7 @@ pub(crate) fn applicable(entry: Option<(u64, u64)>, topic_id: u64) -> Option<u64
 
 /// The settings of an offset log.
 pub(crate) fn offset_log_config() -> TopicConfig {
-    TopicConfig::new(1).segment_bytes(OFFSET_SEGMENT_BYTES)
+    TopicConfig::new(1).segment_bytes(OFFSET_SEGMENT_BYTES).cleanup_policy(CleanupPolicy::Compact)
 }
 
 pub(crate) struct OffsetStore {
@@ -92,6 +92,11 @@ impl OffsetStore {
             Durability::Sync => self.log.sync_through(end_offset),
             Durability::Buffered | Durability::Interval(_) => Ok(()),
         }
+    }
+
+    /// Compacts the log down to about the latest commit of each partition.
+    pub(crate) fn compact(&self, now_ms: u64) -> Result<usize> {
+        self.log.compact(&offset_log_config(), now_ms)
     }
 
     /// Syncs the log if this process committed since the last sync (for `Durability::Interval`).

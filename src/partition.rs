@@ -5,10 +5,11 @@ use std::collections::BTreeMap;
 use std::fs::{self, OpenOptions};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 
 use parking_lot::{Mutex, RwLock};
 
+use crate::compaction;
 use crate::error::{Error, IoContext, Result};
 use crate::format::{
     self, BATCH_HEADER_BYTES, BatchHeader, FILE_HEADER_BYTES, FileHeader, INDEX_ENTRY_BYTES, IndexEntry, PartitionFile,
@@ -109,6 +110,8 @@ pub(crate) struct Partition {
     sealer: Arc<Sealer>,
     /// Set when this process appended since the last background sync.
     dirty: AtomicBool,
+    /// The compaction count (see `SharedState::compactions`) this process's mappings are from.
+    compactions_seen: AtomicU64,
 }
 
 impl Partition {
@@ -165,6 +168,7 @@ impl Partition {
             users,
             sealer,
             dirty: AtomicBool::new(false),
+            compactions_seen: AtomicU64::new(0),
         })
     }
 
@@ -214,7 +218,8 @@ impl Partition {
         let header_bytes = u64::from(FILE_HEADER_BYTES);
         let empty = tail.end_position == header_bytes;
         // A segment made before `segment_bytes` grew is bounded by its own capacity.
-        let segment_bytes = writer.config.segment_bytes.min(segment.capacity_bytes() - header_bytes - MAX_BATCH_BYTES);
+        let segment_bytes =
+            writer.config.segment_bytes.min(segment.capacity_bytes().saturating_sub(header_bytes + MAX_BATCH_BYTES));
         let too_big = tail.end_position + batch_bytes > header_bytes + segment_bytes;
         let too_old = now_ms.saturating_sub(segment.created_ms()) >= writer.config.segment_ms;
         let sealed = (!empty && (too_big || too_old)).then(|| Arc::clone(&segment));
@@ -402,6 +407,18 @@ impl Partition {
 
     /// The mapped segment with this base offset, which must be published.
     pub(crate) fn segment(&self, base: u64) -> Result<Arc<Segment>> {
+        let compactions = self.state.compactions();
+        if self.compactions_seen.load(Ordering::Acquire) != compactions {
+            // Some sealed segment was replaced: map sealed segments afresh from now on (readers
+            // in the middle of an old one keep their mapping, whose data is just as valid).
+            let active_base = self.tail().active_base;
+            for (&b, mapped) in self.segments.write().iter_mut() {
+                if b < active_base {
+                    *mapped = None;
+                }
+            }
+            self.compactions_seen.store(compactions, Ordering::Release);
+        }
         if let Some(Some(segment)) = self.segments.read().get(&base) {
             return Ok(Arc::clone(segment));
         }
@@ -511,8 +528,14 @@ impl Partition {
                 Some((records, max)) => max - records.len(),
                 None => usize::MAX,
             };
-            if cursor.batch_end == 0 && !self.enter_batch(cursor, tail, until, out.is_some(), check_crc)? {
-                continue;
+            if cursor.batch_end == 0 {
+                if !self.enter_batch(cursor, tail, until, out.is_some(), check_crc)? {
+                    continue;
+                }
+                if cursor.offset >= until {
+                    // The batch starts past `until` (compaction removed the records between).
+                    return Ok(());
+                }
             }
             // The records of the current batch, one bounds check for all of them.
             let segment = Arc::clone(&cursor.segment);
@@ -558,8 +581,12 @@ impl Partition {
                     self.known_base_after(base)
                 }
             };
+            // A compacted segment's file ends where its data does, possibly before the offsets
+            // it covers do (their records were removed).
+            let compacted_end =
+                cursor.segment.is_compacted() && cursor.position + u64::from(BATCH_HEADER_BYTES) > cursor.segment.log_length()?;
             match next {
-                Some(next) if cursor.offset == next => {
+                Some(next) if cursor.offset == next || (compacted_end && cursor.offset < next) => {
                     *cursor = Cursor::at_start(self.segment(next)?);
                     return Ok(false);
                 }
@@ -576,7 +603,8 @@ impl Partition {
         if !header.is_plausible() || cursor.position + u64::from(header.batch_bytes) > limit {
             return Err(cursor_corrupt(cursor, "impossible batch header"));
         }
-        if header.base_offset != cursor.offset {
+        let gap = cursor.segment.is_compacted() && header.base_offset > cursor.offset;
+        if header.base_offset != cursor.offset && !gap {
             return Err(cursor_corrupt(
                 cursor,
                 format!("expected a batch starting at offset {}, found {}", cursor.offset, header.base_offset),
@@ -663,6 +691,114 @@ impl Partition {
         Ok(max)
     }
 
+    /// Compacts the sealed segments old enough (`min_compaction_lag_ms`) when enough of them
+    /// (`min_cleanable_dirty_ratio`) were never compacted: every record whose key has a newer
+    /// record in that part of the log goes, and so do its tombstones older than
+    /// `delete_retention_ms`. Under the maintenance lock (one process at a time); producers are
+    /// not held up. Returns how many segments were rewritten.
+    pub(crate) fn compact(&self, config: &TopicConfig, now_ms: u64) -> Result<usize> {
+        let compacted = self.state.try_maintain(|| {
+            let tail = self.tail();
+            self.refresh_segments(tail.active_base)?;
+            let start = self.start_offset();
+            let bases: Vec<u64> = self.segments.read().keys().copied().filter(|&b| b >= start).collect();
+            // Sealed segments whose newest record is older than the lag, from the oldest on.
+            let mut cleanable: Vec<(u64, u64)> = Vec::new();
+            let mut dirty_bytes = 0;
+            let mut total_bytes = 0;
+            for pair in bases.windows(2) {
+                let (base, next) = (pair[0], pair[1]);
+                if self.max_timestamp_ms(base, next)?.saturating_add(config.min_compaction_lag_ms) > now_ms {
+                    break;
+                }
+                let segment = self.segment(base)?;
+                let bytes = segment.log_length()?;
+                total_bytes += bytes;
+                if !segment.is_compacted() {
+                    dirty_bytes += bytes;
+                }
+                cleanable.push((base, next));
+            }
+            let Some(&(_, end)) = cleanable.last() else {
+                return Ok(0);
+            };
+            if dirty_bytes == 0 || dirty_bytes * 1_000_000 < u64::from(config.min_cleanable_dirty_ppm) * total_bytes {
+                return Ok(0);
+            }
+            // The newest offset of every key up to the end of the cleanable part.
+            let mut latest = compaction::LatestOffsets::new();
+            let mut cursor = self.cursor_at(start, &tail, true)?;
+            while cursor.offset() < end {
+                let mut records = Records::with_capacity(4096);
+                self.advance(&mut cursor, &tail, end, Some((&mut records, 4096)), true)?;
+                for record in records.iter() {
+                    if let Some(key) = record.key() {
+                        match latest.get_mut(key) {
+                            Some(offset) => *offset = record.offset(),
+                            None => {
+                                latest.insert(key.to_vec(), record.offset());
+                            }
+                        }
+                    }
+                }
+            }
+            let mut rewritten = 0;
+            for (base, next) in cleanable {
+                if self.rewrite_segment(base, next, &tail, &latest, config, now_ms)? {
+                    rewritten += 1;
+                }
+            }
+            Ok(rewritten)
+        })?;
+        Ok(compacted.unwrap_or(0))
+    }
+
+    /// Replaces sealed segment `base` (whose successor starts at `next`) by a copy holding only
+    /// the records compaction keeps; false if it would keep them all.
+    fn rewrite_segment(
+        &self,
+        base: u64,
+        next: u64,
+        tail: &Tail,
+        latest: &compaction::LatestOffsets,
+        config: &TopicConfig,
+        now_ms: u64,
+    ) -> Result<bool> {
+        let segment = self.segment(base)?;
+        let keeps = |r: &crate::record::ConsumerRecord| compaction::keeps(r, latest, now_ms, config.delete_retention_ms);
+        // A first pass: is there anything to remove?
+        let mut cursor = self.cursor_at(base.max(self.start_offset()), tail, true)?;
+        let mut removable = false;
+        while cursor.offset() < next && !removable {
+            let mut records = Records::with_capacity(4096);
+            self.advance(&mut cursor, tail, next, Some((&mut records, 4096)), true)?;
+            removable = records.iter().any(|r| !keeps(r));
+        }
+        if !removable {
+            return Ok(false);
+        }
+        let mut cleaned = compaction::CleanedSegment::create(&self.dir, base, segment.created_ms(), config.index_interval_bytes)?;
+        let written = (|| {
+            let mut cursor = self.cursor_at(base.max(self.start_offset()), tail, true)?;
+            while cursor.offset() < next {
+                let mut records = Records::with_capacity(4096);
+                self.advance(&mut cursor, tail, next, Some((&mut records, 4096)), true)?;
+                for record in records.into_iter().filter(|r| keeps(r)) {
+                    cleaned.push(record)?;
+                }
+            }
+            Ok(())
+        })();
+        if let Err(error) = written {
+            cleaned.abandon();
+            return Err(error);
+        }
+        cleaned.replace_original(&self.dir)?;
+        self.segments.write().insert(base, None);
+        self.state.note_compaction();
+        Ok(true)
+    }
+
     /// The earliest offset whose record has a timestamp at or after `timestamp_ms`, or `None`
     /// if there is none yet. Timestamps need not grow with offsets: every record from the
     /// first index entry that may precede a match is looked at.
@@ -724,7 +860,8 @@ pub(crate) fn new_segment(
     users: &Arc<DirLock>,
 ) -> Result<(Segment, Tail)> {
     let capacity = u64::from(FILE_HEADER_BYTES) + config.segment_bytes + MAX_BATCH_BYTES;
-    let header = FileHeader { magic: SEGMENT_MAGIC, capacity_bytes: capacity as u32, base_offset: base, created_ms: now_ms };
+    let header =
+        FileHeader { magic: SEGMENT_MAGIC, capacity_bytes: capacity as u32, base_offset: base, created_ms: now_ms, flags: 0 };
     let index_capacity = recovery::index_capacity_bytes(capacity, config);
     let reserve = LOG_RESERVE_STEP_BYTES.min(capacity);
     let segment = Segment::create(dir, id.clone(), header, index_capacity as u32, reserve, Arc::clone(users))?;

@@ -349,8 +349,8 @@ impl Queue {
         self.inner.partition(partition)?.offset_for_time(timestamp_ms)
     }
 
-    /// Applies every topic's retention now, in this process, and returns how many segments
-    /// were deleted. A background thread also does this (every 30 seconds unless
+    /// Applies every topic's retention and compaction now, in this process, and returns how many
+    /// segments were deleted or rewritten. A background thread also does this (every 30 seconds unless
     /// `QueueOptions::maintenance_interval` says otherwise) in one of the processes that have
     /// the queue open.
     pub fn run_maintenance(&self) -> Result<usize> {
@@ -568,11 +568,13 @@ impl QueueInner {
         self.topic(name).map_or(0, |topic| topic.id)
     }
 
-    /// Retention for every partition of every topic. A partition that fails (a damaged file)
-    /// does not stop the others; the first error is returned after all were tried.
+    /// Retention and compaction for every partition of every topic, and compaction of every
+    /// group's offset log. A partition that fails (a damaged file) does not stop the others;
+    /// the first error is returned after all were tried. Returns how many segments were
+    /// deleted or rewritten.
     pub(crate) fn run_maintenance(&self) -> Result<usize> {
         let now_ms = sys::coarse_now_ms();
-        let mut deleted = 0;
+        let mut changed = 0;
         let mut first_error = None;
         for name in list_topics(&self.dir)? {
             let topic = match self.topic(&name) {
@@ -583,12 +585,15 @@ impl QueueInner {
                     continue;
                 }
             };
-            if !topic.config.cleanup_policy.deletes() {
-                continue;
-            }
+            let policy = topic.config.cleanup_policy;
             for number in 0..topic.config.partitions {
-                match topic.partition(number, self).and_then(|p| p.apply_retention(&topic.config, now_ms)) {
-                    Ok(n) => deleted += n,
+                let work = topic.partition(number, self).and_then(|p| {
+                    let deleted = if policy.deletes() { p.apply_retention(&topic.config, now_ms)? } else { 0 };
+                    let compacted = if policy.compacts() { p.compact(&topic.config, now_ms)? } else { 0 };
+                    Ok(deleted + compacted)
+                });
+                match work {
+                    Ok(n) => changed += n,
                     Err(Error::UnknownTopic(_)) => break,
                     Err(error) => {
                         first_error.get_or_insert(error);
@@ -596,7 +601,21 @@ impl QueueInner {
                 }
             }
         }
-        first_error.map_or(Ok(deleted), Err)
+        // Each group's offset log keeps only the latest commit of each partition.
+        let groups = self.dir.join(GROUPS_DIR);
+        let names: Vec<String> = match fs::read_dir(&groups) {
+            Ok(entries) => entries.filter_map(|e| e.ok()).map(|e| e.file_name().to_string_lossy().into_owned()).collect(),
+            Err(_) => Vec::new(),
+        };
+        for name in names.iter().filter(|n| validate_group_name(n).is_ok()) {
+            match self.group(name).and_then(|g| g.offsets.compact(now_ms)) {
+                Ok(n) => changed += n,
+                Err(error) => {
+                    first_error.get_or_insert(error);
+                }
+            }
+        }
+        first_error.map_or(Ok(changed), Err)
     }
 
     /// Starts the background maintenance thread. Every tick, the process that holds

@@ -140,7 +140,7 @@ impl ConsumerRecord {
     }
 
     /// This record, owning a strong count of its segment.
-    fn into_owned(mut self) -> Self {
+    pub(crate) fn into_owned(mut self) -> Self {
         if !self.owns_segment {
             // SAFETY: the segment is alive (see `body`), and its pointer came from `Arc::as_ptr`.
             unsafe { Arc::increment_strong_count(self.segment.as_ptr()) };

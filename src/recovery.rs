@@ -26,6 +26,7 @@ pub(crate) struct Recovered {
 }
 
 pub(crate) fn recover(dir: &Path, id: &TopicPartition, config: &TopicConfig, users: &Arc<DirLock>) -> Result<Recovered> {
+    finish_swaps(dir)?;
     let mut bases = Vec::new();
     let mut indexes = Vec::new();
     for entry in fs::read_dir(dir).during("list", dir)? {
@@ -34,7 +35,7 @@ pub(crate) fn recover(dir: &Path, id: &TopicPartition, config: &TopicConfig, use
         match format::classify(&entry.file_name().to_string_lossy()) {
             PartitionFile::Segment(base) => bases.push(base),
             PartitionFile::Index(base) => indexes.push(base),
-            PartitionFile::State => {}
+            PartitionFile::State | PartitionFile::SwapLog(_) | PartitionFile::SwapIndex(_) => {}
             PartitionFile::Temporary => fs::remove_file(&path).during("remove leftover", &path)?,
             PartitionFile::Unknown => {
                 return Err(Error::ForeignFile { path, reason: "unexpected file in a partition directory".into() });
@@ -52,6 +53,10 @@ pub(crate) fn recover(dir: &Path, id: &TopicPartition, config: &TopicConfig, use
     // drop it, and the segment before it is the active one again.
     while bases.len() > 1 {
         let last = *bases.last().expect("two or more");
+        if open_or_reindex(dir, bases[bases.len() - 2], id, config, users)?.is_compacted() {
+            // A compacted segment cannot take appends again: keep the (empty) one after it.
+            break;
+        }
         let segment = open_or_reindex(dir, last, id, config, users)?;
         let scanned = scan(&segment, segment_start(), u64::MAX, None)?;
         if scanned.end_offset != last {
@@ -85,6 +90,39 @@ pub(crate) fn recover(dir: &Path, id: &TopicPartition, config: &TopicConfig, use
     let active = open_or_reindex(dir, last, id, config, users)?;
     let tail = recover_active(&active, config)?;
     Ok(Recovered { tail, bases, active })
+}
+
+/// Completes what compaction left half-done (see `compaction.rs`): a `.log.swap` file is a
+/// whole, synced cleaned segment that was about to replace the original, so it does, with its
+/// `.index.swap` if that is still there. An `.index.swap` without its log was not committed yet.
+fn finish_swaps(dir: &Path) -> Result<()> {
+    let mut logs = Vec::new();
+    let mut indexes = Vec::new();
+    for entry in fs::read_dir(dir).during("list", dir)? {
+        match format::classify(&entry.during("list", dir)?.file_name().to_string_lossy()) {
+            PartitionFile::SwapLog(base) => logs.push(base),
+            PartitionFile::SwapIndex(base) => indexes.push(base),
+            _ => {}
+        }
+    }
+    if logs.is_empty() && indexes.is_empty() {
+        return Ok(());
+    }
+    for &base in &indexes {
+        let swap = dir.join(format::swap_file_name(&format::index_file_name(base)));
+        if logs.contains(&base) {
+            let index = dir.join(format::index_file_name(base));
+            fs::rename(&swap, &index).during("rename into place", &index)?;
+        } else {
+            fs::remove_file(&swap).during("remove leftover", &swap)?;
+        }
+    }
+    for base in logs {
+        let swap = dir.join(format::swap_file_name(&format::segment_file_name(base)));
+        let log = dir.join(format::segment_file_name(base));
+        fs::rename(&swap, &log).during("rename into place", &log)?;
+    }
+    crate::sys::sync_directory(dir).during("sync directory", dir)
 }
 
 /// Opens a segment, recreating its index file empty if it is missing or unreadable (the index
@@ -128,8 +166,10 @@ struct Scan {
 }
 
 /// Walks whole, checksummed batches from `start`, stopping at the first that is not whole or
-/// at offset `stop_at`.
+/// at offset `stop_at`. In a compacted segment a batch may start past the previous one's end
+/// offset (records were removed in between).
 fn scan(segment: &Segment, start: IndexEntry, interval: u64, stop_at: Option<u64>) -> Result<Scan> {
+    let gaps = segment.is_compacted();
     let base = segment.base_offset();
     let file_len = segment.log_length()?.min(segment.capacity_bytes());
     let mut scan = Scan {
@@ -148,7 +188,7 @@ fn scan(segment: &Segment, start: IndexEntry, interval: u64, stop_at: Option<u64
         if header.batch_bytes == 0 {
             return Ok(scan);
         }
-        if !batch_is_whole(segment, position, &header, scan.end_offset, file_len)? {
+        if !batch_is_whole(segment, position, &header, scan.end_offset, gaps, file_len)? {
             return Ok(scan);
         }
         if position - last_indexed >= interval && position > u64::from(FILE_HEADER_BYTES) {
@@ -165,11 +205,19 @@ fn scan(segment: &Segment, start: IndexEntry, interval: u64, stop_at: Option<u64
     }
 }
 
-fn batch_is_whole(segment: &Segment, position: u64, header: &BatchHeader, expected_offset: u64, file_len: u64) -> Result<bool> {
+fn batch_is_whole(
+    segment: &Segment,
+    position: u64,
+    header: &BatchHeader,
+    expected_offset: u64,
+    gaps: bool,
+    file_len: u64,
+) -> Result<bool> {
+    let in_order = if gaps { header.base_offset >= expected_offset } else { header.base_offset == expected_offset };
     let fits = header.is_plausible()
         && u64::from(header.batch_bytes) <= MAX_BATCH_BYTES
         && position + u64::from(header.batch_bytes) <= file_len
-        && header.base_offset == expected_offset;
+        && in_order;
     Ok(fits && format::batch_checksum_ok(segment.read(position, u64::from(header.batch_bytes))?))
 }
 
@@ -207,6 +255,14 @@ fn sealed_is_whole(segment: &Segment, next_base: u64) -> Result<bool> {
     let scan = scan(segment, start, u64::MAX, Some(next_base))?;
     if scan.end_offset == next_base {
         return Ok(true);
+    }
+    if segment.is_compacted() {
+        // Written whole and synced before it took its place: it must end exactly at its file's
+        // end, with nothing past the next segment's base.
+        if scan.end_position == segment.log_length()? && scan.end_offset <= next_base {
+            return Ok(true);
+        }
+        return Err(Error::corrupt(segment.path(), scan.end_position, "a compacted segment is damaged"));
     }
     if scan.end_position < synced {
         return Err(Error::corrupt(

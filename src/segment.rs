@@ -163,6 +163,11 @@ impl Segment {
         self.log.header.base_offset
     }
 
+    /// Whether compaction wrote this segment (see `format::SEGMENT_COMPACTED`).
+    pub(crate) fn is_compacted(&self) -> bool {
+        self.log.header.flags & format::SEGMENT_COMPACTED != 0
+    }
+
     pub(crate) fn created_ms(&self) -> u64 {
         self.log.header.created_ms
     }

@@ -9,7 +9,7 @@
 //! 56  log_start u64 (the first offset still in the log; only retention moves it, forward)
 //! 64  tail slot 0 (8 × u64)   128 tail slot 1 (8 × u64)
 //! 192 append mutex (pthread, robust, process-shared)   256 sync mutex   320 maintenance mutex
-//! 384.. reserved
+//! 384 compactions u64 (counts segments replaced by compaction)   392.. reserved
 //! ```
 
 use std::fs::File;
@@ -38,6 +38,7 @@ const SLOT_BYTES: usize = 64;
 const APPEND_MUTEX_AT: usize = 192;
 const SYNC_MUTEX_AT: usize = 256;
 const MAINTENANCE_MUTEX_AT: usize = 320;
+const COMPACTIONS_AT: usize = 384;
 /// How long a group-commit leader waits for more senders when others were seen recently.
 const GROUP_COMMIT_DELAY: std::time::Duration = std::time::Duration::from_micros(50);
 const _: () = assert!(sys::MUTEX_BYTES <= 64, "a pthread mutex must fit its 64-byte slot");
@@ -328,6 +329,16 @@ impl SharedState {
         let result = work();
         self.maintenance_mutex.unlock();
         result.map(Some)
+    }
+
+    /// How many segments compaction has replaced: when it moves, mappings of sealed segments
+    /// may be of files that were replaced since.
+    pub(crate) fn compactions(&self) -> u64 {
+        self.word64(COMPACTIONS_AT).load(Ordering::Acquire)
+    }
+
+    pub(crate) fn note_compaction(&self) {
+        self.word64(COMPACTIONS_AT).fetch_add(1, Ordering::AcqRel);
     }
 
     /// The end offset up to which the log is known to be on stable storage.

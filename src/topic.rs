@@ -31,6 +31,11 @@ impl CleanupPolicy {
         matches!(self, CleanupPolicy::Delete | CleanupPolicy::DeleteAndCompact)
     }
 
+    /// Whether compaction applies.
+    pub(crate) fn compacts(self) -> bool {
+        matches!(self, CleanupPolicy::Compact | CleanupPolicy::DeleteAndCompact)
+    }
+
     pub(crate) fn code(self) -> u8 {
         match self {
             CleanupPolicy::Delete => 1,

@@ -78,6 +78,7 @@ fn entry() {
         "churn" => churn(&args),
         "hold" => hold(&args),
         "until-gone" => until_gone(&args),
+        "compact" => compact(&args),
         other => panic!("unknown child role {other}"),
     }
 }
@@ -326,4 +327,20 @@ fn until_gone(args: &[String]) {
         }
     };
     println!("gone: {error:?}");
+}
+
+/// `compact DIR START`: sends records with keys `seq % 16` and values starting with `seq`
+/// (from START on) to topic `t`, compacting after every 200, until killed.
+fn compact(args: &[String]) {
+    let [dir, start] = args else { panic!("bad arguments {args:?}") };
+    let queue = Queue::open(Path::new(dir)).unwrap();
+    let producer = queue.producer();
+    for seq in start.parse::<u64>().unwrap().. {
+        let mut value = seq.to_le_bytes().to_vec();
+        value.resize(40, b'v');
+        producer.send("t", Record::new(&value).key(&(seq % 16).to_le_bytes())).unwrap();
+        if seq % 200 == 199 {
+            queue.run_maintenance().unwrap();
+        }
+    }
 }

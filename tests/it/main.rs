@@ -4,6 +4,7 @@
 mod admin;
 mod api;
 mod child;
+mod compaction;
 mod corruption;
 mod crash;
 mod disk_full;
