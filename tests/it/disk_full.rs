@@ -92,3 +92,31 @@ fn a_full_disk_fails_sends_cleanly_and_recovers() {
     let queue = Queue::open(&dir).unwrap();
     assert_eq!(queue.offsets(&tp).unwrap(), (0, acknowledged + 1));
 }
+
+#[test]
+fn retention_frees_a_full_disk_and_sending_resumes() {
+    let Some(fs) = SmallFilesystem::mount(6 << 20) else {
+        eprintln!("NOT RUN: mounting a small tmpfs needs root");
+        return;
+    };
+    let dir = fs.mount_point.join("queue");
+    let queue = Queue::open(&dir).unwrap();
+    queue.create_topic_with("t", TopicConfig::new(1).segment_bytes(64 << 10)).unwrap();
+    let producer = queue.producer();
+    let value = vec![3u8; 1000];
+    let mut acknowledged = 0u64;
+    let error = loop {
+        match producer.send("t", Record::new(&value)) {
+            Ok(_) => acknowledged += 1,
+            Err(error) => break error,
+        }
+        assert!(acknowledged < 100_000, "the disk never filled up");
+    };
+    assert!(matches!(error, Error::DiskFull { .. }), "{error}");
+    queue.alter_topic("t", |c| c.retention_bytes(1)).unwrap();
+    assert!(queue.run_maintenance().unwrap() > 0);
+    let meta = producer.send("t", Record::new(b"after")).unwrap();
+    assert_eq!(meta.offset(), acknowledged);
+    let (start, end) = queue.offsets(&TopicPartition::new("t", 0)).unwrap();
+    assert!(start > 0 && end == acknowledged + 1);
+}
