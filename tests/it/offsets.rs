@@ -142,3 +142,34 @@ fn a_committed_offset_past_the_end_is_clamped_and_reported() {
     let records = consumer.poll(Duration::from_secs(5)).unwrap();
     assert_eq!(records.iter().map(|r| r.offset()).collect::<Vec<_>>(), [10]);
 }
+
+#[test]
+fn maintenance_compacts_the_offset_log_to_the_latest_commits() {
+    let dir = TempDir::new("offsets-compact");
+    let queue = Queue::open(dir.path()).unwrap();
+    let mut consumer = plain_consumer(&queue);
+    let tps: Vec<TopicPartition> = (0..4).map(|p| TopicPartition::new("t", p)).collect();
+    // Enough commits to fill a 16 MiB segment of the offset log and start another.
+    for i in 0..200_000u64 {
+        consumer.commit_offsets(&[(tps[(i % 4) as usize].clone(), i)]).unwrap();
+    }
+    let log_bytes = |dir: &std::path::Path| -> u64 {
+        std::fs::read_dir(dir.join("groups/ledger/offsets"))
+            .unwrap()
+            .map(|e| e.unwrap())
+            .filter(|e| e.file_name().to_string_lossy().ends_with(".log"))
+            .map(|e| e.metadata().unwrap().len())
+            .sum()
+    };
+    let before = log_bytes(dir.path());
+    assert!(queue.run_maintenance().unwrap() > 0);
+    let after = log_bytes(dir.path());
+    assert!(after < before / 2, "the offset log went from {before} to {after} bytes");
+    let expected: Vec<Option<u64>> = (0..4).map(|p| Some(199_996 + p)).collect();
+    let read = |consumer: &Consumer| tps.iter().map(|tp| consumer.committed(tp).unwrap()).collect::<Vec<_>>();
+    assert_eq!(read(&consumer), expected);
+    // A new handle folds the compacted log from its start.
+    drop((consumer, queue));
+    let queue = Queue::open(dir.path()).unwrap();
+    assert_eq!(read(&plain_consumer(&queue)), expected);
+}
