@@ -108,9 +108,12 @@ fn finish_swaps(dir: &Path) -> Result<()> {
     if logs.is_empty() && indexes.is_empty() {
         return Ok(());
     }
+    // A swap whose original is gone (retention deleted the segment since) is dropped, or it
+    // would bring back records below the log start.
+    let originals: Vec<u64> = logs.iter().copied().filter(|&b| dir.join(format::segment_file_name(b)).exists()).collect();
     for &base in &indexes {
         let swap = dir.join(format::swap_file_name(&format::index_file_name(base)));
-        if logs.contains(&base) {
+        if originals.contains(&base) {
             let index = dir.join(format::index_file_name(base));
             fs::rename(&swap, &index).during("rename into place", &index)?;
         } else {
@@ -120,7 +123,11 @@ fn finish_swaps(dir: &Path) -> Result<()> {
     for base in logs {
         let swap = dir.join(format::swap_file_name(&format::segment_file_name(base)));
         let log = dir.join(format::segment_file_name(base));
-        fs::rename(&swap, &log).during("rename into place", &log)?;
+        if originals.contains(&base) {
+            fs::rename(&swap, &log).during("rename into place", &log)?;
+        } else {
+            fs::remove_file(&swap).during("remove leftover", &swap)?;
+        }
     }
     crate::sys::sync_directory(dir).during("sync directory", dir)
 }
