@@ -99,13 +99,13 @@ impl Default for QueueOptions {
 }
 
 impl QueueOptions {
-    /// The defaults: retention runs in the background every 30 seconds.
+    /// The defaults: retention and compaction run in the background every 30 seconds.
     pub fn new() -> Self {
         Self::default()
     }
 
-    /// How often background maintenance (retention) runs, in whichever one process holds the
-    /// maintenance role (Kafka's `log.retention.check.interval.ms`).
+    /// How often background maintenance (retention and compaction) runs, in whichever one
+    /// process holds the maintenance role (Kafka's `log.retention.check.interval.ms`).
     pub fn maintenance_interval(mut self, interval: Duration) -> Self {
         self.maintenance_interval = interval.max(Duration::from_millis(1));
         self
