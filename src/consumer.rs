@@ -409,6 +409,8 @@ impl Consumer {
         let owned = self.assignment();
         if valid && !owned.is_empty() {
             self.before_revoke(&owned);
+        } else if self.subscription.is_some() && !owned.is_empty() {
+            self.notify(&owned, |listener, consumer, partitions| listener.on_lost(consumer, partitions));
         }
         self.assigned.clear();
         let Some(mut subscription) = self.subscription.take() else {
@@ -515,9 +517,14 @@ impl Consumer {
         }
         let mut spins = 0u32;
         loop {
-            self.drop_deleted_topics()?;
-            self.sync_group()?;
-            self.fetch(&mut records)?;
+            // A failure to catch up with the group does not stop reading what this consumer
+            // owns; it is reported when there is nothing to return.
+            let synced = self.drop_deleted_topics().and_then(|()| self.sync_group());
+            if let Err(error) = self.fetch(&mut records).and(synced)
+                && records.is_empty()
+            {
+                return Err(error);
+            }
             if !records.is_empty() && !self.still_member() {
                 // Expelled while reading: another member may own these partitions already.
                 records = Records::with_capacity(0);
@@ -556,13 +563,32 @@ impl Consumer {
         }
         let queue = &self.queue.inner;
         let mut deleted = None;
+        let mut failure = None;
         self.assigned.retain(|a| {
-            let alive = queue.topic(a.tp.topic()).is_ok_and(|t| t.id == a.topic_id && a.tp.partition() < t.config.partitions);
-            if !alive {
+            let gone = match queue.topic(a.tp.topic()) {
+                Ok(t) => t.id != a.topic_id || a.tp.partition() >= t.config.partitions,
+                Err(Error::UnknownTopic(_)) => true,
+                // Not known to be gone (a file error): keep reading it, report the error.
+                Err(error) => {
+                    failure.get_or_insert(error);
+                    false
+                }
+            };
+            if gone {
                 deleted.get_or_insert_with(|| a.tp.topic().to_owned());
             }
-            alive
+            !gone
         });
+        if let Some(subscription) = &mut self.subscription
+            && deleted.is_some()
+        {
+            subscription.complete = false;
+        }
+        if let Some(error) = failure {
+            // Look again on the next poll.
+            self.topics_version = version.wrapping_sub(1);
+            return Err(error);
+        }
         self.next_first = 0;
         match deleted {
             Some(topic) => Err(Error::UnknownTopic(topic)),
@@ -612,6 +638,8 @@ impl Consumer {
         loop {
             let subscription = self.subscription.as_mut().expect("checked above");
             subscription.seen_change = self.group.change_word().1;
+            // Until this pass completes, the next poll must look again even if nothing changes.
+            subscription.complete = false;
             let view = match &subscription.member {
                 Some(member) => self.group.view(member)?,
                 None => View::Expelled,
@@ -652,16 +680,22 @@ impl Consumer {
             let mut clamped = Vec::new();
             let mut started = Vec::with_capacity(taken.len());
             let mut all_started = true;
+            let mut failure = None;
             for tp in taken {
                 let (assignment, clamp) = match self.start(&tp) {
                     Ok(started) => started,
-                    // Its topic was just deleted: the group is about to take it away (until
-                    // then, `complete` stays false and it is tried again).
+                    // Its topic was just deleted (the group is about to take it away), or it
+                    // cannot be opened now: `complete` stays false, so it is tried again, and
+                    // the partitions that did start are read and announced meanwhile.
                     Err(Error::UnknownTopic(_) | Error::PartitionOutOfRange { .. }) => {
                         all_started = false;
                         continue;
                     }
-                    Err(error) => return Err(error),
+                    Err(error) => {
+                        all_started = false;
+                        failure.get_or_insert(error);
+                        continue;
+                    }
                 };
                 self.assigned.push(assignment);
                 clamped.extend(clamp.map(|(committed, end)| (tp.clone(), committed, end)));
@@ -678,7 +712,7 @@ impl Consumer {
                     listener.on_offset_clamped(consumer, &partitions[0], committed, end)
                 });
             }
-            return Ok(());
+            return failure.map_or(Ok(()), Err);
         }
     }
 

@@ -50,6 +50,9 @@ const MUTEX_AT: usize = 64;
 const SLOTS_AT: usize = 128;
 const SLOT_BYTES: usize = 32;
 const BLOBS_AT: usize = (SLOTS_AT + MAX_GROUP_MEMBERS * SLOT_BYTES).next_multiple_of(4096);
+/// How long leaving waits for the group lock before it leaves by letting go of its liveness lock.
+const LEAVE_WAIT: Duration = Duration::from_millis(200);
+
 /// Room for one copy of the group state, length and checksum included. The file is sparse:
 /// only what a state needs is ever written.
 const BLOB_BYTES: usize = 64 << 20;
@@ -325,10 +328,22 @@ impl Group {
         Ok(Membership { id, slot, _alive: alive })
     }
 
-    /// Removes a member (if it is still one) and rebalances; its partitions move at once.
+    /// Removes a member (if it is still one) and rebalances; its partitions move at once. If
+    /// the group lock stays taken (its holder is stopped), the member just lets go of its
+    /// liveness lock instead: to the others it then looks dead, and is expelled as soon as one
+    /// of them gets the lock.
     pub(crate) fn leave(&self, member: Membership, counts: PartitionCounts<'_>) -> Result<()> {
         self.local.lock().retain(|&(_, id)| id != member.id);
-        let mut guard = self.lock()?;
+        let give_up = std::time::Instant::now() + LEAVE_WAIT;
+        let mut guard = loop {
+            if let Some(guard) = self.try_lock()? {
+                break guard;
+            }
+            if std::time::Instant::now() >= give_up {
+                return Ok(());
+            }
+            std::thread::sleep(Duration::from_millis(1));
+        };
         let mut state = guard.state()?;
         let before = state.members.len();
         state.members.retain(|m| m.id != member.id);
@@ -482,12 +497,12 @@ impl Group {
         }
         {
             let seen = self.seen.lock();
-            needs_work |= current_counts(seen.1.iter(), counts)? != seen.2;
+            needs_work |= current_counts(seen.1.iter(), counts, &seen.2) != seen.2;
         }
         if needs_work {
             let mut state = guard.state()?;
             let expelled = self.expel_dead(&mut state, now);
-            let current = current_counts(state.members.iter().flat_map(|m| &m.subscription), counts)?;
+            let current = current_counts(state.members.iter().flat_map(|m| &m.subscription), counts, &state.topics);
             if !expelled.is_empty() || current != state.topics {
                 rebalance(&mut state, counts)?;
                 guard.store(&state)?;
@@ -598,7 +613,7 @@ fn read_state(file: &File, path: &Path, half: u64) -> Result<GroupState> {
 
 /// Recomputes the assignment for the current members and topics, and starts a new generation.
 fn rebalance(state: &mut GroupState, counts: PartitionCounts<'_>) -> Result<()> {
-    let topics = current_counts(state.members.iter().flat_map(|m| &m.subscription), counts)?;
+    let topics = current_counts(state.members.iter().flat_map(|m| &m.subscription), counts, &state.topics);
     if state.members.is_empty() {
         state.strategy = None;
     }
@@ -614,17 +629,32 @@ fn rebalance(state: &mut GroupState, counts: PartitionCounts<'_>) -> Result<()> 
     Ok(())
 }
 
-/// The partition counts of the existing ones among `topics`.
-fn current_counts<'a>(topics: impl Iterator<Item = &'a String>, counts: PartitionCounts<'_>) -> Result<BTreeMap<String, u32>> {
+/// The partition counts of the existing ones among `topics`. A topic whose lookup fails (a
+/// file error, not a missing topic) keeps the count it had in `known`, so that one unreadable
+/// topic neither stops the group nor takes its partitions away.
+fn current_counts<'a>(
+    topics: impl Iterator<Item = &'a String>,
+    counts: PartitionCounts<'_>,
+    known: &BTreeMap<String, u32>,
+) -> BTreeMap<String, u32> {
     let mut current = BTreeMap::new();
     for topic in topics {
-        if !current.contains_key(topic)
-            && let Some(count) = counts(topic)?
-        {
-            current.insert(topic.clone(), count);
+        if current.contains_key(topic) {
+            continue;
+        }
+        match counts(topic) {
+            Ok(Some(count)) => {
+                current.insert(topic.clone(), count);
+            }
+            Ok(None) => {}
+            Err(_) => {
+                if let Some(&count) = known.get(topic) {
+                    current.insert(topic.clone(), count);
+                }
+            }
         }
     }
-    Ok(current)
+    current
 }
 
 fn open_members_lock(path: &Path) -> Result<File> {

@@ -404,6 +404,8 @@ impl Queue {
             return Err(Error::UnknownGroup(group.to_owned()));
         }
         let handle = self.inner.group(group)?;
+        // Expel members that died, so that they are not listed (this process may run no keeper).
+        let _ = handle.tick(&self.inner.partition_counts());
         let state = handle.snapshot()?;
         let committed = handle.offsets.all()?;
         let mut partitions: Vec<TopicPartition> = committed.keys().cloned().collect();
@@ -551,7 +553,8 @@ impl QueueInner {
                 Ok(_) | Err(Error::UnknownTopic(_)) => {
                     topics.remove(&name);
                 }
-                Err(error) => return Err(error),
+                // Unreadable just now: keep what is cached, and look again on the next change.
+                Err(_) => {}
             }
         }
         self.topics_version.store(version, Ordering::Release);
@@ -699,10 +702,11 @@ impl QueueInner {
     /// The named consumer group, opened (and created) on first use.
     pub(crate) fn group(&self, name: &str) -> Result<Arc<Group>> {
         validate_group_name(name)?;
-        let mut groups = self.groups.lock();
-        if let Some(group) = groups.get(name) {
+        if let Some(group) = self.groups.lock().get(name) {
             return Ok(Arc::clone(group));
         }
+        // Opened without holding the map, which the keeper reads every tick: opening may wait
+        // for file locks (and recover the offset log).
         let dir = self.dir.join(GROUPS_DIR).join(name);
         let log_dir = dir.join(OFFSETS_DIR);
         fs::create_dir_all(&log_dir).during("create", &log_dir)?;
@@ -715,8 +719,8 @@ impl QueueInner {
             Arc::clone(&self.sealer),
         )?;
         let group = Arc::new(Group::open(name, &dir, self.epoch, OffsetStore::new(Arc::new(log)))?);
-        groups.insert(name.to_owned(), Arc::clone(&group));
-        Ok(group)
+        // Another thread may have opened it meanwhile: everyone uses the first.
+        Ok(Arc::clone(self.groups.lock().entry(name.to_owned()).or_insert(group)))
     }
 
     /// Starts this process's keeper thread, if it is not running: it heartbeats every group

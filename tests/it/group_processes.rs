@@ -202,6 +202,8 @@ fn a_paused_member_is_fenced_and_told_it_lost_its_partitions() {
     let taken_at = journal(&steady.log).iter().rfind(|e| e.kind == "assigned").unwrap().ns;
     let delay = Duration::from_nanos(taken_at.saturating_sub(stopped_at));
     assert!(delay < session + Duration::from_secs(1), "took over after {delay:?}");
+    // Not before the session timed out: until then the paused member still owned its share.
+    assert!(delay + Duration::from_millis(150) >= session, "took over after only {delay:?}");
 
     // SAFETY: kill has no memory preconditions.
     assert_eq!(unsafe { libc::kill(paused.process.id() as libc::pid_t, libc::SIGCONT) }, 0);
