@@ -22,6 +22,7 @@ use crate::format::{
     self, FILE_HEADER_BYTES, FULLY_SYNCED, FileHeader, INDEX_MAGIC, IndexEntry, SEGMENT_COMPACTED, SEGMENT_MAGIC,
     SYNCED_MARKER_AT,
 };
+use crate::partition::MAX_BATCH_BYTES;
 use crate::record::{ConsumerRecord, Record};
 use crate::sys;
 
@@ -91,10 +92,13 @@ impl CleanedSegment {
     /// Adds the next record kept (offsets must increase).
     pub(crate) fn push(&mut self, record: ConsumerRecord) -> Result<()> {
         let follows = self.pending.last().is_none_or(|last| last.offset() + 1 == record.offset());
-        if !follows || self.pending_bytes >= CLEANED_BATCH_BYTES {
+        let bytes = format::record_bytes(&as_record(&record));
+        // A batch never outgrows what recovery accepts, however large one record is.
+        let room = CLEANED_BATCH_BYTES.max(bytes).min(MAX_BATCH_BYTES - u64::from(format::BATCH_HEADER_BYTES));
+        if !follows || self.pending_bytes + bytes > room {
             self.flush_batch()?;
         }
-        self.pending_bytes += format::record_bytes(&as_record(&record));
+        self.pending_bytes += bytes;
         self.pending.push(record.into_owned());
         Ok(())
     }
@@ -129,7 +133,18 @@ impl CleanedSegment {
 
     /// Writes the headers and the index, syncs both files, and puts them in place of the
     /// original segment's (see the module comment for the order and what a crash leaves).
-    pub(crate) fn replace_original(mut self, dir: &Path) -> Result<()> {
+    pub(crate) fn replace_original(self, dir: &Path) -> Result<()> {
+        let (log_path, index_path) = (self.log_path.clone(), self.index_path.clone());
+        let replaced = self.write_and_swap(dir);
+        if replaced.is_err() {
+            // Nothing took the original's place (a swap, once begun, is finished by recovery).
+            let _ = fs::remove_file(&log_path);
+            let _ = fs::remove_file(&index_path);
+        }
+        replaced
+    }
+
+    fn write_and_swap(mut self, dir: &Path) -> Result<()> {
         self.flush_batch()?;
         let header = FileHeader {
             magic: SEGMENT_MAGIC,

@@ -774,8 +774,10 @@ impl Consumer {
         let end = partition.tail().end_offset;
         let (position, clamped) = match committed {
             Some(committed) if committed > end => (Some(end), Some((committed, end))),
-            Some(committed) if committed >= partition.start_offset() => (Some(committed), None),
-            _ => (None, None),
+            // Below the log start, the reset policy applies on the first fetch, which reports
+            // the records retention deleted as missed.
+            Some(committed) => (Some(committed), None),
+            None => (None, None),
         };
         let topic_id = self.queue.inner.topic_id(tp.topic());
         Ok((Assignment { tp: tp.clone(), topic_id, partition, position, cursor: None }, clamped))
@@ -877,6 +879,11 @@ fn fetch_partition(assignment: &mut Assignment, config: &ConsumerConfig, records
     };
     let result = partition.advance(&mut cursor, &tail, u64::MAX, Some((records, config.max_poll_records)), config.check_crcs);
     assignment.position = Some(cursor.offset());
+    if result.is_err() && cursor.offset() < partition.start_offset() {
+        // Retention deleted what the cursor was about to read: the next fetch resets.
+        assignment.cursor = None;
+        return Ok(());
+    }
     assignment.cursor = Some(cursor);
     result
 }

@@ -172,6 +172,16 @@ impl Partition {
         })
     }
 
+    /// Fails with `UnknownTopic` if this partition's topic was deleted, so that nothing is
+    /// created or removed in a directory that now belongs to a new topic of the same name.
+    fn still_current(&self) -> Result<()> {
+        if self.state.is_at(&self.dir.join(format::STATE_FILE)) {
+            Ok(())
+        } else {
+            Err(Error::UnknownTopic(self.id.topic().to_owned()))
+        }
+    }
+
     /// `error` as its caller should see it: a file error in a partition whose directory is
     /// gone means that its topic was deleted.
     pub(crate) fn explain(&self, error: Error) -> Error {
@@ -334,6 +344,10 @@ impl Partition {
         config: &TopicConfig,
         now_ms: u64,
     ) -> Result<Arc<Segment>> {
+        self.still_current()?;
+        // Let go of segments other processes deleted (retention), so their space returns
+        // before this one asks for more.
+        self.refresh_segments(tail.active_base)?;
         // A writer that died (or failed) half-way through a roll may have left the files of a
         // segment it never published. They must go before a later segment is published, or
         // readers listing the directory would take them for part of the log.
@@ -380,8 +394,13 @@ impl Partition {
             // Every segment that may hold unsynced records: from the one holding the first
             // unsynced offset to the active one (sealed segments are synced in the background,
             // which may not have happened yet).
-            let from = self.state.synced_offset().min(tail.active_base);
-            self.list_through(tail.active_base)?;
+            let from = self.state.synced_offset().max(self.start_offset()).min(tail.active_base);
+            if self.known_base_at_or_before(from).is_none_or(|b| b < self.start_offset()) {
+                // The list may hold segments retention deleted since, or miss newer ones.
+                self.refresh_segments(tail.active_base)?;
+            } else {
+                self.list_through(tail.active_base)?;
+            }
             let first = self.known_base_at_or_before(from).unwrap_or(tail.active_base);
             let bases: Vec<u64> = self.segments.read().range(first..=tail.active_base).map(|(&b, _)| b).collect();
             for base in bases {
@@ -641,12 +660,30 @@ impl Partition {
             return Ok(0);
         }
         let deleted = self.state.try_maintain(|| {
+            self.still_current()?;
             let tail = self.tail();
             self.refresh_segments(tail.active_base)?;
-            let bases: Vec<u64> = self.segments.read().keys().copied().filter(|&b| b >= self.start_offset()).collect();
+            // Files below the log start are left by a pass that died between moving the start
+            // and unlinking them.
+            let start = self.start_offset();
+            for base in list_segments(&self.dir)?.into_iter().filter(|&b| b < start) {
+                self.segments.write().remove(&base);
+                remove_segment_files(&self.dir, base)?;
+            }
+            let bases: Vec<u64> = self.segments.read().keys().copied().filter(|&b| b >= start).collect();
             let mut sizes = Vec::with_capacity(bases.len());
-            for &base in &bases {
-                sizes.push(if base == tail.active_base { tail.log_reserved_bytes } else { self.segment(base)?.log_length()? });
+            if config.retention_bytes != u64::MAX {
+                for &base in &bases {
+                    let size = if base == tail.active_base {
+                        tail.log_reserved_bytes
+                    } else {
+                        let path = self.dir.join(format::segment_file_name(base));
+                        fs::metadata(&path).during("stat", &path)?.len()
+                    };
+                    sizes.push(size);
+                }
+            } else {
+                sizes.resize(bases.len(), 0);
             }
             let mut total: u64 = sizes.iter().sum();
             let mut deleted = 0;
@@ -664,9 +701,22 @@ impl Partition {
                 total -= sizes[i];
                 deleted += 1;
             }
+            self.forget_sealed_mappings();
             Ok(deleted)
         })?;
         Ok(deleted.unwrap_or(0))
+    }
+
+    /// Drops this process's cached mappings of sealed segments (readers keep the ones they
+    /// hold): maintenance maps every segment it looks at, and keeping them all would pin files
+    /// and descriptors.
+    fn forget_sealed_mappings(&self) {
+        let active_base = self.tail().active_base;
+        for (&base, mapped) in self.segments.write().iter_mut() {
+            if base < active_base {
+                *mapped = None;
+            }
+        }
     }
 
     /// The largest record timestamp in the sealed segment `base`, whose successor starts at
@@ -698,6 +748,12 @@ impl Partition {
     /// not held up. Returns how many segments were rewritten.
     pub(crate) fn compact(&self, config: &TopicConfig, now_ms: u64) -> Result<usize> {
         let compacted = self.state.try_maintain(|| {
+            self.still_current()?;
+            // A compaction that died here left its swap (or temporary) files: finish or drop
+            // them now rather than at the next recovery.
+            if recovery::finish_swaps(&self.dir)? {
+                self.state.note_compaction();
+            }
             let tail = self.tail();
             self.refresh_segments(tail.active_base)?;
             let start = self.start_offset();
@@ -748,6 +804,7 @@ impl Partition {
                     rewritten += 1;
                 }
             }
+            self.forget_sealed_mappings();
             Ok(rewritten)
         })?;
         Ok(compacted.unwrap_or(0))
@@ -793,6 +850,7 @@ impl Partition {
             cleaned.abandon();
             return Err(error);
         }
+        self.still_current()?;
         cleaned.replace_original(&self.dir)?;
         self.segments.write().insert(base, None);
         self.state.note_compaction();
@@ -875,7 +933,9 @@ fn cursor_corrupt(cursor: &Cursor, reason: impl Into<String>) -> Error {
 
 /// Deletes a segment's log and index files.
 pub(crate) fn remove_segment_files(dir: &Path, base: u64) -> Result<()> {
-    for path in [dir.join(format::segment_file_name(base)), dir.join(format::index_file_name(base))] {
+    let (log, index) = (format::segment_file_name(base), format::index_file_name(base));
+    let swaps = [dir.join(format::swap_file_name(&log)), dir.join(format::swap_file_name(&index))];
+    for path in [dir.join(&log), dir.join(&index), swaps[0].clone(), swaps[1].clone()] {
         match fs::remove_file(&path) {
             Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(Error::io("remove", &path, e)),
             _ => {}

@@ -95,7 +95,9 @@ pub(crate) fn recover(dir: &Path, id: &TopicPartition, config: &TopicConfig, use
 /// Completes what compaction left half-done (see `compaction.rs`): a `.log.swap` file is a
 /// whole, synced cleaned segment that was about to replace the original, so it does, with its
 /// `.index.swap` if that is still there. An `.index.swap` without its log was not committed yet.
-fn finish_swaps(dir: &Path) -> Result<()> {
+/// Returns whether there was anything to do. Also removes temporary files of a cleaning that
+/// never got as far as a swap.
+pub(crate) fn finish_swaps(dir: &Path) -> Result<bool> {
     let mut logs = Vec::new();
     let mut indexes = Vec::new();
     for entry in fs::read_dir(dir).during("list", dir)? {
@@ -106,7 +108,7 @@ fn finish_swaps(dir: &Path) -> Result<()> {
         }
     }
     if logs.is_empty() && indexes.is_empty() {
-        return Ok(());
+        return Ok(false);
     }
     // A swap whose original is gone (retention deleted the segment since) is dropped, or it
     // would bring back records below the log start.
@@ -129,7 +131,8 @@ fn finish_swaps(dir: &Path) -> Result<()> {
             fs::remove_file(&swap).during("remove leftover", &swap)?;
         }
     }
-    crate::sys::sync_directory(dir).during("sync directory", dir)
+    crate::sys::sync_directory(dir).during("sync directory", dir)?;
+    Ok(true)
 }
 
 /// Opens a segment, recreating its index file empty if it is missing or unreadable (the index

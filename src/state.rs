@@ -306,6 +306,16 @@ impl SharedState {
         self.word32(POISONED_AT).store(1, Ordering::Release);
     }
 
+    /// Whether `path` still names this state file: false once its topic was deleted (and
+    /// perhaps created again, with a new file at the same path).
+    pub(crate) fn is_at(&self, path: &Path) -> bool {
+        use std::os::unix::fs::MetadataExt;
+        match (std::fs::metadata(path), self._file.metadata()) {
+            (Ok(there), Ok(mine)) => there.ino() == mine.ino() && there.dev() == mine.dev(),
+            _ => false,
+        }
+    }
+
     /// The first offset still in the log.
     pub(crate) fn log_start(&self) -> u64 {
         self.word64(LOG_START_AT).load(Ordering::Acquire)

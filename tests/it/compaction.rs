@@ -234,3 +234,28 @@ fn a_leftover_swap_of_a_segment_retention_deleted_is_dropped() {
     assert!(!partition.join("00000000000000000000.log").exists());
     assert!(!partition.join("00000000000000000000.log.swap").exists());
 }
+
+#[test]
+fn a_compacted_batch_never_outgrows_what_recovery_accepts() {
+    let dir = TempDir::new("compaction-big-batch");
+    let queue = Queue::open(dir.path()).unwrap();
+    let config = TopicConfig::new(1)
+        .segment_bytes(128 << 20)
+        .max_record_bytes(64 << 20)
+        .cleanup_policy(CleanupPolicy::Compact)
+        .min_cleanable_dirty_ratio(0.0);
+    queue.create_topic_with("t", config).unwrap();
+    let producer = queue.producer();
+    producer.send("t", Record::new(b"old").key(b"a")).unwrap();
+    producer.send("t", Record::new(b"new").key(b"a")).unwrap();
+    for _ in 0..240 {
+        producer.send("t", Record::new(&[1u8; 1000])).unwrap();
+    }
+    let big = vec![2u8; (64 << 20) - 25];
+    producer.send("t", Record::new(&big).key(b"b")).unwrap();
+    producer.send("t", Record::new(&big).key(b"c")).unwrap();
+    assert!(queue.run_maintenance().unwrap() > 0);
+    drop((producer, queue));
+    let queue = Queue::open(dir.path()).unwrap();
+    assert_eq!(queue.offsets(&TopicPartition::new("t", 0)).unwrap(), (0, 244));
+}

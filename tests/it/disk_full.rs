@@ -120,3 +120,33 @@ fn retention_frees_a_full_disk_and_sending_resumes() {
     let (start, end) = queue.offsets(&TopicPartition::new("t", 0)).unwrap();
     assert!(start > 0 && end == acknowledged + 1);
 }
+
+#[test]
+fn retention_in_another_process_frees_a_full_disk_for_the_producer() {
+    let Some(fs) = SmallFilesystem::mount(6 << 20) else {
+        eprintln!("NOT RUN: mounting a small tmpfs needs root");
+        return;
+    };
+    let dir = fs.mount_point.join("queue");
+    let queue = Queue::open(&dir).unwrap();
+    let maintainer = Queue::open(&dir).unwrap();
+    queue.create_topic_with("t", TopicConfig::new(1).segment_bytes(64 << 10)).unwrap();
+    let producer = queue.producer();
+    let value = vec![3u8; 1000];
+    let error = loop {
+        if let Err(error) = producer.send("t", Record::new(&value)) {
+            break error;
+        }
+    };
+    assert!(matches!(error, Error::DiskFull { .. }), "{error}");
+    maintainer.alter_topic("t", |c| c.retention_bytes(1)).unwrap();
+    assert!(maintainer.run_maintenance().unwrap() > 0);
+    // The producer's process let go of the deleted segments, so their space came back: it can
+    // fill new segments for a while (with the maintainer deleting the old ones again).
+    for n in 1..=2000 {
+        producer.send("t", Record::new(&value)).unwrap_or_else(|e| panic!("send {n} after retention freed space: {e}"));
+        if n % 200 == 0 {
+            maintainer.run_maintenance().unwrap();
+        }
+    }
+}
