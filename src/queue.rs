@@ -72,8 +72,8 @@ pub(crate) struct QueueInner {
     groups: Mutex<HashMap<String, Arc<Group>>>,
     /// Dropping this stops the keeper thread, started by the first subscribing consumer.
     keeper: Mutex<Option<Sender<()>>>,
-    /// Dropping this stops the maintenance thread.
-    maintenance: Mutex<Option<Sender<()>>>,
+    /// Dropping the sender stops the maintenance thread; dropping the queue waits for it.
+    maintenance: Mutex<Option<(Sender<()>, std::thread::JoinHandle<()>)>>,
 }
 
 /// A topic as this process knows it; partitions are opened on first use.
@@ -623,12 +623,12 @@ impl QueueInner {
 
     /// Starts the background maintenance thread. Every tick, the process that holds
     /// `maintenance.lock` (whichever took it first; the kernel releases it when that process
-    /// dies) runs retention; the others only try for the lock.
+    /// dies) runs retention and compaction; the others only try for the lock.
     fn start_maintenance(self: &Arc<Self>, interval: Duration) {
         let (sender, receiver) = crossbeam_channel::bounded::<()>(0);
         let queue: Weak<QueueInner> = Arc::downgrade(self);
         let path = self.dir.join(MAINTENANCE_LOCK_FILE);
-        std::thread::Builder::new()
+        let thread = std::thread::Builder::new()
             .name("streamlog-maintenance".into())
             .spawn(move || {
                 let mut lock: Option<File> = None;
@@ -644,7 +644,7 @@ impl QueueInner {
                 }
             })
             .expect("spawning the maintenance thread");
-        *self.maintenance.lock() = Some(sender);
+        *self.maintenance.lock() = Some((sender, thread));
     }
 
     /// Tells every process that topics changed.
@@ -813,7 +813,14 @@ impl Drop for QueueInner {
             let _ = self.sync_dirty();
         }
         self.keeper.lock().take();
-        self.maintenance.lock().take();
+        // Wait for a maintenance pass under way, so that no file of the queue changes after
+        // its last handle is gone (unless this is that thread, dropping the last handle).
+        if let Some((sender, thread)) = self.maintenance.lock().take() {
+            drop(sender);
+            if thread.thread().id() != std::thread::current().id() {
+                let _ = thread.join();
+            }
+        }
         self.sealer.wait();
     }
 }
