@@ -95,8 +95,8 @@ impl OffsetStore {
     }
 
     /// Compacts the log down to about the latest commit of each partition.
-    pub(crate) fn compact(&self, now_ms: u64) -> Result<usize> {
-        self.log.compact(&offset_log_config(), now_ms)
+    pub(crate) fn compact(&self, now_ms: u64, stop: &dyn Fn() -> bool) -> Result<usize> {
+        self.log.compact(&offset_log_config(), now_ms, stop)
     }
 
     /// Syncs the log if this process committed since the last sync (for `Durability::Interval`).

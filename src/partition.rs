@@ -746,7 +746,9 @@ impl Partition {
     /// record in that part of the log goes, and so do its tombstones older than
     /// `delete_retention_ms`. Under the maintenance lock (one process at a time); producers are
     /// not held up. Returns how many segments were rewritten.
-    pub(crate) fn compact(&self, config: &TopicConfig, now_ms: u64) -> Result<usize> {
+    /// `stop` is asked between steps; when it says so, the pass ends early (each segment is
+    /// replaced whole or not at all).
+    pub(crate) fn compact(&self, config: &TopicConfig, now_ms: u64, stop: &dyn Fn() -> bool) -> Result<usize> {
         let compacted = self.state.try_maintain(|| {
             self.still_current()?;
             // A compaction that died here left its swap (or temporary) files: finish or drop
@@ -785,6 +787,9 @@ impl Partition {
             let mut latest = compaction::LatestOffsets::new();
             let mut cursor = self.cursor_at(start, &tail, true)?;
             while cursor.offset() < end {
+                if stop() {
+                    return Ok(0);
+                }
                 let mut records = Records::with_capacity(4096);
                 self.advance(&mut cursor, &tail, end, Some((&mut records, 4096)), true)?;
                 for record in records.iter() {
@@ -800,6 +805,9 @@ impl Partition {
             }
             let mut rewritten = 0;
             for (base, next) in cleanable {
+                if stop() {
+                    break;
+                }
                 if self.rewrite_segment(base, next, &tail, &latest, config, now_ms)? {
                     rewritten += 1;
                 }

@@ -354,7 +354,7 @@ impl Queue {
     /// `QueueOptions::maintenance_interval` says otherwise) in one of the processes that have
     /// the queue open.
     pub fn run_maintenance(&self) -> Result<usize> {
-        self.inner.run_maintenance()
+        self.inner.run_maintenance(&|| false)
     }
 
     /// A producer that sends with `Durability::Buffered`.
@@ -575,7 +575,7 @@ impl QueueInner {
     /// group's offset log. A partition that fails (a damaged file) does not stop the others;
     /// the first error is returned after all were tried. Returns how many segments were
     /// deleted or rewritten.
-    pub(crate) fn run_maintenance(&self) -> Result<usize> {
+    pub(crate) fn run_maintenance(&self, stop: &dyn Fn() -> bool) -> Result<usize> {
         let now_ms = sys::coarse_now_ms();
         let mut changed = 0;
         let mut first_error = None;
@@ -590,9 +590,12 @@ impl QueueInner {
             };
             let policy = topic.config.cleanup_policy;
             for number in 0..topic.config.partitions {
+                if stop() {
+                    return first_error.map_or(Ok(changed), Err);
+                }
                 let work = topic.partition(number, self).and_then(|p| {
                     let deleted = if policy.deletes() { p.apply_retention(&topic.config, now_ms)? } else { 0 };
-                    let compacted = if policy.compacts() { p.compact(&topic.config, now_ms)? } else { 0 };
+                    let compacted = if policy.compacts() { p.compact(&topic.config, now_ms, stop)? } else { 0 };
                     Ok(deleted + compacted)
                 });
                 match work {
@@ -611,7 +614,10 @@ impl QueueInner {
             Err(_) => Vec::new(),
         };
         for name in names.iter().filter(|n| validate_group_name(n).is_ok()) {
-            match self.group(name).and_then(|g| g.offsets.compact(now_ms)) {
+            if stop() {
+                break;
+            }
+            match self.group(name).and_then(|g| g.offsets.compact(now_ms, stop)) {
                 Ok(n) => changed += n,
                 Err(error) => {
                     first_error.get_or_insert(error);
@@ -639,7 +645,9 @@ impl QueueInner {
                     }
                     if lock.is_some() {
                         // Failures surface to producers and consumers through their own calls.
-                        let _ = queue.run_maintenance();
+                        // A pass gives up as soon as this thread holds the last reference:
+                        // the user let go of the queue, and it must not outlive them.
+                        let _ = queue.run_maintenance(&|| Arc::strong_count(&queue) == 1);
                     }
                 }
             })

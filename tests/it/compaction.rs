@@ -259,3 +259,37 @@ fn a_compacted_batch_never_outgrows_what_recovery_accepts() {
     let queue = Queue::open(dir.path()).unwrap();
     assert_eq!(queue.offsets(&TopicPartition::new("t", 0)).unwrap(), (0, 244));
 }
+
+#[test]
+fn a_background_pass_stops_soon_after_the_queue_is_dropped() {
+    use streamlog::QueueOptions;
+    let dir = TempDir::new("compaction-drop");
+    {
+        let queue = Queue::open_with(dir.path(), QueueOptions::new().maintenance_interval(Duration::from_secs(3600))).unwrap();
+        let config =
+            TopicConfig::new(1).segment_bytes(1 << 20).cleanup_policy(CleanupPolicy::Compact).min_cleanable_dirty_ratio(0.0);
+        queue.create_topic_with("t", config).unwrap();
+        let producer = queue.producer();
+        let value = vec![5u8; 1000];
+        for i in 0..200_000u32 {
+            producer.send("t", Record::new(&value).key(&(i % 1000).to_le_bytes())).unwrap();
+        }
+    }
+    let queue = Queue::open_with(dir.path(), QueueOptions::new().maintenance_interval(Duration::from_millis(1))).unwrap();
+    let partition = dir.path().join("topics/t/0");
+    let cleaning =
+        || std::fs::read_dir(&partition).unwrap().any(|e| e.unwrap().file_name().to_string_lossy().contains("cleaning"));
+    let give_up = std::time::Instant::now() + Duration::from_secs(30);
+    while !cleaning() {
+        assert!(std::time::Instant::now() < give_up, "background compaction never started");
+    }
+    let dropped = std::time::Instant::now();
+    drop(queue);
+    // The pass gives up after the segment it is on: soon, no handle is left anywhere.
+    let users = std::fs::OpenOptions::new().read(true).write(true).open(dir.path().join("users.lock")).unwrap();
+    while users.try_lock().is_err() {
+        assert!(dropped.elapsed() < Duration::from_secs(1), "a background pass outlived the queue");
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    assert!(!cleaning());
+}
