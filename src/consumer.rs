@@ -253,6 +253,8 @@ pub struct Consumer {
     in_listener: bool,
     /// The queue's topic-change counter when the assigned topics were last checked.
     topics_version: u64,
+    /// Whether records lately came soon enough for spinning before a sleep to pay off.
+    spinning_pays: bool,
 }
 
 impl Consumer {
@@ -269,6 +271,7 @@ impl Consumer {
             last_auto_commit: Instant::now(),
             in_listener: false,
             topics_version: 0,
+            spinning_pays: true,
         })
     }
 
@@ -539,10 +542,42 @@ impl Consumer {
                     std::thread::yield_now();
                 }
                 std::hint::spin_loop();
-            } else {
+            } else if !(self.spinning_pays && self.spin_for_records(deadline)) {
+                // Spinning is worth it again once records come soon after going to sleep.
+                let slept = Instant::now();
                 self.wait(deadline);
+                self.spinning_pays = slept.elapsed() < 2 * SPIN_BEFORE_SLEEP;
             }
         }
+    }
+
+    /// Watches the assigned partitions' tails for a short while before going to sleep, as
+    /// crossbeam-channel and parking_lot do: at high rates the next record usually comes within
+    /// microseconds, and catching it here saves the few microseconds a futex wake-up costs.
+    /// It yields the processor between looks, so that on a busy machine the producer it waits
+    /// for gets to run; `poll` stops spinning while records come too rarely for it to pay.
+    /// Returns whether a record arrived.
+    fn spin_for_records(&self, deadline: Instant) -> bool {
+        if self.assigned.is_empty() {
+            return false;
+        }
+        let until = deadline.min(Instant::now() + SPIN_BEFORE_SLEEP);
+        for round in 0u32.. {
+            if self.assigned.iter().any(|a| a.position.is_some_and(|p| p < a.partition.tail().end_offset)) {
+                return true;
+            }
+            if round < 6 {
+                for _ in 0..1 << round {
+                    std::hint::spin_loop();
+                }
+            } else {
+                std::thread::yield_now();
+            }
+            if Instant::now() >= until {
+                break;
+            }
+        }
+        false
     }
 
     /// After any process changed topics: stops reading partitions whose topic was deleted (or
@@ -846,6 +881,9 @@ impl Drop for Consumer {
         let _ = self.leave_group();
     }
 }
+
+/// How long `poll` watches for records before it sleeps.
+const SPIN_BEFORE_SLEEP: Duration = Duration::from_micros(20);
 
 /// A deadline no poll reaches: about thirty years from now.
 fn far_future() -> Instant {

@@ -257,11 +257,15 @@ impl Partition {
             )?;
             *timestamp_ms
         } else if batch_bytes >= PWRITE_MIN_BATCH_BYTES {
+            // The buffer only grows: `write_batch` sets every byte of what it is given, so
+            // zeroing it again for each batch would be wasted work.
             let buffer = &mut writer.buffer;
-            buffer.clear();
-            buffer.resize(batch_bytes as usize, 0);
-            let max_timestamp_ms = format::write_batch(buffer, base_offset, records, timestamps_ms);
-            segment.pwrite_unpublished(tail.end_position, &[buffer.as_slice()])?;
+            if buffer.len() < batch_bytes as usize {
+                buffer.resize(batch_bytes as usize, 0);
+            }
+            let out = &mut buffer[..batch_bytes as usize];
+            let max_timestamp_ms = format::write_batch(out, base_offset, records, timestamps_ms);
+            segment.pwrite_unpublished(tail.end_position, &[out])?;
             max_timestamp_ms
         } else {
             let mut max_timestamp_ms = 0;
@@ -541,6 +545,9 @@ impl Partition {
         check_crc: bool,
     ) -> Result<()> {
         let until = until.min(tail.end_offset);
+        // Held apart from the cursor, which moves on while the batch's records are read; cloned
+        // again only when the cursor changes segment (not once per batch).
+        let mut segment = Arc::clone(&cursor.segment);
         while cursor.offset < until {
             let room = match &out {
                 Some((records, max)) if records.len() >= *max => return Ok(()),
@@ -557,7 +564,9 @@ impl Partition {
                 }
             }
             // The records of the current batch, one bounds check for all of them.
-            let segment = Arc::clone(&cursor.segment);
+            if !Arc::ptr_eq(&segment, &cursor.segment) {
+                segment = Arc::clone(&cursor.segment);
+            }
             let batch = segment.read(cursor.position, cursor.batch_end - cursor.position)?;
             let wanted = (until.min(cursor.batch_end_offset) - cursor.offset).min(room as u64);
             let mut at = 0usize;

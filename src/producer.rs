@@ -206,6 +206,8 @@ fn fixed_partition(topic: &Topic, record: &Record<'_>) -> Result<Option<u32>> {
             Err(Error::PartitionOutOfRange { topic: topic.name.clone(), partition, count })
         }
         (Some(partition), _) => Ok(Some(partition)),
+        // Any hash modulo 1 is 0: skip hashing the key.
+        (None, Some(_)) if count == 1 => Ok(Some(0)),
         (None, Some(key)) => Ok(Some(partition_for_key(key, count))),
         (None, None) => Ok(None),
     }
