@@ -66,10 +66,10 @@ pub struct Outcome {
     pub delivery_latency: Histogram<u64>,
 }
 
-/// A value of `bytes` bytes whose first 8 bytes are the current CLOCK_MONOTONIC time.
-fn stamp(value: &mut [u8]) {
+/// Writes the time a record is sent (CLOCK_MONOTONIC nanoseconds) into its first 8 bytes.
+fn stamp(value: &mut [u8], sent_ns: u64) {
     if value.len() >= 8 {
-        value[..8].copy_from_slice(&monotonic_ns().to_le_bytes());
+        value[..8].copy_from_slice(&sent_ns.to_le_bytes());
     }
 }
 
@@ -79,9 +79,12 @@ pub fn run(store: &Arc<dyn Store>, run: &Run, group: &str) -> Res<Outcome> {
     let producers_done = Arc::new(AtomicBool::new(false));
     let consumed = Arc::new(AtomicU64::new(0));
     let failed = Arc::new(AtomicBool::new(false));
+    // Every producer and consumer is made before any thread starts, so that a failure here
+    // leaves nothing running, and the clock starts once they are all ready.
+    let consumers: Vec<_> = (0..run.consumers).map(|member| store.consumer(group, member, run.consumers)).collect::<Res<_>>()?;
+    let producers: Vec<_> = (0..run.producers).map(|_| store.producer()).collect::<Res<_>>()?;
     let start = Instant::now();
     let deadline = start + run.cap;
-    let consumers: Vec<_> = (0..run.consumers).map(|member| store.consumer(group, member, run.consumers)).collect::<Res<_>>()?;
     let last_arrival_ns = Arc::new(AtomicU64::new(0));
     let preloaded = run.preloaded;
     let consumer_threads: Vec<_> = consumers
@@ -128,12 +131,13 @@ pub fn run(store: &Arc<dyn Store>, run: &Run, group: &str) -> Res<Outcome> {
         })
         .collect();
     let per_producer = run.records.div_ceil(run.producers.max(1) as u64);
-    let producer_threads: Vec<_> = (0..run.producers)
-        .map(|index| {
-            let mut producer = store.producer()?;
+    let producer_threads: Vec<_> = producers
+        .into_iter()
+        .enumerate()
+        .map(|(index, mut producer)| {
             let (produced, failed) = (produced.clone(), failed.clone());
             let run = run.clone();
-            Ok(std::thread::spawn(move || -> Res<Histogram<u64>> {
+            std::thread::spawn(move || -> Res<Histogram<u64>> {
                 let mut latency = latency_histogram();
                 let mut value = vec![0xa5u8; run.value_bytes];
                 let interval_ns = run.pace.map(|rate| (1e9 / rate * run.producers as f64) as u64);
@@ -151,15 +155,22 @@ pub fn run(store: &Arc<dyn Store>, run: &Run, group: &str) -> Res<Outcome> {
                         checked = sent + 64;
                     }
                     if let Some(interval) = interval_ns {
+                        // Records are 10 µs apart: too close to sleep between them.
                         let due = first_ns + sent * interval;
                         while monotonic_ns() < due {
                             std::hint::spin_loop();
                         }
                     }
                     let count = (run.batch as u64).min(per_producer - sent);
-                    let began = if run.timed { monotonic_ns() } else { 0 };
+                    // A paced send is timed from when it was due, not from when a slow store let
+                    // it go: otherwise the backlog would not count (coordinated omission).
+                    let began = match interval_ns {
+                        Some(interval) => first_ns + sent * interval,
+                        None if run.timed => monotonic_ns(),
+                        None => 0,
+                    };
                     if run.timed {
-                        stamp(&mut value);
+                        stamp(&mut value, began);
                     }
                     let outcome = if count == 1 {
                         producer.send(key, &value)
@@ -179,9 +190,9 @@ pub fn run(store: &Arc<dyn Store>, run: &Run, group: &str) -> Res<Outcome> {
                 }
                 produced.fetch_add(sent, Ordering::AcqRel);
                 Ok(latency)
-            }))
+            })
         })
-        .collect::<Res<_>>()?;
+        .collect();
     let mut send_latency = latency_histogram();
     let mut first_error = None;
     for thread in producer_threads {
@@ -202,17 +213,14 @@ pub fn run(store: &Arc<dyn Store>, run: &Run, group: &str) -> Res<Outcome> {
     if let Some(error) = first_error {
         return Err(error);
     }
+    let (produced, consumed) = (produced.load(Ordering::Acquire), consumed.load(Ordering::Acquire));
+    if run.consumers > 0 && consumed != preloaded + produced {
+        return Err(format!("the consumers read {consumed} records of the {} there were", preloaded + produced).into());
+    }
     let total_time = if run.consumers == 0 {
         produce_time
     } else {
         Duration::from_nanos(last_arrival_ns.load(Ordering::Relaxed)).max(produce_time)
     };
-    Ok(Outcome {
-        produced: produced.load(Ordering::Acquire),
-        consumed: consumed.load(Ordering::Acquire),
-        produce_time,
-        total_time,
-        send_latency,
-        delivery_latency,
-    })
+    Ok(Outcome { produced, consumed, produce_time, total_time, send_latency, delivery_latency })
 }

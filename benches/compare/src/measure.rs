@@ -68,6 +68,16 @@ pub fn resident_anonymous() -> u64 {
     kib.map_or(0, |kib| kib * 1024)
 }
 
+/// The machine's memory, from `/proc/meminfo` (0 if it cannot be read).
+pub fn memory_bytes() -> u64 {
+    let meminfo = std::fs::read_to_string("/proc/meminfo").unwrap_or_default();
+    let kib = meminfo
+        .lines()
+        .find_map(|l| l.strip_prefix("MemTotal:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok());
+    kib.map_or(0, |kib| kib * 1024)
+}
+
 /// Nanoseconds on CLOCK_MONOTONIC: the same clock in every process on the machine.
 pub fn monotonic_ns() -> u64 {
     let mut now = libc::timespec { tv_sec: 0, tv_nsec: 0 };

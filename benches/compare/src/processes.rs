@@ -36,9 +36,9 @@ fn await_ready(child: &mut Reaped) -> Res<()> {
     if line.trim() == "ready" { Ok(()) } else { Err(format!("a child process failed to start: {line:?}").into()) }
 }
 
-/// Runs the whole workload and returns the time from the producers' start until the group
-/// had committed every record.
-pub fn fan_in_fan_out(dir: &Path, records: u64) -> Res<Duration> {
+/// Runs the whole workload and returns how many records were sent and the time from the
+/// producers' start until the group had committed every one of them.
+pub fn fan_in_fan_out(dir: &Path, records: u64) -> Res<(u64, Duration)> {
     let queue = Queue::open(dir)?;
     queue.create_topic_with(TOPIC, TopicConfig::new(8))?;
     let dir_arg = dir.to_str().ok_or("scratch path is not UTF-8")?;
@@ -52,22 +52,23 @@ pub fn fan_in_fan_out(dir: &Path, records: u64) -> Res<Duration> {
     })?;
     let started = Instant::now();
     let per_producer = records / 4;
-    let producers: Vec<Reaped> = (0..4)
+    let mut producers: Vec<Reaped> = (0..4)
         .map(|i| spawn(&["produce", dir_arg, &per_producer.to_string(), &(i * per_producer).to_string()]))
         .collect::<Res<_>>()?;
     wait_until(Duration::from_secs(600), || {
+        for producer in &mut producers {
+            if let Some(status) = producer.0.try_wait()?
+                && !status.success()
+            {
+                return Err(format!("a producer process failed: {status}").into());
+            }
+        }
         let group = queue.describe_group(GROUP)?;
         Ok(group.partitions.iter().map(|p| p.committed.unwrap_or(0)).sum::<u64>() >= per_producer * 4)
     })?;
     let elapsed = started.elapsed();
-    for mut producer in producers {
-        let status = producer.0.wait()?;
-        if !status.success() {
-            return Err(format!("a producer process failed: {status}").into());
-        }
-    }
-    drop(consumers);
-    Ok(elapsed)
+    drop((producers, consumers));
+    Ok((per_producer * 4, elapsed))
 }
 
 fn wait_until(limit: Duration, mut done: impl FnMut() -> Res<bool>) -> Res<()> {
@@ -76,13 +77,17 @@ fn wait_until(limit: Duration, mut done: impl FnMut() -> Res<bool>) -> Res<()> {
         if Instant::now() > deadline {
             return Err("workload 2 (processes) did not finish in time".into());
         }
-        std::thread::sleep(Duration::from_millis(2));
+        // Often enough to time a run of seconds; rarely enough not to disturb the group.
+        std::thread::sleep(Duration::from_millis(10));
     }
     Ok(())
 }
 
 /// The child side: `produce <dir> <count> <first key>` or `consume <dir>`.
 pub fn child(args: &[String]) -> Res<()> {
+    // A child must not outlive a harness that was killed.
+    // SAFETY: prctl(PR_SET_PDEATHSIG) only sets a flag of this process.
+    unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) };
     let [role, dir, rest @ ..] = args else { return Err("child: missing role and directory".into()) };
     let queue = Queue::open(dir)?;
     match (role.as_str(), rest) {
