@@ -28,7 +28,11 @@ use crate::topic::TopicPartition;
 /// A file mapped for its whole capacity, of which only a prefix exists on disk.
 struct MappedFile {
     map: MmapRaw,
-    file: File,
+    /// The open file, or `None` when it is reopened by path each time it is needed (see
+    /// `close_file`).
+    file: Option<File>,
+    /// Device and inode of the mapped file, to check that a reopened path still names it.
+    identity: (u64, u64),
     path: PathBuf,
     header: FileHeader,
     /// Bytes of the file known to exist (allocated); reads and writes stay below this.
@@ -75,16 +79,45 @@ impl MappedFile {
     }
 
     fn map(file: File, path: &Path, header: FileHeader) -> Result<Self> {
-        let length = file.metadata().during("stat", path)?.len();
+        let metadata = file.metadata().during("stat", path)?;
         let map = MmapOptions::new().len(header.capacity_bytes as usize).map_raw(&file).during("map", path)?;
-        Ok(MappedFile { map, file, path: path.to_path_buf(), header, backed_bytes: AtomicU64::new(length) })
+        Ok(MappedFile {
+            map,
+            file: Some(file),
+            identity: sys::file_identity(&metadata),
+            path: path.to_path_buf(),
+            header,
+            backed_bytes: AtomicU64::new(metadata.len()),
+        })
+    }
+
+    /// Closes the descriptor; the mapping stays valid, and the few operations that need the
+    /// file (growing it, recovery) reopen it by path. An index is grown once per many
+    /// megabytes of log, so this halves the descriptors each open partition holds.
+    fn close_file(mut self) -> Self {
+        self.file = None;
+        self
+    }
+
+    /// Runs `operation` on the file, reopening it first if it was closed. A path that no longer
+    /// names the mapped file is refused.
+    fn with_file<T>(&self, operation: impl FnOnce(&File) -> Result<T>) -> Result<T> {
+        if let Some(file) = &self.file {
+            return operation(file);
+        }
+        let file = OpenOptions::new().read(true).write(true).open(&self.path).during("reopen", &self.path)?;
+        let metadata = file.metadata().during("stat", &self.path)?;
+        if sys::file_identity(&metadata) != self.identity {
+            return Err(Error::corrupt(&self.path, 0, "the file was replaced while mapped"));
+        }
+        operation(&file)
     }
 
     /// Makes sure `[0, bytes)` is allocated; `bytes` is clamped to the capacity.
     fn reserve(&self, bytes: u64) -> Result<()> {
         let bytes = bytes.min(u64::from(self.header.capacity_bytes));
         if bytes > self.backed_bytes.load(Ordering::Acquire) {
-            sys::reserve(&self.file, bytes).during("reserve space in", &self.path)?;
+            self.with_file(|file| sys::reserve(file, bytes).during("reserve space in", &self.path))?;
             self.backed_bytes.fetch_max(bytes, Ordering::AcqRel);
         }
         Ok(())
@@ -92,7 +125,7 @@ impl MappedFile {
 
     /// Learns of growth made by another process; returns the new known length.
     fn refresh_length(&self) -> Result<u64> {
-        let length = self.file.metadata().during("stat", &self.path)?.len();
+        let length = self.with_file(|file| file.metadata().during("stat", &self.path))?.len();
         Ok(self.backed_bytes.fetch_max(length, Ordering::AcqRel).max(length))
     }
 
@@ -136,7 +169,7 @@ impl Segment {
     ) -> Result<Self> {
         let index_header = FileHeader { magic: INDEX_MAGIC, capacity_bytes: index_capacity_bytes, ..header };
         let index_path = dir.join(format::index_file_name(header.base_offset));
-        let index = MappedFile::create(&index_path, index_header, 0)?;
+        let index = MappedFile::create(&index_path, index_header, 0)?.close_file();
         let log = MappedFile::create(&dir.join(format::segment_file_name(header.base_offset)), header, reserve_bytes)
             .inspect_err(|_| drop(fs::remove_file(&index_path)))?;
         sys::sync_directory(dir).during("sync directory", dir)?;
@@ -146,7 +179,7 @@ impl Segment {
     /// Maps an existing segment, checking both headers.
     pub(crate) fn open(dir: &Path, base_offset: u64, partition: TopicPartition, users: Arc<DirLock>) -> Result<Self> {
         let log = MappedFile::open(&dir.join(format::segment_file_name(base_offset)), SEGMENT_MAGIC)?;
-        let index = MappedFile::open(&dir.join(format::index_file_name(base_offset)), INDEX_MAGIC)?;
+        let index = MappedFile::open(&dir.join(format::index_file_name(base_offset)), INDEX_MAGIC)?.close_file();
         for file in [&log, &index] {
             if file.header.base_offset != base_offset {
                 return Err(Error::corrupt(
@@ -219,7 +252,7 @@ impl Segment {
     pub(crate) fn pwrite_unpublished(&self, start: u64, pieces: &[&[u8]]) -> Result<()> {
         let len: u64 = pieces.iter().map(|p| p.len() as u64).sum();
         assert!(start + len <= self.log.backed_bytes.load(Ordering::Acquire), "writes stay inside the reserved file");
-        sys::write_all_vectored_at(&self.log.file, pieces, start).during("write", &self.log.path)
+        self.log.with_file(|file| sys::write_all_vectored_at(file, pieces, start).during("write", &self.log.path))
     }
 
     fn index_words(&self, entry: u64) -> Option<(&AtomicU64, &AtomicU64)> {
@@ -299,16 +332,18 @@ impl Segment {
         if FAIL_NEXT_SYNC_UNDER.lock().take_if(|dir| self.log.path.starts_with(dir)).is_some() {
             return Err(Error::io("fsync", &self.log.path, std::io::Error::from_raw_os_error(libc::EIO)));
         }
-        sys::sync_data(&self.log.file).during("fsync", &self.log.path)
+        self.log.with_file(|file| sys::sync_data(file).during("fsync", &self.log.path))
     }
 
     /// Cuts the log and index files to the given lengths. Recovery only: nobody else maps them.
     pub(crate) fn truncate(&self, log_bytes: u64, index_entries: u64) -> Result<()> {
         let index_bytes = u64::from(FILE_HEADER_BYTES) + index_entries * u64::from(INDEX_ENTRY_BYTES);
-        for (file, bytes) in [(&self.log, log_bytes), (&self.index, index_bytes)] {
-            file.file.set_len(bytes).during("truncate", &file.path)?;
-            file.backed_bytes.store(bytes, Ordering::Release);
-            file.file.sync_all().during("sync", &file.path)?;
+        for (mapped, bytes) in [(&self.log, log_bytes), (&self.index, index_bytes)] {
+            mapped.with_file(|file| {
+                file.set_len(bytes).during("truncate", &mapped.path)?;
+                mapped.backed_bytes.store(bytes, Ordering::Release);
+                file.sync_all().during("sync", &mapped.path)
+            })?;
         }
         Ok(())
     }

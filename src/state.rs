@@ -135,7 +135,9 @@ pub(crate) struct SharedState {
     sync_mutex: RobustMutex,
     maintenance_mutex: RobustMutex,
     path: PathBuf,
-    _file: File,
+    /// Device and inode of the mapped file. The file itself is closed once mapped: a process
+    /// using many partitions would otherwise spend a descriptor on each state file.
+    identity: (u64, u64),
 }
 
 /// Proof that the caller holds the append lock; unlocks on drop.
@@ -186,8 +188,9 @@ impl SharedState {
         Ok(state)
     }
 
-    /// Maps an initialised state file.
+    /// Maps an initialised state file (and closes it: the mapping stays).
     pub(crate) fn map(file: File, path: &Path) -> Result<Self> {
+        let identity = sys::file_identity(&file.metadata().during("stat", path)?);
         let map = SharedMap(MmapOptions::new().len(STATE_FILE_BYTES as usize).map_raw(&file).during("map", path)?);
         // SAFETY: both mutex slots are 64-byte aligned offsets inside the page-aligned mapping,
         // which `SharedState` owns and drops after the mutex handles.
@@ -205,7 +208,7 @@ impl SharedState {
             sync_mutex,
             maintenance_mutex,
             path: path.to_path_buf(),
-            _file: file,
+            identity,
         })
     }
 
@@ -309,11 +312,7 @@ impl SharedState {
     /// Whether `path` still names this state file: false once its topic was deleted (and
     /// perhaps created again, with a new file at the same path).
     pub(crate) fn is_at(&self, path: &Path) -> bool {
-        use std::os::unix::fs::MetadataExt;
-        match (std::fs::metadata(path), self._file.metadata()) {
-            (Ok(there), Ok(mine)) => there.ino() == mine.ino() && there.dev() == mine.dev(),
-            _ => false,
-        }
+        std::fs::metadata(path).is_ok_and(|there| sys::file_identity(&there) == self.identity)
     }
 
     /// The first offset still in the log.

@@ -217,6 +217,12 @@ pub(crate) fn reserve(file: &File, length: u64) -> io::Result<()> {
     Err(error)
 }
 
+/// Device and inode: what a file is, whatever path names it.
+pub(crate) fn file_identity(metadata: &std::fs::Metadata) -> (u64, u64) {
+    use std::os::unix::fs::MetadataExt;
+    (metadata.dev(), metadata.ino())
+}
+
 fn write_zeros_to(file: &File, length: u64) -> io::Result<()> {
     use std::os::unix::fs::FileExt;
     let current = file.metadata()?.len();

@@ -200,6 +200,51 @@ fn poll_wakes_when_another_thread_sends() {
     assert!(started.elapsed() >= Duration::from_millis(100));
 }
 
+/// CPU time this thread has used.
+fn thread_cpu_time() -> Duration {
+    let mut now = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    // SAFETY: clock_gettime only writes the timespec it is given, which lives on this stack.
+    unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut now) };
+    Duration::new(now.tv_sec as u64, now.tv_nsec as u32)
+}
+
+#[test]
+fn a_poll_that_waits_sleeps_instead_of_spinning() {
+    let dir = TempDir::new("idle");
+    let queue = Queue::open(dir.path()).unwrap();
+    queue.create_topic("t", 1).unwrap();
+    let mut consumer = consumer_from_start(&queue, "t", 1);
+    let producer = queue.producer();
+    // Records that come rarely: `poll` may spin briefly for each, but must sleep in between.
+    let sender = std::thread::spawn(move || {
+        for _ in 0..10 {
+            std::thread::sleep(Duration::from_millis(30));
+            producer.send("t", Record::new(b"rare")).unwrap();
+        }
+    });
+    let (started, cpu_before) = (std::time::Instant::now(), thread_cpu_time());
+    let mut received = 0;
+    while received < 10 {
+        received += consumer.poll(Duration::from_secs(10)).unwrap().len();
+    }
+    let (elapsed, cpu) = (started.elapsed(), thread_cpu_time() - cpu_before);
+    sender.join().unwrap();
+    assert!(cpu * 10 < elapsed, "polling used {cpu:?} of CPU in {elapsed:?}");
+}
+
+#[test]
+fn an_open_partition_holds_one_file_descriptor() {
+    // The descriptor limit, not memory, caps how many partitions a process can use: the log
+    // keeps its file open, the index reopens its file on the rare occasions it needs it.
+    let dir = TempDir::new("descriptors");
+    let child = crate::child::spawn("open-files", &[dir.path().display().to_string(), "300".into()]);
+    let output = child.wait_with_output().unwrap();
+    assert!(output.status.success());
+    let stdout = String::from_utf8(output.stdout).unwrap();
+    let opened: usize = stdout.lines().find_map(|line| line.strip_prefix("descriptors ")).expect("the count").parse().unwrap();
+    assert!(opened <= 300 + 20, "300 partitions opened {opened} descriptors");
+}
+
 #[test]
 fn large_records_round_trip() {
     let dir = TempDir::new("large");

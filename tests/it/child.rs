@@ -79,6 +79,7 @@ fn entry() {
         "hold" => hold(&args),
         "until-gone" => until_gone(&args),
         "compact" => compact(&args),
+        "open-files" => open_files(&args),
         other => panic!("unknown child role {other}"),
     }
 }
@@ -343,4 +344,27 @@ fn compact(args: &[String]) {
             queue.run_maintenance().unwrap();
         }
     }
+}
+
+/// `open-files DIR PARTITIONS`: sends one record to each of PARTITIONS partitions and reads them
+/// back, then prints how many more descriptors the process has open than before.
+fn open_files(args: &[String]) {
+    let [dir, partitions] = args else { panic!("bad arguments {args:?}") };
+    let partitions: u32 = partitions.parse().unwrap();
+    let open_descriptors = || std::fs::read_dir("/proc/self/fd").unwrap().count();
+    let queue = Queue::open(Path::new(dir)).unwrap();
+    queue.create_topic("many", partitions).unwrap();
+    let before = open_descriptors();
+    let producer = queue.producer();
+    for partition in 0..partitions {
+        producer.send("many", Record::new(b"x").partition(partition)).unwrap();
+    }
+    let mut consumer = queue.consumer(ConsumerConfig::new("reader").auto_offset_reset(OffsetReset::Earliest)).unwrap();
+    let all: Vec<TopicPartition> = (0..partitions).map(|p| TopicPartition::new("many", p)).collect();
+    consumer.assign(&all).unwrap();
+    let mut read = 0;
+    while read < partitions as usize {
+        read += consumer.poll(Duration::from_secs(5)).unwrap().len();
+    }
+    println!("descriptors {}", open_descriptors() - before);
 }

@@ -54,26 +54,26 @@ pub fn heap_bytes() -> usize {
 }
 
 /// Anonymous resident memory of this process (heap, stacks: what it holds on to, unlike the
-/// pages of mapped files, which the kernel may drop at will), from `/proc/self/status`.
+/// pages of mapped files, which the kernel may drop at will).
 pub fn resident_anonymous() -> u64 {
     // Earlier workloads leave freed memory with the allocator; hand it back first, so that
     // what is left is what is in use.
     // SAFETY: malloc_trim only releases free memory of the C allocator, which Rust uses.
     unsafe { libc::malloc_trim(0) };
-    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-    let kib = status
-        .lines()
-        .find_map(|line| line.strip_prefix("RssAnon:"))
-        .and_then(|rest| rest.trim().trim_end_matches("kB").trim().parse::<u64>().ok());
-    kib.map_or(0, |kib| kib * 1024)
+    proc_bytes("/proc/self/status", "RssAnon:")
 }
 
-/// The machine's memory, from `/proc/meminfo` (0 if it cannot be read).
+/// The machine's memory.
 pub fn memory_bytes() -> u64 {
-    let meminfo = std::fs::read_to_string("/proc/meminfo").unwrap_or_default();
-    let kib = meminfo
+    proc_bytes("/proc/meminfo", "MemTotal:")
+}
+
+/// A field given in kB in a /proc file, in bytes (0 if it cannot be read).
+fn proc_bytes(file: &str, field: &str) -> u64 {
+    let text = std::fs::read_to_string(file).unwrap_or_default();
+    let kib = text
         .lines()
-        .find_map(|l| l.strip_prefix("MemTotal:"))
+        .find_map(|line| line.strip_prefix(field))
         .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok());
     kib.map_or(0, |kib| kib * 1024)
 }

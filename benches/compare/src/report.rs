@@ -231,17 +231,12 @@ fn machine() -> String {
     let model =
         cpuinfo.lines().find_map(|l| l.strip_prefix("model name")).map(|m| m.trim_start_matches([' ', '\t', ':']).to_string());
     let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
-    let meminfo = std::fs::read_to_string("/proc/meminfo").unwrap_or_default();
-    let memory_kib: u64 = meminfo
-        .lines()
-        .find_map(|l| l.strip_prefix("MemTotal:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .unwrap_or(0);
+    let memory_gib = crate::measure::memory_bytes() as f64 / (1u64 << 30) as f64;
     let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
     format!(
         "{}, {cores} cores, {:.0} GiB RAM, Linux {}",
         model.unwrap_or_else(|| "unknown CPU".into()),
-        memory_kib as f64 / (1 << 20) as f64,
+        memory_gib,
         kernel.trim()
     )
 }

@@ -296,14 +296,7 @@ fn growth_record_size(bench: &Bench, all: &mut Results) {
                 if name == "streamlog" {
                     results.add(5, &case, &name, Metric::HeapBytes, heap_bytes().saturating_sub(heap_before) as f64);
                 }
-                results.add(5, &case, &name, Metric::RecordsPerSecond, rate(outcome.consumed, outcome.total_time));
-                results.add(
-                    5,
-                    &case,
-                    &name,
-                    Metric::MegabytesPerSecond,
-                    rate(outcome.consumed * bytes as u64, outcome.total_time) / 1e6,
-                );
+                add_rates(results, &case, &name, &outcome, bytes);
                 Ok(())
             });
         }
@@ -386,20 +379,20 @@ fn growth_cold_log(bench: &Bench, all: &mut Results) {
                 evict_directory(&scratch.0)?;
                 let case = growth_case("log MiB", log_bytes >> 20);
                 let outcome = drive::run(&store, &Run::consume(records, 1), "w5")?;
-                results.add(5, &case, &name, Metric::RecordsPerSecond, rate(outcome.consumed, outcome.total_time));
-                results.add(
-                    5,
-                    &case,
-                    &name,
-                    Metric::MegabytesPerSecond,
-                    rate(outcome.consumed * COLD_VALUE_BYTES as u64, outcome.total_time) / 1e6,
-                );
+                add_rates(results, &case, &name, &outcome, COLD_VALUE_BYTES);
                 results.add(5, &case, &name, Metric::HeapBytes, heap_bytes() as f64);
                 results.add(5, &case, &name, Metric::ResidentAnonymousBytes, resident_anonymous() as f64);
                 Ok(())
             });
         }
     }
+}
+
+/// Records and megabytes of values read per second, from start to the last arrival.
+fn add_rates(results: &mut Results, case: &str, name: &str, outcome: &Outcome, value_bytes: usize) {
+    results.add(5, case, name, Metric::RecordsPerSecond, rate(outcome.consumed, outcome.total_time));
+    let megabytes_per_second = rate(outcome.consumed * value_bytes as u64, outcome.total_time) / 1e6;
+    results.add(5, case, name, Metric::MegabytesPerSecond, megabytes_per_second);
 }
 
 /// Drops every file under `dir` from the page cache.
