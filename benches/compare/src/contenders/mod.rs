@@ -4,7 +4,7 @@ mod channel;
 mod commitlog;
 pub mod redis;
 mod sqlite;
-pub mod streamlog;
+mod streamlog;
 
 use std::time::Duration;
 
