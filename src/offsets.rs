@@ -79,7 +79,7 @@ impl OffsetStore {
             .map(|(tp, offset)| format::encode_commit_value(*offset, member_id, generation, topic_id(tp)))
             .collect();
         let records: Vec<Record<'_>> = keys.iter().zip(&values).map(|(key, value)| Record::new(value).key(key)).collect();
-        let now_ms = sys::coarse_now_ms();
+        let now_ms = sys::wall_clock_ms();
         let timestamps = vec![now_ms; records.len()];
         let batch_bytes = u64::from(BATCH_HEADER_BYTES) + records.iter().map(format::record_bytes).sum::<u64>();
         let first = self.log.append(&records, &timestamps, batch_bytes, now_ms)?;

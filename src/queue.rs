@@ -576,7 +576,7 @@ impl QueueInner {
     /// the first error is returned after all were tried. Returns how many segments were
     /// deleted or rewritten.
     pub(crate) fn run_maintenance(&self, stop: &dyn Fn() -> bool) -> Result<usize> {
-        let now_ms = sys::coarse_now_ms();
+        let now_ms = sys::wall_clock_ms();
         let mut changed = 0;
         let mut first_error = None;
         for name in list_topics(&self.dir)? {

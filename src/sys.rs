@@ -246,13 +246,14 @@ pub(crate) fn sync_directory(path: &std::path::Path) -> io::Result<()> {
     File::open(path)?.sync_all()
 }
 
-/// Wall-clock milliseconds since the Unix epoch from the kernel's coarse clock: a few
-/// nanoseconds to read instead of tens, and as fine as the millisecond timestamps need (it
-/// advances every scheduler tick, 1 to 4 ms).
-pub(crate) fn coarse_now_ms() -> u64 {
+/// Wall-clock milliseconds since the Unix epoch. This is the precise clock (a vDSO read, no
+/// system call), not `CLOCK_REALTIME_COARSE`: the coarse clock lags by up to a scheduler tick,
+/// so a record could be stamped earlier than a clock reading its sender took before sending,
+/// and `offset_for_time` with that reading would skip it.
+pub(crate) fn wall_clock_ms() -> u64 {
     let mut now = libc::timespec { tv_sec: 0, tv_nsec: 0 };
     // SAFETY: clock_gettime writes into the local timespec.
-    unsafe { libc::clock_gettime(libc::CLOCK_REALTIME_COARSE, &mut now) };
+    unsafe { libc::clock_gettime(libc::CLOCK_REALTIME, &mut now) };
     (now.tv_sec as u64).saturating_mul(1000) + now.tv_nsec as u64 / 1_000_000
 }
 
