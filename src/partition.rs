@@ -53,10 +53,19 @@ struct Writer {
 /// them, so that a clean shutdown leaves every sealed segment marked synced (otherwise the next
 /// recovery scans it whole).
 #[derive(Default)]
-pub(crate) struct Sealer(Mutex<Vec<std::thread::JoinHandle<()>>>);
+pub(crate) struct Sealer(
+    Mutex<Vec<std::thread::JoinHandle<()>>>,
+    /// Set by tests to stand for background work that has not run yet.
+    #[cfg(test)]
+    AtomicBool,
+);
 
 impl Sealer {
     fn spawn(&self, work: impl FnOnce() + Send + 'static) {
+        #[cfg(test)]
+        if self.1.load(Ordering::Relaxed) {
+            return;
+        }
         let mut threads = self.0.lock();
         threads.retain(|thread| !thread.is_finished());
         // If no thread can be had the segment stays unsynced, which recovery copes with.
@@ -792,6 +801,11 @@ impl Partition {
             if dirty_bytes == 0 || dirty_bytes * 1_000_000 < u64::from(config.min_cleanable_dirty_ppm) * total_bytes {
                 return Ok(0);
             }
+            // A record is removed because its key has a newer one, durably: a power cut must
+            // not take the newer record once the older one is gone. Sealed segments are synced
+            // in the background, which may not have happened yet (and Buffered sends never
+            // sync), so every record that can decide what goes is made durable first.
+            self.sync_through(end)?;
             // The newest offset of every key up to the end of the cleanable part.
             let mut latest = compaction::LatestOffsets::new();
             let mut cursor = self.cursor_at(start, &tail, true)?;
@@ -973,6 +987,9 @@ pub(crate) fn list_segments(dir: &Path) -> Result<Vec<u64>> {
     bases.sort_unstable();
     Ok(bases)
 }
+
+#[cfg(test)]
+mod durable_compaction;
 
 #[cfg(test)]
 mod tests {
