@@ -217,6 +217,27 @@ pub(crate) fn reserve(file: &File, length: u64) -> io::Result<()> {
     Err(error)
 }
 
+/// Gives the disk blocks of `[start, end)` of `file` back without changing its length: the range
+/// becomes a hole that reads as zeros, so a mapping of the file stays valid (shortening it would
+/// make touching the range raise SIGBUS). On a file system that cannot punch holes the blocks
+/// just stay allocated, which is not an error.
+pub(crate) fn punch_hole(file: &File, start: u64, end: u64) -> io::Result<()> {
+    if start >= end {
+        return Ok(());
+    }
+    let mode = libc::FALLOC_FL_PUNCH_HOLE | libc::FALLOC_FL_KEEP_SIZE;
+    // SAFETY: plain syscall on an owned descriptor.
+    let code = unsafe { libc::fallocate(file.as_raw_fd(), mode, start as libc::off_t, (end - start) as libc::off_t) };
+    if code == 0 {
+        return Ok(());
+    }
+    let error = io::Error::last_os_error();
+    if error.raw_os_error() == Some(libc::EOPNOTSUPP) {
+        return Ok(());
+    }
+    Err(error)
+}
+
 /// Device and inode: what a file is, whatever path names it.
 pub(crate) fn file_identity(metadata: &std::fs::Metadata) -> (u64, u64) {
     use std::os::unix::fs::MetadataExt;
