@@ -355,3 +355,28 @@ pub(crate) fn byte_locked_elsewhere(file: &File, byte: u64) -> io::Result<bool> 
     }
     Ok(request.l_type != libc::F_UNLCK as libc::c_short)
 }
+
+#[cfg(test)]
+mod tests {
+    use std::os::unix::fs::{FileExt, MetadataExt};
+
+    #[test]
+    fn a_punched_hole_gives_space_back_and_reads_as_zeros_through_a_mapping() {
+        let path = std::env::temp_dir().join(format!("streamlog-unit-punch-{}", std::process::id()));
+        let file = std::fs::OpenOptions::new().read(true).write(true).create(true).truncate(true).open(&path).unwrap();
+        super::reserve(&file, 1 << 20).unwrap();
+        file.write_all_at(&[0xAB; 5000], 0).unwrap();
+        // SAFETY: the file is this test's own; nothing shortens it while it is mapped.
+        let map = unsafe { memmap2::Mmap::map(&file) }.unwrap();
+        let before = file.metadata().unwrap().blocks() * 512;
+        super::punch_hole(&file, 8192, 1 << 20).unwrap();
+        let metadata = file.metadata().unwrap();
+        assert_eq!(metadata.len(), 1 << 20, "the length stays");
+        assert!(metadata.blocks() * 512 <= 8192 && before >= 1 << 20, "{before} then {} bytes", metadata.blocks() * 512);
+        assert!(map[..5000].iter().all(|&b| b == 0xAB), "data before the hole changed");
+        // Touching the hole through the mapping faults in zeros; it does not raise SIGBUS.
+        assert!(map[8192..].iter().all(|&b| b == 0));
+        drop(map);
+        std::fs::remove_file(&path).unwrap();
+    }
+}
