@@ -86,6 +86,12 @@ impl OffsetStore {
         Ok(first + records.len() as u64)
     }
 
+    /// The log itself, for tests that look at what it holds.
+    #[cfg(test)]
+    pub(crate) fn log(&self) -> &Arc<Partition> {
+        &self.log
+    }
+
     /// Waits until the log is durable through `end_offset`, per `durability`.
     pub(crate) fn make_durable(&self, end_offset: u64, durability: Durability) -> Result<()> {
         match durability {
