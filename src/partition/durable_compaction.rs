@@ -19,7 +19,7 @@ fn queue(name: &str) -> (Queue, std::path::PathBuf) {
 
 /// Long after every record sent: every sealed segment is past any compaction lag.
 fn later_ms() -> u64 {
-    crate::sys::coarse_now_ms() + 3_600_000
+    crate::sys::wall_clock_ms() + 3_600_000
 }
 
 /// The offsets of the records with `key` that `partition` holds.
