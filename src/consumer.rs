@@ -120,8 +120,10 @@ impl ConsumerConfig {
     }
 
     /// With `Some(interval)`, `poll` commits the positions reached by earlier polls at most
-    /// this often, and before partitions are revoked or the consumer closes; `None` leaves
-    /// committing to the application.
+    /// this often, and every position before partitions are revoked or the consumer closes;
+    /// `None` leaves committing to the application. Dropping the consumer without `close`
+    /// commits only the positions reached by the polls before the last one, and nothing while
+    /// the thread panics (see `Consumer::close`).
     pub fn auto_commit(mut self, interval: Option<Duration>) -> Self {
         self.auto_commit = interval;
         self
@@ -437,9 +439,10 @@ impl Consumer {
     fn leave_group(&mut self, processed: Processed) -> Result<()> {
         let owned = self.assignment();
         if std::thread::panicking() {
-            // The panic may have come from processing a record this consumer returned, so no
-            // position is known to be processed; and a listener that panicked in turn would
-            // abort the process. The next owner starts from the last commit.
+            // A panic leaves the application's state unknown (it may have come from processing
+            // any record this consumer returned), so nothing counts as processed; and a listener
+            // that panicked in turn would abort the process. The next owner starts from the
+            // last commit: records are read again, never skipped.
         } else if let Some(subscription) = &self.subscription {
             let valid = subscription.member.as_ref().is_some_and(|m| subscription.group.is_member(m));
             if valid && !owned.is_empty() {
@@ -949,6 +952,10 @@ impl Consumer {
     }
 }
 
+/// Dropping a consumer leaves its group at once. With auto-commit it first commits the positions
+/// at which the last poll began (what every earlier poll returned), not the records of the last
+/// poll, which an early return or a panic may have left unprocessed; while the thread panics it
+/// commits nothing. `close` commits every position.
 impl Drop for Consumer {
     fn drop(&mut self) {
         // Leaving at once lets the other members take the partitions without waiting for the

@@ -182,7 +182,7 @@ fn bad_topic_names_are_refused_by_every_consumer_call() {
         assert!(invalid(queue.offsets(&bad).map(drop)), "{shown}");
         assert!(invalid(queue.offset_for_time(&bad, 0).map(drop)), "{shown}");
         assert!(invalid(assigned.assign(&[good.clone(), bad.clone()])), "{shown}");
-        assert_eq!(assigned.assignment(), [good.clone()], "a refused assign changes nothing");
+        assert_eq!(assigned.assignment(), std::slice::from_ref(&good), "a refused assign changes nothing");
         drop(assigned);
         let mut subscribed = queue.consumer(ConsumerConfig::new("g").auto_commit(None)).unwrap();
         assert!(invalid(subscribed.subscribe(&["t", name])), "{shown}");
