@@ -120,10 +120,10 @@ impl ConsumerConfig {
     }
 
     /// With `Some(interval)`, `poll` commits the positions reached by earlier polls at most
-    /// this often, and every position before partitions are revoked or the consumer closes;
-    /// `None` leaves committing to the application. Dropping the consumer without `close`
-    /// commits only the positions reached by the polls before the last one, and nothing while
-    /// the thread panics (see `Consumer::close`).
+    /// this often, and a subscribed consumer commits every position before its partitions are
+    /// revoked or it closes; `None` leaves committing to the application. Dropping a subscribed
+    /// consumer without `close` commits only the positions reached by the polls before the
+    /// last one, and nothing while the thread panics (see `Consumer::close`).
     pub fn auto_commit(mut self, interval: Option<Duration>) -> Self {
         self.auto_commit = interval;
         self
@@ -403,22 +403,22 @@ impl Consumer {
     }
 
     /// Leaves the group (revoking every partition, after an automatic commit of every position
-    /// if enabled), or gives up the assigned partitions (after the same commit); the consumer
-    /// can then `assign` or `subscribe` again.
+    /// if enabled); the consumer can then `assign` or `subscribe` again.
     pub fn unsubscribe(&mut self) -> Result<()> {
         self.not_in_listener()?;
         self.leave_group(Processed::AllReturned)
     }
 
-    /// With auto-commit, commits every position (everything `poll` returned counts as
-    /// processed, as with Kafka's `close`), then leaves the group at once, so its partitions
-    /// move to the other members without waiting for a timeout.
+    /// A subscribed consumer, with auto-commit, commits every position (everything `poll`
+    /// returned counts as processed, as with Kafka's `close`), then leaves the group at once,
+    /// so its partitions move to the other members without waiting for a timeout.
     ///
     /// Dropping the consumer without `close` leaves too, but commits less, since a drop may be
     /// an early return (`?`) or a panic with the last poll's records unprocessed: with
     /// auto-commit it commits what the next poll would have, the positions at which the last
     /// poll began (everything every earlier poll returned), and while the thread is panicking
-    /// it commits nothing and calls no rebalance listener.
+    /// it commits nothing and calls no rebalance listener. A consumer of assigned partitions
+    /// commits only in `poll` (and when told to), never when it is closed or dropped.
     pub fn close(mut self) -> Result<()> {
         self.leave_group(Processed::AllReturned)
     }
@@ -434,7 +434,7 @@ impl Consumer {
         group.join(&request, &self.queue.inner.partition_counts())
     }
 
-    /// Gives up every partition (a subscribed consumer leaves its group), committing first with
+    /// Gives up every partition; a subscribed consumer leaves its group, committing first with
     /// auto-commit the positions `processed` names. A panicking thread commits nothing.
     fn leave_group(&mut self, processed: Processed) -> Result<()> {
         let owned = self.assignment();
@@ -450,9 +450,6 @@ impl Consumer {
             } else if !owned.is_empty() {
                 self.notify(&owned, |listener, consumer, partitions| listener.on_lost(consumer, partitions));
             }
-        } else if self.config.auto_commit.is_some() {
-            // Assigned partitions are given up with the same commit as revoked ones.
-            let _ = self.commit_offsets(&self.auto_commit_offsets(&owned, processed));
         }
         self.assigned.clear();
         let Some(mut subscription) = self.subscription.take() else {
@@ -952,10 +949,10 @@ impl Consumer {
     }
 }
 
-/// Dropping a consumer leaves its group at once. With auto-commit it first commits the positions
-/// at which the last poll began (what every earlier poll returned), not the records of the last
-/// poll, which an early return or a panic may have left unprocessed; while the thread panics it
-/// commits nothing. `close` commits every position.
+/// Dropping a subscribed consumer leaves its group at once. With auto-commit it first commits
+/// the positions at which the last poll began (what every earlier poll returned), not the
+/// records of the last poll, which an early return or a panic may have left unprocessed; while
+/// the thread panics it commits nothing. `close` commits every position.
 impl Drop for Consumer {
     fn drop(&mut self) {
         // Leaving at once lets the other members take the partitions without waiting for the
