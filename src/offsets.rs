@@ -67,7 +67,7 @@ impl OffsetStore {
 
     /// The log, opened (and created, if nobody committed yet) on first use. The caller makes
     /// sure that the log's directory exists.
-    fn log(&self) -> Result<Arc<Partition>> {
+    fn open_log(&self) -> Result<Arc<Partition>> {
         let mut log = self.log.lock();
         if let Some(log) = &*log {
             return Ok(Arc::clone(log));
@@ -85,7 +85,7 @@ impl OffsetStore {
         {
             return Ok(None);
         }
-        self.log().map(Some)
+        self.open_log().map(Some)
     }
 
     /// Appends one commit of `offsets` as a single batch. `topic_id` gives each partition's
@@ -112,7 +112,7 @@ impl OffsetStore {
         if batch_bytes > MAX_BATCH_BYTES {
             return Err(Error::CommitTooLarge { partitions: offsets.len(), size_bytes: batch_bytes, max_bytes: MAX_BATCH_BYTES });
         }
-        let first = self.log()?.append(&records, &timestamps, batch_bytes, now_ms)?;
+        let first = self.open_log()?.append(&records, &timestamps, batch_bytes, now_ms)?;
         Ok(first + records.len() as u64)
     }
 
