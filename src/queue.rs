@@ -374,7 +374,8 @@ impl Queue {
         Producer::new(Arc::clone(&self.inner), config)
     }
 
-    /// A consumer in `config`'s group; give it partitions with `subscribe` or `assign`.
+    /// A consumer in `config`'s group; give it partitions with `subscribe` or `assign`. It
+    /// creates no file: the group's files appear with its first `subscribe` or commit.
     pub fn consumer(&self, config: ConsumerConfig) -> Result<Consumer> {
         if let crate::Durability::Interval(interval) = config.commit_durability {
             self.inner.start_flusher(interval);
