@@ -125,7 +125,7 @@ fn positions_outside_the_log_follow_the_reset_policy() {
     assert_eq!(latest.position(&tp).unwrap(), 5);
     let mut strict = queue.consumer(ConsumerConfig::new("g").auto_offset_reset(OffsetReset::None)).unwrap();
     strict.assign(std::slice::from_ref(&tp)).unwrap();
-    assert!(matches!(strict.poll(Duration::ZERO), Err(Error::OffsetOutOfRange { .. })));
+    assert!(matches!(strict.poll(Duration::ZERO), Err(Error::NoOffset { .. })));
     strict.seek(&tp, 3).unwrap();
     assert_eq!(strict.poll(Duration::ZERO).unwrap().len(), 2);
     strict.seek(&tp, 99).unwrap();

@@ -5,6 +5,7 @@ mod admin;
 mod api;
 mod child;
 mod compaction;
+mod consumer_edges;
 mod corruption;
 mod crash;
 mod disk_full;
