@@ -2,7 +2,7 @@
 //! under the cross-process lock, and reading through cursors.
 
 use std::collections::BTreeMap;
-use std::fs::{self, OpenOptions};
+use std::fs;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
@@ -11,6 +11,7 @@ use parking_lot::{Mutex, RwLock};
 
 use crate::compaction;
 use crate::error::{Error, IoContext, Result};
+use crate::file::{self, Access};
 use crate::format::{
     self, BATCH_HEADER_BYTES, BatchHeader, FILE_HEADER_BYTES, FileHeader, INDEX_ENTRY_BYTES, IndexEntry, PartitionFile,
     RecordLayout, SEGMENT_MAGIC,
@@ -126,16 +127,12 @@ impl Partition {
         sealer: Arc<Sealer>,
     ) -> Result<Self> {
         let state_path = dir.join(format::STATE_FILE);
-        if !dir.is_dir() {
-            return Err(Error::UnknownTopic(id.topic().to_owned()));
+        match file::require_directory(&dir) {
+            Ok(()) => {}
+            Err(error) if file::is_not_found(&error) => return Err(Error::UnknownTopic(id.topic().to_owned())),
+            Err(error) => return Err(error),
         }
-        let file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .open(&state_path)
-            .during("open", &state_path)?;
+        let file = file::open_file(&state_path, Access::Create)?;
         file.lock().during("lock", &state_path)?;
         let result = (|| {
             if SharedState::stored_epoch(&file).during("read", &state_path)? == Some(epoch) {

@@ -11,7 +11,7 @@
 //! - Bytes below the published end never change again: the log is append-only, and writers
 //!   hold the append lock and write only past the published end.
 
-use std::fs::{self, File, OpenOptions};
+use std::fs::{self, File};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -20,6 +20,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use memmap2::{MmapOptions, MmapRaw};
 
 use crate::error::{Error, IoContext, Result};
+use crate::file::{self, Access};
 use crate::format::{self, FILE_HEADER_BYTES, FileHeader, INDEX_ENTRY_BYTES, INDEX_MAGIC, IndexEntry, SEGMENT_MAGIC};
 use crate::queue::DirLock;
 use crate::sys;
@@ -42,13 +43,7 @@ struct MappedFile {
 impl MappedFile {
     fn create(path: &Path, header: FileHeader, reserve_bytes: u64) -> Result<Self> {
         let temporary = path.with_extension(format!("{}.tmp", path.extension().and_then(|e| e.to_str()).unwrap_or("")));
-        let file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .open(&temporary)
-            .during("create", &temporary)?;
+        let file = file::open_file(&temporary, Access::Replace)?;
         let prepared = (|| {
             sys::reserve(&file, reserve_bytes.max(u64::from(FILE_HEADER_BYTES))).during("reserve space for", &temporary)?;
             file.write_all_at(&header.encode(), 0).during("write the header of", &temporary)?;
@@ -64,7 +59,7 @@ impl MappedFile {
     }
 
     fn open(path: &Path, magic: [u8; 8]) -> Result<Self> {
-        let file = OpenOptions::new().read(true).write(true).open(path).during("open", path)?;
+        let file = file::open_file(path, Access::ReadWrite)?;
         let mut head = [0u8; FILE_HEADER_BYTES as usize];
         let length = file.metadata().during("stat", path)?.len();
         if length < u64::from(FILE_HEADER_BYTES) {
@@ -105,7 +100,7 @@ impl MappedFile {
         if let Some(file) = &self.file {
             return operation(file);
         }
-        let file = OpenOptions::new().read(true).write(true).open(&self.path).during("reopen", &self.path)?;
+        let file = file::open_file(&self.path, Access::ReadWrite)?;
         let metadata = file.metadata().during("stat", &self.path)?;
         if sys::file_identity(&metadata) != self.identity {
             return Err(Error::corrupt(&self.path, 0, "the file was replaced while mapped"));
