@@ -48,6 +48,10 @@ impl MappedFile {
             sys::reserve(&file, reserve_bytes.max(u64::from(FILE_HEADER_BYTES))).during("reserve space for", &temporary)?;
             file.write_all_at(&header.encode(), 0).during("write the header of", &temporary)?;
             file.sync_all().during("sync", &temporary)?;
+            #[cfg(test)]
+            if let Some((_, hook)) = BEFORE_RENAME_UNDER.lock().take_if(|(dir, _)| temporary.starts_with(dir)) {
+                hook();
+            }
             fs::rename(&temporary, path).during("rename into place", path)
         })();
         if prepared.is_err() {
@@ -143,6 +147,12 @@ impl MappedFile {
 /// Makes the next fsync of a segment under this directory fail with EIO, as a dying disk would.
 #[cfg(test)]
 pub(crate) static FAIL_NEXT_SYNC_UNDER: parking_lot::Mutex<Option<PathBuf>> = parking_lot::Mutex::new(None);
+
+/// Runs once, just before a new segment file under this directory is renamed into place, so
+/// that a test can change the directory at the worst moment.
+#[cfg(test)]
+pub(crate) static BEFORE_RENAME_UNDER: parking_lot::Mutex<Option<(PathBuf, Box<dyn FnOnce() + Send>)>> =
+    parking_lot::Mutex::new(None);
 
 /// A mapped segment and its index.
 pub(crate) struct Segment {
