@@ -1023,3 +1023,28 @@ fn clear_staging(staging: &Path) -> Result<()> {
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::{ConsumerConfig, Durability, Queue, TopicPartition};
+
+    #[test]
+    fn a_sync_commit_syncs_every_directory_above_the_offset_log() {
+        // A power cut keeps a directory's entries only as of its last fsync: each directory
+        // created on the way to the offset log must be synced before the commit returns.
+        let dir = std::env::temp_dir().join(format!("streamlog-unit-group-dirs-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let queue = Queue::open(&dir).unwrap();
+        queue.create_topic("t", 1).unwrap();
+        let mut consumer = queue.consumer(ConsumerConfig::new("g").commit_durability(Durability::Sync)).unwrap();
+        consumer.assign(&[TopicPartition::new("t", 0)]).unwrap();
+        consumer.commit_offsets(&[(TopicPartition::new("t", 0), 0)]).unwrap();
+        let synced = crate::sys::synced_directories();
+        let groups = dir.join("groups");
+        for parent in [std::env::temp_dir(), dir.clone(), groups.clone(), groups.join("g"), groups.join("g").join("offsets")] {
+            assert!(synced.contains(&parent), "{} was never synced", parent.display());
+        }
+        drop((consumer, queue));
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}
