@@ -141,9 +141,15 @@ pub(crate) fn finish_swaps(dir: &Path) -> Result<bool> {
 fn open_or_reindex(dir: &Path, base: u64, id: &TopicPartition, config: &TopicConfig, users: &Arc<DirLock>) -> Result<Segment> {
     let index_path = dir.join(format::index_file_name(base));
     let mut index_head = [0u8; FILE_HEADER_BYTES as usize];
-    let readable = file::open_file(&index_path, Access::Read)
-        .and_then(|f| std::os::unix::fs::FileExt::read_exact_at(&f, &mut index_head, 0).during("read the header of", &index_path))
-        .is_ok_and(|()| FileHeader::decode(&index_head, format::INDEX_MAGIC, &index_path).is_ok_and(|h| h.base_offset == base));
+    let readable = match file::open_file(&index_path, Access::Read) {
+        Ok(index) => {
+            std::os::unix::fs::FileExt::read_exact_at(&index, &mut index_head, 0).is_ok()
+                && FileHeader::decode(&index_head, format::INDEX_MAGIC, &index_path).is_ok_and(|h| h.base_offset == base)
+        }
+        // Something that is no file of ours (a FIFO, a link) is refused, not replaced.
+        Err(error @ Error::UnexpectedFileType { .. }) => return Err(error),
+        Err(_) => false,
+    };
     if !readable {
         let log_path = dir.join(format::segment_file_name(base));
         let mut head = [0u8; FILE_HEADER_BYTES as usize];

@@ -14,6 +14,7 @@ mod model;
 mod offsets;
 mod processes;
 mod retention;
+mod tampering;
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU32, Ordering};
