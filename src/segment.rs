@@ -3,7 +3,7 @@
 //! Soundness of the mappings (the argument ARCHITECTURE.md repeats):
 //! - A file is never shortened while any process maps it. Only recovery truncates, and
 //!   recovery runs only while no other handle on the queue exists in any process; every
-//!   mapping holds the queue's shared "users" lock (`DirLock`) until it is unmapped.
+//!   mapping holds the queue's shared lock on its directory (`DirLock`) until it is unmapped.
 //! - Readers touch only bytes below a bound known to be inside the file: the published end of
 //!   the active segment (written, and so allocated, before it was published), or the length of
 //!   a sealed segment's file. Writers touch only bytes they reserved with `fallocate` first, so
@@ -151,8 +151,11 @@ pub(crate) static FAIL_NEXT_SYNC_UNDER: parking_lot::Mutex<Option<PathBuf>> = pa
 /// Runs once, just before a new segment file under this directory is renamed into place, so
 /// that a test can change the directory at the worst moment.
 #[cfg(test)]
-pub(crate) static BEFORE_RENAME_UNDER: parking_lot::Mutex<Option<(PathBuf, Box<dyn FnOnce() + Send>)>> =
-    parking_lot::Mutex::new(None);
+pub(crate) static BEFORE_RENAME_UNDER: parking_lot::Mutex<Option<RenameHook>> = parking_lot::Mutex::new(None);
+
+/// A directory and what to run there (see `BEFORE_RENAME_UNDER`).
+#[cfg(test)]
+pub(crate) type RenameHook = (PathBuf, Box<dyn FnOnce() + Send>);
 
 /// A mapped segment and its index.
 pub(crate) struct Segment {

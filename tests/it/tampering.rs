@@ -73,7 +73,7 @@ fn topic_metadata_that_is_a_fifo_or_a_link_to_dev_zero_is_refused() {
     let error = without_hanging(move || Queue::open(&path).unwrap().partition_count("t").err()).expect("refused");
     assert!(is_unexpected(&error, "a FIFO"), "{error}");
     plant_link(&meta, Path::new("/dev/zero"));
-    let error = Queue::open(dir.path()).unwrap().partition_count("t").err().expect("refused");
+    let error = Queue::open(dir.path()).unwrap().partition_count("t").expect_err("refused");
     assert!(is_unexpected(&error, "a symbolic link"), "{error}");
 }
 
@@ -119,7 +119,7 @@ fn a_state_file_that_is_a_link_is_refused_and_its_target_kept() {
     queue.producer().send("t", Record::new(b"one")).unwrap();
     drop(queue);
     plant_link(&dir.path().join("topics/t/0/state"), &victim);
-    let error = Queue::open(dir.path()).unwrap().offsets(&TopicPartition::new("t", 0)).err().expect("refused");
+    let error = Queue::open(dir.path()).unwrap().offsets(&TopicPartition::new("t", 0)).expect_err("refused");
     assert!(is_unexpected(&error, "a symbolic link"), "{error}");
     assert_eq!(std::fs::read(&victim).unwrap(), b"not streamlog's");
 }
