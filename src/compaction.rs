@@ -18,6 +18,7 @@ use std::io::{BufWriter, Seek, SeekFrom, Write};
 use std::path::Path;
 
 use crate::error::{IoContext, Result};
+use crate::file::{self, Access};
 use crate::format::{
     self, FILE_HEADER_BYTES, FULLY_SYNCED, FileHeader, INDEX_MAGIC, IndexEntry, SEGMENT_COMPACTED, SEGMENT_MAGIC,
     SYNCED_MARKER_AT,
@@ -68,7 +69,7 @@ impl CleanedSegment {
     pub(crate) fn create(dir: &Path, base: u64, created_ms: u64, index_interval_bytes: u32) -> Result<Self> {
         let log_path = dir.join(format!("{}.cleaning.tmp", format::segment_file_name(base)));
         let index_path = dir.join(format!("{}.cleaning.tmp", format::index_file_name(base)));
-        let file = File::create(&log_path).during("create", &log_path)?;
+        let file = file::open_file(&log_path, Access::Replace)?;
         let mut log = BufWriter::with_capacity(1 << 20, file);
         // The header is written last, when the size is known.
         log.write_all(&[0u8; FILE_HEADER_BYTES as usize]).during("write", &log_path)?;
@@ -169,8 +170,7 @@ impl CleanedSegment {
             index.extend_from_slice(&entry.packed_location().to_le_bytes());
             index.extend_from_slice(&entry.max_timestamp_before_ms.to_le_bytes());
         }
-        fs::write(&self.index_path, &index).during("write", &self.index_path)?;
-        File::open(&self.index_path).and_then(|f| f.sync_all()).during("sync", &self.index_path)?;
+        file::write_synced(&self.index_path, &index)?;
 
         let index_name = format::index_file_name(self.base);
         let log_name = format::segment_file_name(self.base);

@@ -34,6 +34,10 @@ pub enum Error {
     /// A file in the queue directory that streamlog did not write.
     #[error("{path}: not a streamlog file ({reason})")]
     ForeignFile { path: PathBuf, reason: String },
+    /// A path inside the queue directory that is not the kind of file streamlog keeps there,
+    /// such as a symbolic link, a FIFO or a device. streamlog never follows or reads one.
+    #[error("{path}: expected {expected}, found {found}")]
+    UnexpectedFileType { path: PathBuf, expected: &'static str, found: &'static str },
     /// Damaged data: a bad checksum or an impossible value at a known place.
     #[error("{path}: corrupt data at byte {position}: {reason}")]
     Corrupt { path: PathBuf, position: u64, reason: String },

@@ -25,6 +25,8 @@ pub(crate) const QUEUE_STATE_MAGIC: [u8; 8] = *b"SLOGQST\0";
 
 pub(crate) const QUEUE_META_FILE: &str = "streamlog.meta";
 pub(crate) const QUEUE_STATE_FILE: &str = "queue.state";
+/// Lock files of earlier versions, which locked these instead of the directories: a directory
+/// holding only them is still a new queue.
 pub(crate) const OPEN_LOCK_FILE: &str = "open.lock";
 pub(crate) const USERS_LOCK_FILE: &str = "users.lock";
 pub(crate) const MAINTENANCE_LOCK_FILE: &str = "maintenance.lock";

@@ -21,7 +21,7 @@
 //! so no partition is ever owned by two members.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::fs::{File, OpenOptions};
+use std::fs::File;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -33,6 +33,7 @@ use parking_lot::Mutex;
 
 use crate::assignor::{self, AssignmentStrategy, MemberInput};
 use crate::error::{Error, IoContext, Result};
+use crate::file::{self, Access};
 use crate::format::{self, FORMAT_VERSION, GROUP_FILE, GROUP_MAGIC, MEMBERS_LOCK_FILE};
 use crate::offsets::OffsetStore;
 use crate::state::SharedMap;
@@ -165,7 +166,7 @@ impl Group {
     /// Opens (creating if needed) the group in `dir`, rebuilding its file in a new `epoch`.
     pub(crate) fn open(name: &str, dir: &Path, epoch: u64, offsets: Arc<OffsetStore>) -> Result<Self> {
         let path = dir.join(GROUP_FILE);
-        let file = OpenOptions::new().read(true).write(true).create(true).truncate(false).open(&path).during("open", &path)?;
+        let file = file::open_file(&path, Access::Create)?;
         file.lock().during("lock", &path)?;
         let prepared = prepare_group_file(&file, &path, epoch);
         file.unlock().during("unlock", &path)?;
@@ -659,7 +660,7 @@ fn current_counts<'a>(
 }
 
 fn open_members_lock(path: &Path) -> Result<File> {
-    OpenOptions::new().read(true).write(true).create(true).truncate(false).open(path).during("open", path)
+    file::open_file(path, Access::Create)
 }
 
 /// Makes the group file ready for `epoch`: if it was last set up in another epoch, every

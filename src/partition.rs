@@ -2,7 +2,7 @@
 //! under the cross-process lock, and reading through cursors.
 
 use std::collections::BTreeMap;
-use std::fs::{self, OpenOptions};
+use std::fs;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
@@ -11,6 +11,7 @@ use parking_lot::{Mutex, RwLock};
 
 use crate::compaction;
 use crate::error::{Error, IoContext, Result};
+use crate::file::{self, Access};
 use crate::format::{
     self, BATCH_HEADER_BYTES, BatchHeader, FILE_HEADER_BYTES, FileHeader, INDEX_ENTRY_BYTES, IndexEntry, PartitionFile,
     RecordLayout, SEGMENT_MAGIC,
@@ -135,16 +136,12 @@ impl Partition {
         sealer: Arc<Sealer>,
     ) -> Result<Self> {
         let state_path = dir.join(format::STATE_FILE);
-        if !dir.is_dir() {
-            return Err(Error::UnknownTopic(id.topic().to_owned()));
+        match file::require_directory(&dir) {
+            Ok(()) => {}
+            Err(error) if file::is_not_found(&error) => return Err(Error::UnknownTopic(id.topic().to_owned())),
+            Err(error) => return Err(error),
         }
-        let file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .open(&state_path)
-            .during("open", &state_path)?;
+        let file = file::open_file(&state_path, Access::Create)?;
         file.lock().during("lock", &state_path)?;
         let result = (|| {
             if SharedState::stored_epoch(&file).during("read", &state_path)? == Some(epoch) {
@@ -191,11 +188,14 @@ impl Partition {
         }
     }
 
-    /// `error` as its caller should see it: a file error in a partition whose directory is
-    /// gone means that its topic was deleted.
+    /// `error` as its caller should see it: a file error in a partition whose directory no
+    /// longer holds the `state` file it mapped means that its topic was deleted, whether the
+    /// directory is gone or a new topic of the same name was created meanwhile.
     pub(crate) fn explain(&self, error: Error) -> Error {
         match error {
-            Error::Io { .. } | Error::Corrupt { .. } if !self.dir.exists() => Error::UnknownTopic(self.id.topic().to_owned()),
+            Error::Io { .. } | Error::Corrupt { .. } | Error::UnexpectedFileType { .. } if self.still_current().is_err() => {
+                Error::UnknownTopic(self.id.topic().to_owned())
+            }
             error => error,
         }
     }
@@ -1104,6 +1104,32 @@ mod tests {
         interval.flush().unwrap();
         assert_eq!(partition.state.synced_offset(), 4);
         drop((sync, interval, partition, queue));
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn a_topic_deleted_and_created_again_during_a_roll_is_an_unknown_topic() {
+        // Another handle (as another process would) deletes the topic and creates it again
+        // while this one is half-way through a roll: the new file cannot be renamed into the
+        // directory that moved away, and the directory of the same name exists again.
+        let (queue, dir) = queue("roll-delete");
+        queue.create_topic_with("t", TopicConfig::new(1).segment_bytes(1024)).unwrap();
+        let producer = queue.producer();
+        for _ in 0..2 {
+            producer.send("t", Record::new(&[1u8; 300])).unwrap();
+        }
+        let other = Queue::open(&dir).unwrap();
+        let recreate = move || {
+            other.delete_topic("t").unwrap();
+            other.create_topic("t", 1).unwrap();
+        };
+        *crate::segment::BEFORE_RENAME_UNDER.lock() = Some((dir.join("topics/t/0"), Box::new(recreate)));
+        let sent = producer.send("t", Record::new(&[2u8; 300]));
+        assert!(crate::segment::BEFORE_RENAME_UNDER.lock().is_none(), "the send rolled");
+        assert!(matches!(&sent, Err(Error::UnknownTopic(t)) if t == "t"), "{sent:?}");
+        // The next send goes to the new topic.
+        assert_eq!(producer.send("t", Record::new(b"new")).unwrap().offset(), 0);
+        drop((producer, queue));
         std::fs::remove_dir_all(&dir).unwrap();
     }
 

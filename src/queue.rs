@@ -5,6 +5,7 @@
 use std::collections::HashMap;
 use std::fs::{self, File, OpenOptions, TryLockError};
 use std::hash::{BuildHasherDefault, Hasher};
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock, Weak};
@@ -16,9 +17,10 @@ use parking_lot::{Mutex, RwLock};
 use crate::assignor::AssignmentStrategy;
 use crate::consumer::{Consumer, ConsumerConfig};
 use crate::error::{Error, IoContext, Result};
+use crate::file::{self, Access};
 use crate::format::{
-    self, GROUPS_DIR, MAINTENANCE_LOCK_FILE, OFFSETS_DIR, OPEN_LOCK_FILE, QUEUE_META_FILE, QUEUE_STATE_FILE, QUEUE_STATE_MAGIC,
-    STAGING_DIR, TOPIC_META_FILE, TOPICS_DIR, USERS_LOCK_FILE,
+    self, FILE_HEADER_BYTES, GROUPS_DIR, MAINTENANCE_LOCK_FILE, OFFSETS_DIR, OPEN_LOCK_FILE, QUEUE_META_FILE, QUEUE_STATE_FILE,
+    QUEUE_STATE_MAGIC, STAGING_DIR, TOPIC_META_BYTES, TOPIC_META_FILE, TOPICS_DIR, USERS_LOCK_FILE,
 };
 use crate::group::Group;
 use crate::offsets::{self, OffsetStore};
@@ -32,8 +34,8 @@ use crate::topic::{TopicConfig, TopicPartition, validate_group_name, validate_to
 /// members and new topics.
 const KEEPER_TICK: Duration = Duration::from_millis(100);
 
-/// A shared lock on the queue directory's `users.lock`, held by every open queue handle and
-/// every mapping made through one: while it is held, no process recovers (truncates) files.
+/// A shared flock on the queue directory itself, held by every open queue handle and every
+/// mapping made through one: while it is held, no process recovers (truncates) files.
 pub(crate) struct DirLock {
     _file: File,
 }
@@ -117,6 +119,8 @@ impl QueueOptions {
 
 impl Queue {
     /// Opens the queue in `dir`, creating the directory if it is missing, with default options.
+    /// A directory that holds anything but a queue is refused (`Error::ForeignFile`), and
+    /// nothing is created in it.
     pub fn open(dir: impl AsRef<Path>) -> Result<Queue> {
         Self::open_with(dir, QueueOptions::default())
     }
@@ -124,37 +128,33 @@ impl Queue {
     /// Opens the queue in `dir` with `options`.
     pub fn open_with(dir: impl AsRef<Path>, options: QueueOptions) -> Result<Queue> {
         let dir = dir.as_ref().to_path_buf();
-        fs::create_dir_all(&dir).during("create", &dir)?;
-        let open_path = dir.join(OPEN_LOCK_FILE);
-        let open_lock = lock_file(&open_path)?;
-        // Openers take turns, so deciding "alone or not" and acting on it is one step.
-        open_lock.lock().during("lock", &open_path)?;
-        let users_path = dir.join(USERS_LOCK_FILE);
-        let users = lock_file(&users_path)?;
-        let alone = match users.try_lock() {
-            Ok(()) => true,
-            Err(TryLockError::WouldBlock) => false,
-            Err(TryLockError::Error(e)) => return Err(Error::io("lock", &users_path, e)),
-        };
-        let epoch = if alone {
+        if dir.as_os_str().is_empty() {
+            return Err(Error::InvalidConfig("the queue directory path is empty".into()));
+        }
+        file::create_dir_durably(&dir, &dir)?;
+        let (users, alone) = lock_queue_directory(&dir)?;
+        if alone {
             // No other handle exists anywhere: start a new epoch, so every partition is
-            // recovered from its files on first use before anyone maps it.
+            // recovered from its files on first use before anyone maps it. `read_epoch`
+            // refuses a foreign directory before anything is created in it.
             let epoch = read_epoch(&dir)?.unwrap_or(0) + 1;
             write_epoch(&dir, epoch)?;
             for sub in [TOPICS_DIR, STAGING_DIR] {
-                fs::create_dir_all(dir.join(sub)).during("create", &dir.join(sub))?;
+                file::create_dir_durably(&dir, &dir.join(sub))?;
             }
             clear_staging(&dir.join(STAGING_DIR))?;
-            users.unlock().during("unlock", &users_path)?;
-            users.lock_shared().during("lock", &users_path)?;
-            epoch
-        } else {
-            users.lock_shared().during("lock", &users_path)?;
-            read_epoch(&dir)?.ok_or_else(|| Error::ForeignFile { path: dir.join(QUEUE_META_FILE), reason: "missing".into() })?
-        };
-        let shared = open_queue_state(&dir);
-        open_lock.unlock().during("unlock", &open_path)?;
-        let shared = shared?;
+            users.unlock().during("unlock", &dir)?;
+            users.lock_shared().during("lock", &dir)?;
+        }
+        // Read under the shared lock, which stops anyone from starting another epoch. The
+        // downgrade above is not atomic: another opener may have found the queue alone in
+        // between and started a newer epoch, which is then the one this handle lives in.
+        let epoch =
+            read_epoch(&dir)?.ok_or_else(|| Error::ForeignFile { path: dir.join(QUEUE_META_FILE), reason: "missing".into() })?;
+        for sub in [TOPICS_DIR, STAGING_DIR] {
+            file::require_directory(&dir.join(sub))?;
+        }
+        let shared = open_queue_state(&dir)?;
         let topics_version = AtomicU64::new(shared.word64(TOPICS_VERSION_AT).load(Ordering::Acquire));
         let queue = Queue {
             inner: Arc::new(QueueInner {
@@ -190,17 +190,11 @@ impl Queue {
         if target.exists() {
             return Err(Error::TopicExists(name.to_owned()));
         }
-        static STAGED: AtomicU64 = AtomicU64::new(0);
-        let staging = self.inner.dir.join(STAGING_DIR).join(format!(
-            "{name}.{}.{}",
-            std::process::id(),
-            STAGED.fetch_add(1, Ordering::Relaxed)
-        ));
+        let staging = self.inner.staging_path("new");
         fs::create_dir(&staging).during("create", &staging)?;
         let staged = (|| {
             let meta = staging.join(TOPIC_META_FILE);
-            fs::write(&meta, format::encode_topic_meta(&config, new_topic_id())).during("write", &meta)?;
-            File::open(&meta).and_then(|f| f.sync_all()).during("sync", &meta)?;
+            file::write_synced(&meta, &format::encode_topic_meta(&config, new_topic_id()))?;
             for partition in 0..config.partitions {
                 let path = staging.join(partition.to_string());
                 fs::create_dir(&path).during("create", &path)?;
@@ -273,10 +267,8 @@ impl Queue {
         grown.validate()?;
         let dir = self.inner.topic_dir(name);
         for partition in config.partitions..partitions {
-            let path = dir.join(partition.to_string());
-            fs::create_dir_all(&path).during("create", &path)?;
+            file::create_dir_durably(&self.inner.dir, &dir.join(partition.to_string()))?;
         }
-        sys::sync_directory(&dir).during("sync", &dir)?;
         // The directories exist before the count that makes them part of the topic.
         self.inner.write_topic_meta(name, &grown, id)?;
         self.inner.topics_changed();
@@ -294,12 +286,7 @@ impl Queue {
         if !dir.join(TOPIC_META_FILE).exists() {
             return Err(Error::UnknownTopic(name.to_owned()));
         }
-        static DELETED: AtomicU64 = AtomicU64::new(0);
-        let trash = self.inner.dir.join(STAGING_DIR).join(format!(
-            "deleted.{name}.{}.{}",
-            std::process::id(),
-            DELETED.fetch_add(1, Ordering::Relaxed)
-        ));
+        let trash = self.inner.staging_path("deleted");
         fs::rename(&dir, &trash).during("move away", &dir)?;
         let topics = self.inner.dir.join(TOPICS_DIR);
         sys::sync_directory(&topics).during("sync", &topics)?;
@@ -516,6 +503,14 @@ impl QueueInner {
         self.dir.join(TOPICS_DIR).join(name)
     }
 
+    /// A new, unique path in `staging/` for a topic being created or deleted. It does not
+    /// contain the topic's name: a name of up to 249 bytes plus anything more would pass the
+    /// 255 bytes a file name may have, and staging entries need no name (an opener that finds
+    /// itself alone removes them all).
+    fn staging_path(&self, purpose: &str) -> PathBuf {
+        self.dir.join(STAGING_DIR).join(format!("{purpose}.{:016x}", new_topic_id()))
+    }
+
     /// The named topic, loaded from disk on first use, and again after any process changed
     /// topics.
     pub(crate) fn topic(&self, name: &str) -> Result<Arc<Topic>> {
@@ -672,11 +667,12 @@ impl QueueInner {
 
     fn read_topic_meta(&self, name: &str) -> Result<(TopicConfig, u64)> {
         validate_topic_name(name)?;
-        let meta = self.topic_dir(name).join(TOPIC_META_FILE);
-        match fs::read(&meta) {
+        let dir = self.topic_dir(name);
+        let meta = dir.join(TOPIC_META_FILE);
+        match file::require_directory(&dir).and_then(|()| file::read_capped(&meta, TOPIC_META_BYTES)) {
             Ok(bytes) => format::decode_topic_meta(&bytes, &meta),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Err(Error::UnknownTopic(name.to_owned())),
-            Err(e) => Err(Error::io("read", &meta, e)),
+            Err(e) if file::is_not_found(&e) => Err(Error::UnknownTopic(name.to_owned())),
+            Err(e) => Err(e),
         }
     }
 
@@ -685,18 +681,18 @@ impl QueueInner {
         let dir = self.topic_dir(name);
         let meta = dir.join(TOPIC_META_FILE);
         let temporary = dir.join(format!("{TOPIC_META_FILE}.tmp"));
-        fs::write(&temporary, format::encode_topic_meta(config, id)).during("write", &temporary)?;
-        File::open(&temporary).and_then(|f| f.sync_all()).during("sync", &temporary)?;
+        file::write_synced(&temporary, &format::encode_topic_meta(config, id))?;
         fs::rename(&temporary, &meta).during("rename into place", &meta)?;
         sys::sync_directory(&dir).during("sync", &dir)
     }
 
-    /// Serialises topic changes between processes (the open lock is held only briefly).
+    /// Serialises topic changes between processes with an flock on the `topics` directory,
+    /// which, unlike a lock file, nobody deletes or replaces while the queue exists.
     fn admin_lock(&self) -> Result<AdminLock> {
-        let path = self.dir.join(OPEN_LOCK_FILE);
-        let file = lock_file(&path)?;
-        file.lock().during("lock", &path)?;
-        Ok(AdminLock(file))
+        let path = self.dir.join(TOPICS_DIR);
+        let directory = file::open_directory(&path)?;
+        directory.lock().during("lock", &path)?;
+        Ok(AdminLock(directory))
     }
 
     pub(crate) fn partition(&self, tp: &TopicPartition) -> Result<Arc<Partition>> {
@@ -722,7 +718,9 @@ impl QueueInner {
         // for file locks (and recover the offset log).
         let dir = self.dir.join(GROUPS_DIR).join(name);
         let log_dir = dir.join(OFFSETS_DIR);
-        fs::create_dir_all(&log_dir).during("create", &log_dir)?;
+        // Every directory above the offset log's files is synced too: a `Sync` commit must
+        // survive a power cut, and so must the path that leads to it.
+        file::create_dir_durably(&self.dir, &log_dir)?;
         let group = Arc::new(Group::open(name, &dir, self.epoch, self.offset_store(name)?)?);
         // Another thread may have opened it meanwhile: everyone uses the first.
         Ok(Arc::clone(self.groups.lock().entry(name.to_owned()).or_insert(group)))
@@ -908,7 +906,7 @@ fn list_topics(dir: &Path) -> Result<Vec<String>> {
 const TOPICS_VERSION_AT: usize = 16;
 const QUEUE_STATE_BYTES: usize = 4096;
 
-/// The open lock, held for a topic change; released on drop.
+/// The lock on `topics/`, held for a topic change; released on drop.
 struct AdminLock(File);
 
 impl Drop for AdminLock {
@@ -939,8 +937,7 @@ fn open_queue_state(dir: &Path) -> Result<SharedMap> {
         let mut bytes = vec![0u8; QUEUE_STATE_BYTES];
         bytes[0..8].copy_from_slice(&QUEUE_STATE_MAGIC);
         bytes[8..10].copy_from_slice(&format::FORMAT_VERSION.to_le_bytes());
-        fs::write(&temporary, &bytes).during("write", &temporary)?;
-        File::open(&temporary).and_then(|f| f.sync_all()).during("sync", &temporary)?;
+        file::write_synced(&temporary, &bytes)?;
         let linked = fs::hard_link(&temporary, &path);
         let _ = fs::remove_file(&temporary);
         match linked {
@@ -949,7 +946,7 @@ fn open_queue_state(dir: &Path) -> Result<SharedMap> {
             Err(e) => return Err(Error::io("link into place", &path, e)),
         }
     }
-    let file = OpenOptions::new().read(true).write(true).open(&path).during("open", &path)?;
+    let file = file::open_file(&path, Access::ReadWrite)?;
     let length = file.metadata().during("stat", &path)?.len();
     let mut head = [0u8; 64];
     if length != QUEUE_STATE_BYTES as u64 {
@@ -967,15 +964,39 @@ fn open_queue_state(dir: &Path) -> Result<SharedMap> {
     Ok(SharedMap(map))
 }
 
+/// Opens the queue directory itself and flocks it: exclusively if no other handle on the queue
+/// exists in any process (the flag says so), shared otherwise. The lock is on the directory's
+/// own inode, which cannot be unlinked while the queue is in it. A lock file could be, by a
+/// user or a cleaner removing "stale" locks, and the next opener would then think it is alone
+/// and recover (shorten) files that live writers map.
+fn lock_queue_directory(dir: &Path) -> Result<(File, bool)> {
+    let directory = OpenOptions::new().read(true).custom_flags(libc::O_DIRECTORY).open(dir).during("open", dir)?;
+    let alone = match directory.try_lock() {
+        Ok(()) => true,
+        Err(TryLockError::WouldBlock) => {
+            directory.lock_shared().during("lock", dir)?;
+            false
+        }
+        Err(TryLockError::Error(e)) => return Err(Error::io("lock", dir, e)),
+    };
+    // The lock protects what the path leads to only if the path still names the locked
+    // directory (it could have been renamed away and another put in its place).
+    let locked = sys::file_identity(&directory.metadata().during("stat", dir)?);
+    if sys::file_identity(&fs::metadata(dir).during("stat", dir)?) != locked {
+        return Err(Error::io("lock", dir, std::io::Error::other("the directory was replaced while it was being opened")));
+    }
+    Ok((directory, alone))
+}
+
 fn lock_file(path: &Path) -> Result<File> {
-    OpenOptions::new().read(true).write(true).create(true).truncate(false).open(path).during("open", path)
+    file::open_file(path, Access::Create)
 }
 
 fn read_epoch(dir: &Path) -> Result<Option<u64>> {
     let path = dir.join(QUEUE_META_FILE);
-    match fs::read(&path) {
+    match file::read_capped(&path, FILE_HEADER_BYTES as usize) {
         Ok(bytes) => format::decode_queue_meta(&bytes, &path).map(Some),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+        Err(e) if file::is_not_found(&e) => {
             // A new queue, unless the directory already holds something else.
             for entry in fs::read_dir(dir).during("list", dir)? {
                 let name = entry.during("list", dir)?.file_name();
@@ -988,23 +1009,56 @@ fn read_epoch(dir: &Path) -> Result<Option<u64>> {
             }
             Ok(None)
         }
-        Err(e) => Err(Error::io("read", &path, e)),
+        Err(e) => Err(e),
     }
 }
 
 fn write_epoch(dir: &Path, epoch: u64) -> Result<()> {
     let path = dir.join(QUEUE_META_FILE);
     let temporary = dir.join(format!("{QUEUE_META_FILE}.tmp"));
-    fs::write(&temporary, format::encode_queue_meta(epoch)).during("write", &temporary)?;
-    File::open(&temporary).and_then(|f| f.sync_all()).during("sync", &temporary)?;
+    file::write_synced(&temporary, &format::encode_queue_meta(epoch))?;
     fs::rename(&temporary, &path).during("rename into place", &path)?;
     sys::sync_directory(dir).during("sync", dir)
 }
 
+/// Removes what topic creations and deletions left in `staging/`. Nothing there is followed:
+/// `staging` itself must be a directory (checked by `create_dir_durably`), a directory in it is
+/// removed with everything inside (`remove_dir_all` does not follow symbolic links), and
+/// anything else (a stray file, a link) is unlinked itself.
 fn clear_staging(staging: &Path) -> Result<()> {
     for entry in fs::read_dir(staging).during("list", staging)? {
-        let path = entry.during("list", staging)?.path();
-        fs::remove_dir_all(&path).during("remove leftover", &path)?;
+        let entry = entry.during("list", staging)?;
+        let path = entry.path();
+        if entry.file_type().during("stat", &path)?.is_dir() {
+            fs::remove_dir_all(&path).during("remove leftover", &path)?;
+        } else {
+            fs::remove_file(&path).during("remove leftover", &path)?;
+        }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::{ConsumerConfig, Durability, Queue, TopicPartition};
+
+    #[test]
+    fn a_sync_commit_syncs_every_directory_above_the_offset_log() {
+        // A power cut keeps a directory's entries only as of its last fsync: each directory
+        // created on the way to the offset log must be synced before the commit returns.
+        let dir = std::env::temp_dir().join(format!("streamlog-unit-group-dirs-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let queue = Queue::open(&dir).unwrap();
+        queue.create_topic("t", 1).unwrap();
+        let mut consumer = queue.consumer(ConsumerConfig::new("g").commit_durability(Durability::Sync)).unwrap();
+        consumer.assign(&[TopicPartition::new("t", 0)]).unwrap();
+        consumer.commit_offsets(&[(TopicPartition::new("t", 0), 0)]).unwrap();
+        let synced = crate::sys::synced_directories();
+        let groups = dir.join("groups");
+        for parent in [std::env::temp_dir(), dir.clone(), groups.clone(), groups.join("g"), groups.join("g").join("offsets")] {
+            assert!(synced.contains(&parent), "{} was never synced", parent.display());
+        }
+        drop((consumer, queue));
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 }

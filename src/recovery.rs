@@ -10,6 +10,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use crate::error::{Error, IoContext, Result};
+use crate::file::{self, Access};
 use crate::format::{
     self, BATCH_HEADER_BYTES, BatchHeader, FILE_HEADER_BYTES, FileHeader, INDEX_ENTRY_BYTES, IndexEntry, PartitionFile,
 };
@@ -140,20 +141,25 @@ pub(crate) fn finish_swaps(dir: &Path) -> Result<bool> {
 fn open_or_reindex(dir: &Path, base: u64, id: &TopicPartition, config: &TopicConfig, users: &Arc<DirLock>) -> Result<Segment> {
     let index_path = dir.join(format::index_file_name(base));
     let mut index_head = [0u8; FILE_HEADER_BYTES as usize];
-    let readable = fs::File::open(&index_path)
-        .and_then(|f| std::os::unix::fs::FileExt::read_exact_at(&f, &mut index_head, 0))
-        .is_ok_and(|()| FileHeader::decode(&index_head, format::INDEX_MAGIC, &index_path).is_ok_and(|h| h.base_offset == base));
+    let readable = match file::open_file(&index_path, Access::Read) {
+        Ok(index) => {
+            std::os::unix::fs::FileExt::read_exact_at(&index, &mut index_head, 0).is_ok()
+                && FileHeader::decode(&index_head, format::INDEX_MAGIC, &index_path).is_ok_and(|h| h.base_offset == base)
+        }
+        // Something that is no file of ours (a FIFO, a link) is refused, not replaced.
+        Err(error @ Error::UnexpectedFileType { .. }) => return Err(error),
+        Err(_) => false,
+    };
     if !readable {
         let log_path = dir.join(format::segment_file_name(base));
         let mut head = [0u8; FILE_HEADER_BYTES as usize];
-        let file = fs::File::open(&log_path).during("open", &log_path)?;
+        let file = file::open_file(&log_path, Access::Read)?;
         std::os::unix::fs::FileExt::read_exact_at(&file, &mut head, 0).during("read the header of", &log_path)?;
         let header = FileHeader::decode(&head, format::SEGMENT_MAGIC, &log_path)?;
         let capacity = index_capacity_bytes(u64::from(header.capacity_bytes), config);
         let index_header = FileHeader { magic: format::INDEX_MAGIC, capacity_bytes: capacity as u32, ..header };
         let temporary = dir.join(format!("{}.tmp", format::index_file_name(base)));
-        fs::write(&temporary, index_header.encode()).during("write", &temporary)?;
-        fs::File::open(&temporary).and_then(|f| f.sync_all()).during("sync", &temporary)?;
+        file::write_synced(&temporary, &index_header.encode())?;
         fs::rename(&temporary, &index_path).during("rename into place", &index_path)?;
         crate::sys::sync_directory(dir).during("sync directory", dir)?;
     }

@@ -3,7 +3,7 @@
 //! Soundness of the mappings (the argument ARCHITECTURE.md repeats):
 //! - A file is never shortened while any process maps it. Only recovery truncates, and
 //!   recovery runs only while no other handle on the queue exists in any process; every
-//!   mapping holds the queue's shared "users" lock (`DirLock`) until it is unmapped.
+//!   mapping holds the queue's shared lock on its directory (`DirLock`) until it is unmapped.
 //! - Readers touch only bytes below a bound known to be inside the file: the published end of
 //!   the active segment (written, and so allocated, before it was published), or the length of
 //!   a sealed segment's file. Writers touch only bytes they reserved with `fallocate` first, so
@@ -14,7 +14,7 @@
 //!   hole (`release_unused`), which keeps the file's length: a read there would return zeros,
 //!   not fault, and none happens, since readers of a sealed segment stop at its data's end.
 
-use std::fs::{self, File, OpenOptions};
+use std::fs::{self, File};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -23,6 +23,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use memmap2::{MmapOptions, MmapRaw};
 
 use crate::error::{Error, IoContext, Result};
+use crate::file::{self, Access};
 use crate::format::{self, FILE_HEADER_BYTES, FileHeader, INDEX_ENTRY_BYTES, INDEX_MAGIC, IndexEntry, SEGMENT_MAGIC};
 use crate::queue::DirLock;
 use crate::sys;
@@ -49,17 +50,15 @@ struct MappedFile {
 impl MappedFile {
     fn create(path: &Path, header: FileHeader, reserve_bytes: u64) -> Result<Self> {
         let temporary = path.with_extension(format!("{}.tmp", path.extension().and_then(|e| e.to_str()).unwrap_or("")));
-        let file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .open(&temporary)
-            .during("create", &temporary)?;
+        let file = file::open_file(&temporary, Access::Replace)?;
         let prepared = (|| {
             sys::reserve(&file, reserve_bytes.max(u64::from(FILE_HEADER_BYTES))).during("reserve space for", &temporary)?;
             file.write_all_at(&header.encode(), 0).during("write the header of", &temporary)?;
             file.sync_all().during("sync", &temporary)?;
+            #[cfg(test)]
+            if let Some((_, hook)) = BEFORE_RENAME_UNDER.lock().take_if(|(dir, _)| temporary.starts_with(dir)) {
+                hook();
+            }
             fs::rename(&temporary, path).during("rename into place", path)
         })();
         if prepared.is_err() {
@@ -71,7 +70,7 @@ impl MappedFile {
     }
 
     fn open(path: &Path, magic: [u8; 8]) -> Result<Self> {
-        let file = OpenOptions::new().read(true).write(true).open(path).during("open", path)?;
+        let file = file::open_file(path, Access::ReadWrite)?;
         let mut head = [0u8; FILE_HEADER_BYTES as usize];
         let length = file.metadata().during("stat", path)?.len();
         if length < u64::from(FILE_HEADER_BYTES) {
@@ -112,7 +111,7 @@ impl MappedFile {
         if let Some(file) = &self.file {
             return operation(file);
         }
-        let file = OpenOptions::new().read(true).write(true).open(&self.path).during("reopen", &self.path)?;
+        let file = file::open_file(&self.path, Access::ReadWrite)?;
         let metadata = file.metadata().during("stat", &self.path)?;
         if sys::file_identity(&metadata) != self.identity {
             return Err(Error::corrupt(&self.path, 0, "the file was replaced while mapped"));
@@ -155,6 +154,15 @@ impl MappedFile {
 /// Makes the next fsync of a segment under this directory fail with EIO, as a dying disk would.
 #[cfg(test)]
 pub(crate) static FAIL_NEXT_SYNC_UNDER: parking_lot::Mutex<Option<PathBuf>> = parking_lot::Mutex::new(None);
+
+/// Runs once, just before a new segment file under this directory is renamed into place, so
+/// that a test can change the directory at the worst moment.
+#[cfg(test)]
+pub(crate) static BEFORE_RENAME_UNDER: parking_lot::Mutex<Option<RenameHook>> = parking_lot::Mutex::new(None);
+
+/// A directory and what to run there (see `BEFORE_RENAME_UNDER`).
+#[cfg(test)]
+pub(crate) type RenameHook = (PathBuf, Box<dyn FnOnce() + Send>);
 
 /// A mapped segment and its index.
 pub(crate) struct Segment {

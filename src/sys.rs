@@ -264,7 +264,22 @@ pub(crate) fn sync_data(file: &File) -> io::Result<()> {
 
 /// Makes a directory's entries (new, renamed or removed files) durable.
 pub(crate) fn sync_directory(path: &std::path::Path) -> io::Result<()> {
-    File::open(path)?.sync_all()
+    use std::os::unix::fs::OpenOptionsExt;
+    #[cfg(test)]
+    SYNCED_DIRECTORIES.lock().push(path.to_path_buf());
+    // O_DIRECTORY: whatever the path names now, nothing but a directory is opened (and never
+    // a FIFO, which would block).
+    std::fs::OpenOptions::new().read(true).custom_flags(libc::O_DIRECTORY).open(path)?.sync_all()
+}
+
+/// Every directory `sync_directory` was asked to sync, for tests of what a power cut keeps.
+#[cfg(test)]
+static SYNCED_DIRECTORIES: parking_lot::Mutex<Vec<std::path::PathBuf>> = parking_lot::Mutex::new(Vec::new());
+
+/// The directories synced so far by any thread of this test process.
+#[cfg(test)]
+pub(crate) fn synced_directories() -> Vec<std::path::PathBuf> {
+    SYNCED_DIRECTORIES.lock().clone()
 }
 
 /// Wall-clock milliseconds since the Unix epoch. This is the precise clock (a vDSO read, no

@@ -285,8 +285,9 @@ fn a_background_pass_stops_soon_after_the_queue_is_dropped() {
     }
     let dropped = std::time::Instant::now();
     drop(queue);
-    // The pass gives up after the segment it is on: soon, no handle is left anywhere.
-    let users = std::fs::OpenOptions::new().read(true).write(true).open(dir.path().join("users.lock")).unwrap();
+    // The pass gives up after the segment it is on: soon, no handle is left anywhere (each holds a shared flock on
+    // the directory).
+    let users = std::fs::File::open(dir.path()).unwrap();
     while users.try_lock().is_err() {
         assert!(dropped.elapsed() < Duration::from_secs(1), "a background pass outlived the queue");
         std::thread::sleep(Duration::from_millis(1));

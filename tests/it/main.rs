@@ -16,6 +16,7 @@ mod offsets;
 mod processes;
 mod retention;
 mod space;
+mod tampering;
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU32, Ordering};
