@@ -288,7 +288,7 @@ fn timestamps_are_never_earlier_than_the_clock_read_before_send() {
         let batch = producer.send_batch("t", [Record::new(b"a"), Record::new(b"b")]).unwrap();
         assert!(batch.iter().all(|m| m.timestamp() >= before_ms), "send_batch {sends}");
         sends += 1;
-        if sends % 97 == 0 {
+        if sends.is_multiple_of(97) {
             let found = queue.offset_for_time(&tp, before_ms).unwrap();
             assert!(
                 found.is_some_and(|offset| offset <= meta.offset()),
