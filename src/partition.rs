@@ -13,7 +13,7 @@ use crate::compaction;
 use crate::error::{Error, IoContext, Result};
 use crate::format::{
     self, BATCH_HEADER_BYTES, BatchHeader, FILE_HEADER_BYTES, FileHeader, INDEX_ENTRY_BYTES, IndexEntry, PartitionFile,
-    RecordLayout, SEGMENT_MAGIC,
+    LogId, RecordLayout, SEGMENT_MAGIC,
 };
 use crate::queue::DirLock;
 use crate::record::{Record, Records};
@@ -100,6 +100,8 @@ impl Cursor {
 
 pub(crate) struct Partition {
     pub(crate) id: TopicPartition,
+    /// The id every segment header of this partition carries.
+    log_id: LogId,
     pub(crate) dir: PathBuf,
     state: SharedState,
     /// Known segments by base offset, mapped on first use.
@@ -119,6 +121,7 @@ impl Partition {
     /// current epoch (that is, since a process opened the queue alone).
     pub(crate) fn open(
         id: TopicPartition,
+        log_id: LogId,
         dir: PathBuf,
         config: TopicConfig,
         epoch: u64,
@@ -144,7 +147,7 @@ impl Partition {
                 let bases = list_segments(&dir)?.into_iter().filter(|&b| b <= active_base);
                 return Ok((state, bases.map(|b| (b, None)).collect(), None));
             }
-            let recovered = recovery::recover(&dir, &id, &config, &users)?;
+            let recovered = recovery::recover(&dir, &id, log_id, &config, &users)?;
             let state = SharedState::initialize(
                 file.try_clone().during("reopen", &state_path)?,
                 &state_path,
@@ -161,6 +164,7 @@ impl Partition {
         let (state, segments, active) = result?;
         Ok(Partition {
             id,
+            log_id,
             dir,
             state,
             segments: RwLock::new(segments),
@@ -199,6 +203,52 @@ impl Partition {
     /// The published tail of the log.
     pub(crate) fn tail(&self) -> Tail {
         self.state.tail()
+    }
+
+    /// The log start and the published tail, checked against the segments they describe. The
+    /// state file is shared memory that recovery rebuilds, but within an epoch nothing guards
+    /// it against a stray write: a tail that does not fit its active segment is reported as
+    /// damage to the state file rather than believed.
+    pub(crate) fn checked_offsets(&self) -> Result<(u64, Tail)> {
+        let tail = self.tail();
+        let start = self.start_offset();
+        let header_bytes = u64::from(FILE_HEADER_BYTES);
+        let damaged = |reason: String| Err(self.state.damaged_tail(reason));
+        if tail.end_offset < tail.active_base || start > tail.active_base {
+            return damaged(format!(
+                "log start {start}, active segment base {} and end offset {} are out of order",
+                tail.active_base, tail.end_offset
+            ));
+        }
+        let positions_in_order = header_bytes <= tail.last_indexed_position
+            && tail.last_indexed_position <= tail.end_position
+            && tail.end_position <= tail.log_reserved_bytes;
+        if !positions_in_order {
+            return damaged(format!(
+                "positions out of order (last indexed {}, end {}, reserved {})",
+                tail.last_indexed_position, tail.end_position, tail.log_reserved_bytes
+            ));
+        }
+        // Every record takes at least a record header of the active segment's data.
+        let records = tail.end_offset - tail.active_base;
+        if records.checked_mul(u64::from(format::RECORD_HEADER_BYTES)).is_none_or(|bytes| bytes > tail.end_position - header_bytes) {
+            return damaged(format!("{records} records cannot fit in {} bytes of segment", tail.end_position - header_bytes));
+        }
+        if !list_segments(&self.dir)?.contains(&tail.active_base) {
+            return damaged(format!("there is no segment with the active base offset {}", tail.active_base));
+        }
+        let segment = self.segment(tail.active_base)?;
+        if tail.log_reserved_bytes > segment.capacity_bytes() || tail.index_count > segment.index_capacity_entries() {
+            return damaged(format!(
+                "{} reserved bytes and {} index entries do not fit segment {} (capacity {} bytes, {} entries)",
+                tail.log_reserved_bytes,
+                tail.index_count,
+                segment.path().display(),
+                segment.capacity_bytes(),
+                segment.index_capacity_entries()
+            ));
+        }
+        Ok((start, tail))
     }
 
     /// The first offset still in the log.
@@ -252,6 +302,7 @@ impl Partition {
             let Writer { buffer, suffix, .. } = &mut *writer;
             format::frame_single_record(buffer, suffix, base_offset, record, *timestamp_ms);
             segment.pwrite_unpublished(
+                &guard,
                 tail.end_position,
                 &[buffer.as_slice(), record.value.unwrap_or_default(), suffix.as_slice()],
             )?;
@@ -265,13 +316,13 @@ impl Partition {
             }
             let out = &mut buffer[..batch_bytes as usize];
             let max_timestamp_ms = format::write_batch(out, base_offset, records, timestamps_ms);
-            segment.pwrite_unpublished(tail.end_position, &[out])?;
+            segment.pwrite_unpublished(&guard, tail.end_position, &[out])?;
             max_timestamp_ms
         } else {
             let mut max_timestamp_ms = 0;
-            segment.write_unpublished(tail.end_position, batch_bytes, |out| {
+            segment.write_unpublished(&guard, tail.end_position, batch_bytes, |out| {
                 max_timestamp_ms = format::write_batch(out, base_offset, records, timestamps_ms);
-            });
+            })?;
             max_timestamp_ms
         };
         self.index_batch(&segment, &mut tail, base_offset, writer.config.index_interval_bytes)?;
@@ -358,7 +409,7 @@ impl Partition {
         for base in list_segments(&self.dir)?.into_iter().filter(|&b| b > tail.active_base) {
             remove_segment_files(&self.dir, base)?;
         }
-        let (segment, new_tail) = new_segment(&self.dir, &self.id, config, tail.end_offset, now_ms, &self.users)?;
+        let (segment, new_tail) = new_segment(&self.dir, &self.id, self.log_id, config, tail.end_offset, now_ms, &self.users)?;
         let segment = Arc::new(segment);
         *tail = new_tail;
         self.state.publish(guard, *tail);
@@ -453,7 +504,7 @@ impl Partition {
         if let Some(Some(segment)) = segments.get(&base) {
             return Ok(Arc::clone(segment));
         }
-        let segment = Arc::new(Segment::open(&self.dir, base, self.id.clone(), Arc::clone(&self.users))?);
+        let segment = Arc::new(Segment::open(&self.dir, base, self.id.clone(), self.log_id, Arc::clone(&self.users))?);
         segments.insert(base, Some(Arc::clone(&segment)));
         Ok(segment)
     }
@@ -851,7 +902,7 @@ impl Partition {
         if !removable {
             return Ok(false);
         }
-        let mut cleaned = compaction::CleanedSegment::create(&self.dir, base, segment.created_ms(), config.index_interval_bytes)?;
+        let mut cleaned = compaction::CleanedSegment::create(&self.dir, base, self.log_id, segment.created_ms(), config.index_interval_bytes)?;
         let written = (|| {
             let mut cursor = self.cursor_at(base.max(self.start_offset()), tail, true)?;
             while cursor.offset() < next {
@@ -929,6 +980,7 @@ impl Partition {
 pub(crate) fn new_segment(
     dir: &Path,
     id: &TopicPartition,
+    log: LogId,
     config: &TopicConfig,
     base: u64,
     now_ms: u64,
@@ -936,7 +988,7 @@ pub(crate) fn new_segment(
 ) -> Result<(Segment, Tail)> {
     let capacity = u64::from(FILE_HEADER_BYTES) + config.segment_bytes + MAX_BATCH_BYTES;
     let header =
-        FileHeader { magic: SEGMENT_MAGIC, capacity_bytes: capacity as u32, base_offset: base, created_ms: now_ms, flags: 0 };
+        FileHeader { magic: SEGMENT_MAGIC, capacity_bytes: capacity as u32, base_offset: base, created_ms: now_ms, flags: 0, log };
     let index_capacity = recovery::index_capacity_bytes(capacity, config);
     let reserve = LOG_RESERVE_STEP_BYTES.min(capacity);
     let segment = Segment::create(dir, id.clone(), header, index_capacity as u32, reserve, Arc::clone(users))?;
@@ -1036,7 +1088,7 @@ mod tests {
         let partition_dir = dir.join("topics/t/0");
         let leftover_base = partition.tail().end_offset;
         let config = queue.topic_config("t").unwrap();
-        drop(super::new_segment(&partition_dir, &partition.id, &config, leftover_base, 0, &partition.users).unwrap());
+        drop(super::new_segment(&partition_dir, &partition.id, partition.log_id, &config, leftover_base, 0, &partition.users).unwrap());
         let other = Queue::open(&dir).unwrap();
         for _ in 0..10 {
             producer.send("t", Record::new(&[2u8; 300])).unwrap();

@@ -322,9 +322,12 @@ impl Queue {
     }
 
     /// The first offset still in a partition's log and the offset the next record will get.
+    /// Both come from the partition's shared state, checked against its segments first: a
+    /// damaged state file is `Error::Corrupt` naming it.
     pub fn offsets(&self, partition: &TopicPartition) -> Result<(u64, u64)> {
         let partition = self.inner.partition(partition)?;
-        Ok((partition.start_offset(), partition.tail().end_offset))
+        let (start, tail) = partition.checked_offsets().map_err(|e| partition.explain(e))?;
+        Ok((start, tail.end_offset))
     }
 
     /// The earliest offset of `partition` whose record's timestamp is at or after
@@ -720,6 +723,7 @@ impl QueueInner {
         fs::create_dir_all(&log_dir).during("create", &log_dir)?;
         let log = Partition::open(
             TopicPartition::new(&format!("{name}.offsets"), 0),
+            format::group_log_id(name),
             log_dir,
             offsets::offset_log_config(),
             self.epoch,
@@ -846,6 +850,7 @@ impl Topic {
         let id = TopicPartition::new(&self.name, number);
         let partition = Partition::open(
             id,
+            format::LogId { topic_id: self.id, partition: number },
             self.dir.join(number.to_string()),
             self.config.clone(),
             queue.epoch,

@@ -11,7 +11,7 @@ use std::sync::Arc;
 
 use crate::error::{Error, IoContext, Result};
 use crate::format::{
-    self, BATCH_HEADER_BYTES, BatchHeader, FILE_HEADER_BYTES, FileHeader, INDEX_ENTRY_BYTES, IndexEntry, PartitionFile,
+    self, BATCH_HEADER_BYTES, BatchHeader, FILE_HEADER_BYTES, FileHeader, INDEX_ENTRY_BYTES, IndexEntry, LogId, PartitionFile,
 };
 use crate::partition::{MAX_BATCH_BYTES, new_segment, remove_segment_files};
 use crate::queue::DirLock;
@@ -25,7 +25,13 @@ pub(crate) struct Recovered {
     pub(crate) active: Segment,
 }
 
-pub(crate) fn recover(dir: &Path, id: &TopicPartition, config: &TopicConfig, users: &Arc<DirLock>) -> Result<Recovered> {
+pub(crate) fn recover(
+    dir: &Path,
+    id: &TopicPartition,
+    log: LogId,
+    config: &TopicConfig,
+    users: &Arc<DirLock>,
+) -> Result<Recovered> {
     finish_swaps(dir)?;
     let mut bases = Vec::new();
     let mut indexes = Vec::new();
@@ -53,11 +59,11 @@ pub(crate) fn recover(dir: &Path, id: &TopicPartition, config: &TopicConfig, use
     // drop it, and the segment before it is the active one again.
     while bases.len() > 1 {
         let last = *bases.last().expect("two or more");
-        if open_or_reindex(dir, bases[bases.len() - 2], id, config, users)?.is_compacted() {
+        if open_or_reindex(dir, bases[bases.len() - 2], id, log, config, users)?.is_compacted() {
             // A compacted segment cannot take appends again: keep the (empty) one after it.
             break;
         }
-        let segment = open_or_reindex(dir, last, id, config, users)?;
+        let segment = open_or_reindex(dir, last, id, log, config, users)?;
         let scanned = scan(&segment, segment_start(), u64::MAX, None)?;
         if scanned.end_offset != last {
             break;
@@ -71,11 +77,11 @@ pub(crate) fn recover(dir: &Path, id: &TopicPartition, config: &TopicConfig, use
     }
     if bases.is_empty() {
         let now_ms = crate::sys::coarse_now_ms();
-        let (active, tail) = new_segment(dir, id, config, 0, now_ms, users)?;
+        let (active, tail) = new_segment(dir, id, log, config, 0, now_ms, users)?;
         return Ok(Recovered { tail, bases: vec![0], active });
     }
     for i in 0..bases.len().saturating_sub(1) {
-        let segment = open_or_reindex(dir, bases[i], id, config, users)?;
+        let segment = open_or_reindex(dir, bases[i], id, log, config, users)?;
         if !sealed_is_whole(&segment, bases[i + 1])? {
             // Torn before it was synced (a power cut soon after a roll): everything after the
             // tear is lost, so later segments go and this one becomes the active segment again.
@@ -87,7 +93,7 @@ pub(crate) fn recover(dir: &Path, id: &TopicPartition, config: &TopicConfig, use
         }
     }
     let last = *bases.last().expect("at least one segment");
-    let active = open_or_reindex(dir, last, id, config, users)?;
+    let active = open_or_reindex(dir, last, id, log, config, users)?;
     let tail = recover_active(&active, config)?;
     Ok(Recovered { tail, bases, active })
 }
@@ -135,14 +141,23 @@ pub(crate) fn finish_swaps(dir: &Path) -> Result<bool> {
     Ok(true)
 }
 
-/// Opens a segment, recreating its index file empty if it is missing or unreadable (the index
-/// is rebuilt from the log afterwards).
-fn open_or_reindex(dir: &Path, base: u64, id: &TopicPartition, config: &TopicConfig, users: &Arc<DirLock>) -> Result<Segment> {
+/// Opens a segment of log `log`, recreating its index file empty if it is missing, unreadable or
+/// of another log (the index is rebuilt from the log afterwards).
+fn open_or_reindex(
+    dir: &Path,
+    base: u64,
+    id: &TopicPartition,
+    log: LogId,
+    config: &TopicConfig,
+    users: &Arc<DirLock>,
+) -> Result<Segment> {
     let index_path = dir.join(format::index_file_name(base));
     let mut index_head = [0u8; FILE_HEADER_BYTES as usize];
     let readable = fs::File::open(&index_path)
         .and_then(|f| std::os::unix::fs::FileExt::read_exact_at(&f, &mut index_head, 0))
-        .is_ok_and(|()| FileHeader::decode(&index_head, format::INDEX_MAGIC, &index_path).is_ok_and(|h| h.base_offset == base));
+        .is_ok_and(|()| {
+            FileHeader::decode(&index_head, format::INDEX_MAGIC, &index_path).is_ok_and(|h| h.base_offset == base && h.log == log)
+        });
     if !readable {
         let log_path = dir.join(format::segment_file_name(base));
         let mut head = [0u8; FILE_HEADER_BYTES as usize];
@@ -157,7 +172,7 @@ fn open_or_reindex(dir: &Path, base: u64, id: &TopicPartition, config: &TopicCon
         fs::rename(&temporary, &index_path).during("rename into place", &index_path)?;
         crate::sys::sync_directory(dir).during("sync directory", dir)?;
     }
-    Segment::open(dir, base, id.clone(), Arc::clone(users))
+    Segment::open(dir, base, id.clone(), log, Arc::clone(users))
 }
 
 /// Bytes of an index file that can hold an entry for every `index_interval_bytes` of a log.

@@ -20,10 +20,14 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use memmap2::{MmapOptions, MmapRaw};
 
 use crate::error::{Error, IoContext, Result};
-use crate::format::{self, FILE_HEADER_BYTES, FileHeader, INDEX_ENTRY_BYTES, INDEX_MAGIC, IndexEntry, SEGMENT_MAGIC};
+use crate::format::{
+    self, BATCH_HEADER_BYTES, FILE_HEADER_BYTES, FileHeader, INDEX_ENTRY_BYTES, INDEX_MAGIC, IndexEntry, LogId, SEGMENT_MAGIC,
+};
+use crate::partition::MAX_BATCH_BYTES;
 use crate::queue::DirLock;
+use crate::state::AppendGuard;
 use crate::sys;
-use crate::topic::TopicPartition;
+use crate::topic::{MAX_SEGMENT_BYTES, MIN_SEGMENT_BYTES, TopicPartition};
 
 /// A file mapped for its whole capacity, of which only a prefix exists on disk.
 struct MappedFile {
@@ -130,7 +134,11 @@ impl MappedFile {
     }
 
     /// Bytes `[start, start + len)`, which the caller knows are published and so immutable.
+    /// Never any of the header: other processes write its synced marker while this one reads.
     fn bytes(&self, start: u64, len: u64) -> Result<&[u8]> {
+        if start < u64::from(FILE_HEADER_BYTES) {
+            return Err(Error::corrupt(&self.path, start, "a read of data inside the file header"));
+        }
         let end = start.checked_add(len).filter(|&end| end <= u64::from(self.header.capacity_bytes));
         let Some(end) = end else {
             return Err(Error::corrupt(&self.path, start, format!("{len} bytes here would pass the end of the segment")));
@@ -139,10 +147,34 @@ impl MappedFile {
             return Err(Error::corrupt(&self.path, start, "the file ends before the data it should hold"));
         }
         // SAFETY: the range lies inside the mapping (checked against the capacity) and inside
-        // the file (checked against its length), so touching it cannot fault. Its bytes are
-        // published, so no process writes them any more (see the module comment).
+        // the file (checked against its length), so touching it cannot fault. It starts past the
+        // header, whose synced marker is the only part of a file written after publication, and
+        // its bytes are published, so no process writes them any more (see the module comment).
         Ok(unsafe { std::slice::from_raw_parts(self.map.as_ptr().add(start as usize), len as usize) })
     }
+}
+
+/// Refuses a log file whose capacity this build would never have given it. A segment that takes
+/// appends is made with room for `segment_bytes` of data plus one batch of the largest size
+/// (see `partition::new_segment`); a smaller one (a damaged or forged header with a valid
+/// checksum) would leave a writer no room for the next batch, and it cannot roll away from an
+/// empty segment. A compacted segment's capacity is exactly its data, which readers bound.
+fn check_log_capacity(log: &MappedFile) -> Result<()> {
+    let capacity = u64::from(log.header.capacity_bytes);
+    let overhead = u64::from(FILE_HEADER_BYTES) + MAX_BATCH_BYTES;
+    let appendable = (overhead + MIN_SEGMENT_BYTES..=overhead + MAX_SEGMENT_BYTES).contains(&capacity);
+    if log.header.flags & format::SEGMENT_COMPACTED == 0 && !appendable {
+        return Err(Error::corrupt(
+            &log.path,
+            12,
+            format!(
+                "capacity of {capacity} bytes is outside {}..={}, the capacities of the segments streamlog makes",
+                overhead + MIN_SEGMENT_BYTES,
+                overhead + MAX_SEGMENT_BYTES
+            ),
+        ));
+    }
+    Ok(())
 }
 
 /// Makes the next fsync of a segment under this directory fail with EIO, as a dying disk would.
@@ -176,11 +208,17 @@ impl Segment {
         Ok(Segment { partition, log, index, _users: users })
     }
 
-    /// Maps an existing segment, checking both headers.
-    pub(crate) fn open(dir: &Path, base_offset: u64, partition: TopicPartition, users: Arc<DirLock>) -> Result<Self> {
-        let log = MappedFile::open(&dir.join(format::segment_file_name(base_offset)), SEGMENT_MAGIC)?;
+    /// Maps an existing segment of log `log`, checking both headers: their base offsets against
+    /// the file name, their log ids against `log` (a file copied in from another partition,
+    /// topic or queue is refused), and their capacities against what this build creates.
+    pub(crate) fn open(dir: &Path, base_offset: u64, partition: TopicPartition, log: LogId, users: Arc<DirLock>) -> Result<Self> {
+        let log_file = MappedFile::open(&dir.join(format::segment_file_name(base_offset)), SEGMENT_MAGIC)?;
+        check_log_capacity(&log_file)?;
         let index = MappedFile::open(&dir.join(format::index_file_name(base_offset)), INDEX_MAGIC)?.close_file();
-        for file in [&log, &index] {
+        if !(u64::from(index.header.capacity_bytes) - u64::from(FILE_HEADER_BYTES)).is_multiple_of(u64::from(INDEX_ENTRY_BYTES)) {
+            return Err(Error::corrupt(&index.path, 12, "index capacity is not a whole number of entries"));
+        }
+        for file in [&log_file, &index] {
             if file.header.base_offset != base_offset {
                 return Err(Error::corrupt(
                     &file.path,
@@ -188,8 +226,20 @@ impl Segment {
                     format!("header says base offset {}, name says {base_offset}", file.header.base_offset),
                 ));
             }
+            let found = file.header.log;
+            if found != log {
+                return Err(Error::corrupt(
+                    &file.path,
+                    format::LOG_ID_AT as u64,
+                    format!(
+                        "the file belongs to partition {} of the topic with id {:#x}, not to partition {} of the topic with id {:#x} \
+                         (copied in from another partition, topic or queue?)",
+                        found.partition, found.topic_id, log.partition, log.topic_id
+                    ),
+                ));
+            }
         }
-        Ok(Segment { partition, log, index, _users: users })
+        Ok(Segment { partition, log: log_file, index, _users: users })
     }
 
     pub(crate) fn base_offset(&self) -> u64 {
@@ -235,24 +285,48 @@ impl Segment {
         self.index.reserve(bytes)
     }
 
-    /// Runs `fill` on the unpublished log bytes `[start, start + len)`.
-    ///
-    /// The caller must hold the partition's append lock and have reserved the range.
-    pub(crate) fn write_unpublished(&self, start: u64, len: u64, fill: impl FnOnce(&mut [u8])) {
-        assert!(start + len <= self.log.backed_bytes.load(Ordering::Acquire), "writes stay inside the reserved file");
-        // SAFETY: the range is inside the mapping and the allocated file (asserted above). It
-        // lies past the published end, so no reader in any process looks at it, and the append
-        // lock the caller holds keeps every other writer out, so this is the only reference.
+    /// Runs `fill` on the unpublished log bytes `[start, start + len)` of this, the active
+    /// segment. `guard` proves that the caller holds the append lock, which keeps every other
+    /// writer out; the range must start at or past the published end and lie inside the
+    /// reserved part of the file, or nothing is written and the error says why.
+    pub(crate) fn write_unpublished(
+        &self,
+        guard: &AppendGuard<'_>,
+        start: u64,
+        len: u64,
+        fill: impl FnOnce(&mut [u8]),
+    ) -> Result<()> {
+        self.check_unpublished(guard, start, len)?;
+        // SAFETY: the range is inside the mapping and the allocated file, and at or past the
+        // published end of this active segment (all checked above), so no reader in any process
+        // looks at it; the append lock `guard` proves keeps every other writer out, so this is
+        // the only reference to these bytes.
         let bytes = unsafe { std::slice::from_raw_parts_mut(self.log.map.as_mut_ptr().add(start as usize), len as usize) };
         fill(bytes);
+        Ok(())
     }
 
     /// Writes `pieces` one after another at `start` with `pwritev`; the same rules as
     /// `write_unpublished` apply.
-    pub(crate) fn pwrite_unpublished(&self, start: u64, pieces: &[&[u8]]) -> Result<()> {
+    pub(crate) fn pwrite_unpublished(&self, guard: &AppendGuard<'_>, start: u64, pieces: &[&[u8]]) -> Result<()> {
         let len: u64 = pieces.iter().map(|p| p.len() as u64).sum();
-        assert!(start + len <= self.log.backed_bytes.load(Ordering::Acquire), "writes stay inside the reserved file");
+        self.check_unpublished(guard, start, len)?;
         self.log.with_file(|file| sys::write_all_vectored_at(file, pieces, start).during("write", &self.log.path))
+    }
+
+    /// Checks that `[start, start + len)` may be written by the holder of `guard`: this is the
+    /// published active segment, and the range lies past its published end and inside the part
+    /// of the file that is reserved.
+    fn check_unpublished(&self, guard: &AppendGuard<'_>, start: u64, len: u64) -> Result<()> {
+        let published = guard.published_tail();
+        if published.active_base != self.base_offset() || start < published.end_position {
+            return Err(Error::corrupt(&self.log.path, start, "a write to published data"));
+        }
+        let end = start.checked_add(len).filter(|&end| end <= self.log.backed_bytes.load(Ordering::Acquire));
+        if end.is_none() {
+            return Err(Error::corrupt(&self.log.path, start, format!("a write of {len} bytes past the reserved part of the file")));
+        }
+        Ok(())
     }
 
     fn index_words(&self, entry: u64) -> Option<(&AtomicU64, &AtomicU64)> {
@@ -270,10 +344,19 @@ impl Segment {
         }
     }
 
-    /// Index entry `n`, or `None` past the allocated part of the index file.
+    /// Index entry `n`, or `None` past the allocated part of the index file or where the entry
+    /// is damaged. An entry is either empty (all zero) or points at a batch header past the file
+    /// header and inside the log's capacity; any other is damage, and ends the usable index as
+    /// an empty entry would (entries are hints, checked against the log before use). So a
+    /// damaged index never turns into a read of the file header.
     pub(crate) fn index_entry(&self, n: u64) -> Option<IndexEntry> {
         let (location, timestamp) = self.index_words(n)?;
-        Some(IndexEntry::from_words(location.load(Ordering::Acquire), timestamp.load(Ordering::Acquire)))
+        let entry = IndexEntry::from_words(location.load(Ordering::Acquire), timestamp.load(Ordering::Acquire));
+        let position = u64::from(entry.position);
+        let points_at_data = position >= u64::from(FILE_HEADER_BYTES)
+            && position + u64::from(BATCH_HEADER_BYTES) <= u64::from(self.log.header.capacity_bytes);
+        let empty = entry.position == 0 && entry.relative_offset == 0;
+        (empty || points_at_data).then_some(entry)
     }
 
     /// Writes index entry `n`; the caller holds the append lock and reserved the entry.
