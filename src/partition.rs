@@ -494,6 +494,7 @@ impl Partition {
             self.compactions_seen.store(compactions, Ordering::Release);
         }
         if let Some(Some(segment)) = self.segments.read().get(&base) {
+            segment.note_published(&self.state);
             return Ok(Arc::clone(segment));
         }
         if !self.segments.read().contains_key(&base) {
@@ -502,9 +503,11 @@ impl Partition {
         }
         let mut segments = self.segments.write();
         if let Some(Some(segment)) = segments.get(&base) {
+            segment.note_published(&self.state);
             return Ok(Arc::clone(segment));
         }
         let segment = Arc::new(Segment::open(&self.dir, base, self.id.clone(), self.log_id, Arc::clone(&self.users))?);
+        segment.note_published(&self.state);
         segments.insert(base, Some(Arc::clone(&segment)));
         Ok(segment)
     }
@@ -649,6 +652,8 @@ impl Partition {
     /// when the cursor moved without entering a batch (call again).
     fn enter_batch(&self, cursor: &mut Cursor, tail: &Tail, until: u64, reading: bool, check_crc: bool) -> Result<bool> {
         let base = cursor.segment.base_offset();
+        // The state's tail is at least as new as `tail`, so the batches below it become readable.
+        cursor.segment.note_published(&self.state);
         let limit = if base == tail.active_base {
             cursor.segment.note_reserved(tail.log_reserved_bytes, tail.index_reserved_bytes);
             tail.end_position

@@ -172,7 +172,10 @@ fn open_or_reindex(
         fs::rename(&temporary, &index_path).during("rename into place", &index_path)?;
         crate::sys::sync_directory(dir).during("sync directory", dir)?;
     }
-    Segment::open(dir, base, id.clone(), log, Arc::clone(users))
+    // SAFETY: recovery runs only for the first use of a partition in a new epoch (that is,
+    // after a process opened the queue alone), under the exclusive lock of the partition's
+    // state file, which every process takes before it maps any of the partition's files.
+    unsafe { Segment::open_alone(dir, base, id.clone(), log, Arc::clone(users)) }
 }
 
 /// Bytes of an index file that can hold an entry for every `index_interval_bytes` of a log.

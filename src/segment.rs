@@ -9,7 +9,11 @@
 //!   a sealed segment's file. Writers touch only bytes they reserved with `fallocate` first, so
 //!   a full disk fails the reservation with an error instead of raising SIGBUS on a page fault.
 //! - Bytes below the published end never change again: the log is append-only, and writers
-//!   hold the append lock and write only past the published end.
+//!   hold the append lock (the write functions take its guard as proof) and write only past the
+//!   published end, which they check.
+//! - The one part of a log file that changes after it is published is the synced marker in its
+//!   header, which every process touches only through atomics. No read starts inside the
+//!   header, and an index entry pointing there counts as damaged (see `index_entry`).
 
 use std::fs::{self, File, OpenOptions};
 use std::os::unix::fs::FileExt;
@@ -25,7 +29,7 @@ use crate::format::{
 };
 use crate::partition::MAX_BATCH_BYTES;
 use crate::queue::DirLock;
-use crate::state::AppendGuard;
+use crate::state::{AppendGuard, SharedState};
 use crate::sys;
 use crate::topic::{MAX_SEGMENT_BYTES, MIN_SEGMENT_BYTES, TopicPartition};
 
@@ -186,6 +190,11 @@ pub(crate) struct Segment {
     pub(crate) partition: TopicPartition,
     log: MappedFile,
     index: MappedFile,
+    /// Bytes of the log below this are published, so no process writes them again: reads stay
+    /// below it. Raised from the partition's shared state (`note_published`).
+    published_bytes: AtomicU64,
+    /// Opened by recovery, which knows that no other process maps the files (`open_alone`).
+    alone: bool,
     _users: Arc<DirLock>,
 }
 
@@ -205,7 +214,8 @@ impl Segment {
         let log = MappedFile::create(&dir.join(format::segment_file_name(header.base_offset)), header, reserve_bytes)
             .inspect_err(|_| drop(fs::remove_file(&index_path)))?;
         sys::sync_directory(dir).during("sync directory", dir)?;
-        Ok(Segment { partition, log, index, _users: users })
+        let published_bytes = AtomicU64::new(u64::from(FILE_HEADER_BYTES));
+        Ok(Segment { partition, log, index, published_bytes, alone: false, _users: users })
     }
 
     /// Maps an existing segment of log `log`, checking both headers: their base offsets against
@@ -239,7 +249,29 @@ impl Segment {
                 ));
             }
         }
-        Ok(Segment { partition, log: log_file, index, _users: users })
+        let published_bytes = AtomicU64::new(u64::from(FILE_HEADER_BYTES));
+        Ok(Segment { partition, log: log_file, index, published_bytes, alone: false, _users: users })
+    }
+
+    /// Opens a segment as `open` does, for recovery: all of it may be read, and it may be
+    /// truncated.
+    ///
+    /// # Safety
+    ///
+    /// No other process may map the segment's files, and none may start to until the segment
+    /// is truncated (which ends what recovery may do alone) or dropped. Recovery runs only when
+    /// a process uses a partition first in a new epoch, under the partition state file's
+    /// exclusive lock, which every process holds to map the partition.
+    pub(crate) unsafe fn open_alone(
+        dir: &Path,
+        base_offset: u64,
+        partition: TopicPartition,
+        log: LogId,
+        users: Arc<DirLock>,
+    ) -> Result<Self> {
+        let segment = Self::open(dir, base_offset, partition, log, users)?;
+        segment.published_bytes.store(u64::MAX, Ordering::Release);
+        Ok(Segment { alone: true, ..segment })
     }
 
     pub(crate) fn base_offset(&self) -> u64 {
@@ -272,9 +304,27 @@ impl Segment {
         self.log.refresh_length()
     }
 
-    /// Published bytes of the log; see `MappedFile::bytes`.
+    /// Published bytes of the log; see `MappedFile::bytes`. A range past what this process
+    /// knows to be published (`note_published`) is refused: another process may be writing it.
     pub(crate) fn read(&self, start: u64, len: u64) -> Result<&[u8]> {
+        let published = self.published_bytes.load(Ordering::Acquire);
+        if start.checked_add(len).is_none_or(|end| end > published) {
+            return Err(Error::corrupt(&self.log.path, start, format!("{len} bytes here pass the published end, {published}")));
+        }
         self.log.bytes(start, len)
+    }
+
+    /// Learns from the partition's shared state how much of this segment is published: its
+    /// published end while it is the active segment, all of it once a later one is.
+    pub(crate) fn note_published(&self, state: &SharedState) {
+        let tail = state.tail();
+        let published = match tail.active_base.cmp(&self.base_offset()) {
+            std::cmp::Ordering::Greater => u64::MAX,
+            std::cmp::Ordering::Equal => tail.end_position,
+            // Not published at all: the files of a roll that was never completed.
+            std::cmp::Ordering::Less => return,
+        };
+        self.published_bytes.fetch_max(published, Ordering::AcqRel);
     }
 
     pub(crate) fn reserve_log(&self, bytes: u64) -> Result<()> {
@@ -418,8 +468,12 @@ impl Segment {
         self.log.with_file(|file| sys::sync_data(file).during("fsync", &self.log.path))
     }
 
-    /// Cuts the log and index files to the given lengths. Recovery only: nobody else maps them.
+    /// Cuts the log and index files to the given lengths, for recovery: the segment must have
+    /// been opened by `open_alone`, so nobody else maps them. Afterwards only what lies below
+    /// `log_bytes` counts as published, until the shared state says more is.
     pub(crate) fn truncate(&self, log_bytes: u64, index_entries: u64) -> Result<()> {
+        assert!(self.alone, "only recovery truncates, on segments nobody else maps");
+        self.published_bytes.store(log_bytes.min(self.published_bytes.load(Ordering::Acquire)), Ordering::Release);
         let index_bytes = u64::from(FILE_HEADER_BYTES) + index_entries * u64::from(INDEX_ENTRY_BYTES);
         for (mapped, bytes) in [(&self.log, log_bytes), (&self.index, index_bytes)] {
             mapped.with_file(|file| {

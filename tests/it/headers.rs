@@ -179,7 +179,7 @@ fn write_index_entry(path: &Path, n: u64, relative_offset: u32, position: u32) {
 
 #[test]
 fn index_entries_pointing_into_the_file_header_are_ignored() {
-    // Before the check, an entry at position 40 made a slice over the header's synced marker
+    // Before the check, an entry at position 32 made a slice over the header's synced marker
     // (which other processes write) and read it as a batch: "impossible batch header".
     for position in [1, 32, 40, 63] {
         let dir = TempDir::new("index-into-header");
@@ -206,14 +206,15 @@ fn an_index_entry_pointing_into_the_header_is_ignored_while_the_queue_is_open() 
         .collect();
     bases.sort_unstable();
     assert!(bases.len() > 1, "the test needs a sealed segment");
+    // At 32, a fully synced segment's marker complement (0) reads as base offset 0.
     for &base in [bases[0], *bases.last().unwrap()].iter() {
-        write_index_entry(&index_path(dir.path(), 0, base), 0, 0, 40);
+        write_index_entry(&index_path(dir.path(), 0, base), 0, 0, 32);
     }
     for &base in &bases {
         let mut consumer = consumer_from_start(&queue, "t", 1);
-        consumer.seek(&tp, base + 1).unwrap();
-        let records = crate::read_exactly(&mut consumer, (40 - base - 1) as usize);
-        assert_eq!(records[0].1, base + 1);
+        consumer.seek(&tp, base).unwrap();
+        let records = crate::read_exactly(&mut consumer, (40 - base) as usize);
+        assert_eq!(records[0].1, base);
     }
 }
 
@@ -255,4 +256,26 @@ fn offsets_from_a_damaged_state_file_are_refused() {
     // Recovery rebuilds the state file when the queue is next opened alone.
     drop(queue);
     assert_eq!(Queue::open(dir.path()).unwrap().offsets(&tp).unwrap(), (0, 3));
+}
+
+#[test]
+fn an_offset_log_copied_from_another_group_is_refused() {
+    let dir = TempDir::new("copied-offset-log");
+    write_topic(dir.path(), TopicConfig::new(1), 5);
+    let tp = TopicPartition::new("t", 0);
+    {
+        let queue = Queue::open(dir.path()).unwrap();
+        for (group, offset) in [("first", 2), ("second", 4)] {
+            let mut consumer = queue.consumer(streamlog::ConsumerConfig::new(group).auto_commit(None)).unwrap();
+            consumer.assign(std::slice::from_ref(&tp)).unwrap();
+            consumer.commit_offsets(&[(tp.clone(), offset)]).unwrap();
+        }
+    }
+    let offset_log = |group: &str| dir.path().join(format!("groups/{group}/offsets/{:020}.log", 0));
+    copy_over(&offset_log("first"), &offset_log("second"));
+    let queue = Queue::open(dir.path()).unwrap();
+    let error = queue.consumer(streamlog::ConsumerConfig::new("second")).err().expect("the copied offset log is refused");
+    assert_corrupt_at(&error, &offset_log("second"), 48);
+    let consumer = queue.consumer(streamlog::ConsumerConfig::new("first")).unwrap();
+    assert_eq!(consumer.committed(&tp).unwrap(), Some(2));
 }
