@@ -238,13 +238,14 @@ impl Partition {
             return damaged(format!("there is no segment with the active base offset {}", tail.active_base));
         }
         let segment = self.segment(tail.active_base)?;
-        if tail.log_reserved_bytes > segment.capacity_bytes() || tail.index_count > segment.index_capacity_entries() {
+        segment.note_reserved(tail.log_reserved_bytes, tail.index_reserved_bytes);
+        if tail.log_reserved_bytes > segment.log_reserved_bytes() || tail.index_count > segment.index_capacity_entries() {
             return damaged(format!(
-                "{} reserved bytes and {} index entries do not fit segment {} (capacity {} bytes, {} entries)",
+                "{} reserved bytes and {} index entries do not fit segment {} ({} bytes reserved, room for {} entries)",
                 tail.log_reserved_bytes,
                 tail.index_count,
                 segment.path().display(),
-                segment.capacity_bytes(),
+                segment.log_reserved_bytes(),
                 segment.index_capacity_entries()
             ));
         }
@@ -273,8 +274,11 @@ impl Partition {
         }
         let mut tail = self.state.tail();
         let mut segment = self.writer_segment(&mut writer.active, tail.active_base)?;
-        // Writers in other processes may have reserved more of the file than this one knows.
+        // Writers in other processes may have reserved more of the file than this one knows,
+        // and a damaged state file may claim more than any did: the files have the last word.
         segment.note_reserved(tail.log_reserved_bytes, tail.index_reserved_bytes);
+        tail.log_reserved_bytes = tail.log_reserved_bytes.min(segment.log_reserved_bytes());
+        tail.index_reserved_bytes = tail.index_reserved_bytes.min(segment.index_length());
         let header_bytes = u64::from(FILE_HEADER_BYTES);
         let empty = tail.end_position == header_bytes;
         // A segment made before `segment_bytes` grew is bounded by its own capacity.

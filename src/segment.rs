@@ -372,7 +372,7 @@ impl Segment {
         if published.active_base != self.base_offset() || start < published.end_position {
             return Err(Error::corrupt(&self.log.path, start, "a write to published data"));
         }
-        let end = start.checked_add(len).filter(|&end| end <= self.log.backed_bytes.load(Ordering::Acquire));
+        let end = start.checked_add(len).filter(|&end| end <= self.log_reserved_bytes());
         if end.is_none() {
             return Err(Error::corrupt(&self.log.path, start, format!("a write of {len} bytes past the reserved part of the file")));
         }
@@ -485,10 +485,23 @@ impl Segment {
         Ok(())
     }
 
-    /// Records that a writer (perhaps in another process) allocated the log up to `bytes`.
+    /// Learns that a writer (perhaps in another process) allocated the log up to `log_bytes`
+    /// and the index up to `index_bytes`. The claims come from the shared state, so they are
+    /// believed only as far as the files' lengths bear them out: touching a mapped page past
+    /// the end of its file raises SIGBUS. Writers reserve in large steps, so looking is rare.
     pub(crate) fn note_reserved(&self, log_bytes: u64, index_bytes: u64) {
-        self.log.backed_bytes.fetch_max(log_bytes.min(self.capacity_bytes()), Ordering::AcqRel);
-        self.index.backed_bytes.fetch_max(index_bytes.min(u64::from(self.index.header.capacity_bytes)), Ordering::AcqRel);
+        for (mapped, bytes) in [(&self.log, log_bytes), (&self.index, index_bytes)] {
+            if bytes.min(u64::from(mapped.header.capacity_bytes)) > mapped.backed_bytes.load(Ordering::Acquire) {
+                // If the file cannot be looked at, the known length stays: reads past it look
+                // again and report why.
+                let _ = mapped.refresh_length();
+            }
+        }
+    }
+
+    /// Bytes of the log file known to be allocated (and inside the mapping).
+    pub(crate) fn log_reserved_bytes(&self) -> u64 {
+        self.log.backed_bytes.load(Ordering::Acquire).min(self.capacity_bytes())
     }
 
     /// Bytes of the index file that exist on disk.

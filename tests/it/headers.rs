@@ -279,3 +279,28 @@ fn an_offset_log_copied_from_another_group_is_refused() {
     let consumer = queue.consumer(streamlog::ConsumerConfig::new("first")).unwrap();
     assert_eq!(consumer.committed(&tp).unwrap(), Some(2));
 }
+
+#[test]
+fn a_damaged_reserved_size_in_the_state_file_is_reported_and_does_not_crash_a_writer() {
+    // The state file claims far more of the active segment allocated than its file holds.
+    // Believed, it made the writer copy a batch into mapped pages past the end of the file:
+    // SIGBUS once the data passed the first megabyte really allocated.
+    let dir = TempDir::new("damaged-reserved");
+    let queue = Queue::open(dir.path()).unwrap();
+    queue.create_topic("t", 1).unwrap();
+    let tp = TopicPartition::new("t", 0);
+    let producer = queue.producer();
+    producer.send("t", Record::new(b"first")).unwrap();
+    damage_tail(dir.path(), 5, 100 << 20);
+    let error = queue.offsets(&tp).unwrap_err();
+    assert!(matches!(&error, Error::Corrupt { path, .. } if path.ends_with("topics/t/0/state")), "{error}");
+    // Batches below 16 KiB are copied into the mapping; 150 of 10 KB pass the first MiB.
+    for i in 0..150u8 {
+        producer.send("t", Record::new(&[i; 10_000])).unwrap();
+    }
+    // The writer believed the file, not the claim, and published a true tail again.
+    assert_eq!(queue.offsets(&tp).unwrap(), (0, 151));
+    let mut consumer = consumer_from_start(&queue, "t", 1);
+    let records = crate::read_exactly(&mut consumer, 151);
+    assert!(records[1..].iter().enumerate().all(|(i, r)| r.3 == [i as u8; 10_000]));
+}
