@@ -12,8 +12,8 @@ use parking_lot::{Mutex, RwLock};
 use crate::compaction;
 use crate::error::{Error, IoContext, Result};
 use crate::format::{
-    self, BATCH_HEADER_BYTES, BatchHeader, FILE_HEADER_BYTES, FileHeader, INDEX_ENTRY_BYTES, IndexEntry, PartitionFile,
-    LogId, RecordLayout, SEGMENT_MAGIC,
+    self, BATCH_HEADER_BYTES, BatchHeader, FILE_HEADER_BYTES, FileHeader, INDEX_ENTRY_BYTES, IndexEntry, LogId, PartitionFile,
+    RecordLayout, SEGMENT_MAGIC,
 };
 use crate::queue::DirLock;
 use crate::record::{Record, Records};
@@ -230,9 +230,9 @@ impl Partition {
             ));
         }
         // Every record takes at least a record header of the active segment's data.
-        let records = tail.end_offset - tail.active_base;
-        if records.checked_mul(u64::from(format::RECORD_HEADER_BYTES)).is_none_or(|bytes| bytes > tail.end_position - header_bytes) {
-            return damaged(format!("{records} records cannot fit in {} bytes of segment", tail.end_position - header_bytes));
+        let (records, data_bytes) = (tail.end_offset - tail.active_base, tail.end_position - header_bytes);
+        if records > data_bytes / u64::from(format::RECORD_HEADER_BYTES) {
+            return damaged(format!("{records} records cannot fit in {data_bytes} bytes of segment"));
         }
         if !list_segments(&self.dir)?.contains(&tail.active_base) {
             return damaged(format!("there is no segment with the active base offset {}", tail.active_base));
@@ -911,7 +911,8 @@ impl Partition {
         if !removable {
             return Ok(false);
         }
-        let mut cleaned = compaction::CleanedSegment::create(&self.dir, base, self.log_id, segment.created_ms(), config.index_interval_bytes)?;
+        let mut cleaned =
+            compaction::CleanedSegment::create(&self.dir, base, self.log_id, segment.created_ms(), config.index_interval_bytes)?;
         let written = (|| {
             let mut cursor = self.cursor_at(base.max(self.start_offset()), tail, true)?;
             while cursor.offset() < next {
@@ -996,8 +997,14 @@ pub(crate) fn new_segment(
     users: &Arc<DirLock>,
 ) -> Result<(Segment, Tail)> {
     let capacity = u64::from(FILE_HEADER_BYTES) + config.segment_bytes + MAX_BATCH_BYTES;
-    let header =
-        FileHeader { magic: SEGMENT_MAGIC, capacity_bytes: capacity as u32, base_offset: base, created_ms: now_ms, flags: 0, log };
+    let header = FileHeader {
+        magic: SEGMENT_MAGIC,
+        capacity_bytes: capacity as u32,
+        base_offset: base,
+        created_ms: now_ms,
+        flags: 0,
+        log,
+    };
     let index_capacity = recovery::index_capacity_bytes(capacity, config);
     let reserve = LOG_RESERVE_STEP_BYTES.min(capacity);
     let segment = Segment::create(dir, id.clone(), header, index_capacity as u32, reserve, Arc::clone(users))?;
@@ -1097,7 +1104,10 @@ mod tests {
         let partition_dir = dir.join("topics/t/0");
         let leftover_base = partition.tail().end_offset;
         let config = queue.topic_config("t").unwrap();
-        drop(super::new_segment(&partition_dir, &partition.id, partition.log_id, &config, leftover_base, 0, &partition.users).unwrap());
+        drop(
+            super::new_segment(&partition_dir, &partition.id, partition.log_id, &config, leftover_base, 0, &partition.users)
+                .unwrap(),
+        );
         let other = Queue::open(&dir).unwrap();
         for _ in 0..10 {
             producer.send("t", Record::new(&[2u8; 300])).unwrap();

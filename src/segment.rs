@@ -374,7 +374,11 @@ impl Segment {
         }
         let end = start.checked_add(len).filter(|&end| end <= self.log_reserved_bytes());
         if end.is_none() {
-            return Err(Error::corrupt(&self.log.path, start, format!("a write of {len} bytes past the reserved part of the file")));
+            return Err(Error::corrupt(
+                &self.log.path,
+                start,
+                format!("a write of {len} bytes past the reserved part of the file"),
+            ));
         }
         Ok(())
     }
@@ -507,5 +511,26 @@ impl Segment {
     /// Bytes of the index file that exist on disk.
     pub(crate) fn index_length(&self) -> u64 {
         self.index.backed_bytes.load(Ordering::Acquire)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn no_read_touches_the_file_header() {
+        let dir = std::env::temp_dir().join(format!("streamlog-unit-header-reads-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&dir);
+        fs::create_dir_all(&dir).unwrap();
+        let log = LogId { topic_id: 1, partition: 0 };
+        let header = FileHeader { magic: SEGMENT_MAGIC, capacity_bytes: 4096, base_offset: 0, created_ms: 0, flags: 0, log };
+        let file = MappedFile::create(&dir.join(format::segment_file_name(0)), header, 4096).unwrap();
+        for (start, len) in [(0, 8), (32, 16), (40, 40), (63, 1)] {
+            assert!(matches!(file.bytes(start, len), Err(Error::Corrupt { .. })), "bytes {start}+{len} were handed out");
+        }
+        assert_eq!(file.bytes(64, 8).unwrap(), &[0u8; 8]);
+        drop(file);
+        fs::remove_dir_all(&dir).unwrap();
     }
 }
