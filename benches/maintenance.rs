@@ -253,7 +253,7 @@ fn send_keyed(producer: &Producer, seq: u64, keys: &mut Keys, latest: &mut [u64]
     latest[key as usize] = seq;
 }
 
-/// Base offset and on-disk length of each segment of partition 0, oldest first.
+/// Base offset and bytes allocated on disk of each segment log of partition 0, oldest first.
 fn segment_files(queue_dir: &Path) -> Vec<(u64, u64)> {
     let dir = queue_dir.join("topics").join(TOPIC).join("0");
     let mut files = Vec::new();
@@ -263,7 +263,7 @@ fn segment_files(queue_dir: &Path) -> Vec<(u64, u64)> {
         if let Some(base) = name.strip_suffix(".log").and_then(|base| base.parse::<u64>().ok()) {
             // Background retention may delete a segment between the listing and this.
             match entry.metadata() {
-                Ok(metadata) => files.push((base, metadata.len())),
+                Ok(metadata) => files.push((base, std::os::unix::fs::MetadataExt::blocks(&metadata) * 512)),
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
                 Err(e) => panic!("stat {name}: {e}"),
             }
@@ -472,7 +472,7 @@ fn flat_out_producer(sizes: &Sizes, retention: bool) -> FlatOut {
     let tp = TopicPartition::new(TOPIC, 0);
     assert_eq!(queue.offsets(&tp).expect("offsets").1, sizes.retention_sends);
     // What retention keeps: less than the limit plus its oldest segment, and the active one
-    // (each segment file takes whole MiB on disk).
+    // (which has a MiB reserved; sealed segments give back what they did not use).
     let most = sizes.retention_bytes + 2 * (sizes.retention_segment_bytes + (1 << 20));
     let on_disk = || {
         let files = segment_files(dir.path());

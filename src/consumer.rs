@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use crate::assignor::AssignmentStrategy;
 use crate::error::{Error, Result};
 use crate::group::{Group, JoinRequest, Membership, View};
-use crate::offsets;
+use crate::offsets::{self, OffsetStore};
 use crate::partition::{Cursor, Partition};
 use crate::producer::Durability;
 use crate::queue::Queue;
@@ -27,7 +27,8 @@ pub enum OffsetReset {
     /// At the end: only records sent from now on.
     #[default]
     Latest,
-    /// Nowhere: `poll` and `position` fail with [`Error::OffsetOutOfRange`].
+    /// Nowhere: `poll` and `position` fail with [`Error::NoOffset`] without a committed offset,
+    /// and with [`Error::OffsetOutOfRange`] at a position outside the log.
     None,
 }
 
@@ -119,8 +120,10 @@ impl ConsumerConfig {
     }
 
     /// With `Some(interval)`, `poll` commits the positions reached by earlier polls at most
-    /// this often, and before partitions are revoked or the consumer closes; `None` leaves
-    /// committing to the application.
+    /// this often, and a subscribed consumer commits every position before its partitions are
+    /// revoked or it closes; `None` leaves committing to the application. Dropping a subscribed
+    /// consumer without `close` commits only the positions reached by the polls before the
+    /// last one, and nothing while the thread panics (see `Consumer::close`).
     pub fn auto_commit(mut self, interval: Option<Duration>) -> Self {
         self.auto_commit = interval;
         self
@@ -188,6 +191,9 @@ pub trait RebalanceListener: Send {
 
 /// A consumer's membership of its group, while it is subscribed.
 struct Subscription {
+    /// The group, opened by `subscribe`: a consumer that only reads assigned partitions never
+    /// creates its group's files.
+    group: Arc<Group>,
     topics: Vec<String>,
     /// With `subscribe_pattern`: the topics are every topic whose whole name matches.
     pattern: Option<regex::Regex>,
@@ -213,6 +219,13 @@ struct Assignment {
     partition: Arc<Partition>,
     /// The next offset to return; `None` until the reset policy gives one.
     position: Option<u64>,
+    /// The position when the latest poll began: everything before it was returned by an
+    /// earlier poll, and the application polled again, so it is done with those records.
+    /// Dropping the consumer commits this rather than `position`.
+    processed: Option<u64>,
+    /// Records the reset policy skipped (the position was below the log start), to report in
+    /// the next poll's `Records::missed`, whichever call moved the position.
+    missed: u64,
     cursor: Option<Cursor>,
 }
 
@@ -243,7 +256,8 @@ struct Assignment {
 pub struct Consumer {
     queue: Queue,
     config: ConsumerConfig,
-    group: Arc<Group>,
+    /// The group's committed offsets; its files are created by the first commit.
+    offsets: Arc<OffsetStore>,
     assigned: Vec<Assignment>,
     /// Which assigned partition the next poll reads first, so none is starved.
     next_first: usize,
@@ -260,11 +274,11 @@ pub struct Consumer {
 impl Consumer {
     pub(crate) fn new(queue: Queue, config: ConsumerConfig) -> Result<Self> {
         config.validate()?;
-        let group = queue.inner.group(&config.group)?;
+        let offsets = queue.inner.offset_store(&config.group)?;
         Ok(Consumer {
             queue,
             config,
-            group,
+            offsets,
             assigned: Vec::new(),
             next_first: 0,
             subscription: None,
@@ -282,6 +296,9 @@ impl Consumer {
         self.not_in_listener()?;
         if self.subscription.is_some() {
             return Err(Error::IllegalState("assign cannot be used while the consumer is subscribed; unsubscribe first"));
+        }
+        for tp in partitions {
+            validate_topic_name(tp.topic())?;
         }
         let mut assigned = Vec::with_capacity(partitions.len());
         for tp in partitions {
@@ -353,15 +370,17 @@ impl Consumer {
         if let Some(subscription) = &mut self.subscription {
             if let Some(member) = &subscription.member {
                 // An expelled member learns so in `poll` and rejoins with the new topics.
-                self.group.resubscribe(member, &topics, &counts)?;
+                subscription.group.resubscribe(member, &topics, &counts)?;
             }
             subscription.topics = topics;
             subscription.pattern = pattern;
             return Ok(());
         }
-        let member = self.join(&topics)?;
-        let (_, seen_change) = self.group.change_word();
+        let group = self.queue.inner.group(&self.config.group)?;
+        let member = self.join(&group, &topics)?;
+        let (_, seen_change) = group.change_word();
         self.subscription = Some(Subscription {
+            group,
             topics,
             pattern,
             member: Some(member),
@@ -383,20 +402,28 @@ impl Consumer {
         Ok(())
     }
 
-    /// Leaves the group (revoking every partition, after an automatic commit if enabled); the
-    /// consumer can then `assign` or `subscribe` again.
+    /// Leaves the group (revoking every partition, after an automatic commit of every position
+    /// if enabled); the consumer can then `assign` or `subscribe` again.
     pub fn unsubscribe(&mut self) -> Result<()> {
         self.not_in_listener()?;
-        self.leave_group()
+        self.leave_group(Processed::AllReturned)
     }
 
-    /// Leaves the group at once, so its partitions move to the other members without waiting
-    /// for a timeout. Dropping the consumer does the same.
+    /// A subscribed consumer, with auto-commit, commits every position (everything `poll`
+    /// returned counts as processed, as with Kafka's `close`), then leaves the group at once,
+    /// so its partitions move to the other members without waiting for a timeout.
+    ///
+    /// Dropping the consumer without `close` leaves too, but commits less, since a drop may be
+    /// an early return (`?`) or a panic with the last poll's records unprocessed: with
+    /// auto-commit it commits what the next poll would have, the positions at which the last
+    /// poll began (everything every earlier poll returned), and while the thread is panicking
+    /// it commits nothing and calls no rebalance listener. A consumer of assigned partitions
+    /// commits only in `poll` (and when told to), never when it is closed or dropped.
     pub fn close(mut self) -> Result<()> {
-        self.leave_group()
+        self.leave_group(Processed::AllReturned)
     }
 
-    fn join(&self, topics: &[String]) -> Result<Membership> {
+    fn join(&self, group: &Group, topics: &[String]) -> Result<Membership> {
         let request = JoinRequest {
             client_id: &self.config.client_id,
             topics,
@@ -404,25 +431,49 @@ impl Consumer {
             session_timeout: self.config.session_timeout,
             max_poll_interval: self.config.max_poll_interval,
         };
-        self.group.join(&request, &self.queue.inner.partition_counts())
+        group.join(&request, &self.queue.inner.partition_counts())
     }
 
-    fn leave_group(&mut self) -> Result<()> {
-        let valid = self.subscription.as_ref().and_then(|s| s.member.as_ref()).is_some_and(|m| self.group.is_member(m));
+    /// Gives up every partition; a subscribed consumer leaves its group, committing first with
+    /// auto-commit the positions `processed` names. A panicking thread commits nothing.
+    fn leave_group(&mut self, processed: Processed) -> Result<()> {
         let owned = self.assignment();
-        if valid && !owned.is_empty() {
-            self.before_revoke(&owned);
-        } else if self.subscription.is_some() && !owned.is_empty() {
-            self.notify(&owned, |listener, consumer, partitions| listener.on_lost(consumer, partitions));
+        if std::thread::panicking() {
+            // A panic leaves the application's state unknown (it may have come from processing
+            // any record this consumer returned), so nothing counts as processed; and a listener
+            // that panicked in turn would abort the process. The next owner starts from the
+            // last commit: records are read again, never skipped.
+        } else if let Some(subscription) = &self.subscription {
+            let valid = subscription.member.as_ref().is_some_and(|m| subscription.group.is_member(m));
+            if valid && !owned.is_empty() {
+                self.before_revoke(&owned, processed);
+            } else if !owned.is_empty() {
+                self.notify(&owned, |listener, consumer, partitions| listener.on_lost(consumer, partitions));
+            }
         }
         self.assigned.clear();
         let Some(mut subscription) = self.subscription.take() else {
             return Ok(());
         };
         match subscription.member.take() {
-            Some(member) => self.group.leave(member, &self.queue.inner.partition_counts()),
+            Some(member) => subscription.group.leave(member, &self.queue.inner.partition_counts()),
             None => Ok(()),
         }
+    }
+
+    /// The offsets an automatic commit of `partitions` stores.
+    fn auto_commit_offsets(&self, partitions: &[TopicPartition], processed: Processed) -> Vec<(TopicPartition, u64)> {
+        self.assigned
+            .iter()
+            .filter(|a| partitions.contains(&a.tp))
+            .filter_map(|a| {
+                match processed {
+                    Processed::AllReturned => a.position,
+                    Processed::BeforeLastPoll => a.processed,
+                }
+                .map(|p| (a.tp.clone(), p))
+            })
+            .collect()
     }
 
     /// The partitions this consumer reads now.
@@ -435,6 +486,9 @@ impl Consumer {
         let assignment = self.assignment_mut(partition)?;
         assignment.position = Some(offset);
         assignment.cursor = None;
+        // The application chose where reading goes on; a reset of this new position counts
+        // what it skips afresh.
+        assignment.missed = 0;
         Ok(())
     }
 
@@ -450,14 +504,18 @@ impl Consumer {
         self.seek(partition, end)
     }
 
-    /// The offset of the next record `poll` will return from `partition`.
+    /// The offset of the next record `poll` will return from `partition`. A position outside
+    /// the log is reset here, per `auto_offset_reset`; records that skips are reported by the
+    /// next poll's `Records::missed`.
     pub fn position(&mut self, partition: &TopicPartition) -> Result<u64> {
         let reset = self.config.auto_offset_reset;
+        let group = self.config.group.clone();
         let assignment = self.assignment_mut(partition)?;
-        valid_position(assignment, reset)
+        valid_position(assignment, reset, &group)
     }
 
     fn assignment_mut(&mut self, partition: &TopicPartition) -> Result<&mut Assignment> {
+        validate_topic_name(partition.topic())?;
         self.assigned.iter_mut().find(|a| &a.tp == partition).ok_or_else(|| Error::NotAssigned(partition.clone()))
     }
 
@@ -474,24 +532,32 @@ impl Consumer {
     /// member of the group's current generation: otherwise it fails with
     /// `Error::CommitFailed` (poll, then retry) and commits nothing.
     pub fn commit_offsets(&mut self, offsets: &[(TopicPartition, u64)]) -> Result<()> {
+        for (tp, _) in offsets {
+            validate_topic_name(tp.topic())?;
+        }
         if let Some((tp, _)) =
             offsets.iter().find(|(tp, _)| self.subscription.is_some() && !self.assigned.iter().any(|a| &a.tp == tp))
         {
             return Err(Error::NotAssigned(tp.clone()));
         }
-        let store = &self.group.offsets;
+        let store = &self.offsets;
         let end = match &self.subscription {
-            None => store.commit(offsets, 0, 0, |tp| self.queue.inner.topic_id(tp.topic()))?,
-            Some(Subscription { member: Some(member), generation, revoking, .. }) => {
+            None if offsets.is_empty() => return Ok(()),
+            None => {
+                // The first commit creates the group's directory and offset log.
+                self.queue.inner.group(&self.config.group)?;
+                store.commit(offsets, 0, 0, |tp| self.queue.inner.topic_id(tp.topic()))?
+            }
+            Some(Subscription { group, member: Some(member), generation, revoking, .. }) => {
                 let partitions: Vec<TopicPartition> = offsets.iter().map(|(tp, _)| tp.clone()).collect();
                 let revoking = revoking.then_some(partitions.as_slice());
-                self.group.fenced(member, *generation, revoking, || {
+                group.fenced(member, *generation, revoking, || {
                     store.commit(offsets, member.id, *generation, |tp| self.queue.inner.topic_id(tp.topic()))
                 })?
             }
             Some(Subscription { member: None, .. }) => {
                 return Err(Error::CommitFailed {
-                    group: self.group.name.clone(),
+                    group: self.config.group.clone(),
                     reason: "this consumer was removed from the group; poll to rejoin".into(),
                 });
             }
@@ -502,7 +568,8 @@ impl Consumer {
     /// The group's committed offset for `partition` (the next offset to read), from any
     /// thread or process; `None` if none was committed.
     pub fn committed(&self, partition: &TopicPartition) -> Result<Option<u64>> {
-        let entry = self.group.offsets.committed(partition)?;
+        validate_topic_name(partition.topic())?;
+        let entry = self.offsets.committed(partition)?;
         Ok(offsets::applicable(entry, self.queue.inner.topic_id(partition.topic())))
     }
 
@@ -517,6 +584,9 @@ impl Consumer {
             && self.last_auto_commit.elapsed() >= interval
         {
             self.auto_commit_now();
+        }
+        for assignment in &mut self.assigned {
+            assignment.processed = assignment.position;
         }
         let mut spins = 0u32;
         loop {
@@ -534,6 +604,11 @@ impl Consumer {
                 continue;
             }
             if !records.is_empty() || Instant::now() >= deadline {
+                for assignment in &mut self.assigned {
+                    if assignment.missed > 0 {
+                        records.note_missed(assignment.tp.clone(), std::mem::take(&mut assignment.missed));
+                    }
+                }
                 return Ok(records);
             }
             if self.config.busy_poll && !self.assigned.is_empty() {
@@ -644,7 +719,7 @@ impl Consumer {
     fn still_member(&self) -> bool {
         match &self.subscription {
             None => true,
-            Some(subscription) => subscription.member.as_ref().is_some_and(|m| self.group.is_member(m)),
+            Some(subscription) => subscription.member.as_ref().is_some_and(|m| subscription.group.is_member(m)),
         }
     }
 
@@ -664,26 +739,27 @@ impl Consumer {
             return Ok(());
         };
         if let Some(member) = &subscription.member {
-            self.group.note_poll(member);
+            subscription.group.note_poll(member);
         }
-        let (_, change) = self.group.change_word();
+        let (_, change) = subscription.group.change_word();
         if subscription.member.is_some() && change == subscription.seen_change && subscription.complete {
             return Ok(());
         }
         loop {
             let subscription = self.subscription.as_mut().expect("checked above");
-            subscription.seen_change = self.group.change_word().1;
+            subscription.seen_change = subscription.group.change_word().1;
             // Until this pass completes, the next poll must look again even if nothing changes.
             subscription.complete = false;
             let view = match &subscription.member {
-                Some(member) => self.group.view(member)?,
+                Some(member) => subscription.group.view(member)?,
                 None => View::Expelled,
             };
             let (generation, assigned, owned) = match view {
                 View::Expelled => {
                     self.lose_membership()?;
-                    let topics = self.subscription.as_ref().expect("still subscribed").topics.clone();
-                    let member = self.join(&topics)?;
+                    let subscription = self.subscription.as_ref().expect("still subscribed");
+                    let (group, topics) = (Arc::clone(&subscription.group), subscription.topics.clone());
+                    let member = self.join(&group, &topics)?;
                     let subscription = self.subscription.as_mut().expect("still subscribed");
                     subscription.member = Some(member);
                     subscription.generation = 0;
@@ -699,13 +775,15 @@ impl Consumer {
             };
             subscription.generation = generation;
             if !revoked.is_empty() {
-                self.before_revoke(&revoked);
+                self.before_revoke(&revoked, Processed::AllReturned);
                 let subscription = self.subscription.as_ref().expect("still subscribed");
-                self.group.release(subscription.member.as_ref().expect("a member"), &revoked)?;
+                subscription.group.release(subscription.member.as_ref().expect("a member"), &revoked)?;
                 self.assigned.retain(|a| !revoked.contains(&a.tp));
             }
             let subscription = self.subscription.as_ref().expect("still subscribed");
-            let Some((owned, complete)) = self.group.acquire(subscription.member.as_ref().expect("a member"), generation)? else {
+            let Some((owned, complete)) =
+                subscription.group.acquire(subscription.member.as_ref().expect("a member"), generation)?
+            else {
                 continue;
             };
             // Everything owned but not read yet: what was just taken, and anything an earlier
@@ -751,18 +829,13 @@ impl Consumer {
         }
     }
 
-    /// Commits (with auto-commit) and calls `on_revoked` for partitions about to be given up.
-    fn before_revoke(&mut self, partitions: &[TopicPartition]) {
+    /// Commits (with auto-commit, the positions `processed` names) and calls `on_revoked` for
+    /// partitions about to be given up.
+    fn before_revoke(&mut self, partitions: &[TopicPartition], processed: Processed) {
         self.subscription.as_mut().expect("subscribed").revoking = true;
         if self.config.auto_commit.is_some() {
             self.last_auto_commit = Instant::now();
-            let offsets: Vec<(TopicPartition, u64)> = self
-                .assigned
-                .iter()
-                .filter(|a| partitions.contains(&a.tp))
-                .filter_map(|a| a.position.map(|p| (a.tp.clone(), p)))
-                .collect();
-            let _ = self.commit_offsets(&offsets);
+            let _ = self.commit_offsets(&self.auto_commit_offsets(partitions, processed));
         }
         self.notify(partitions, |listener, consumer, partitions| listener.on_revoked(consumer, partitions));
         if let Some(subscription) = &mut self.subscription {
@@ -774,8 +847,10 @@ impl Consumer {
     fn lose_membership(&mut self) -> Result<()> {
         let lost = self.assignment();
         self.assigned.clear();
-        if let Some(member) = self.subscription.as_mut().and_then(|s| s.member.take()) {
-            self.group.leave(member, &self.queue.inner.partition_counts())?;
+        if let Some(subscription) = self.subscription.as_mut()
+            && let Some(member) = subscription.member.take()
+        {
+            subscription.group.leave(member, &self.queue.inner.partition_counts())?;
         }
         if !lost.is_empty() {
             self.notify(&lost, |listener, consumer, partitions| listener.on_lost(consumer, partitions));
@@ -815,7 +890,7 @@ impl Consumer {
             None => (None, None),
         };
         let topic_id = self.queue.inner.topic_id(tp.topic());
-        Ok((Assignment { tp: tp.clone(), topic_id, partition, position, cursor: None }, clamped))
+        Ok((Assignment { tp: tp.clone(), topic_id, partition, position, processed: None, missed: 0, cursor: None }, clamped))
     }
 
     /// Reads what is available from every assigned partition, up to `max_poll_records`. A
@@ -850,7 +925,7 @@ impl Consumer {
         let mut words: Vec<_> = self.assigned.iter().map(|a| a.partition.begin_wait()).collect();
         let mut deadline = deadline;
         if let Some(subscription) = &self.subscription {
-            let (word, change) = self.group.change_word();
+            let (word, change) = subscription.group.change_word();
             words.insert(0, (word, subscription.seen_change));
             if change != subscription.seen_change {
                 deadline = Instant::now();
@@ -874,12 +949,29 @@ impl Consumer {
     }
 }
 
+/// Dropping a subscribed consumer leaves its group at once. With auto-commit it first commits
+/// the positions at which the last poll began (what every earlier poll returned), not the
+/// records of the last poll, which an early return or a panic may have left unprocessed; while
+/// the thread panics it commits nothing. `close` commits every position.
 impl Drop for Consumer {
     fn drop(&mut self) {
         // Leaving at once lets the other members take the partitions without waiting for the
-        // session to time out; nobody is left to hear an error.
-        let _ = self.leave_group();
+        // session to time out; nobody is left to hear an error. A drop may be an early return
+        // or a panic in the middle of processing the last poll's records, so only what earlier
+        // polls returned counts as processed (see `close`).
+        let _ = self.leave_group(Processed::BeforeLastPoll);
     }
+}
+
+/// Which positions an automatic commit stores when partitions are given up.
+#[derive(Clone, Copy)]
+enum Processed {
+    /// Everything `poll` returned: the application polled again (a revoke inside `poll`) or
+    /// said it is done (`close`, `unsubscribe`).
+    AllReturned,
+    /// What every poll but the last returned, as the next poll's auto-commit would: the
+    /// consumer is being dropped, perhaps with the last poll's records unprocessed.
+    BeforeLastPoll,
 }
 
 /// How long `poll` watches for records before it sleeps.
@@ -892,16 +984,8 @@ fn far_future() -> Instant {
 
 /// Reads what is available from one partition into `records`, up to `max_poll_records` in all.
 fn fetch_partition(assignment: &mut Assignment, config: &ConsumerConfig, records: &mut Records) -> Result<()> {
-    let before = assignment.position;
-    let position = valid_position(assignment, config.auto_offset_reset)?;
+    let position = valid_position(assignment, config.auto_offset_reset, &config.group)?;
     let partition = &assignment.partition;
-    if let Some(old) = before
-        && old < position
-        && old < partition.start_offset()
-    {
-        // Retention deleted records this consumer had not read yet.
-        records.note_missed(assignment.tp.clone(), position - old);
-    }
     let tail = partition.tail();
     if position >= tail.end_offset {
         return Ok(());
@@ -927,7 +1011,9 @@ fn fetch_partition(assignment: &mut Assignment, config: &ConsumerConfig, records
 }
 
 /// The assignment's position, applying the reset policy if it has none or lies outside the log.
-fn valid_position(assignment: &mut Assignment, reset: OffsetReset) -> Result<u64> {
+/// A reset from below the log start (retention deleted records not read yet) adds what it
+/// skips to the records the next poll reports missed.
+fn valid_position(assignment: &mut Assignment, reset: OffsetReset, group: &str) -> Result<u64> {
     let start = assignment.partition.start_offset();
     let end = assignment.partition.tail().end_offset;
     match assignment.position {
@@ -937,14 +1023,19 @@ fn valid_position(assignment: &mut Assignment, reset: OffsetReset) -> Result<u64
                 OffsetReset::Earliest => start,
                 OffsetReset::Latest => end,
                 OffsetReset::None => {
-                    return Err(Error::OffsetOutOfRange {
-                        partition: assignment.tp.clone(),
-                        offset: position.unwrap_or(0),
-                        start,
-                        end,
+                    let partition = assignment.tp.clone();
+                    return Err(match position {
+                        // Without a position there was no committed offset to start from.
+                        None => Error::NoOffset { group: group.to_owned(), partition },
+                        Some(offset) => Error::OffsetOutOfRange { partition, offset, start, end },
                     });
                 }
             };
+            if let Some(old) = position
+                && old < start
+            {
+                assignment.missed += reset_to - old;
+            }
             assignment.position = Some(reset_to);
             assignment.cursor = None;
             Ok(reset_to)

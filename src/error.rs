@@ -51,6 +51,18 @@ pub enum Error {
     /// A consumer position outside the log, with `OffsetReset::None`.
     #[error("offset {offset} is outside the log of {partition}, which holds offsets {start}..{end}")]
     OffsetOutOfRange { partition: TopicPartition, offset: u64, start: u64, end: u64 },
+    /// A consumer has no position in a partition: its group committed no offset for it, and
+    /// `auto_offset_reset` is `OffsetReset::None`, so there is nowhere to start. Seek first.
+    #[error(
+        "group {group:?} has no committed offset for {partition}, and auto_offset_reset is OffsetReset::None; seek to choose where to start"
+    )]
+    NoOffset { group: String, partition: TopicPartition },
+    /// A commit that does not fit in one batch of the offset log (a commit lands whole or not at
+    /// all, so it is one batch); nothing was committed.
+    #[error(
+        "a commit of {partitions} partitions needs {size_bytes} bytes, more than the {max_bytes} one commit can hold; commit fewer partitions at once"
+    )]
+    CommitTooLarge { partitions: usize, size_bytes: u64, max_bytes: u64 },
     /// An operation on a partition that is not assigned to this consumer.
     #[error("partition {0} is not assigned to this consumer")]
     NotAssigned(TopicPartition),
@@ -58,7 +70,7 @@ pub enum Error {
     /// `[A-Za-z0-9._-]`.
     #[error("invalid group name {name:?}: {reason}")]
     InvalidGroupName { name: String, reason: &'static str },
-    /// `describe_group` named a group that no consumer ever used.
+    /// `describe_group` named a group that no consumer ever subscribed to or committed for.
     #[error("unknown consumer group {0:?}")]
     UnknownGroup(String),
     /// A group member's commit was refused because the member is a zombie: the group moved to a

@@ -24,6 +24,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::fs::{File, OpenOptions};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::time::Duration;
 
@@ -133,7 +134,7 @@ pub(crate) struct Group {
     members_lock: PathBuf,
     /// An open `members.lock` holding no lock, for asking whether a member's byte is locked.
     probe: File,
-    pub(crate) offsets: OffsetStore,
+    pub(crate) offsets: Arc<OffsetStore>,
     /// The members this process hosts, as (slot, member id): the keeper heartbeats them.
     local: Mutex<Vec<(u32, u64)>>,
     /// What the keeper last read: the generation, the subscribed topics and their counts then.
@@ -162,7 +163,7 @@ impl Drop for GroupGuard<'_> {
 
 impl Group {
     /// Opens (creating if needed) the group in `dir`, rebuilding its file in a new `epoch`.
-    pub(crate) fn open(name: &str, dir: &Path, epoch: u64, offsets: OffsetStore) -> Result<Self> {
+    pub(crate) fn open(name: &str, dir: &Path, epoch: u64, offsets: Arc<OffsetStore>) -> Result<Self> {
         let path = dir.join(GROUP_FILE);
         let file = OpenOptions::new().read(true).write(true).create(true).truncate(false).open(&path).during("open", &path)?;
         file.lock().during("lock", &path)?;

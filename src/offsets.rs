@@ -4,15 +4,19 @@
 //! recovery (a torn tail is cut off at its checksum) makes a crash show the old value or the new
 //! one, never a mix. Each process folds the log into a map, reading only what was appended since
 //! it last looked.
+//!
+//! The log's files are created by the group's first commit, not before: a consumer that only
+//! reads (assigned partitions, no commits) needs no disk space, so it works on a full disk.
 
 use std::collections::HashMap;
+use std::path::PathBuf;
 use std::sync::Arc;
 
 use parking_lot::Mutex;
 
 use crate::error::{Error, Result};
 use crate::format::{self, BATCH_HEADER_BYTES};
-use crate::partition::{Cursor, Partition};
+use crate::partition::{Cursor, MAX_BATCH_BYTES, Partition};
 use crate::producer::Durability;
 use crate::record::{Record, Records};
 use crate::sys;
@@ -20,8 +24,6 @@ use crate::topic::{CleanupPolicy, TopicConfig, TopicPartition};
 
 /// How large each segment of an offset log grows before a new one starts.
 const OFFSET_SEGMENT_BYTES: u64 = 16 << 20;
-/// The most partitions one commit may name (one batch must stay well under its size limit).
-pub(crate) const MAX_COMMIT_PARTITIONS: usize = 100_000;
 
 /// The offset of a committed entry `(offset, topic_id)` if it applies to the topic whose id is
 /// now `topic_id`: not if it was committed for an earlier topic of the same name. An id of 0
@@ -35,8 +37,15 @@ pub(crate) fn offset_log_config() -> TopicConfig {
     TopicConfig::new(1).segment_bytes(OFFSET_SEGMENT_BYTES).cleanup_policy(CleanupPolicy::Compact)
 }
 
+/// Opens a group's offset log, creating its files if there are none.
+pub(crate) type OpenLog = Box<dyn Fn() -> Result<Partition> + Send + Sync>;
+
 pub(crate) struct OffsetStore {
-    log: Arc<Partition>,
+    /// The log's directory, `groups/<name>/offsets/`.
+    dir: PathBuf,
+    open: OpenLog,
+    /// The log, once this process committed or found one to read.
+    log: Mutex<Option<Arc<Partition>>>,
     view: Mutex<View>,
 }
 
@@ -51,8 +60,32 @@ struct View {
 }
 
 impl OffsetStore {
-    pub(crate) fn new(log: Arc<Partition>) -> Self {
-        OffsetStore { log, view: Mutex::new(View::default()) }
+    /// The store of the log in `dir`, which `open` opens; nothing is created before it is needed.
+    pub(crate) fn new(dir: PathBuf, open: OpenLog) -> Self {
+        OffsetStore { dir, open, log: Mutex::new(None), view: Mutex::new(View::default()) }
+    }
+
+    /// The log, opened (and created, if nobody committed yet) on first use. The caller makes
+    /// sure that the log's directory exists.
+    fn open_log(&self) -> Result<Arc<Partition>> {
+        let mut log = self.log.lock();
+        if let Some(log) = &*log {
+            return Ok(Arc::clone(log));
+        }
+        Ok(Arc::clone(log.insert(Arc::new((self.open)()?))))
+    }
+
+    /// The log if it exists: `None` while no process has committed to the group, and then
+    /// nothing is created. A log is created with its `state` file first, so that file is what
+    /// tells.
+    fn existing_log(&self) -> Result<Option<Arc<Partition>>> {
+        if self.log.lock().is_none()
+            && let Err(error) = self.dir.join(format::STATE_FILE).symlink_metadata()
+            && error.kind() == std::io::ErrorKind::NotFound
+        {
+            return Ok(None);
+        }
+        self.open_log().map(Some)
     }
 
     /// Appends one commit of `offsets` as a single batch. `topic_id` gives each partition's
@@ -65,13 +98,7 @@ impl OffsetStore {
         topic_id: impl Fn(&TopicPartition) -> u64,
     ) -> Result<u64> {
         if offsets.is_empty() {
-            return Ok(self.log.tail().end_offset);
-        }
-        if offsets.len() > MAX_COMMIT_PARTITIONS {
-            return Err(Error::InvalidConfig(format!(
-                "a commit names {} partitions; at most {MAX_COMMIT_PARTITIONS} fit in one",
-                offsets.len()
-            )));
+            return Ok(self.existing_log()?.map_or(0, |log| log.tail().end_offset));
         }
         let keys: Vec<Vec<u8>> = offsets.iter().map(|(tp, _)| format::encode_commit_key(tp)).collect();
         let values: Vec<[u8; 32]> = offsets
@@ -79,29 +106,46 @@ impl OffsetStore {
             .map(|(tp, offset)| format::encode_commit_value(*offset, member_id, generation, topic_id(tp)))
             .collect();
         let records: Vec<Record<'_>> = keys.iter().zip(&values).map(|(key, value)| Record::new(value).key(key)).collect();
-        let now_ms = sys::coarse_now_ms();
+        let now_ms = sys::wall_clock_ms();
         let timestamps = vec![now_ms; records.len()];
         let batch_bytes = u64::from(BATCH_HEADER_BYTES) + records.iter().map(format::record_bytes).sum::<u64>();
-        let first = self.log.append(&records, &timestamps, batch_bytes, now_ms)?;
+        if batch_bytes > MAX_BATCH_BYTES {
+            return Err(Error::CommitTooLarge { partitions: offsets.len(), size_bytes: batch_bytes, max_bytes: MAX_BATCH_BYTES });
+        }
+        let first = self.open_log()?.append(&records, &timestamps, batch_bytes, now_ms)?;
         Ok(first + records.len() as u64)
+    }
+
+    /// The log itself, for tests that look at what it holds.
+    #[cfg(test)]
+    pub(crate) fn log(&self) -> &Arc<Partition> {
+        &self.log
     }
 
     /// Waits until the log is durable through `end_offset`, per `durability`.
     pub(crate) fn make_durable(&self, end_offset: u64, durability: Durability) -> Result<()> {
-        match durability {
-            Durability::Sync => self.log.sync_through(end_offset),
-            Durability::Buffered | Durability::Interval(_) => Ok(()),
+        match (durability, self.existing_log()?) {
+            (Durability::Sync, Some(log)) => log.sync_through(end_offset),
+            // Without a log nothing was ever committed, so there is nothing to make durable.
+            (Durability::Sync, None) | (Durability::Buffered | Durability::Interval(_), _) => Ok(()),
         }
     }
 
     /// Compacts the log down to about the latest commit of each partition.
     pub(crate) fn compact(&self, now_ms: u64, stop: &dyn Fn() -> bool) -> Result<usize> {
-        self.log.compact(&offset_log_config(), now_ms, stop)
+        match self.existing_log()? {
+            Some(log) => log.compact(&offset_log_config(), now_ms, stop),
+            None => Ok(0),
+        }
     }
 
     /// Syncs the log if this process committed since the last sync (for `Durability::Interval`).
     pub(crate) fn sync_if_dirty(&self) -> Result<()> {
-        self.log.sync_if_dirty()
+        // A process that committed has the log open.
+        match self.log.lock().clone() {
+            Some(log) => log.sync_if_dirty(),
+            None => Ok(()),
+        }
     }
 
     /// The committed offset of `partition` and the id of the topic it was committed for,
@@ -121,19 +165,22 @@ impl OffsetStore {
 
     /// Folds the records appended since the last look into the map.
     fn catch_up(&self, view: &mut View) -> Result<()> {
-        let tail = self.log.tail();
+        let Some(log) = self.existing_log()? else {
+            return Ok(());
+        };
+        let tail = log.tail();
         while view.read_to < tail.end_offset {
             let mut cursor = match view.cursor.take() {
                 Some(cursor) if cursor.offset() == view.read_to => cursor,
-                _ => self.log.cursor_at(view.read_to.max(self.log.start_offset()), &tail, true)?,
+                _ => log.cursor_at(view.read_to.max(log.start_offset()), &tail, true)?,
             };
             let mut records = Records::with_capacity(4096);
-            self.log.advance(&mut cursor, &tail, u64::MAX, Some((&mut records, 4096)), true)?;
+            log.advance(&mut cursor, &tail, u64::MAX, Some((&mut records, 4096)), true)?;
             for record in &records {
                 let parsed = record.key().and_then(format::decode_commit_key).zip(format::decode_commit_value(record.value()));
                 let Some((partition, offset)) = parsed else {
                     return Err(Error::corrupt(
-                        &self.log.dir,
+                        &log.dir,
                         0,
                         format!("the offset record at offset {} does not parse", record.offset()),
                     ));

@@ -53,10 +53,19 @@ struct Writer {
 /// them, so that a clean shutdown leaves every sealed segment marked synced (otherwise the next
 /// recovery scans it whole).
 #[derive(Default)]
-pub(crate) struct Sealer(Mutex<Vec<std::thread::JoinHandle<()>>>);
+pub(crate) struct Sealer(
+    Mutex<Vec<std::thread::JoinHandle<()>>>,
+    /// Set by tests to stand for background work that has not run yet.
+    #[cfg(test)]
+    AtomicBool,
+);
 
 impl Sealer {
     fn spawn(&self, work: impl FnOnce() + Send + 'static) {
+        #[cfg(test)]
+        if self.1.load(Ordering::Relaxed) {
+            return;
+        }
         let mut threads = self.0.lock();
         threads.retain(|thread| !thread.is_finished());
         // If no thread can be had the segment stays unsynced, which recovery copes with.
@@ -286,7 +295,8 @@ impl Partition {
             writer.config.segment_bytes.min(segment.capacity_bytes().saturating_sub(header_bytes + MAX_BATCH_BYTES));
         let too_big = tail.end_position + batch_bytes > header_bytes + segment_bytes;
         let too_old = now_ms.saturating_sub(segment.created_ms()) >= writer.config.segment_ms;
-        let sealed = (!empty && (too_big || too_old)).then(|| Arc::clone(&segment));
+        // The segment to seal, with where its data ends (its log bytes and index entries).
+        let sealed = (!empty && (too_big || too_old)).then(|| (Arc::clone(&segment), tail.end_position, tail.index_count));
         if sealed.is_some() {
             let Writer { active, config, .. } = &mut *writer;
             segment = self.roll(&guard, &mut tail, active, config, now_ms)?;
@@ -339,8 +349,8 @@ impl Partition {
         if !self.dirty.load(Ordering::Relaxed) {
             self.dirty.store(true, Ordering::Relaxed);
         }
-        if let Some(sealed) = sealed {
-            self.seal_in_background(sealed);
+        if let Some((sealed, log_bytes, index_entries)) = sealed {
+            self.seal_in_background(sealed, log_bytes, index_entries);
         }
         Ok(base_offset)
     }
@@ -348,14 +358,18 @@ impl Partition {
     /// Makes a sealed segment durable off the append path: a 1 GiB fsync takes seconds, and
     /// nothing waits for it except `Durability::Sync` senders, whose `sync_through` covers every
     /// segment since the last sync anyway. Recovery treats a segment not marked fully synced as
-    /// possibly torn.
-    fn seal_in_background(self: &Arc<Self>, sealed: Arc<Segment>) {
+    /// possibly torn. First it gives back the space reserved past the segment's data (its
+    /// `log_bytes` and `index_entries`), which would otherwise stay allocated for as long as
+    /// the segment is kept.
+    fn seal_in_background(self: &Arc<Self>, sealed: Arc<Segment>, log_bytes: u64, index_entries: u64) {
         let partition = Arc::clone(self);
         // Through the group commit, so that this fsync and a sender's never race on one file
         // (Linux reports a writeback error to one fsync only) and markers are written under
         // the sync lock. A failure poisons the partition, which the next send reports.
         let sealed_end = self.tail().active_base.max(sealed.base_offset() + 1);
         self.sealer.spawn(move || {
+            // A failure leaves the space allocated, and the data as it was: nothing to report.
+            let _ = sealed.release_unused(log_bytes, index_entries);
             let _ = partition.sync_through(sealed_end);
         });
     }
@@ -740,14 +754,14 @@ impl Partition {
                 remove_segment_files(&self.dir, base)?;
             }
             let bases: Vec<u64> = self.segments.read().keys().copied().filter(|&b| b >= start).collect();
+            // Sizes are the bytes of record batches, as in Kafka: not the files' lengths, which
+            // include space reserved for data yet to come.
             let mut sizes = Vec::with_capacity(bases.len());
             if config.retention_bytes != u64::MAX {
-                for &base in &bases {
-                    let size = if base == tail.active_base {
-                        tail.log_reserved_bytes
-                    } else {
-                        let path = self.dir.join(format::segment_file_name(base));
-                        fs::metadata(&path).during("stat", &path)?.len()
+                for (i, &base) in bases.iter().enumerate() {
+                    let size = match bases.get(i + 1) {
+                        Some(&next) if base != tail.active_base => self.sealed_extent(base, next)?.1,
+                        _ => tail.end_position.saturating_sub(u64::from(FILE_HEADER_BYTES)),
                     };
                     sizes.push(size);
                 }
@@ -789,8 +803,16 @@ impl Partition {
     }
 
     /// The largest record timestamp in the sealed segment `base`, whose successor starts at
-    /// `next`: from its last index entry and the few batches after it.
+    /// `next`; see `sealed_extent`.
     fn max_timestamp_ms(&self, base: u64, next: u64) -> Result<u64> {
+        Ok(self.sealed_extent(base, next)?.0)
+    }
+
+    /// The largest record timestamp in the sealed segment `base`, whose successor starts at
+    /// `next`, and the bytes of record batches it holds: from its last index entry and the few
+    /// batches after it. The walk stops at the batch that reaches `next` (or at the end of a
+    /// compacted file), so it never looks past the data.
+    fn sealed_extent(&self, base: u64, next: u64) -> Result<(u64, u64)> {
         let segment = self.segment(base)?;
         let last = segment.sealed_index().last().copied();
         let mut max = last.map_or(0, |e| e.max_timestamp_before_ms);
@@ -802,12 +824,12 @@ impl Partition {
                 break;
             }
             max = max.max(header.max_timestamp_ms);
+            position = (position + u64::from(header.batch_bytes)).min(length);
             if header.next_offset() >= next {
                 break;
             }
-            position += u64::from(header.batch_bytes);
         }
-        Ok(max)
+        Ok((max, position.saturating_sub(u64::from(FILE_HEADER_BYTES))))
     }
 
     /// Compacts the sealed segments old enough (`min_compaction_lag_ms`) when enough of them
@@ -835,13 +857,12 @@ impl Partition {
             let mut total_bytes = 0;
             for pair in bases.windows(2) {
                 let (base, next) = (pair[0], pair[1]);
-                if self.max_timestamp_ms(base, next)?.saturating_add(config.min_compaction_lag_ms) > now_ms {
+                let (max_timestamp_ms, bytes) = self.sealed_extent(base, next)?;
+                if max_timestamp_ms.saturating_add(config.min_compaction_lag_ms) > now_ms {
                     break;
                 }
-                let segment = self.segment(base)?;
-                let bytes = segment.log_length()?;
                 total_bytes += bytes;
-                if !segment.is_compacted() {
+                if !self.segment(base)?.is_compacted() {
                     dirty_bytes += bytes;
                 }
                 cleanable.push((base, next));
@@ -852,6 +873,11 @@ impl Partition {
             if dirty_bytes == 0 || dirty_bytes * 1_000_000 < u64::from(config.min_cleanable_dirty_ppm) * total_bytes {
                 return Ok(0);
             }
+            // A record is removed because its key has a newer one, durably: a power cut must
+            // not take the newer record once the older one is gone. Sealed segments are synced
+            // in the background, which may not have happened yet (and Buffered sends never
+            // sync), so every record that can decide what goes is made durable first.
+            self.sync_through(end)?;
             // The newest offset of every key up to the end of the cleanable part.
             let mut latest = compaction::LatestOffsets::new();
             let mut cursor = self.cursor_at(start, &tail, true)?;
@@ -1041,6 +1067,9 @@ pub(crate) fn list_segments(dir: &Path) -> Result<Vec<u64>> {
     bases.sort_unstable();
     Ok(bases)
 }
+
+#[cfg(test)]
+mod durable_compaction;
 
 #[cfg(test)]
 mod tests {

@@ -70,6 +70,9 @@ pub(crate) struct QueueInner {
     flusher: Mutex<Option<Sender<Duration>>>,
     /// Consumer groups this process has used, opened on first use.
     groups: Mutex<HashMap<String, Arc<Group>>>,
+    /// The offset stores of the groups this process has used, subscribed or not; each group's
+    /// `Group` shares its store from here.
+    offset_stores: Mutex<HashMap<String, Arc<OffsetStore>>>,
     /// Dropping this stops the keeper thread, started by the first subscribing consumer.
     keeper: Mutex<Option<Sender<()>>>,
     /// Dropping the sender stops the maintenance thread; dropping the queue waits for it.
@@ -164,6 +167,7 @@ impl Queue {
                 topics: RwLock::new(HashMap::default()),
                 flusher: Mutex::new(None),
                 groups: Mutex::new(HashMap::new()),
+                offset_stores: Mutex::new(HashMap::new()),
                 keeper: Mutex::new(None),
                 maintenance: Mutex::new(None),
             }),
@@ -373,7 +377,8 @@ impl Queue {
         Producer::new(Arc::clone(&self.inner), config)
     }
 
-    /// A consumer in `config`'s group; give it partitions with `subscribe` or `assign`.
+    /// A consumer in `config`'s group; give it partitions with `subscribe` or `assign`. It
+    /// creates no file: the group's files appear with its first `subscribe` or commit.
     pub fn consumer(&self, config: ConsumerConfig) -> Result<Consumer> {
         if let crate::Durability::Interval(interval) = config.commit_durability {
             self.inner.start_flusher(interval);
@@ -579,7 +584,7 @@ impl QueueInner {
     /// the first error is returned after all were tried. Returns how many segments were
     /// deleted or rewritten.
     pub(crate) fn run_maintenance(&self, stop: &dyn Fn() -> bool) -> Result<usize> {
-        let now_ms = sys::coarse_now_ms();
+        let now_ms = sys::wall_clock_ms();
         let mut changed = 0;
         let mut first_error = None;
         for name in list_topics(&self.dir)? {
@@ -620,7 +625,7 @@ impl QueueInner {
             if stop() {
                 break;
             }
-            match self.group(name).and_then(|g| g.offsets.compact(now_ms, stop)) {
+            match self.offset_store(name).and_then(|store| store.compact(now_ms, stop)) {
                 Ok(n) => changed += n,
                 Err(error) => {
                     first_error.get_or_insert(error);
@@ -721,18 +726,28 @@ impl QueueInner {
         let dir = self.dir.join(GROUPS_DIR).join(name);
         let log_dir = dir.join(OFFSETS_DIR);
         fs::create_dir_all(&log_dir).during("create", &log_dir)?;
-        let log = Partition::open(
-            TopicPartition::new(&format!("{name}.offsets"), 0),
-            format::group_log_id(name),
-            log_dir,
-            offsets::offset_log_config(),
-            self.epoch,
-            Arc::clone(&self.users),
-            Arc::clone(&self.sealer),
-        )?;
-        let group = Arc::new(Group::open(name, &dir, self.epoch, OffsetStore::new(Arc::new(log)))?);
+        let group = Arc::new(Group::open(name, &dir, self.epoch, self.offset_store(name)?)?);
         // Another thread may have opened it meanwhile: everyone uses the first.
         Ok(Arc::clone(self.groups.lock().entry(name.to_owned()).or_insert(group)))
+    }
+
+    /// The named group's offset store. Getting it creates nothing on disk; its log is created
+    /// by the first commit, in the directory `group` creates.
+    pub(crate) fn offset_store(&self, name: &str) -> Result<Arc<OffsetStore>> {
+        validate_group_name(name)?;
+        let mut stores = self.offset_stores.lock();
+        if let Some(store) = stores.get(name) {
+            return Ok(Arc::clone(store));
+        }
+        let log_dir = self.dir.join(GROUPS_DIR).join(name).join(OFFSETS_DIR);
+        let id = TopicPartition::new(&format!("{name}.offsets"), 0);
+        let log_id = format::group_log_id(name);
+        let (dir, epoch, users, sealer) = (log_dir.clone(), self.epoch, Arc::clone(&self.users), Arc::clone(&self.sealer));
+        let open = Box::new(move || {
+            let config = offsets::offset_log_config();
+            Partition::open(id.clone(), log_id, dir.clone(), config, epoch, Arc::clone(&users), Arc::clone(&sealer))
+        });
+        Ok(Arc::clone(stores.entry(name.to_owned()).or_insert_with(|| Arc::new(OffsetStore::new(log_dir, open)))))
     }
 
     /// Starts this process's keeper thread, if it is not running: it heartbeats every group
@@ -807,9 +822,9 @@ impl QueueInner {
                 }
             }
         }
-        let groups: Vec<Arc<Group>> = self.groups.lock().values().cloned().collect();
-        for group in groups {
-            if let Err(e) = group.offsets.sync_if_dirty() {
+        let stores: Vec<Arc<OffsetStore>> = self.offset_stores.lock().values().cloned().collect();
+        for store in stores {
+            if let Err(e) = store.sync_if_dirty() {
                 first_error.get_or_insert(e);
             }
         }

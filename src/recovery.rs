@@ -76,7 +76,7 @@ pub(crate) fn recover(
         bases.pop();
     }
     if bases.is_empty() {
-        let now_ms = crate::sys::coarse_now_ms();
+        let now_ms = crate::sys::wall_clock_ms();
         let (active, tail) = new_segment(dir, id, log, config, 0, now_ms, users)?;
         return Ok(Recovered { tail, bases: vec![0], active });
     }

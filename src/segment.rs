@@ -14,6 +14,9 @@
 //! - The one part of a log file that changes after it is published is the synced marker in its
 //!   header, which every process touches only through atomics. No read starts inside the
 //!   header, and an index entry pointing there counts as damaged (see `index_entry`).
+//! - Once a segment is sealed, the space reserved past its data is given back by punching a
+//!   hole (`release_unused`), which keeps the file's length: a read there would return zeros,
+//!   not fault, and none happens, since readers of a sealed segment stop at its data's end.
 
 use std::fs::{self, File, OpenOptions};
 use std::os::unix::fs::FileExt;
@@ -32,6 +35,10 @@ use crate::queue::DirLock;
 use crate::state::{AppendGuard, SharedState};
 use crate::sys;
 use crate::topic::{MAX_SEGMENT_BYTES, MIN_SEGMENT_BYTES, TopicPartition};
+
+/// Holes punched past a sealed segment's data start at a multiple of this (a page and a file
+/// system block), so that no page holding data is touched.
+const HOLE_ALIGN_BYTES: u64 = 4096;
 
 /// A file mapped for its whole capacity, of which only a prefix exists on disk.
 struct MappedFile {
@@ -484,6 +491,28 @@ impl Segment {
                 file.set_len(bytes).during("truncate", &mapped.path)?;
                 mapped.backed_bytes.store(bytes, Ordering::Release);
                 file.sync_all().during("sync", &mapped.path)
+            })?;
+        }
+        Ok(())
+    }
+
+    /// Gives back the disk space reserved past the data of a sealed segment, whose log holds
+    /// `log_bytes` and whose index holds `index_entries` entries. The files keep their length
+    /// (other processes map them whole); the ranges become holes. The page holding the first
+    /// bytes past the data stays allocated, so that the one look past the end a reader takes
+    /// (the empty entry that ends a sealed index, a batch header at the end of a damaged log)
+    /// reads zeros from the disk rather than from a hole. Nothing ever writes there again.
+    pub(crate) fn release_unused(&self, log_bytes: u64, index_entries: u64) -> Result<()> {
+        let index_bytes = u64::from(FILE_HEADER_BYTES) + index_entries * u64::from(INDEX_ENTRY_BYTES);
+        let kept = [
+            (&self.log, log_bytes + u64::from(format::BATCH_HEADER_BYTES)),
+            (&self.index, index_bytes + u64::from(INDEX_ENTRY_BYTES)),
+        ];
+        for (mapped, keep) in kept {
+            mapped.with_file(|file| {
+                let length = file.metadata().during("stat", &mapped.path)?.len();
+                let start = keep.next_multiple_of(HOLE_ALIGN_BYTES);
+                sys::punch_hole(file, start, length).during("give back the space reserved in", &mapped.path)
             })?;
         }
         Ok(())

@@ -217,6 +217,27 @@ pub(crate) fn reserve(file: &File, length: u64) -> io::Result<()> {
     Err(error)
 }
 
+/// Gives the disk blocks of `[start, end)` of `file` back without changing its length: the range
+/// becomes a hole that reads as zeros, so a mapping of the file stays valid (shortening it would
+/// make touching the range raise SIGBUS). On a file system that cannot punch holes the blocks
+/// just stay allocated, which is not an error.
+pub(crate) fn punch_hole(file: &File, start: u64, end: u64) -> io::Result<()> {
+    if start >= end {
+        return Ok(());
+    }
+    let mode = libc::FALLOC_FL_PUNCH_HOLE | libc::FALLOC_FL_KEEP_SIZE;
+    // SAFETY: plain syscall on an owned descriptor.
+    let code = unsafe { libc::fallocate(file.as_raw_fd(), mode, start as libc::off_t, (end - start) as libc::off_t) };
+    if code == 0 {
+        return Ok(());
+    }
+    let error = io::Error::last_os_error();
+    if error.raw_os_error() == Some(libc::EOPNOTSUPP) {
+        return Ok(());
+    }
+    Err(error)
+}
+
 /// Device and inode: what a file is, whatever path names it.
 pub(crate) fn file_identity(metadata: &std::fs::Metadata) -> (u64, u64) {
     use std::os::unix::fs::MetadataExt;
@@ -246,13 +267,14 @@ pub(crate) fn sync_directory(path: &std::path::Path) -> io::Result<()> {
     File::open(path)?.sync_all()
 }
 
-/// Wall-clock milliseconds since the Unix epoch from the kernel's coarse clock: a few
-/// nanoseconds to read instead of tens, and as fine as the millisecond timestamps need (it
-/// advances every scheduler tick, 1 to 4 ms).
-pub(crate) fn coarse_now_ms() -> u64 {
+/// Wall-clock milliseconds since the Unix epoch. This is the precise clock (a vDSO read, no
+/// system call), not `CLOCK_REALTIME_COARSE`: the coarse clock lags by up to a scheduler tick,
+/// so a record could be stamped earlier than a clock reading its sender took before sending,
+/// and `offset_for_time` with that reading would skip it.
+pub(crate) fn wall_clock_ms() -> u64 {
     let mut now = libc::timespec { tv_sec: 0, tv_nsec: 0 };
     // SAFETY: clock_gettime writes into the local timespec.
-    unsafe { libc::clock_gettime(libc::CLOCK_REALTIME_COARSE, &mut now) };
+    unsafe { libc::clock_gettime(libc::CLOCK_REALTIME, &mut now) };
     (now.tv_sec as u64).saturating_mul(1000) + now.tv_nsec as u64 / 1_000_000
 }
 
@@ -333,4 +355,29 @@ pub(crate) fn byte_locked_elsewhere(file: &File, byte: u64) -> io::Result<bool> 
         return Err(io::Error::last_os_error());
     }
     Ok(request.l_type != libc::F_UNLCK as libc::c_short)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::os::unix::fs::{FileExt, MetadataExt};
+
+    #[test]
+    fn a_punched_hole_gives_space_back_and_reads_as_zeros_through_a_mapping() {
+        let path = std::env::temp_dir().join(format!("streamlog-unit-punch-{}", std::process::id()));
+        let file = std::fs::OpenOptions::new().read(true).write(true).create(true).truncate(true).open(&path).unwrap();
+        super::reserve(&file, 1 << 20).unwrap();
+        file.write_all_at(&[0xAB; 5000], 0).unwrap();
+        // SAFETY: the file is this test's own; nothing shortens it while it is mapped.
+        let map = unsafe { memmap2::Mmap::map(&file) }.unwrap();
+        let before = file.metadata().unwrap().blocks() * 512;
+        super::punch_hole(&file, 8192, 1 << 20).unwrap();
+        let metadata = file.metadata().unwrap();
+        assert_eq!(metadata.len(), 1 << 20, "the length stays");
+        assert!(metadata.blocks() * 512 <= 8192 && before >= 1 << 20, "{before} then {} bytes", metadata.blocks() * 512);
+        assert!(map[..5000].iter().all(|&b| b == 0xAB), "data before the hole changed");
+        // Touching the hole through the mapping faults in zeros; it does not raise SIGBUS.
+        assert!(map[8192..].iter().all(|&b| b == 0));
+        drop(map);
+        std::fs::remove_file(&path).unwrap();
+    }
 }

@@ -104,9 +104,9 @@ impl TopicConfig {
         self
     }
 
-    /// How many bytes of log each partition keeps: the oldest sealed segments are deleted while
-    /// the log would still hold at least this much without them. `u64::MAX` (the default) sets
-    /// no limit.
+    /// How many bytes of log each partition keeps, counting the bytes of record batches (not
+    /// the space files take): the oldest sealed segments are deleted while the log would still
+    /// hold at least this much without them. `u64::MAX` (the default) sets no limit.
     pub fn retention_bytes(mut self, bytes: u64) -> Self {
         self.retention_bytes = bytes;
         self

@@ -125,7 +125,7 @@ fn positions_outside_the_log_follow_the_reset_policy() {
     assert_eq!(latest.position(&tp).unwrap(), 5);
     let mut strict = queue.consumer(ConsumerConfig::new("g").auto_offset_reset(OffsetReset::None)).unwrap();
     strict.assign(std::slice::from_ref(&tp)).unwrap();
-    assert!(matches!(strict.poll(Duration::ZERO), Err(Error::OffsetOutOfRange { .. })));
+    assert!(matches!(strict.poll(Duration::ZERO), Err(Error::NoOffset { .. })));
     strict.seek(&tp, 3).unwrap();
     assert_eq!(strict.poll(Duration::ZERO).unwrap().len(), 2);
     strict.seek(&tp, 99).unwrap();
@@ -264,5 +264,37 @@ fn large_records_round_trip() {
         assert_eq!(*offset, i as u64);
         assert_eq!(value, &values[i % 20], "record {i}");
         assert_eq!(key.is_some(), i < 20);
+    }
+}
+
+/// A record's timestamp is never earlier than the wall clock read before `send` was called, so
+/// `offset_for_time` with that reading finds the record. (A coarse clock, which lags the real
+/// one by up to a scheduler tick, fails this within a few ticks.)
+#[test]
+fn timestamps_are_never_earlier_than_the_clock_read_before_send() {
+    let dir = TempDir::new("timestamps");
+    let queue = Queue::open(dir.path()).unwrap();
+    queue.create_topic("t", 1).unwrap();
+    let tp = TopicPartition::new("t", 0);
+    let producer = queue.producer();
+    let now_ms = || std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as u64;
+    // Enough sends to cross many clock ticks (each tick is 1 to 4 ms).
+    let deadline = std::time::Instant::now() + Duration::from_millis(50);
+    let mut sends = 0u64;
+    while std::time::Instant::now() < deadline || sends < 1000 {
+        let before_ms = now_ms();
+        let meta = producer.send("t", Record::new(b"v")).unwrap();
+        assert!(meta.timestamp() >= before_ms, "send {sends}: timestamp {} < clock {before_ms} read before it", meta.timestamp());
+        let batch = producer.send_batch("t", [Record::new(b"a"), Record::new(b"b")]).unwrap();
+        assert!(batch.iter().all(|m| m.timestamp() >= before_ms), "send_batch {sends}");
+        sends += 1;
+        if sends % 97 == 0 {
+            let found = queue.offset_for_time(&tp, before_ms).unwrap();
+            assert!(
+                found.is_some_and(|offset| offset <= meta.offset()),
+                "offset_for_time({before_ms}) = {found:?}, sent at {}",
+                meta.offset()
+            );
+        }
     }
 }

@@ -150,3 +150,48 @@ fn retention_in_another_process_frees_a_full_disk_for_the_producer() {
         }
     }
 }
+
+/// Fills the file system of `path` until not one more byte fits.
+fn fill_up(path: &std::path::Path) {
+    use std::io::Write;
+    let mut file = std::fs::File::create(path).unwrap();
+    for chunk in [64 << 10, 4 << 10, 1] {
+        let bytes = vec![9u8; chunk];
+        while file.write_all(&bytes).is_ok() {}
+    }
+}
+
+#[test]
+fn a_reader_needs_no_disk_space() {
+    let Some(fs) = SmallFilesystem::mount(4 << 20) else {
+        eprintln!("NOT RUN: mounting a small tmpfs needs root");
+        return;
+    };
+    let dir = fs.mount_point.join("queue");
+    let queue = Queue::open(&dir).unwrap();
+    queue.create_topic_with("t", TopicConfig::new(1).segment_bytes(64 << 10)).unwrap();
+    for i in 0..100u32 {
+        queue.producer().send("t", Record::new(&i.to_le_bytes())).unwrap();
+    }
+    let filler = fs.mount_point.join("filler");
+    fill_up(&filler);
+    assert!(matches!(queue.producer().send("t", Record::new(&[0u8; 200_000])), Err(Error::DiskFull { .. })));
+
+    // A new consumer of a new group, reading assigned partitions, creates no file.
+    let tp = TopicPartition::new("t", 0);
+    let config = streamlog::ConsumerConfig::new("readers").auto_commit(None).auto_offset_reset(streamlog::OffsetReset::Earliest);
+    let mut consumer = queue.consumer(config).unwrap();
+    consumer.assign(std::slice::from_ref(&tp)).unwrap();
+    assert_eq!(consumer.committed(&tp).unwrap(), None);
+    let records = consumer.poll(Duration::from_secs(1)).unwrap();
+    assert_eq!(records.iter().map(|r| r.offset()).collect::<Vec<_>>(), (0..100).collect::<Vec<_>>());
+    assert!(!dir.join("groups").join("readers").exists(), "the reader created its group's files");
+    // Its first commit creates them, once there is room.
+    assert!(matches!(consumer.commit(), Err(Error::DiskFull { .. })));
+    std::fs::remove_file(&filler).unwrap();
+    consumer.commit().unwrap();
+    assert_eq!(consumer.committed(&tp).unwrap(), Some(100));
+    drop((consumer, queue));
+    let queue = Queue::open(&dir).unwrap();
+    assert_eq!(queue.describe_group("readers").unwrap().partitions[0].committed, Some(100));
+}

@@ -396,7 +396,9 @@ fn damaged_or_foreign_group_files_are_reported() {
     drop((consumer, queue));
     std::fs::write(&path, b"this is not a group file, though it is long enough for a header").unwrap();
     let queue = Queue::open(dir.path()).unwrap();
-    assert!(matches!(queue.consumer(config("g")), Err(Error::ForeignFile { .. })));
+    // A consumer that only reads does not open the group file; subscribing does.
+    let mut consumer = queue.consumer(config("g")).unwrap();
+    assert!(matches!(consumer.subscribe(&["orders"]), Err(Error::ForeignFile { .. })));
 }
 
 #[test]

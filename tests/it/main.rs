@@ -5,6 +5,7 @@ mod admin;
 mod api;
 mod child;
 mod compaction;
+mod consumer_edges;
 mod corruption;
 mod crash;
 mod disk_full;
@@ -15,6 +16,7 @@ mod model;
 mod offsets;
 mod processes;
 mod retention;
+mod space;
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU32, Ordering};

@@ -38,8 +38,9 @@ fn retention_by_size_deletes_the_oldest_segments_and_keeps_offsets() {
     let before = segment_files(dir.path());
     assert!(before > 20, "{before} segments");
     assert_eq!(queue.run_maintenance().unwrap(), 0, "no limit set: nothing goes");
-    // Each segment file takes 1 MiB on disk (space is reserved a MiB at a time).
-    queue.alter_topic("t", |c| c.retention_bytes(5 << 20)).unwrap();
+    // Retention counts the bytes of record batches: 15 batches of 264 bytes fill a segment, and
+    // the active one holds 5, so 16 KiB takes it and four sealed segments.
+    queue.alter_topic("t", |c| c.retention_bytes(16 << 10)).unwrap();
     let deleted = queue.run_maintenance().unwrap();
     assert_eq!(segment_files(dir.path()), 5, "deleted {deleted} of {before}");
     let (start, end) = queue.offsets(&tp).unwrap();
@@ -89,7 +90,7 @@ fn retention_by_time_spares_the_active_segment_and_compacted_topics() {
 fn background_maintenance_runs_in_one_process() {
     let dir = TempDir::new("retention-background");
     let queue = Queue::open_with(dir.path(), QueueOptions::new().maintenance_interval(Duration::from_millis(20))).unwrap();
-    queue.create_topic_with("t", TopicConfig::new(1).segment_bytes(4096).retention_bytes(2 << 20)).unwrap();
+    queue.create_topic_with("t", TopicConfig::new(1).segment_bytes(4096).retention_bytes(4 << 10)).unwrap();
     fill(&queue, 1000, None);
     let give_up = Instant::now() + Duration::from_secs(20);
     while segment_files(dir.path()) > 2 {
@@ -142,7 +143,7 @@ proptest! {
             sent.push((meta.offset(), t));
         }
         if let Some(segments) = retain_bytes {
-            queue.alter_topic("t", |c| c.retention_bytes(segments << 20)).unwrap();
+            queue.alter_topic("t", |c| c.retention_bytes(segments << 11)).unwrap();
             queue.run_maintenance().unwrap();
         }
         let tp = TopicPartition::new("t", 0);
@@ -169,7 +170,7 @@ fn a_consumer_resuming_below_the_log_start_is_told_what_it_missed() {
     consumer.assign(std::slice::from_ref(&tp)).unwrap();
     consumer.commit_offsets(&[(tp.clone(), 5)]).unwrap();
     drop(consumer);
-    queue.alter_topic("t", |c| c.retention_bytes(5 << 20)).unwrap();
+    queue.alter_topic("t", |c| c.retention_bytes(16 << 10)).unwrap();
     queue.run_maintenance().unwrap();
     let start = queue.offsets(&tp).unwrap().0;
     assert!(start > 5);
@@ -218,7 +219,7 @@ fn sync_sends_work_after_another_process_deleted_segments() {
     let producer_side = quiet(dir.path());
     let maintainer = quiet(dir.path());
     producer_side.offsets(&tp).unwrap();
-    maintainer.alter_topic("t", |c| c.retention_bytes(3 << 20)).unwrap();
+    maintainer.alter_topic("t", |c| c.retention_bytes(12 << 10)).unwrap();
     assert!(maintainer.run_maintenance().unwrap() > 0);
     let sync = producer_side.producer_with(streamlog::ProducerConfig::new().durability(streamlog::Durability::Sync));
     for _ in 0..3 {
