@@ -118,8 +118,8 @@ impl OffsetStore {
 
     /// The log itself, for tests that look at what it holds.
     #[cfg(test)]
-    pub(crate) fn log(&self) -> &Arc<Partition> {
-        &self.log
+    pub(crate) fn log(&self) -> Arc<Partition> {
+        self.open_log().expect("the offset log opens")
     }
 
     /// Waits until the log is durable through `end_offset`, per `durability`.

@@ -2,7 +2,6 @@
 //! power cut after the rewrite must find the newer record. The background sync of sealed
 //! segments is held back here, as if it had not run yet, which is what made the loss possible.
 
-use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
 use crate::format;
@@ -90,7 +89,7 @@ fn compaction_of_an_offset_log_never_erases_a_sync_commit_for_a_buffered_one() {
     let (queue, dir) = queue("durable-offset-compaction");
     let group = queue.inner.group("g").unwrap();
     let store = &group.offsets;
-    let log: &Arc<Partition> = store.log();
+    let log = &store.log();
     log.sealer.1.store(true, Ordering::Relaxed);
     // Small segments, so that a few commits fill one (they apply to the open segment at once).
     log.set_config(offset_log_config().segment_bytes(1024));
