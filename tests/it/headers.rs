@@ -275,7 +275,7 @@ fn an_offset_log_copied_from_another_group_is_refused() {
     copy_over(&offset_log("first"), &offset_log("second"));
     let queue = Queue::open(dir.path()).unwrap();
     let consumer = queue.consumer(streamlog::ConsumerConfig::new("second")).unwrap();
-    let error = consumer.committed(&tp).err().expect("the copied offset log is refused");
+    let error = consumer.committed(&tp).expect_err("the copied offset log is refused");
     assert_corrupt_at(&error, &offset_log("second"), 48);
     let consumer = queue.consumer(streamlog::ConsumerConfig::new("first")).unwrap();
     assert_eq!(consumer.committed(&tp).unwrap(), Some(2));
