@@ -20,7 +20,7 @@ use std::path::Path;
 use crate::error::{IoContext, Result};
 use crate::file::{self, Access};
 use crate::format::{
-    self, FILE_HEADER_BYTES, FULLY_SYNCED, FileHeader, INDEX_MAGIC, IndexEntry, SEGMENT_COMPACTED, SEGMENT_MAGIC,
+    self, FILE_HEADER_BYTES, FULLY_SYNCED, FileHeader, INDEX_MAGIC, IndexEntry, LogId, SEGMENT_COMPACTED, SEGMENT_MAGIC,
     SYNCED_MARKER_AT,
 };
 use crate::partition::MAX_BATCH_BYTES;
@@ -46,6 +46,7 @@ pub(crate) fn keeps(record: &ConsumerRecord, latest: &LatestOffsets, now_ms: u64
 /// batches of consecutive offsets, with a sparse index like the original's.
 pub(crate) struct CleanedSegment {
     base: u64,
+    log_id: LogId,
     created_ms: u64,
     index_interval_bytes: u64,
     log: BufWriter<File>,
@@ -66,7 +67,7 @@ pub(crate) struct CleanedSegment {
 const CLEANED_BATCH_BYTES: u64 = 256 << 10;
 
 impl CleanedSegment {
-    pub(crate) fn create(dir: &Path, base: u64, created_ms: u64, index_interval_bytes: u32) -> Result<Self> {
+    pub(crate) fn create(dir: &Path, base: u64, log_id: LogId, created_ms: u64, index_interval_bytes: u32) -> Result<Self> {
         let log_path = dir.join(format!("{}.cleaning.tmp", format::segment_file_name(base)));
         let index_path = dir.join(format!("{}.cleaning.tmp", format::index_file_name(base)));
         let file = file::open_file(&log_path, Access::Replace)?;
@@ -75,6 +76,7 @@ impl CleanedSegment {
         log.write_all(&[0u8; FILE_HEADER_BYTES as usize]).during("write", &log_path)?;
         Ok(CleanedSegment {
             base,
+            log_id,
             created_ms,
             index_interval_bytes: u64::from(index_interval_bytes),
             log,
@@ -153,6 +155,7 @@ impl CleanedSegment {
             base_offset: self.base,
             created_ms: self.created_ms,
             flags: SEGMENT_COMPACTED,
+            log: self.log_id,
         };
         let mut head = header.encode();
         // Synced as a whole before it takes its place.

@@ -12,8 +12,10 @@ use crate::group::{GroupState, MemberState};
 use crate::record::Record;
 use crate::topic::{CleanupPolicy, TopicConfig, TopicPartition};
 
-/// The format version this build writes and the only one it reads.
-pub(crate) const FORMAT_VERSION: u16 = 2;
+/// The format version this build writes and the only one it reads. Version 3 added the log id
+/// (topic id and partition) to segment and index headers; a queue of an older version is
+/// refused as a whole (`Error::IncompatibleVersion` on its `streamlog.meta`), never half read.
+pub(crate) const FORMAT_VERSION: u16 = 3;
 
 pub(crate) const QUEUE_MAGIC: [u8; 8] = *b"SLOGQUE\0";
 pub(crate) const TOPIC_MAGIC: [u8; 8] = *b"SLOGTOP\0";
@@ -104,12 +106,33 @@ pub(crate) fn classify(name: &str) -> PartitionFile {
     PartitionFile::Unknown
 }
 
+/// Which log a segment belongs to: the id of its topic (from `topic.meta`, unique per creation)
+/// and its partition number. A group's offset log is a one-partition log with the id
+/// `group_log_id(group)`. Every segment and index header carries it, so that a file copied in
+/// from another partition, topic or queue is refused instead of served as this log's records.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct LogId {
+    pub(crate) topic_id: u64,
+    pub(crate) partition: u32,
+}
+
+/// The log id of consumer group `group`'s offset log: FNV-1a (64 bits) of `"group:"` and the
+/// name. It depends on the name only, so every process and every build computes the same one;
+/// topic ids are random, so a clash with one is as unlikely as two topics' ids clashing.
+pub(crate) fn group_log_id(group: &str) -> LogId {
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    for &byte in b"group:".iter().chain(group.as_bytes()) {
+        hash = (hash ^ u64::from(byte)).wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    LogId { topic_id: hash.max(1), partition: 0 }
+}
+
 /// The 64-byte header of segment and index files.
 ///
 /// ```text
 /// 0  magic [8]   8  version u16   10 flags u16   12 capacity_bytes u32
 /// 16 base_offset u64   24 created_ms u64   32 synced_bytes u64   40 !synced_bytes u64
-/// 48 reserved [12]   60 crc32 of bytes 0..32
+/// 48 topic_id u64   56 partition u32   60 crc32 of bytes 0..32 and 48..60
 /// ```
 ///
 /// `synced_bytes` (segments only) is a lower bound of how much of the file is known to be on
@@ -124,11 +147,16 @@ pub(crate) struct FileHeader {
     pub(crate) created_ms: u64,
     /// `SEGMENT_COMPACTED` for files the cleaner wrote.
     pub(crate) flags: u16,
+    /// The log the file belongs to.
+    pub(crate) log: LogId,
 }
 
 /// Header flag: written by compaction. Its offsets may have gaps (records were removed), its
 /// log file ends exactly where its data does, and it is on stable storage as a whole.
 pub(crate) const SEGMENT_COMPACTED: u16 = 1;
+
+/// Where a segment or index header keeps its topic id and partition number.
+pub(crate) const LOG_ID_AT: usize = 48;
 
 impl FileHeader {
     pub(crate) fn encode(&self) -> [u8; FILE_HEADER_BYTES as usize] {
@@ -141,14 +169,16 @@ impl FileHeader {
         out[24..32].copy_from_slice(&self.created_ms.to_le_bytes());
         out[32..40].copy_from_slice(&u64::from(FILE_HEADER_BYTES).to_le_bytes());
         out[40..48].copy_from_slice(&(!u64::from(FILE_HEADER_BYTES)).to_le_bytes());
-        let crc = crc32fast::hash(&out[0..32]);
+        out[48..56].copy_from_slice(&self.log.topic_id.to_le_bytes());
+        out[56..60].copy_from_slice(&self.log.partition.to_le_bytes());
+        let crc = header_checksum(&out);
         out[60..64].copy_from_slice(&crc.to_le_bytes());
         out
     }
 
     pub(crate) fn decode(bytes: &[u8], magic: [u8; 8], path: &Path) -> Result<Self> {
         check_magic_and_version(bytes, magic, path)?;
-        if crc32fast::hash(&bytes[0..32]) != u32_at(bytes, 60) {
+        if header_checksum(bytes) != u32_at(bytes, 60) {
             return Err(Error::corrupt(path, 0, "file header checksum mismatch"));
         }
         Ok(FileHeader {
@@ -157,8 +187,18 @@ impl FileHeader {
             base_offset: u64_at(bytes, 16),
             created_ms: u64_at(bytes, 24),
             flags: u16_at(bytes, 10),
+            log: LogId { topic_id: u64_at(bytes, 48), partition: u32_at(bytes, 56) },
         })
     }
+}
+
+/// The checksum of a segment or index header: every byte but the synced marker (which changes)
+/// and the checksum itself.
+fn header_checksum(header: &[u8]) -> u32 {
+    let mut hasher = crc32fast::Hasher::new();
+    hasher.update(&header[0..SYNCED_MARKER_AT]);
+    hasher.update(&header[LOG_ID_AT..60]);
+    hasher.finalize()
 }
 
 /// Where a segment header keeps its synced-bytes marker and the marker's complement.
@@ -735,7 +775,8 @@ mod tests {
     #[test]
     fn headers_reject_foreign_and_future_files() {
         let path = Path::new("x");
-        let header = FileHeader { magic: SEGMENT_MAGIC, capacity_bytes: 4096, base_offset: 12, created_ms: 3, flags: 0 };
+        let log = LogId { topic_id: 0x1234_5678_9abc, partition: 7 };
+        let header = FileHeader { magic: SEGMENT_MAGIC, capacity_bytes: 4096, base_offset: 12, created_ms: 3, flags: 0, log };
         let mut bytes = header.encode();
         assert_eq!(FileHeader::decode(&bytes, SEGMENT_MAGIC, path).unwrap(), header);
         assert!(matches!(FileHeader::decode(&bytes, INDEX_MAGIC, path), Err(Error::ForeignFile { .. })));
@@ -746,6 +787,23 @@ mod tests {
         assert_eq!(FileHeader::decode(&bytes, SEGMENT_MAGIC, path).unwrap(), header, "the synced marker is not checksummed");
         bytes[20] ^= 4;
         assert!(matches!(FileHeader::decode(&bytes, SEGMENT_MAGIC, path), Err(Error::Corrupt { .. })));
+        bytes[20] ^= 4;
+        for at in [LOG_ID_AT, 56] {
+            bytes[at] ^= 1;
+            assert!(
+                matches!(FileHeader::decode(&bytes, SEGMENT_MAGIC, path), Err(Error::Corrupt { .. })),
+                "the log id at byte {at} is checksummed"
+            );
+            bytes[at] ^= 1;
+        }
+        assert_eq!(FileHeader::decode(&bytes, SEGMENT_MAGIC, path).unwrap(), header);
+    }
+
+    #[test]
+    fn group_log_ids_are_fixed_by_the_name() {
+        // Written in every offset log's headers: a change here would refuse every existing one.
+        assert_eq!(group_log_id("billing"), LogId { topic_id: 0xef48_e4ee_1193_818d, partition: 0 });
+        assert_ne!(group_log_id("billing"), group_log_id("billing2"));
     }
 
     #[test]

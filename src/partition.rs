@@ -13,7 +13,7 @@ use crate::compaction;
 use crate::error::{Error, IoContext, Result};
 use crate::file::{self, Access};
 use crate::format::{
-    self, BATCH_HEADER_BYTES, BatchHeader, FILE_HEADER_BYTES, FileHeader, INDEX_ENTRY_BYTES, IndexEntry, PartitionFile,
+    self, BATCH_HEADER_BYTES, BatchHeader, FILE_HEADER_BYTES, FileHeader, INDEX_ENTRY_BYTES, IndexEntry, LogId, PartitionFile,
     RecordLayout, SEGMENT_MAGIC,
 };
 use crate::queue::DirLock;
@@ -110,6 +110,8 @@ impl Cursor {
 
 pub(crate) struct Partition {
     pub(crate) id: TopicPartition,
+    /// The id every segment header of this partition carries.
+    log_id: LogId,
     pub(crate) dir: PathBuf,
     state: SharedState,
     /// Known segments by base offset, mapped on first use.
@@ -129,6 +131,7 @@ impl Partition {
     /// current epoch (that is, since a process opened the queue alone).
     pub(crate) fn open(
         id: TopicPartition,
+        log_id: LogId,
         dir: PathBuf,
         config: TopicConfig,
         epoch: u64,
@@ -150,7 +153,7 @@ impl Partition {
                 let bases = list_segments(&dir)?.into_iter().filter(|&b| b <= active_base);
                 return Ok((state, bases.map(|b| (b, None)).collect(), None));
             }
-            let recovered = recovery::recover(&dir, &id, &config, &users)?;
+            let recovered = recovery::recover(&dir, &id, log_id, &config, &users)?;
             let state = SharedState::initialize(
                 file.try_clone().during("reopen", &state_path)?,
                 &state_path,
@@ -167,6 +170,7 @@ impl Partition {
         let (state, segments, active) = result?;
         Ok(Partition {
             id,
+            log_id,
             dir,
             state,
             segments: RwLock::new(segments),
@@ -210,6 +214,53 @@ impl Partition {
         self.state.tail()
     }
 
+    /// The log start and the published tail, checked against the segments they describe. The
+    /// state file is shared memory that recovery rebuilds, but within an epoch nothing guards
+    /// it against a stray write: a tail that does not fit its active segment is reported as
+    /// damage to the state file rather than believed.
+    pub(crate) fn checked_offsets(&self) -> Result<(u64, Tail)> {
+        let tail = self.tail();
+        let start = self.start_offset();
+        let header_bytes = u64::from(FILE_HEADER_BYTES);
+        let damaged = |reason: String| Err(self.state.damaged_tail(reason));
+        if tail.end_offset < tail.active_base || start > tail.active_base {
+            return damaged(format!(
+                "log start {start}, active segment base {} and end offset {} are out of order",
+                tail.active_base, tail.end_offset
+            ));
+        }
+        let positions_in_order = header_bytes <= tail.last_indexed_position
+            && tail.last_indexed_position <= tail.end_position
+            && tail.end_position <= tail.log_reserved_bytes;
+        if !positions_in_order {
+            return damaged(format!(
+                "positions out of order (last indexed {}, end {}, reserved {})",
+                tail.last_indexed_position, tail.end_position, tail.log_reserved_bytes
+            ));
+        }
+        // Every record takes at least a record header of the active segment's data.
+        let (records, data_bytes) = (tail.end_offset - tail.active_base, tail.end_position - header_bytes);
+        if records > data_bytes / u64::from(format::RECORD_HEADER_BYTES) {
+            return damaged(format!("{records} records cannot fit in {data_bytes} bytes of segment"));
+        }
+        if !list_segments(&self.dir)?.contains(&tail.active_base) {
+            return damaged(format!("there is no segment with the active base offset {}", tail.active_base));
+        }
+        let segment = self.segment(tail.active_base)?;
+        segment.note_reserved(tail.log_reserved_bytes, tail.index_reserved_bytes);
+        if tail.log_reserved_bytes > segment.log_reserved_bytes() || tail.index_count > segment.index_capacity_entries() {
+            return damaged(format!(
+                "{} reserved bytes and {} index entries do not fit segment {} ({} bytes reserved, room for {} entries)",
+                tail.log_reserved_bytes,
+                tail.index_count,
+                segment.path().display(),
+                segment.log_reserved_bytes(),
+                segment.index_capacity_entries()
+            ));
+        }
+        Ok((start, tail))
+    }
+
     /// The first offset still in the log.
     pub(crate) fn start_offset(&self) -> u64 {
         self.state.log_start()
@@ -232,8 +283,11 @@ impl Partition {
         }
         let mut tail = self.state.tail();
         let mut segment = self.writer_segment(&mut writer.active, tail.active_base)?;
-        // Writers in other processes may have reserved more of the file than this one knows.
+        // Writers in other processes may have reserved more of the file than this one knows,
+        // and a damaged state file may claim more than any did: the files have the last word.
         segment.note_reserved(tail.log_reserved_bytes, tail.index_reserved_bytes);
+        tail.log_reserved_bytes = tail.log_reserved_bytes.min(segment.log_reserved_bytes());
+        tail.index_reserved_bytes = tail.index_reserved_bytes.min(segment.index_length());
         let header_bytes = u64::from(FILE_HEADER_BYTES);
         let empty = tail.end_position == header_bytes;
         // A segment made before `segment_bytes` grew is bounded by its own capacity.
@@ -262,6 +316,7 @@ impl Partition {
             let Writer { buffer, suffix, .. } = &mut *writer;
             format::frame_single_record(buffer, suffix, base_offset, record, *timestamp_ms);
             segment.pwrite_unpublished(
+                &guard,
                 tail.end_position,
                 &[buffer.as_slice(), record.value.unwrap_or_default(), suffix.as_slice()],
             )?;
@@ -275,13 +330,13 @@ impl Partition {
             }
             let out = &mut buffer[..batch_bytes as usize];
             let max_timestamp_ms = format::write_batch(out, base_offset, records, timestamps_ms);
-            segment.pwrite_unpublished(tail.end_position, &[out])?;
+            segment.pwrite_unpublished(&guard, tail.end_position, &[out])?;
             max_timestamp_ms
         } else {
             let mut max_timestamp_ms = 0;
-            segment.write_unpublished(tail.end_position, batch_bytes, |out| {
+            segment.write_unpublished(&guard, tail.end_position, batch_bytes, |out| {
                 max_timestamp_ms = format::write_batch(out, base_offset, records, timestamps_ms);
-            });
+            })?;
             max_timestamp_ms
         };
         self.index_batch(&segment, &mut tail, base_offset, writer.config.index_interval_bytes)?;
@@ -372,7 +427,7 @@ impl Partition {
         for base in list_segments(&self.dir)?.into_iter().filter(|&b| b > tail.active_base) {
             remove_segment_files(&self.dir, base)?;
         }
-        let (segment, new_tail) = new_segment(&self.dir, &self.id, config, tail.end_offset, now_ms, &self.users)?;
+        let (segment, new_tail) = new_segment(&self.dir, &self.id, self.log_id, config, tail.end_offset, now_ms, &self.users)?;
         let segment = Arc::new(segment);
         *tail = new_tail;
         self.state.publish(guard, *tail);
@@ -457,6 +512,7 @@ impl Partition {
             self.compactions_seen.store(compactions, Ordering::Release);
         }
         if let Some(Some(segment)) = self.segments.read().get(&base) {
+            segment.note_published(&self.state);
             return Ok(Arc::clone(segment));
         }
         if !self.segments.read().contains_key(&base) {
@@ -465,9 +521,11 @@ impl Partition {
         }
         let mut segments = self.segments.write();
         if let Some(Some(segment)) = segments.get(&base) {
+            segment.note_published(&self.state);
             return Ok(Arc::clone(segment));
         }
-        let segment = Arc::new(Segment::open(&self.dir, base, self.id.clone(), Arc::clone(&self.users))?);
+        let segment = Arc::new(Segment::open(&self.dir, base, self.id.clone(), self.log_id, Arc::clone(&self.users))?);
+        segment.note_published(&self.state);
         segments.insert(base, Some(Arc::clone(&segment)));
         Ok(segment)
     }
@@ -612,6 +670,8 @@ impl Partition {
     /// when the cursor moved without entering a batch (call again).
     fn enter_batch(&self, cursor: &mut Cursor, tail: &Tail, until: u64, reading: bool, check_crc: bool) -> Result<bool> {
         let base = cursor.segment.base_offset();
+        // The state's tail is at least as new as `tail`, so the batches below it become readable.
+        cursor.segment.note_published(&self.state);
         let limit = if base == tail.active_base {
             cursor.segment.note_reserved(tail.log_reserved_bytes, tail.index_reserved_bytes);
             tail.end_position
@@ -877,7 +937,8 @@ impl Partition {
         if !removable {
             return Ok(false);
         }
-        let mut cleaned = compaction::CleanedSegment::create(&self.dir, base, segment.created_ms(), config.index_interval_bytes)?;
+        let mut cleaned =
+            compaction::CleanedSegment::create(&self.dir, base, self.log_id, segment.created_ms(), config.index_interval_bytes)?;
         let written = (|| {
             let mut cursor = self.cursor_at(base.max(self.start_offset()), tail, true)?;
             while cursor.offset() < next {
@@ -955,14 +1016,21 @@ impl Partition {
 pub(crate) fn new_segment(
     dir: &Path,
     id: &TopicPartition,
+    log: LogId,
     config: &TopicConfig,
     base: u64,
     now_ms: u64,
     users: &Arc<DirLock>,
 ) -> Result<(Segment, Tail)> {
     let capacity = u64::from(FILE_HEADER_BYTES) + config.segment_bytes + MAX_BATCH_BYTES;
-    let header =
-        FileHeader { magic: SEGMENT_MAGIC, capacity_bytes: capacity as u32, base_offset: base, created_ms: now_ms, flags: 0 };
+    let header = FileHeader {
+        magic: SEGMENT_MAGIC,
+        capacity_bytes: capacity as u32,
+        base_offset: base,
+        created_ms: now_ms,
+        flags: 0,
+        log,
+    };
     let index_capacity = recovery::index_capacity_bytes(capacity, config);
     let reserve = LOG_RESERVE_STEP_BYTES.min(capacity);
     let segment = Segment::create(dir, id.clone(), header, index_capacity as u32, reserve, Arc::clone(users))?;
@@ -1065,7 +1133,10 @@ mod tests {
         let partition_dir = dir.join("topics/t/0");
         let leftover_base = partition.tail().end_offset;
         let config = queue.topic_config("t").unwrap();
-        drop(super::new_segment(&partition_dir, &partition.id, &config, leftover_base, 0, &partition.users).unwrap());
+        drop(
+            super::new_segment(&partition_dir, &partition.id, partition.log_id, &config, leftover_base, 0, &partition.users)
+                .unwrap(),
+        );
         let other = Queue::open(&dir).unwrap();
         for _ in 0..10 {
             producer.send("t", Record::new(&[2u8; 300])).unwrap();

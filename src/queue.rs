@@ -313,9 +313,12 @@ impl Queue {
     }
 
     /// The first offset still in a partition's log and the offset the next record will get.
+    /// Both come from the partition's shared state, checked against its segments first: a
+    /// damaged state file is `Error::Corrupt` naming it.
     pub fn offsets(&self, partition: &TopicPartition) -> Result<(u64, u64)> {
         let partition = self.inner.partition(partition)?;
-        Ok((partition.start_offset(), partition.tail().end_offset))
+        let (start, tail) = partition.checked_offsets().map_err(|e| partition.explain(e))?;
+        Ok((start, tail.end_offset))
     }
 
     /// The earliest offset of `partition` whose record's timestamp is at or after
@@ -736,9 +739,11 @@ impl QueueInner {
         }
         let log_dir = self.dir.join(GROUPS_DIR).join(name).join(OFFSETS_DIR);
         let id = TopicPartition::new(&format!("{name}.offsets"), 0);
+        let log_id = format::group_log_id(name);
         let (dir, epoch, users, sealer) = (log_dir.clone(), self.epoch, Arc::clone(&self.users), Arc::clone(&self.sealer));
         let open = Box::new(move || {
-            Partition::open(id.clone(), dir.clone(), offsets::offset_log_config(), epoch, Arc::clone(&users), Arc::clone(&sealer))
+            let config = offsets::offset_log_config();
+            Partition::open(id.clone(), log_id, dir.clone(), config, epoch, Arc::clone(&users), Arc::clone(&sealer))
         });
         Ok(Arc::clone(stores.entry(name.to_owned()).or_insert_with(|| Arc::new(OffsetStore::new(log_dir, open)))))
     }
@@ -858,6 +863,7 @@ impl Topic {
         let id = TopicPartition::new(&self.name, number);
         let partition = Partition::open(
             id,
+            format::LogId { topic_id: self.id, partition: number },
             self.dir.join(number.to_string()),
             self.config.clone(),
             queue.epoch,

@@ -12,7 +12,7 @@ use std::sync::Arc;
 use crate::error::{Error, IoContext, Result};
 use crate::file::{self, Access};
 use crate::format::{
-    self, BATCH_HEADER_BYTES, BatchHeader, FILE_HEADER_BYTES, FileHeader, INDEX_ENTRY_BYTES, IndexEntry, PartitionFile,
+    self, BATCH_HEADER_BYTES, BatchHeader, FILE_HEADER_BYTES, FileHeader, INDEX_ENTRY_BYTES, IndexEntry, LogId, PartitionFile,
 };
 use crate::partition::{MAX_BATCH_BYTES, new_segment, remove_segment_files};
 use crate::queue::DirLock;
@@ -26,7 +26,13 @@ pub(crate) struct Recovered {
     pub(crate) active: Segment,
 }
 
-pub(crate) fn recover(dir: &Path, id: &TopicPartition, config: &TopicConfig, users: &Arc<DirLock>) -> Result<Recovered> {
+pub(crate) fn recover(
+    dir: &Path,
+    id: &TopicPartition,
+    log: LogId,
+    config: &TopicConfig,
+    users: &Arc<DirLock>,
+) -> Result<Recovered> {
     finish_swaps(dir)?;
     let mut bases = Vec::new();
     let mut indexes = Vec::new();
@@ -54,11 +60,11 @@ pub(crate) fn recover(dir: &Path, id: &TopicPartition, config: &TopicConfig, use
     // drop it, and the segment before it is the active one again.
     while bases.len() > 1 {
         let last = *bases.last().expect("two or more");
-        if open_or_reindex(dir, bases[bases.len() - 2], id, config, users)?.is_compacted() {
+        if open_or_reindex(dir, bases[bases.len() - 2], id, log, config, users)?.is_compacted() {
             // A compacted segment cannot take appends again: keep the (empty) one after it.
             break;
         }
-        let segment = open_or_reindex(dir, last, id, config, users)?;
+        let segment = open_or_reindex(dir, last, id, log, config, users)?;
         let scanned = scan(&segment, segment_start(), u64::MAX, None)?;
         if scanned.end_offset != last {
             break;
@@ -72,11 +78,11 @@ pub(crate) fn recover(dir: &Path, id: &TopicPartition, config: &TopicConfig, use
     }
     if bases.is_empty() {
         let now_ms = crate::sys::wall_clock_ms();
-        let (active, tail) = new_segment(dir, id, config, 0, now_ms, users)?;
+        let (active, tail) = new_segment(dir, id, log, config, 0, now_ms, users)?;
         return Ok(Recovered { tail, bases: vec![0], active });
     }
     for i in 0..bases.len().saturating_sub(1) {
-        let segment = open_or_reindex(dir, bases[i], id, config, users)?;
+        let segment = open_or_reindex(dir, bases[i], id, log, config, users)?;
         if !sealed_is_whole(&segment, bases[i + 1])? {
             // Torn before it was synced (a power cut soon after a roll): everything after the
             // tear is lost, so later segments go and this one becomes the active segment again.
@@ -88,7 +94,7 @@ pub(crate) fn recover(dir: &Path, id: &TopicPartition, config: &TopicConfig, use
         }
     }
     let last = *bases.last().expect("at least one segment");
-    let active = open_or_reindex(dir, last, id, config, users)?;
+    let active = open_or_reindex(dir, last, id, log, config, users)?;
     let tail = recover_active(&active, config)?;
     Ok(Recovered { tail, bases, active })
 }
@@ -136,15 +142,23 @@ pub(crate) fn finish_swaps(dir: &Path) -> Result<bool> {
     Ok(true)
 }
 
-/// Opens a segment, recreating its index file empty if it is missing or unreadable (the index
-/// is rebuilt from the log afterwards).
-fn open_or_reindex(dir: &Path, base: u64, id: &TopicPartition, config: &TopicConfig, users: &Arc<DirLock>) -> Result<Segment> {
+/// Opens a segment of log `log`, recreating its index file empty if it is missing, unreadable or
+/// of another log (the index is rebuilt from the log afterwards).
+fn open_or_reindex(
+    dir: &Path,
+    base: u64,
+    id: &TopicPartition,
+    log: LogId,
+    config: &TopicConfig,
+    users: &Arc<DirLock>,
+) -> Result<Segment> {
     let index_path = dir.join(format::index_file_name(base));
     let mut index_head = [0u8; FILE_HEADER_BYTES as usize];
     let readable = match file::open_file(&index_path, Access::Read) {
         Ok(index) => {
             std::os::unix::fs::FileExt::read_exact_at(&index, &mut index_head, 0).is_ok()
-                && FileHeader::decode(&index_head, format::INDEX_MAGIC, &index_path).is_ok_and(|h| h.base_offset == base)
+                && FileHeader::decode(&index_head, format::INDEX_MAGIC, &index_path)
+                    .is_ok_and(|h| h.base_offset == base && h.log == log)
         }
         // Something that is no file of ours (a FIFO, a link) is refused, not replaced.
         Err(error @ Error::UnexpectedFileType { .. }) => return Err(error),
@@ -163,7 +177,10 @@ fn open_or_reindex(dir: &Path, base: u64, id: &TopicPartition, config: &TopicCon
         fs::rename(&temporary, &index_path).during("rename into place", &index_path)?;
         crate::sys::sync_directory(dir).during("sync directory", dir)?;
     }
-    Segment::open(dir, base, id.clone(), Arc::clone(users))
+    // SAFETY: recovery runs only for the first use of a partition in a new epoch (that is,
+    // after a process opened the queue alone), under the exclusive lock of the partition's
+    // state file, which every process takes before it maps any of the partition's files.
+    unsafe { Segment::open_alone(dir, base, id.clone(), log, Arc::clone(users)) }
 }
 
 /// Bytes of an index file that can hold an entry for every `index_interval_bytes` of a log.

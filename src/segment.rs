@@ -9,7 +9,11 @@
 //!   a sealed segment's file. Writers touch only bytes they reserved with `fallocate` first, so
 //!   a full disk fails the reservation with an error instead of raising SIGBUS on a page fault.
 //! - Bytes below the published end never change again: the log is append-only, and writers
-//!   hold the append lock and write only past the published end.
+//!   hold the append lock (the write functions take its guard as proof) and write only past the
+//!   published end, which they check.
+//! - The one part of a log file that changes after it is published is the synced marker in its
+//!   header, which every process touches only through atomics. No read starts inside the
+//!   header, and an index entry pointing there counts as damaged (see `index_entry`).
 //! - Once a segment is sealed, the space reserved past its data is given back by punching a
 //!   hole (`release_unused`), which keeps the file's length: a read there would return zeros,
 //!   not fault, and none happens, since readers of a sealed segment stop at its data's end.
@@ -24,10 +28,14 @@ use memmap2::{MmapOptions, MmapRaw};
 
 use crate::error::{Error, IoContext, Result};
 use crate::file::{self, Access};
-use crate::format::{self, FILE_HEADER_BYTES, FileHeader, INDEX_ENTRY_BYTES, INDEX_MAGIC, IndexEntry, SEGMENT_MAGIC};
+use crate::format::{
+    self, BATCH_HEADER_BYTES, FILE_HEADER_BYTES, FileHeader, INDEX_ENTRY_BYTES, INDEX_MAGIC, IndexEntry, LogId, SEGMENT_MAGIC,
+};
+use crate::partition::MAX_BATCH_BYTES;
 use crate::queue::DirLock;
+use crate::state::{AppendGuard, SharedState};
 use crate::sys;
-use crate::topic::TopicPartition;
+use crate::topic::{MAX_SEGMENT_BYTES, MIN_SEGMENT_BYTES, TopicPartition};
 
 /// Holes punched past a sealed segment's data start at a multiple of this (a page and a file
 /// system block), so that no page holding data is touched.
@@ -136,7 +144,11 @@ impl MappedFile {
     }
 
     /// Bytes `[start, start + len)`, which the caller knows are published and so immutable.
+    /// Never any of the header: other processes write its synced marker while this one reads.
     fn bytes(&self, start: u64, len: u64) -> Result<&[u8]> {
+        if start < u64::from(FILE_HEADER_BYTES) {
+            return Err(Error::corrupt(&self.path, start, "a read of data inside the file header"));
+        }
         let end = start.checked_add(len).filter(|&end| end <= u64::from(self.header.capacity_bytes));
         let Some(end) = end else {
             return Err(Error::corrupt(&self.path, start, format!("{len} bytes here would pass the end of the segment")));
@@ -145,10 +157,34 @@ impl MappedFile {
             return Err(Error::corrupt(&self.path, start, "the file ends before the data it should hold"));
         }
         // SAFETY: the range lies inside the mapping (checked against the capacity) and inside
-        // the file (checked against its length), so touching it cannot fault. Its bytes are
-        // published, so no process writes them any more (see the module comment).
+        // the file (checked against its length), so touching it cannot fault. It starts past the
+        // header, whose synced marker is the only part of a file written after publication, and
+        // its bytes are published, so no process writes them any more (see the module comment).
         Ok(unsafe { std::slice::from_raw_parts(self.map.as_ptr().add(start as usize), len as usize) })
     }
+}
+
+/// Refuses a log file whose capacity this build would never have given it. A segment that takes
+/// appends is made with room for `segment_bytes` of data plus one batch of the largest size
+/// (see `partition::new_segment`); a smaller one (a damaged or forged header with a valid
+/// checksum) would leave a writer no room for the next batch, and it cannot roll away from an
+/// empty segment. A compacted segment's capacity is exactly its data, which readers bound.
+fn check_log_capacity(log: &MappedFile) -> Result<()> {
+    let capacity = u64::from(log.header.capacity_bytes);
+    let overhead = u64::from(FILE_HEADER_BYTES) + MAX_BATCH_BYTES;
+    let appendable = (overhead + MIN_SEGMENT_BYTES..=overhead + MAX_SEGMENT_BYTES).contains(&capacity);
+    if log.header.flags & format::SEGMENT_COMPACTED == 0 && !appendable {
+        return Err(Error::corrupt(
+            &log.path,
+            12,
+            format!(
+                "capacity of {capacity} bytes is outside {}..={}, the capacities of the segments streamlog makes",
+                overhead + MIN_SEGMENT_BYTES,
+                overhead + MAX_SEGMENT_BYTES
+            ),
+        ));
+    }
+    Ok(())
 }
 
 /// Makes the next fsync of a segment under this directory fail with EIO, as a dying disk would.
@@ -169,6 +205,11 @@ pub(crate) struct Segment {
     pub(crate) partition: TopicPartition,
     log: MappedFile,
     index: MappedFile,
+    /// Bytes of the log below this are published, so no process writes them again: reads stay
+    /// below it. Raised from the partition's shared state (`note_published`).
+    published_bytes: AtomicU64,
+    /// Opened by recovery, which knows that no other process maps the files (`open_alone`).
+    alone: bool,
     _users: Arc<DirLock>,
 }
 
@@ -188,14 +229,21 @@ impl Segment {
         let log = MappedFile::create(&dir.join(format::segment_file_name(header.base_offset)), header, reserve_bytes)
             .inspect_err(|_| drop(fs::remove_file(&index_path)))?;
         sys::sync_directory(dir).during("sync directory", dir)?;
-        Ok(Segment { partition, log, index, _users: users })
+        let published_bytes = AtomicU64::new(u64::from(FILE_HEADER_BYTES));
+        Ok(Segment { partition, log, index, published_bytes, alone: false, _users: users })
     }
 
-    /// Maps an existing segment, checking both headers.
-    pub(crate) fn open(dir: &Path, base_offset: u64, partition: TopicPartition, users: Arc<DirLock>) -> Result<Self> {
-        let log = MappedFile::open(&dir.join(format::segment_file_name(base_offset)), SEGMENT_MAGIC)?;
+    /// Maps an existing segment of log `log`, checking both headers: their base offsets against
+    /// the file name, their log ids against `log` (a file copied in from another partition,
+    /// topic or queue is refused), and their capacities against what this build creates.
+    pub(crate) fn open(dir: &Path, base_offset: u64, partition: TopicPartition, log: LogId, users: Arc<DirLock>) -> Result<Self> {
+        let log_file = MappedFile::open(&dir.join(format::segment_file_name(base_offset)), SEGMENT_MAGIC)?;
+        check_log_capacity(&log_file)?;
         let index = MappedFile::open(&dir.join(format::index_file_name(base_offset)), INDEX_MAGIC)?.close_file();
-        for file in [&log, &index] {
+        if !(u64::from(index.header.capacity_bytes) - u64::from(FILE_HEADER_BYTES)).is_multiple_of(u64::from(INDEX_ENTRY_BYTES)) {
+            return Err(Error::corrupt(&index.path, 12, "index capacity is not a whole number of entries"));
+        }
+        for file in [&log_file, &index] {
             if file.header.base_offset != base_offset {
                 return Err(Error::corrupt(
                     &file.path,
@@ -203,8 +251,42 @@ impl Segment {
                     format!("header says base offset {}, name says {base_offset}", file.header.base_offset),
                 ));
             }
+            let found = file.header.log;
+            if found != log {
+                return Err(Error::corrupt(
+                    &file.path,
+                    format::LOG_ID_AT as u64,
+                    format!(
+                        "the file belongs to partition {} of the topic with id {:#x}, not to partition {} of the topic with id {:#x} \
+                         (copied in from another partition, topic or queue?)",
+                        found.partition, found.topic_id, log.partition, log.topic_id
+                    ),
+                ));
+            }
         }
-        Ok(Segment { partition, log, index, _users: users })
+        let published_bytes = AtomicU64::new(u64::from(FILE_HEADER_BYTES));
+        Ok(Segment { partition, log: log_file, index, published_bytes, alone: false, _users: users })
+    }
+
+    /// Opens a segment as `open` does, for recovery: all of it may be read, and it may be
+    /// truncated.
+    ///
+    /// # Safety
+    ///
+    /// No other process may map the segment's files, and none may start to until the segment
+    /// is truncated (which ends what recovery may do alone) or dropped. Recovery runs only when
+    /// a process uses a partition first in a new epoch, under the partition state file's
+    /// exclusive lock, which every process holds to map the partition.
+    pub(crate) unsafe fn open_alone(
+        dir: &Path,
+        base_offset: u64,
+        partition: TopicPartition,
+        log: LogId,
+        users: Arc<DirLock>,
+    ) -> Result<Self> {
+        let segment = Self::open(dir, base_offset, partition, log, users)?;
+        segment.published_bytes.store(u64::MAX, Ordering::Release);
+        Ok(Segment { alone: true, ..segment })
     }
 
     pub(crate) fn base_offset(&self) -> u64 {
@@ -237,9 +319,27 @@ impl Segment {
         self.log.refresh_length()
     }
 
-    /// Published bytes of the log; see `MappedFile::bytes`.
+    /// Published bytes of the log; see `MappedFile::bytes`. A range past what this process
+    /// knows to be published (`note_published`) is refused: another process may be writing it.
     pub(crate) fn read(&self, start: u64, len: u64) -> Result<&[u8]> {
+        let published = self.published_bytes.load(Ordering::Acquire);
+        if start.checked_add(len).is_none_or(|end| end > published) {
+            return Err(Error::corrupt(&self.log.path, start, format!("{len} bytes here pass the published end, {published}")));
+        }
         self.log.bytes(start, len)
+    }
+
+    /// Learns from the partition's shared state how much of this segment is published: its
+    /// published end while it is the active segment, all of it once a later one is.
+    pub(crate) fn note_published(&self, state: &SharedState) {
+        let tail = state.tail();
+        let published = match tail.active_base.cmp(&self.base_offset()) {
+            std::cmp::Ordering::Greater => u64::MAX,
+            std::cmp::Ordering::Equal => tail.end_position,
+            // Not published at all: the files of a roll that was never completed.
+            std::cmp::Ordering::Less => return,
+        };
+        self.published_bytes.fetch_max(published, Ordering::AcqRel);
     }
 
     pub(crate) fn reserve_log(&self, bytes: u64) -> Result<()> {
@@ -250,24 +350,52 @@ impl Segment {
         self.index.reserve(bytes)
     }
 
-    /// Runs `fill` on the unpublished log bytes `[start, start + len)`.
-    ///
-    /// The caller must hold the partition's append lock and have reserved the range.
-    pub(crate) fn write_unpublished(&self, start: u64, len: u64, fill: impl FnOnce(&mut [u8])) {
-        assert!(start + len <= self.log.backed_bytes.load(Ordering::Acquire), "writes stay inside the reserved file");
-        // SAFETY: the range is inside the mapping and the allocated file (asserted above). It
-        // lies past the published end, so no reader in any process looks at it, and the append
-        // lock the caller holds keeps every other writer out, so this is the only reference.
+    /// Runs `fill` on the unpublished log bytes `[start, start + len)` of this, the active
+    /// segment. `guard` proves that the caller holds the append lock, which keeps every other
+    /// writer out; the range must start at or past the published end and lie inside the
+    /// reserved part of the file, or nothing is written and the error says why.
+    pub(crate) fn write_unpublished(
+        &self,
+        guard: &AppendGuard<'_>,
+        start: u64,
+        len: u64,
+        fill: impl FnOnce(&mut [u8]),
+    ) -> Result<()> {
+        self.check_unpublished(guard, start, len)?;
+        // SAFETY: the range is inside the mapping and the allocated file, and at or past the
+        // published end of this active segment (all checked above), so no reader in any process
+        // looks at it; the append lock `guard` proves keeps every other writer out, so this is
+        // the only reference to these bytes.
         let bytes = unsafe { std::slice::from_raw_parts_mut(self.log.map.as_mut_ptr().add(start as usize), len as usize) };
         fill(bytes);
+        Ok(())
     }
 
     /// Writes `pieces` one after another at `start` with `pwritev`; the same rules as
     /// `write_unpublished` apply.
-    pub(crate) fn pwrite_unpublished(&self, start: u64, pieces: &[&[u8]]) -> Result<()> {
+    pub(crate) fn pwrite_unpublished(&self, guard: &AppendGuard<'_>, start: u64, pieces: &[&[u8]]) -> Result<()> {
         let len: u64 = pieces.iter().map(|p| p.len() as u64).sum();
-        assert!(start + len <= self.log.backed_bytes.load(Ordering::Acquire), "writes stay inside the reserved file");
+        self.check_unpublished(guard, start, len)?;
         self.log.with_file(|file| sys::write_all_vectored_at(file, pieces, start).during("write", &self.log.path))
+    }
+
+    /// Checks that `[start, start + len)` may be written by the holder of `guard`: this is the
+    /// published active segment, and the range lies past its published end and inside the part
+    /// of the file that is reserved.
+    fn check_unpublished(&self, guard: &AppendGuard<'_>, start: u64, len: u64) -> Result<()> {
+        let published = guard.published_tail();
+        if published.active_base != self.base_offset() || start < published.end_position {
+            return Err(Error::corrupt(&self.log.path, start, "a write to published data"));
+        }
+        let end = start.checked_add(len).filter(|&end| end <= self.log_reserved_bytes());
+        if end.is_none() {
+            return Err(Error::corrupt(
+                &self.log.path,
+                start,
+                format!("a write of {len} bytes past the reserved part of the file"),
+            ));
+        }
+        Ok(())
     }
 
     fn index_words(&self, entry: u64) -> Option<(&AtomicU64, &AtomicU64)> {
@@ -285,10 +413,19 @@ impl Segment {
         }
     }
 
-    /// Index entry `n`, or `None` past the allocated part of the index file.
+    /// Index entry `n`, or `None` past the allocated part of the index file or where the entry
+    /// is damaged. An entry is either empty (all zero) or points at a batch header past the file
+    /// header and inside the log's capacity; any other is damage, and ends the usable index as
+    /// an empty entry would (entries are hints, checked against the log before use). So a
+    /// damaged index never turns into a read of the file header.
     pub(crate) fn index_entry(&self, n: u64) -> Option<IndexEntry> {
         let (location, timestamp) = self.index_words(n)?;
-        Some(IndexEntry::from_words(location.load(Ordering::Acquire), timestamp.load(Ordering::Acquire)))
+        let entry = IndexEntry::from_words(location.load(Ordering::Acquire), timestamp.load(Ordering::Acquire));
+        let position = u64::from(entry.position);
+        let points_at_data = position >= u64::from(FILE_HEADER_BYTES)
+            && position + u64::from(BATCH_HEADER_BYTES) <= u64::from(self.log.header.capacity_bytes);
+        let empty = entry.position == 0 && entry.relative_offset == 0;
+        (empty || points_at_data).then_some(entry)
     }
 
     /// Writes index entry `n`; the caller holds the append lock and reserved the entry.
@@ -350,8 +487,12 @@ impl Segment {
         self.log.with_file(|file| sys::sync_data(file).during("fsync", &self.log.path))
     }
 
-    /// Cuts the log and index files to the given lengths. Recovery only: nobody else maps them.
+    /// Cuts the log and index files to the given lengths, for recovery: the segment must have
+    /// been opened by `open_alone`, so nobody else maps them. Afterwards only what lies below
+    /// `log_bytes` counts as published, until the shared state says more is.
     pub(crate) fn truncate(&self, log_bytes: u64, index_entries: u64) -> Result<()> {
+        assert!(self.alone, "only recovery truncates, on segments nobody else maps");
+        self.published_bytes.store(log_bytes.min(self.published_bytes.load(Ordering::Acquire)), Ordering::Release);
         let index_bytes = u64::from(FILE_HEADER_BYTES) + index_entries * u64::from(INDEX_ENTRY_BYTES);
         for (mapped, bytes) in [(&self.log, log_bytes), (&self.index, index_bytes)] {
             mapped.with_file(|file| {
@@ -385,14 +526,48 @@ impl Segment {
         Ok(())
     }
 
-    /// Records that a writer (perhaps in another process) allocated the log up to `bytes`.
+    /// Learns that a writer (perhaps in another process) allocated the log up to `log_bytes`
+    /// and the index up to `index_bytes`. The claims come from the shared state, so they are
+    /// believed only as far as the files' lengths bear them out: touching a mapped page past
+    /// the end of its file raises SIGBUS. Writers reserve in large steps, so looking is rare.
     pub(crate) fn note_reserved(&self, log_bytes: u64, index_bytes: u64) {
-        self.log.backed_bytes.fetch_max(log_bytes.min(self.capacity_bytes()), Ordering::AcqRel);
-        self.index.backed_bytes.fetch_max(index_bytes.min(u64::from(self.index.header.capacity_bytes)), Ordering::AcqRel);
+        for (mapped, bytes) in [(&self.log, log_bytes), (&self.index, index_bytes)] {
+            if bytes.min(u64::from(mapped.header.capacity_bytes)) > mapped.backed_bytes.load(Ordering::Acquire) {
+                // If the file cannot be looked at, the known length stays: reads past it look
+                // again and report why.
+                let _ = mapped.refresh_length();
+            }
+        }
+    }
+
+    /// Bytes of the log file known to be allocated (and inside the mapping).
+    pub(crate) fn log_reserved_bytes(&self) -> u64 {
+        self.log.backed_bytes.load(Ordering::Acquire).min(self.capacity_bytes())
     }
 
     /// Bytes of the index file that exist on disk.
     pub(crate) fn index_length(&self) -> u64 {
         self.index.backed_bytes.load(Ordering::Acquire)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn no_read_touches_the_file_header() {
+        let dir = std::env::temp_dir().join(format!("streamlog-unit-header-reads-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&dir);
+        fs::create_dir_all(&dir).unwrap();
+        let log = LogId { topic_id: 1, partition: 0 };
+        let header = FileHeader { magic: SEGMENT_MAGIC, capacity_bytes: 4096, base_offset: 0, created_ms: 0, flags: 0, log };
+        let file = MappedFile::create(&dir.join(format::segment_file_name(0)), header, 4096).unwrap();
+        for (start, len) in [(0, 8), (32, 16), (40, 40), (63, 1)] {
+            assert!(matches!(file.bytes(start, len), Err(Error::Corrupt { .. })), "bytes {start}+{len} were handed out");
+        }
+        assert_eq!(file.bytes(64, 8).unwrap(), &[0u8; 8]);
+        drop(file);
+        fs::remove_dir_all(&dir).unwrap();
     }
 }

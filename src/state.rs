@@ -20,7 +20,7 @@ use std::sync::atomic::{AtomicU32, AtomicU64, Ordering, fence};
 
 use memmap2::{MmapOptions, MmapRaw};
 
-use crate::error::{IoContext, Result};
+use crate::error::{Error, IoContext, Result};
 use crate::format::{FORMAT_VERSION, STATE_MAGIC};
 use crate::sys::{self, Locked, RobustMutex};
 
@@ -145,6 +145,13 @@ pub(crate) struct AppendGuard<'a> {
     state: &'a SharedState,
 }
 
+impl AppendGuard<'_> {
+    /// The published tail, which only the holder of this guard can move.
+    pub(crate) fn published_tail(&self) -> Tail {
+        self.state.tail()
+    }
+}
+
 impl Drop for AppendGuard<'_> {
     fn drop(&mut self) {
         self.state.append_mutex.unlock();
@@ -247,6 +254,13 @@ impl SharedState {
             }
             std::hint::spin_loop();
         }
+    }
+
+    /// An error naming this file and the published tail slot, for a tail that does not fit
+    /// the log it describes.
+    pub(crate) fn damaged_tail(&self, reason: String) -> Error {
+        let slot = self.word64(PUBLISH_SEQ_AT).load(Ordering::Acquire) & 1;
+        Error::corrupt(&self.path, (SLOTS_AT + slot as usize * SLOT_BYTES) as u64, format!("damaged shared state: {reason}"))
     }
 
     /// Wakes every consumer sleeping on this partition.

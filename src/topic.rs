@@ -8,7 +8,7 @@ pub const MAX_PARTITIONS: u32 = 100_000;
 pub const MAX_TOPIC_NAME_BYTES: usize = 249;
 /// Largest segment a topic may configure.
 pub const MAX_SEGMENT_BYTES: u64 = 1 << 30;
-const MIN_SEGMENT_BYTES: u64 = 256;
+pub(crate) const MIN_SEGMENT_BYTES: u64 = 256;
 /// Largest record a topic may allow.
 pub const MAX_RECORD_BYTES_LIMIT: u32 = 64 << 20;
 

@@ -225,9 +225,9 @@ fn a_future_format_version_is_refused() {
     write_log(dir.path(), 1, TopicConfig::new(1));
     let meta = dir.path().join("streamlog.meta");
     let mut bytes = fs::read(&meta).unwrap();
-    bytes[8] = 3;
+    bytes[8] = 4;
     fs::write(&meta, &bytes).unwrap();
-    assert!(matches!(Queue::open(dir.path()), Err(Error::IncompatibleVersion { found: 3, supported: 2, .. })));
+    assert!(matches!(Queue::open(dir.path()), Err(Error::IncompatibleVersion { found: 4, supported: 3, .. })));
 }
 
 #[test]

@@ -11,6 +11,7 @@ mod crash;
 mod disk_full;
 mod group_processes;
 mod groups;
+mod headers;
 mod model;
 mod offsets;
 mod processes;
