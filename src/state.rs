@@ -22,7 +22,7 @@ use memmap2::{MmapOptions, MmapRaw};
 
 use crate::error::{IoContext, Result};
 use crate::format::{FORMAT_VERSION, STATE_MAGIC};
-use crate::sys::{self, Locked, RobustMutex};
+use crate::sys::{self, RobustGuard, RobustMutex};
 
 pub(crate) const STATE_FILE_BYTES: u64 = 4096;
 const EPOCH_AT: usize = 16;
@@ -142,13 +142,7 @@ pub(crate) struct SharedState {
 
 /// Proof that the caller holds the append lock; unlocks on drop.
 pub(crate) struct AppendGuard<'a> {
-    state: &'a SharedState,
-}
-
-impl Drop for AppendGuard<'_> {
-    fn drop(&mut self) {
-        self.state.append_mutex.unlock();
-    }
+    _held: RobustGuard<'a>,
 }
 
 impl SharedState {
@@ -277,15 +271,14 @@ impl SharedState {
     /// the lock; it cannot fail, because the lock must be marked consistent whatever happens
     /// (an abandoned robust mutex otherwise becomes unusable for every process).
     pub(crate) fn lock_append(&self, repair: impl FnOnce()) -> Result<AppendGuard<'_>> {
-        let outcome = self.append_mutex.lock().during("take the append lock in", &self.path)?;
-        let guard = AppendGuard { state: self };
-        if let Locked::OwnerDied = outcome {
+        let held = self.append_mutex.lock().during("take the append lock in", &self.path)?;
+        if held.owner_died() {
             repair();
-            self.append_mutex.mark_consistent().during("recover the append lock in", &self.path)?;
+            held.mark_consistent().during("recover the append lock in", &self.path)?;
             // The dead writer may have published without waking anyone.
             self.wake_consumers();
         }
-        Ok(guard)
+        Ok(AppendGuard { _held: held })
     }
 
     /// Registers a consumer about to sleep and returns the wake word and its current value.
@@ -329,15 +322,23 @@ impl SharedState {
     /// if one does (it is doing the same work). A holder that died leaves nothing to repair:
     /// maintenance changes the log only by steps each of which is whole on its own.
     pub(crate) fn try_maintain<T>(&self, work: impl FnOnce() -> Result<T>) -> Result<Option<T>> {
-        let Some(locked) = self.maintenance_mutex.try_lock().during("take the maintenance lock in", &self.path)? else {
+        let Some(held) = self.maintenance_mutex.try_lock().during("take the maintenance lock in", &self.path)? else {
             return Ok(None);
         };
-        if let Locked::OwnerDied = locked {
-            self.maintenance_mutex.mark_consistent().during("recover the maintenance lock in", &self.path)?;
+        if held.owner_died() {
+            held.mark_consistent().during("recover the maintenance lock in", &self.path)?;
         }
-        let result = work();
-        self.maintenance_mutex.unlock();
-        result.map(Some)
+        work().map(Some)
+    }
+
+    /// Runs `work` under the sync lock, waiting for it: for work that must not race a group
+    /// commit's fsyncs or marker writes (see `Partition::seal`).
+    pub(crate) fn under_sync_lock<T>(&self, work: impl FnOnce() -> Result<T>) -> Result<T> {
+        let held = self.sync_mutex.lock().during("take the sync lock in", &self.path)?;
+        if held.owner_died() {
+            held.mark_consistent().during("recover the sync lock in", &self.path)?;
+        }
+        work()
     }
 
     /// How many segments compaction has replaced: when it moves, mappings of sealed segments
@@ -367,13 +368,13 @@ impl SharedState {
             }
             let seen = round.load(Ordering::Acquire);
             // A dead leader leaves nothing to repair: `synced_offset` is only raised atomically.
-            let Some(locked) = self.sync_mutex.try_lock().during("take the sync lock in", &self.path)? else {
+            let Some(held) = self.sync_mutex.try_lock().during("take the sync lock in", &self.path)? else {
                 // Not woken if the leader dies; the short sleep bounds the wait for a new one.
                 sys::futex_wait_any(&[(round, seen)], std::time::Instant::now() + std::time::Duration::from_millis(10));
                 continue;
             };
-            if let Locked::OwnerDied = locked {
-                self.sync_mutex.mark_consistent().during("recover the sync lock in", &self.path)?;
+            if held.owner_died() {
+                held.mark_consistent().during("recover the sync lock in", &self.path)?;
             }
             let result = if self.synced_offset() >= end_offset {
                 Ok(())
@@ -389,10 +390,46 @@ impl SharedState {
                     self.last_round_records.store(durable_end.saturating_sub(before), Ordering::Relaxed);
                 })
             };
-            self.sync_mutex.unlock();
+            drop(held);
             round.fetch_add(1, Ordering::Release);
             sys::futex_wake_all(round);
             return result;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::panic::{AssertUnwindSafe, catch_unwind};
+
+    use super::{SharedState, Tail};
+
+    fn state(name: &str) -> (SharedState, std::path::PathBuf) {
+        let path = std::env::temp_dir().join(format!("streamlog-state-{name}-{}", std::process::id()));
+        let file = std::fs::OpenOptions::new().read(true).write(true).create(true).truncate(true).open(&path).unwrap();
+        (SharedState::initialize(file, &path, 1, Tail::empty_segment(0, 0, 0), 0).unwrap(), path)
+    }
+
+    #[test]
+    fn a_panic_in_maintenance_work_releases_the_lock() {
+        let (state, path) = state("maintain-panic");
+        let panicked = catch_unwind(AssertUnwindSafe(|| state.try_maintain(|| -> crate::Result<()> { panic!("in the work") })));
+        assert!(panicked.is_err());
+        assert_eq!(state.try_maintain(|| Ok(7)).unwrap(), Some(7), "the maintenance lock is free again");
+        std::fs::remove_file(path).unwrap();
+    }
+
+    #[test]
+    fn a_panic_in_a_group_commit_releases_the_lock() {
+        let (state, path) = state("sync-panic");
+        let panicked = catch_unwind(AssertUnwindSafe(|| state.sync_through(1, || -> crate::Result<u64> { panic!("in the sync") })));
+        assert!(panicked.is_err());
+        assert!(state.sync_mutex.try_lock().unwrap().is_some(), "the sync lock is free again");
+        state.sync_through(1, || Ok(1)).unwrap();
+        assert_eq!(state.synced_offset(), 1);
+        let panicked = catch_unwind(AssertUnwindSafe(|| state.under_sync_lock(|| -> crate::Result<()> { panic!("sealing") })));
+        assert!(panicked.is_err());
+        assert!(state.sync_mutex.try_lock().unwrap().is_some(), "the sync lock is free again");
+        std::fs::remove_file(path).unwrap();
     }
 }
