@@ -22,6 +22,7 @@ pub(crate) const INDEX_MAGIC: [u8; 8] = *b"SLOGIDX\0";
 pub(crate) const STATE_MAGIC: [u8; 8] = *b"SLOGSTA\0";
 pub(crate) const GROUP_MAGIC: [u8; 8] = *b"SLOGGRP\0";
 pub(crate) const QUEUE_STATE_MAGIC: [u8; 8] = *b"SLOGQST\0";
+pub(crate) const LOG_START_MAGIC: [u8; 8] = *b"SLOGLST\0";
 
 pub(crate) const QUEUE_META_FILE: &str = "streamlog.meta";
 pub(crate) const QUEUE_STATE_FILE: &str = "queue.state";
@@ -32,6 +33,8 @@ pub(crate) const TOPICS_DIR: &str = "topics";
 pub(crate) const STAGING_DIR: &str = "staging";
 pub(crate) const TOPIC_META_FILE: &str = "topic.meta";
 pub(crate) const STATE_FILE: &str = "state";
+/// A partition's log start checkpoint (see `encode_log_start`).
+pub(crate) const LOG_START_FILE: &str = "log_start";
 pub(crate) const GROUPS_DIR: &str = "groups";
 pub(crate) const GROUP_FILE: &str = "group";
 pub(crate) const MEMBERS_LOCK_FILE: &str = "members.lock";
@@ -57,6 +60,7 @@ pub(crate) enum PartitionFile {
     Segment(u64),
     Index(u64),
     State,
+    LogStart,
     /// A half-made file left by a crash; safe to delete during recovery.
     Temporary,
     /// A compacted segment's log (or index) ready to replace the original: see `compaction.rs`.
@@ -81,6 +85,9 @@ pub(crate) fn swap_file_name(name: &str) -> String {
 pub(crate) fn classify(name: &str) -> PartitionFile {
     if name == STATE_FILE {
         return PartitionFile::State;
+    }
+    if name == LOG_START_FILE {
+        return PartitionFile::LogStart;
     }
     if name.ends_with(".tmp") {
         return PartitionFile::Temporary;
@@ -205,6 +212,32 @@ pub(crate) fn decode_queue_meta(bytes: &[u8], path: &Path) -> Result<u64> {
     check_magic_and_version(bytes, QUEUE_MAGIC, path)?;
     if crc32fast::hash(&bytes[0..60]) != u32_at(bytes, 60) {
         return Err(Error::corrupt(path, 0, "queue metadata checksum mismatch"));
+    }
+    Ok(u64_at(bytes, 16))
+}
+
+/// A partition's log start checkpoint: the first offset retention kept. Retention writes it
+/// (durably) before it unlinks a segment, so that recovery can tell a segment retention deleted
+/// (whose unlink a power cut may undo) from one that went missing.
+///
+/// ```text
+/// 0 magic [8]   8 version u16   10 reserved [6]   16 log_start u64   24 reserved [36]   60 crc32
+/// ```
+pub(crate) fn encode_log_start(log_start: u64) -> [u8; FILE_HEADER_BYTES as usize] {
+    let mut out = [0u8; FILE_HEADER_BYTES as usize];
+    out[0..8].copy_from_slice(&LOG_START_MAGIC);
+    out[8..10].copy_from_slice(&FORMAT_VERSION.to_le_bytes());
+    out[16..24].copy_from_slice(&log_start.to_le_bytes());
+    let crc = crc32fast::hash(&out[0..60]);
+    out[60..64].copy_from_slice(&crc.to_le_bytes());
+    out
+}
+
+/// Returns the offset stored in a log start checkpoint.
+pub(crate) fn decode_log_start(bytes: &[u8], path: &Path) -> Result<u64> {
+    check_magic_and_version(bytes, LOG_START_MAGIC, path)?;
+    if bytes.len() != FILE_HEADER_BYTES as usize || crc32fast::hash(&bytes[0..60]) != u32_at(bytes, 60) {
+        return Err(Error::corrupt(path, 0, "log start checkpoint checksum mismatch"));
     }
     Ok(u64_at(bytes, 16))
 }

@@ -160,9 +160,17 @@ impl SharedState {
         Ok(Some(u64::from_le_bytes(head[16..24].try_into().expect("eight bytes"))))
     }
 
-    /// Rewrites the state file from scratch for `epoch` with `tail` published. The caller holds
-    /// the file's exclusive lock and knows that no process maps it (the previous epoch is over).
-    pub(crate) fn initialize(file: File, path: &Path, epoch: u64, tail: Tail, log_start: u64) -> Result<Self> {
+    /// Rewrites the state file from scratch for `epoch` with `tail` published, the log starting
+    /// at `log_start` and known durable below `synced_offset`. The caller holds the file's
+    /// exclusive lock and knows that no process maps it (the previous epoch is over).
+    pub(crate) fn initialize(
+        file: File,
+        path: &Path,
+        epoch: u64,
+        tail: Tail,
+        log_start: u64,
+        synced_offset: u64,
+    ) -> Result<Self> {
         file.set_len(0).during("reset", path)?;
         file.set_len(STATE_FILE_BYTES).during("size", path)?;
         let state = Self::map(file, path)?;
@@ -170,6 +178,7 @@ impl SharedState {
         state.sync_mutex.init().during("initialise the sync lock in", path)?;
         state.maintenance_mutex.init().during("initialise the maintenance lock in", path)?;
         state.word64(LOG_START_AT).store(log_start, Ordering::Release);
+        state.word64(SYNCED_OFFSET_AT).store(synced_offset, Ordering::Release);
         // SAFETY: the header bytes are inside the mapping and nobody else maps the file yet.
         unsafe {
             std::ptr::copy_nonoverlapping(STATE_MAGIC.as_ptr(), state.map.0.as_mut_ptr(), 8);
@@ -407,7 +416,7 @@ mod tests {
     fn state(name: &str) -> (SharedState, std::path::PathBuf) {
         let path = std::env::temp_dir().join(format!("streamlog-state-{name}-{}", std::process::id()));
         let file = std::fs::OpenOptions::new().read(true).write(true).create(true).truncate(true).open(&path).unwrap();
-        (SharedState::initialize(file, &path, 1, Tail::empty_segment(0, 0, 0), 0).unwrap(), path)
+        (SharedState::initialize(file, &path, 1, Tail::empty_segment(0, 0, 0), 0, 0).unwrap(), path)
     }
 
     #[test]
@@ -422,7 +431,8 @@ mod tests {
     #[test]
     fn a_panic_in_a_group_commit_releases_the_lock() {
         let (state, path) = state("sync-panic");
-        let panicked = catch_unwind(AssertUnwindSafe(|| state.sync_through(1, || -> crate::Result<u64> { panic!("in the sync") })));
+        let panicked =
+            catch_unwind(AssertUnwindSafe(|| state.sync_through(1, || -> crate::Result<u64> { panic!("in the sync") })));
         assert!(panicked.is_err());
         assert!(state.sync_mutex.try_lock().unwrap().is_some(), "the sync lock is free again");
         state.sync_through(1, || Ok(1)).unwrap();

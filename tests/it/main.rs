@@ -13,6 +13,7 @@ mod groups;
 mod model;
 mod offsets;
 mod processes;
+mod recovery;
 mod retention;
 
 use std::path::{Path, PathBuf};
