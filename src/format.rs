@@ -788,10 +788,21 @@ mod tests {
     }
 
     #[test]
+    fn a_log_start_checkpoint_round_trips_and_damage_is_refused() {
+        let path = Path::new("log_start");
+        let mut bytes = encode_log_start(4711);
+        assert_eq!(decode_log_start(&bytes, path).unwrap(), 4711);
+        bytes[17] ^= 1;
+        assert!(matches!(decode_log_start(&bytes, path), Err(Error::Corrupt { .. })));
+        assert!(matches!(decode_log_start(&bytes[..10], path), Err(Error::ForeignFile { .. })));
+    }
+
+    #[test]
     fn file_names_are_classified() {
         assert_eq!(classify(&segment_file_name(42)), PartitionFile::Segment(42));
         assert_eq!(classify(&index_file_name(7)), PartitionFile::Index(7));
         assert_eq!(classify("state"), PartitionFile::State);
+        assert_eq!(classify(LOG_START_FILE), PartitionFile::LogStart);
         assert_eq!(classify("00000000000000000042.log.tmp"), PartitionFile::Temporary);
         assert_eq!(classify("42.log"), PartitionFile::Unknown);
         assert_eq!(classify("notes.txt"), PartitionFile::Unknown);

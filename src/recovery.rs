@@ -1,9 +1,9 @@
 //! Bringing a partition back after a crash: runs once per partition when the queue is first
 //! used after a process opened it alone. Only what can be torn is checked: what lies past each
-//! segment's synced-bytes marker (see `FileHeader`), plus the end of each sealed segment from its
-//! last index entry. A bad batch past the marker is a torn write and is cut off, together with
-//! any later segments; a bad batch below it is damage to durable data and is reported as
-//! `Error::Corrupt`, never dropped silently.
+//! segment's synced-bytes marker (see `FileHeader`), from the last index entry at or below it. A
+//! bad batch past the marker is a torn write and is cut off, together with any later segments;
+//! a bad batch below it, or a segment missing or cut short before one marked as holding synced
+//! data, is damage to durable data and is reported as `Error::Corrupt`, never dropped silently.
 
 use std::fs;
 use std::path::Path;
