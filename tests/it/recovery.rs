@@ -36,7 +36,7 @@ fn files(dir: &Path, extension: &str) -> Vec<PathBuf> {
 /// 200 records sent with `Durability::Sync` to 4 KiB segments (about nine of them); the queue
 /// is closed when this returns.
 fn write_synced(dir: &Path) {
-    let queue = Queue::open(dir).unwrap();
+    let queue = crate::open_alone(dir).unwrap();
     queue.create_topic_with("t", TopicConfig::new(1).segment_bytes(4096)).unwrap();
     let producer = queue.producer_with(ProducerConfig::new().durability(Durability::Sync));
     for i in 0..200 {
@@ -46,7 +46,7 @@ fn write_synced(dir: &Path) {
 
 /// Opens the queue and asks for the partition's offsets, which recovers it.
 fn recovered(dir: &Path) -> streamlog::Result<(u64, u64)> {
-    Queue::open(dir).unwrap().offsets(&TopicPartition::new("t", 0))
+    crate::open_alone(dir).unwrap().offsets(&TopicPartition::new("t", 0))
 }
 
 fn assert_names(error: &Error, file: &Path) {
@@ -99,7 +99,7 @@ fn a_missing_first_segment_is_reported_but_retention_is_not() {
 
     // The same shape left by retention opens, with the log starting where retention left it.
     let dir = TempDir::new("retention-start");
-    let queue = Queue::open(dir.path()).unwrap();
+    let queue = crate::open_alone(dir.path()).unwrap();
     queue.create_topic_with("t", TopicConfig::new(1).segment_bytes(4096).retention_ms(3_600_000)).unwrap();
     let old_ms = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as u64 - 7_200_000;
     let producer = queue.producer();
@@ -118,7 +118,7 @@ fn segments_retention_deleted_stay_deleted_when_their_unlinks_are_undone() {
     // A power cut can undo unlinks whose directory was not synced since: the deleted files are
     // back. The log start must not move backwards; the files are deleted again.
     let dir = TempDir::new("retention-undone");
-    let queue = Queue::open(dir.path()).unwrap();
+    let queue = crate::open_alone(dir.path()).unwrap();
     queue.create_topic_with("t", TopicConfig::new(1).segment_bytes(4096).retention_ms(3_600_000)).unwrap();
     let old_ms = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as u64 - 7_200_000;
     let producer = queue.producer_with(ProducerConfig::new().durability(Durability::Sync));
@@ -143,7 +143,7 @@ fn segments_retention_deleted_stay_deleted_when_their_unlinks_are_undone() {
     }
     assert_eq!(recovered(dir.path()).unwrap(), (start, end));
     assert!(files(dir.path(), "log").len() < before.len(), "the deleted segments were deleted again");
-    let queue = Queue::open(dir.path()).unwrap();
+    let queue = crate::open_alone(dir.path()).unwrap();
     let mut consumer = consumer_from_start(&queue, "t", 1);
     let records = consumer.poll(Duration::from_secs(1)).unwrap();
     assert_eq!(records.iter().next().unwrap().offset(), start);
@@ -155,7 +155,7 @@ fn a_torn_unsynced_tail_is_cut_at_the_first_bad_batch() {
     // of them zeroed. Recovery must cut at the first bad batch, not keep it behind good ones.
     let dir = TempDir::new("torn-unsynced");
     {
-        let queue = Queue::open(dir.path()).unwrap();
+        let queue = crate::open_alone(dir.path()).unwrap();
         queue.create_topic_with("t", TopicConfig::new(1).index_interval_bytes(1024)).unwrap();
         let producer = queue.producer();
         for i in 0..200 {
@@ -170,7 +170,7 @@ fn a_torn_unsynced_tail_is_cut_at_the_first_bad_batch() {
     file.write_all_at(&[0u8; 100], 64 + 76 * 164 + 50).unwrap();
     drop(file);
     assert_eq!(recovered(dir.path()).unwrap(), (0, 76));
-    let queue = Queue::open(dir.path()).unwrap();
+    let queue = crate::open_alone(dir.path()).unwrap();
     let mut consumer = consumer_from_start(&queue, "t", 1);
     let records = consumer.poll(Duration::from_secs(1)).unwrap();
     assert_eq!(records.len(), 76);
@@ -226,7 +226,7 @@ fn a_synced_segment_that_becomes_active_again_opens_under_contention() {
     for round in 0..8 {
         let dir = TempDir::new("active-again-loop");
         {
-            let queue = Queue::open(dir.path()).unwrap();
+            let queue = crate::open_alone(dir.path()).unwrap();
             queue.create_topic_with("t", TopicConfig::new(1).segment_bytes(4096)).unwrap();
             std::thread::scope(|s| {
                 for sender in 0..3u32 {
@@ -241,7 +241,7 @@ fn a_synced_segment_that_becomes_active_again_opens_under_contention() {
         }
         let logs = files(dir.path(), "log");
         crate::corruption::empty_last_segment(logs.last().unwrap());
-        let queue = Queue::open(dir.path()).unwrap();
+        let queue = crate::open_alone(dir.path()).unwrap();
         let (_, end) = queue.offsets(&TopicPartition::new("t", 0)).unwrap_or_else(|e| panic!("round {round}: {e}"));
         let mut consumer = consumer_from_start(&queue, "t", 1);
         crate::read_exactly(&mut consumer, end as usize);
