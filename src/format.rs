@@ -35,6 +35,8 @@ pub(crate) const TOPIC_META_FILE: &str = "topic.meta";
 pub(crate) const STATE_FILE: &str = "state";
 /// A partition's log start checkpoint (see `encode_log_start`).
 pub(crate) const LOG_START_FILE: &str = "log_start";
+/// Size of the log start checkpoint: two slots of `FILE_HEADER_BYTES`.
+pub(crate) const LOG_START_FILE_BYTES: usize = 2 * FILE_HEADER_BYTES as usize;
 pub(crate) const GROUPS_DIR: &str = "groups";
 pub(crate) const GROUP_FILE: &str = "group";
 pub(crate) const MEMBERS_LOCK_FILE: &str = "members.lock";
@@ -216,12 +218,17 @@ pub(crate) fn decode_queue_meta(bytes: &[u8], path: &Path) -> Result<u64> {
     Ok(u64_at(bytes, 16))
 }
 
-/// A partition's log start checkpoint: the first offset retention kept. Retention writes it
-/// (durably) before it unlinks a segment, so that recovery can tell a segment retention deleted
-/// (whose unlink a power cut may undo) from one that went missing.
+/// One slot of a partition's log start checkpoint: the first offset retention kept. Retention
+/// writes it (durably) before it unlinks a segment, so that recovery can tell a segment
+/// retention deleted (whose unlink a power cut may undo) from one that went missing. The file
+/// holds two slots (`LOG_START_FILE_BYTES`) and is written in place, one slot at a time, so that
+/// retention needs no new disk space (it is what frees space on a full disk); the log start is
+/// the larger of the valid slots, since it only moves forward, and a torn write leaves the
+/// other slot in force.
 ///
 /// ```text
 /// 0 magic [8]   8 version u16   10 reserved [6]   16 log_start u64   24 reserved [36]   60 crc32
+/// 64 the second slot, laid out the same
 /// ```
 pub(crate) fn encode_log_start(log_start: u64) -> [u8; FILE_HEADER_BYTES as usize] {
     let mut out = [0u8; FILE_HEADER_BYTES as usize];

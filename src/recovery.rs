@@ -180,12 +180,31 @@ fn missing_segment(dir: &Path, offset: u64, next: Option<u64>) -> Error {
     )
 }
 
-/// The log start retention checkpointed (see `format::encode_log_start`); 0 if it never ran.
-pub(crate) fn read_log_start(dir: &Path) -> Result<u64> {
+/// The log start retention checkpointed (see `format::encode_log_start`), with the slots of
+/// the checkpoint file. A partition without one gets it now, starting at 0 (offsets start
+/// there), so that retention later only overwrites it in place.
+fn read_log_start(dir: &Path) -> Result<u64> {
+    match read_log_start_slots(dir)? {
+        Some(slots) => Ok(slots.into_iter().flatten().max().expect("decoding leaves a valid slot")),
+        None => {
+            let path = dir.join(format::LOG_START_FILE);
+            let temporary = dir.join(format!("{}.tmp", format::LOG_START_FILE));
+            fs::write(&temporary, [format::encode_log_start(0), format::encode_log_start(0)].concat())
+                .during("write", &temporary)?;
+            fs::File::open(&temporary).and_then(|f| f.sync_all()).during("sync", &temporary)?;
+            fs::rename(&temporary, &path).during("rename into place", &path)?;
+            crate::sys::sync_directory(dir).during("sync directory", dir)?;
+            Ok(0)
+        }
+    }
+}
+
+/// The two slots of the log start checkpoint (`None` for one that does not decode), or `None`
+/// if there is no checkpoint file. A file with no valid slot is an error.
+fn read_log_start_slots(dir: &Path) -> Result<Option<[Option<u64>; 2]>> {
     let path = dir.join(format::LOG_START_FILE);
-    let mut bytes = Vec::new();
     match fs::symlink_metadata(&path) {
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(0),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
         Err(e) => return Err(Error::io("stat", &path, e)),
         Ok(metadata) if !metadata.is_file() => {
             return Err(Error::ForeignFile { path, reason: "a log start checkpoint that is not a plain file".into() });
@@ -193,21 +212,32 @@ pub(crate) fn read_log_start(dir: &Path) -> Result<u64> {
         Ok(_) => {}
     }
     let file = fs::File::open(&path).during("open", &path)?;
-    std::io::Read::read_to_end(&mut std::io::Read::take(file, u64::from(FILE_HEADER_BYTES) + 1), &mut bytes)
+    let mut bytes = Vec::new();
+    std::io::Read::read_to_end(&mut std::io::Read::take(file, format::LOG_START_FILE_BYTES as u64 + 1), &mut bytes)
         .during("read", &path)?;
-    format::decode_log_start(&bytes, &path)
+    if bytes.len() != format::LOG_START_FILE_BYTES {
+        return Err(Error::corrupt(&path, 0, format!("a log start checkpoint of {} bytes", bytes.len())));
+    }
+    let slot = |n: usize| format::decode_log_start(&bytes[n * 64..(n + 1) * 64], &path);
+    match (slot(0), slot(1)) {
+        (Err(error), Err(_)) => Err(error),
+        (first, second) => Ok(Some([first.ok(), second.ok()])),
+    }
 }
 
-/// Makes `log_start` the partition's durable log start: written to a temporary file, synced,
-/// renamed over the checkpoint, and the directory synced. Retention calls it before it unlinks
-/// the segments below `log_start`.
+/// Makes `log_start` the partition's durable log start, overwriting in place the checkpoint
+/// slot that holds the smaller (or no valid) value and syncing it: no disk space is needed.
+/// Retention calls it before it unlinks the segments below `log_start`.
 pub(crate) fn write_log_start(dir: &Path, log_start: u64) -> Result<()> {
     let path = dir.join(format::LOG_START_FILE);
-    let temporary = dir.join(format!("{}.tmp", format::LOG_START_FILE));
-    fs::write(&temporary, format::encode_log_start(log_start)).during("write", &temporary)?;
-    fs::File::open(&temporary).and_then(|f| f.sync_all()).during("sync", &temporary)?;
-    fs::rename(&temporary, &path).during("rename into place", &path)?;
-    crate::sys::sync_directory(dir).during("sync directory", dir)
+    let Some(slots) = read_log_start_slots(dir)? else {
+        return Err(Error::corrupt(&path, 0, "the log start checkpoint is missing"));
+    };
+    let older = usize::from(slots[1].is_none_or(|second| slots[0].is_some_and(|first| second < first)));
+    let file = fs::OpenOptions::new().write(true).open(&path).during("open", &path)?;
+    std::os::unix::fs::FileExt::write_all_at(&file, &format::encode_log_start(log_start), older as u64 * 64)
+        .during("write", &path)?;
+    crate::sys::sync_data(&file).during("fsync", &path)
 }
 
 /// Completes what compaction left half-done (see `compaction.rs`): a `.log.swap` file is a
