@@ -318,6 +318,11 @@ impl Partition {
             if self.state.is_poisoned() {
                 return Err(Error::Poisoned(self.id.clone()));
             }
+            if self.start_offset() >= sealed_end {
+                // Retention deleted it meanwhile: nothing to mark, and holding on to it would
+                // keep its space from coming back.
+                return Ok(());
+            }
             sealed.record_synced(format::FULLY_SYNCED);
             self.sync_or_poison(sealed)
         })
