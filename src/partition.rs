@@ -298,13 +298,16 @@ impl Partition {
     fn seal_in_background(self: &Arc<Self>, sealed: Arc<Segment>) {
         let partition = Arc::clone(self);
         let sealed_end = self.tail().active_base.max(sealed.base_offset() + 1);
-        // A failure poisons the partition, which the next send reports.
+        // The thread does not hold the segment while it waits: retention may delete it
+        // meanwhile, and a mapping held would keep its space from coming back. A failure
+        // poisons the partition, which the next send reports.
+        let base = sealed.base_offset();
         self.sealer.spawn(move || {
-            let _ = partition.seal(&sealed, sealed_end);
+            let _ = partition.seal(base, sealed_end);
         });
     }
 
-    /// Makes sealed segment `sealed`, which ends at `sealed_end`, durable and marks it fully
+    /// Makes sealed segment `base`, which ends at `sealed_end`, durable and marks it fully
     /// synced, durably. The records go through the group commit, so that this fsync and a
     /// sender's never race on one file (Linux reports a writeback error to one fsync only). That
     /// returns at once when a `Sync` sender's round already covered them while the segment was
@@ -312,19 +315,19 @@ impl Partition {
     /// the file's next fsync. So the segment is marked whole and synced once more here (one
     /// page), under the sync lock like every fsync and marker write of the partition: recovery
     /// relies on the marker to tell a lost segment from a torn one.
-    fn seal(&self, sealed: &Segment, sealed_end: u64) -> Result<()> {
+    fn seal(&self, base: u64, sealed_end: u64) -> Result<()> {
         self.sync_through(sealed_end)?;
         self.state.under_sync_lock(|| {
             if self.state.is_poisoned() {
                 return Err(Error::Poisoned(self.id.clone()));
             }
             if self.start_offset() >= sealed_end {
-                // Retention deleted it meanwhile: nothing to mark, and holding on to it would
-                // keep its space from coming back.
+                // Retention deleted it meanwhile: nothing to mark.
                 return Ok(());
             }
+            let sealed = self.segment(base)?;
             sealed.record_synced(format::FULLY_SYNCED);
-            self.sync_or_poison(sealed)
+            self.sync_or_poison(&sealed)
         })
     }
 
