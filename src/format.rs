@@ -24,6 +24,7 @@ pub(crate) const INDEX_MAGIC: [u8; 8] = *b"SLOGIDX\0";
 pub(crate) const STATE_MAGIC: [u8; 8] = *b"SLOGSTA\0";
 pub(crate) const GROUP_MAGIC: [u8; 8] = *b"SLOGGRP\0";
 pub(crate) const QUEUE_STATE_MAGIC: [u8; 8] = *b"SLOGQST\0";
+pub(crate) const LOG_START_MAGIC: [u8; 8] = *b"SLOGLST\0";
 
 pub(crate) const QUEUE_META_FILE: &str = "streamlog.meta";
 pub(crate) const QUEUE_STATE_FILE: &str = "queue.state";
@@ -36,6 +37,10 @@ pub(crate) const TOPICS_DIR: &str = "topics";
 pub(crate) const STAGING_DIR: &str = "staging";
 pub(crate) const TOPIC_META_FILE: &str = "topic.meta";
 pub(crate) const STATE_FILE: &str = "state";
+/// A partition's log start checkpoint (see `encode_log_start`).
+pub(crate) const LOG_START_FILE: &str = "log_start";
+/// Size of the log start checkpoint: two slots of `FILE_HEADER_BYTES`.
+pub(crate) const LOG_START_FILE_BYTES: usize = 2 * FILE_HEADER_BYTES as usize;
 pub(crate) const GROUPS_DIR: &str = "groups";
 pub(crate) const GROUP_FILE: &str = "group";
 pub(crate) const MEMBERS_LOCK_FILE: &str = "members.lock";
@@ -61,6 +66,7 @@ pub(crate) enum PartitionFile {
     Segment(u64),
     Index(u64),
     State,
+    LogStart,
     /// A half-made file left by a crash; safe to delete during recovery.
     Temporary,
     /// A compacted segment's log (or index) ready to replace the original: see `compaction.rs`.
@@ -85,6 +91,9 @@ pub(crate) fn swap_file_name(name: &str) -> String {
 pub(crate) fn classify(name: &str) -> PartitionFile {
     if name == STATE_FILE {
         return PartitionFile::State;
+    }
+    if name == LOG_START_FILE {
+        return PartitionFile::LogStart;
     }
     if name.ends_with(".tmp") {
         return PartitionFile::Temporary;
@@ -247,6 +256,37 @@ pub(crate) fn decode_queue_meta(bytes: &[u8], path: &Path) -> Result<u64> {
     check_magic_and_version(bytes, QUEUE_MAGIC, path)?;
     if crc32fast::hash(&bytes[0..60]) != u32_at(bytes, 60) {
         return Err(Error::corrupt(path, 0, "queue metadata checksum mismatch"));
+    }
+    Ok(u64_at(bytes, 16))
+}
+
+/// One slot of a partition's log start checkpoint: the first offset retention kept. Retention
+/// writes it (durably) before it unlinks a segment, so that recovery can tell a segment
+/// retention deleted (whose unlink a power cut may undo) from one that went missing. The file
+/// holds two slots (`LOG_START_FILE_BYTES`) and is written in place, one slot at a time, so that
+/// retention needs no new disk space (it is what frees space on a full disk); the log start is
+/// the larger of the valid slots, since it only moves forward, and a torn write leaves the
+/// other slot in force.
+///
+/// ```text
+/// 0 magic [8]   8 version u16   10 reserved [6]   16 log_start u64   24 reserved [36]   60 crc32
+/// 64 the second slot, laid out the same
+/// ```
+pub(crate) fn encode_log_start(log_start: u64) -> [u8; FILE_HEADER_BYTES as usize] {
+    let mut out = [0u8; FILE_HEADER_BYTES as usize];
+    out[0..8].copy_from_slice(&LOG_START_MAGIC);
+    out[8..10].copy_from_slice(&FORMAT_VERSION.to_le_bytes());
+    out[16..24].copy_from_slice(&log_start.to_le_bytes());
+    let crc = crc32fast::hash(&out[0..60]);
+    out[60..64].copy_from_slice(&crc.to_le_bytes());
+    out
+}
+
+/// Returns the offset stored in a log start checkpoint.
+pub(crate) fn decode_log_start(bytes: &[u8], path: &Path) -> Result<u64> {
+    check_magic_and_version(bytes, LOG_START_MAGIC, path)?;
+    if bytes.len() != FILE_HEADER_BYTES as usize || crc32fast::hash(&bytes[0..60]) != u32_at(bytes, 60) {
+        return Err(Error::corrupt(path, 0, "log start checkpoint checksum mismatch"));
     }
     Ok(u64_at(bytes, 16))
 }
@@ -815,10 +855,21 @@ mod tests {
     }
 
     #[test]
+    fn a_log_start_checkpoint_round_trips_and_damage_is_refused() {
+        let path = Path::new("log_start");
+        let mut bytes = encode_log_start(4711);
+        assert_eq!(decode_log_start(&bytes, path).unwrap(), 4711);
+        bytes[17] ^= 1;
+        assert!(matches!(decode_log_start(&bytes, path), Err(Error::Corrupt { .. })));
+        assert!(matches!(decode_log_start(&bytes[..10], path), Err(Error::ForeignFile { .. })));
+    }
+
+    #[test]
     fn file_names_are_classified() {
         assert_eq!(classify(&segment_file_name(42)), PartitionFile::Segment(42));
         assert_eq!(classify(&index_file_name(7)), PartitionFile::Index(7));
         assert_eq!(classify("state"), PartitionFile::State);
+        assert_eq!(classify(LOG_START_FILE), PartitionFile::LogStart);
         assert_eq!(classify("00000000000000000042.log.tmp"), PartitionFile::Temporary);
         assert_eq!(classify("42.log"), PartitionFile::Unknown);
         assert_eq!(classify("notes.txt"), PartitionFile::Unknown);

@@ -37,7 +37,7 @@ use crate::file::{self, Access};
 use crate::format::{self, FORMAT_VERSION, GROUP_FILE, GROUP_MAGIC, MEMBERS_LOCK_FILE};
 use crate::offsets::OffsetStore;
 use crate::state::SharedMap;
-use crate::sys::{self, Locked, RobustMutex};
+use crate::sys::{self, RobustGuard, RobustMutex};
 use crate::topic::TopicPartition;
 
 /// The most members one group can have.
@@ -147,6 +147,8 @@ pub(crate) struct Group {
 struct GroupGuard<'a> {
     group: &'a Group,
     changed: bool,
+    /// The mutex, released in `drop` before the wake-up (`None` only once released).
+    held: Option<RobustGuard<'a>>,
 }
 
 impl Drop for GroupGuard<'_> {
@@ -155,7 +157,7 @@ impl Drop for GroupGuard<'_> {
         if self.changed {
             word.fetch_add(1, Ordering::Release);
         }
-        self.group.mutex.unlock();
+        drop(self.held.take());
         if self.changed {
             sys::futex_wake_all(word);
         }
@@ -192,23 +194,24 @@ impl Group {
     }
 
     fn lock(&self) -> Result<GroupGuard<'_>> {
-        let outcome = self.mutex.lock().during("take the group lock in", &self.path)?;
-        self.locked(outcome)
+        let held = self.mutex.lock().during("take the group lock in", &self.path)?;
+        self.locked(held)
     }
 
     /// The lock if it is free now; the keeper never waits for it, so that a holder that is
     /// stopped (SIGSTOP) cannot stop this process's heartbeats.
     fn try_lock(&self) -> Result<Option<GroupGuard<'_>>> {
         match self.mutex.try_lock().during("take the group lock in", &self.path)? {
-            Some(outcome) => self.locked(outcome).map(Some),
+            Some(held) => self.locked(held).map(Some),
             None => Ok(None),
         }
     }
 
-    fn locked(&self, outcome: Locked) -> Result<GroupGuard<'_>> {
-        let mut guard = GroupGuard { group: self, changed: false };
-        if let Locked::OwnerDied = outcome {
-            self.mutex.mark_consistent().during("recover the group lock in", &self.path)?;
+    fn locked<'a>(&'a self, held: RobustGuard<'a>) -> Result<GroupGuard<'a>> {
+        let owner_died = held.owner_died();
+        let mut guard = GroupGuard { group: self, changed: false, held: Some(held) };
+        if owner_died {
+            guard.held.as_ref().expect("held until dropped").mark_consistent().during("recover the group lock in", &self.path)?;
             // The stored state is whole (a dying writer never flipped to a half-written copy).
             // What it may have left undone: the mirrors of the state in the head, a slot claimed
             // by a joiner that never stored itself, or a slot cleared for a member still in the

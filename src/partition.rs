@@ -160,6 +160,7 @@ impl Partition {
                 epoch,
                 recovered.tail,
                 recovered.bases.first().copied().unwrap_or(recovered.tail.active_base),
+                recovered.synced_offset,
             )?;
             let mut segments: BTreeMap<u64, Option<Arc<Segment>>> = recovered.bases.into_iter().map(|b| (b, None)).collect();
             let active = Arc::new(recovered.active);
@@ -363,15 +364,41 @@ impl Partition {
     /// the segment is kept.
     fn seal_in_background(self: &Arc<Self>, sealed: Arc<Segment>, log_bytes: u64, index_entries: u64) {
         let partition = Arc::clone(self);
-        // Through the group commit, so that this fsync and a sender's never race on one file
-        // (Linux reports a writeback error to one fsync only) and markers are written under
-        // the sync lock. A failure poisons the partition, which the next send reports.
         let sealed_end = self.tail().active_base.max(sealed.base_offset() + 1);
+        // The thread lets go of the segment before it waits: retention may delete it
+        // meanwhile, and a mapping held would keep its space from coming back. A failure
+        // poisons the partition, which the next send reports.
+        let base = sealed.base_offset();
         self.sealer.spawn(move || {
             // A failure leaves the space allocated, and the data as it was: nothing to report.
             let _ = sealed.release_unused(log_bytes, index_entries);
-            let _ = partition.sync_through(sealed_end);
+            drop(sealed);
+            let _ = partition.seal(base, sealed_end);
         });
+    }
+
+    /// Makes sealed segment `base`, which ends at `sealed_end`, durable and marks it fully
+    /// synced, durably. The records go through the group commit, so that this fsync and a
+    /// sender's never race on one file (Linux reports a writeback error to one fsync only). That
+    /// returns at once when a `Sync` sender's round already covered them while the segment was
+    /// active, which marked only the bytes it had then; and a marker becomes durable only with
+    /// the file's next fsync. So the segment is marked whole and synced once more here (one
+    /// page), under the sync lock like every fsync and marker write of the partition: recovery
+    /// relies on the marker to tell a lost segment from a torn one.
+    fn seal(&self, base: u64, sealed_end: u64) -> Result<()> {
+        self.sync_through(sealed_end)?;
+        self.state.under_sync_lock(|| {
+            if self.state.is_poisoned() {
+                return Err(Error::Poisoned(self.id.clone()));
+            }
+            if self.start_offset() >= sealed_end {
+                // Retention deleted it meanwhile: nothing to mark.
+                return Ok(());
+            }
+            let sealed = self.segment(base)?;
+            sealed.record_synced(format::FULLY_SYNCED);
+            self.sync_or_poison(&sealed)
+        })
     }
 
     /// Adds an index entry for the batch about to be published at the tail, if one is due.
@@ -778,6 +805,8 @@ impl Partition {
                 if !(expired || excess) {
                     break;
                 }
+                // Durably first: an unlink a power cut undoes must not bring the segment back.
+                recovery::write_log_start(&self.dir, next)?;
                 self.state.advance_log_start(next);
                 self.segments.write().remove(&base);
                 remove_segment_files(&self.dir, base)?;
@@ -1201,6 +1230,29 @@ mod tests {
         // The next send goes to the new topic.
         assert_eq!(producer.send("t", Record::new(b"new")).unwrap().offset(), 0);
         drop((producer, queue));
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn the_first_sync_after_a_reopen_syncs_only_what_is_not_known_durable() {
+        // Buffered sends over many segments: each sealed one is synced and marked in the
+        // background. After a reopen, a sync must not fsync them all again.
+        let (queue, dir) = queue("reopen-sync");
+        queue.create_topic_with("t", TopicConfig::new(1).segment_bytes(4096)).unwrap();
+        let producer = queue.producer();
+        for _ in 0..300 {
+            producer.send("t", Record::new(&[7u8; 100])).unwrap();
+        }
+        drop((producer, queue));
+        let segments = super::list_segments(&dir.join("topics/t/0")).unwrap().len();
+        assert!(segments > 10, "{segments} segments");
+        let queue = Queue::open(&dir).unwrap();
+        let sync = queue.producer_with(ProducerConfig::new().durability(Durability::Sync));
+        *crate::segment::SYNCS_UNDER.lock() = Some((dir.clone(), 0));
+        sync.send("t", Record::new(b"one more")).unwrap();
+        let (_, fsyncs) = crate::segment::SYNCS_UNDER.lock().take().unwrap();
+        assert_eq!(fsyncs, 1, "only the active segment needed an fsync, of {segments}");
+        drop((sync, queue));
         std::fs::remove_dir_all(&dir).unwrap();
     }
 

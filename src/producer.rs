@@ -7,7 +7,7 @@ use std::time::Duration;
 use crate::error::{Error, Result};
 use crate::format::{self, BATCH_HEADER_BYTES};
 use crate::partition::TARGET_BATCH_BYTES;
-use crate::queue::{QueueInner, Topic};
+use crate::queue::{QueueInner, Topic, UserHandle};
 use crate::record::Record;
 use crate::sys;
 
@@ -91,19 +91,25 @@ pub struct Producer {
     config: ProducerConfig,
     /// Where the next unkeyed record goes; each clone has its own, so threads do not contend.
     round_robin: AtomicU32,
+    _handle: Arc<UserHandle>,
 }
 
 impl Clone for Producer {
     fn clone(&self) -> Self {
         let start = self.round_robin.load(Ordering::Relaxed).wrapping_add(0x9e37_79b9);
-        Producer { queue: Arc::clone(&self.queue), config: self.config.clone(), round_robin: AtomicU32::new(start) }
+        Producer {
+            queue: Arc::clone(&self.queue),
+            config: self.config.clone(),
+            round_robin: AtomicU32::new(start),
+            _handle: Arc::clone(&self._handle),
+        }
     }
 }
 
 impl Producer {
-    pub(crate) fn new(queue: Arc<QueueInner>, config: ProducerConfig) -> Self {
+    pub(crate) fn new(queue: Arc<QueueInner>, handle: Arc<UserHandle>, config: ProducerConfig) -> Self {
         let start = std::process::id().wrapping_mul(0x9e37_79b9);
-        Producer { queue, config, round_robin: AtomicU32::new(start) }
+        Producer { queue, config, round_robin: AtomicU32::new(start), _handle: handle }
     }
 
     /// Appends one record and returns where it landed. With `Durability::Sync` it returns

@@ -7,7 +7,7 @@ use std::fs::{self, File, OpenOptions, TryLockError};
 use std::hash::{BuildHasherDefault, Hasher};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock, Weak};
 use std::time::Duration;
 
@@ -56,6 +56,22 @@ pub(crate) struct DirLock {
 #[derive(Clone)]
 pub struct Queue {
     pub(crate) inner: Arc<QueueInner>,
+    handle: Arc<UserHandle>,
+}
+
+/// Held by every handle a user holds (each `Queue` and `Producer`; a consumer holds a
+/// `Queue`). Background threads hold the queue for a moment at each tick, so the user's last
+/// drop may not be the queue's last: when the last user handle goes, the background threads
+/// are stopped and waited for, so that the queue is closed, and its users lock released, before
+/// that drop returns. The next `Queue::open` is then alone and recovers.
+pub(crate) struct UserHandle(Weak<QueueInner>);
+
+impl Drop for UserHandle {
+    fn drop(&mut self) {
+        if let Some(queue) = self.0.upgrade() {
+            queue.stop_background();
+        }
+    }
 }
 
 pub(crate) struct QueueInner {
@@ -79,6 +95,10 @@ pub(crate) struct QueueInner {
     keeper: Mutex<Option<Sender<()>>>,
     /// Dropping the sender stops the maintenance thread; dropping the queue waits for it.
     maintenance: Mutex<Option<(Sender<()>, std::thread::JoinHandle<()>)>>,
+    /// The keeper and flusher threads, waited for when the last user handle goes.
+    background: Mutex<Vec<std::thread::JoinHandle<()>>>,
+    /// Set when the last user handle went: maintenance passes give up.
+    closing: AtomicBool,
 }
 
 /// A topic as this process knows it; partitions are opened on first use.
@@ -156,22 +176,23 @@ impl Queue {
         }
         let shared = open_queue_state(&dir)?;
         let topics_version = AtomicU64::new(shared.word64(TOPICS_VERSION_AT).load(Ordering::Acquire));
-        let queue = Queue {
-            inner: Arc::new(QueueInner {
-                dir,
-                epoch,
-                shared,
-                topics_version,
-                users: Arc::new(DirLock { _file: users }),
-                sealer: Arc::default(),
-                topics: RwLock::new(HashMap::default()),
-                flusher: Mutex::new(None),
-                groups: Mutex::new(HashMap::new()),
-                offset_stores: Mutex::new(HashMap::new()),
-                keeper: Mutex::new(None),
-                maintenance: Mutex::new(None),
-            }),
-        };
+        let inner = Arc::new(QueueInner {
+            dir,
+            epoch,
+            shared,
+            topics_version,
+            users: Arc::new(DirLock { _file: users }),
+            sealer: Arc::default(),
+            topics: RwLock::new(HashMap::default()),
+            flusher: Mutex::new(None),
+            groups: Mutex::new(HashMap::new()),
+            offset_stores: Mutex::new(HashMap::new()),
+            keeper: Mutex::new(None),
+            maintenance: Mutex::new(None),
+            background: Mutex::new(Vec::new()),
+            closing: AtomicBool::new(false),
+        });
+        let queue = Queue { handle: Arc::new(UserHandle(Arc::downgrade(&inner))), inner };
         queue.inner.start_maintenance(options.maintenance_interval);
         Ok(queue)
     }
@@ -361,7 +382,7 @@ impl Queue {
         if let crate::Durability::Interval(interval) = config.durability {
             self.inner.start_flusher(interval);
         }
-        Producer::new(Arc::clone(&self.inner), config)
+        Producer::new(Arc::clone(&self.inner), Arc::clone(&self.handle), config)
     }
 
     /// A consumer in `config`'s group; give it partitions with `subscribe` or `assign`. It
@@ -650,7 +671,8 @@ impl QueueInner {
                         // Failures surface to producers and consumers through their own calls.
                         // A pass gives up as soon as this thread holds the last reference:
                         // the user let go of the queue, and it must not outlive them.
-                        let _ = queue.run_maintenance(&|| Arc::strong_count(&queue) == 1);
+                        let _ =
+                            queue.run_maintenance(&|| queue.closing.load(Ordering::Relaxed) || Arc::strong_count(&queue) == 1);
                     }
                 }
             })
@@ -757,7 +779,7 @@ impl QueueInner {
         }
         let (sender, receiver) = crossbeam_channel::bounded::<()>(0);
         let queue: Weak<QueueInner> = Arc::downgrade(self);
-        std::thread::Builder::new()
+        let thread = std::thread::Builder::new()
             .name("streamlog-keeper".into())
             .spawn(move || {
                 while let Err(RecvTimeoutError::Timeout) = receiver.recv_timeout(KEEPER_TICK) {
@@ -772,6 +794,7 @@ impl QueueInner {
                 }
             })
             .expect("spawning the keeper thread");
+        self.background.lock().push(thread);
         *keeper = Some(sender);
     }
 
@@ -783,7 +806,7 @@ impl QueueInner {
         }
         let (sender, receiver) = crossbeam_channel::unbounded::<Duration>();
         let queue: Weak<QueueInner> = Arc::downgrade(self);
-        std::thread::Builder::new()
+        let thread = std::thread::Builder::new()
             .name("streamlog-flusher".into())
             .spawn(move || {
                 let mut interval = interval;
@@ -806,6 +829,7 @@ impl QueueInner {
                 }
             })
             .expect("spawning the flusher thread");
+        self.background.lock().push(thread);
         *flusher = Some(sender);
     }
 
@@ -827,6 +851,25 @@ impl QueueInner {
             }
         }
         first_error.map_or(Ok(()), Err)
+    }
+}
+
+impl QueueInner {
+    /// Stops the background threads and waits for them (see `UserHandle`). The flusher syncs
+    /// what it would have synced last before it ends.
+    fn stop_background(&self) {
+        self.closing.store(true, Ordering::Relaxed);
+        self.flusher.lock().take();
+        self.keeper.lock().take();
+        let maintenance = self.maintenance.lock().take();
+        let mut threads = std::mem::take(&mut *self.background.lock());
+        if let Some((sender, thread)) = maintenance {
+            drop(sender);
+            threads.push(thread);
+        }
+        for thread in threads {
+            let _ = thread.join();
+        }
     }
 }
 

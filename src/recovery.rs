@@ -1,9 +1,9 @@
 //! Bringing a partition back after a crash: runs once per partition when the queue is first
 //! used after a process opened it alone. Only what can be torn is checked: what lies past each
-//! segment's synced-bytes marker (see `FileHeader`), plus the end of each sealed segment from its
-//! last index entry. A bad batch past the marker is a torn write and is cut off, together with
-//! any later segments; a bad batch below it is damage to durable data and is reported as
-//! `Error::Corrupt`, never dropped silently.
+//! segment's synced-bytes marker (see `FileHeader`), from the last index entry at or below it. A
+//! bad batch past the marker is a torn write and is cut off, together with any later segments;
+//! a bad batch below it, or a segment missing or cut short before one marked as holding synced
+//! data, is damage to durable data and is reported as `Error::Corrupt`, never dropped silently.
 
 use std::fs;
 use std::path::Path;
@@ -24,6 +24,9 @@ pub(crate) struct Recovered {
     pub(crate) tail: Tail,
     pub(crate) bases: Vec<u64>,
     pub(crate) active: Segment,
+    /// Everything below this offset is known to be on stable storage (from the segments'
+    /// synced markers), so that the first sync after a reopen starts there, not at the log start.
+    pub(crate) synced_offset: u64,
 }
 
 pub(crate) fn recover(
@@ -34,6 +37,7 @@ pub(crate) fn recover(
     users: &Arc<DirLock>,
 ) -> Result<Recovered> {
     finish_swaps(dir)?;
+    let log_start = read_log_start(dir)?;
     let mut bases = Vec::new();
     let mut indexes = Vec::new();
     for entry in fs::read_dir(dir).during("list", dir)? {
@@ -42,7 +46,7 @@ pub(crate) fn recover(
         match format::classify(&entry.file_name().to_string_lossy()) {
             PartitionFile::Segment(base) => bases.push(base),
             PartitionFile::Index(base) => indexes.push(base),
-            PartitionFile::State | PartitionFile::SwapLog(_) | PartitionFile::SwapIndex(_) => {}
+            PartitionFile::State | PartitionFile::LogStart | PartitionFile::SwapLog(_) | PartitionFile::SwapIndex(_) => {}
             PartitionFile::Temporary => fs::remove_file(&path).during("remove leftover", &path)?,
             PartitionFile::Unknown => {
                 return Err(Error::ForeignFile { path, reason: "unexpected file in a partition directory".into() });
@@ -50,9 +54,36 @@ pub(crate) fn recover(
         }
     }
     bases.sort_unstable();
+    // Retention checkpoints the new log start before it unlinks segments, and a power cut can
+    // undo unlinks that no directory sync followed: segments below the checkpoint are deleted
+    // again, so that the log start never moves backwards.
+    let deleted: Vec<u64> = bases.iter().copied().chain(indexes.iter().copied()).filter(|&b| b < log_start).collect();
+    for &base in &deleted {
+        remove_segment_files(dir, base)?;
+    }
+    if !deleted.is_empty() {
+        crate::sys::sync_directory(dir).during("sync directory", dir)?;
+    }
+    bases.retain(|&b| b >= log_start);
+    indexes.retain(|&b| b >= log_start);
+    // The log starts at the checkpoint (offset 0 if retention never ran): a first segment that
+    // starts later, or none at all past it, means a segment file went missing.
+    if bases.first().map_or(log_start > 0, |&first| first > log_start) {
+        return Err(missing_segment(dir, log_start, bases.first().copied()));
+    }
+    let last_base = bases.last().copied();
     for base in indexes.into_iter().filter(|b| !bases.contains(b)) {
-        // An index whose segment was never renamed into place: a roll that crashed half-way.
+        // An index whose segment was never renamed into place: a roll that crashed half-way (a
+        // roll creates the index, then the log, and publishes the segment only after both).
+        // An index whose log went missing in the middle of the log is found by the checks below.
         let path = dir.join(format::index_file_name(base));
+        if last_base.is_some_and(|last| base > last)
+            && open_or_reindex(dir, last_base.expect("checked"), id, log, config, users)?.synced_bytes() == format::FULLY_SYNCED
+        {
+            // The last segment is marked fully synced only after its successor was published:
+            // this index's log existed.
+            return Err(missing_segment(dir, base, None));
+        }
         fs::remove_file(&path).during("remove orphaned", &path)?;
     }
     // A roll publishes its new segment before writing to it, and a crash can also come between
@@ -60,8 +91,11 @@ pub(crate) fn recover(
     // drop it, and the segment before it is the active one again.
     while bases.len() > 1 {
         let last = *bases.last().expect("two or more");
-        if open_or_reindex(dir, bases[bases.len() - 2], id, log, config, users)?.is_compacted() {
-            // A compacted segment cannot take appends again: keep the (empty) one after it.
+        let previous = open_or_reindex(dir, bases[bases.len() - 2], id, log, config, users)?;
+        // A compacted segment cannot take appends again, and one marked fully synced would
+        // claim them synced: keep the (empty) one after it. Either is marked so only after
+        // the segment after it was published.
+        if previous.is_compacted() || previous.synced_bytes() == format::FULLY_SYNCED {
             break;
         }
         let segment = open_or_reindex(dir, last, id, log, config, users)?;
@@ -79,24 +113,138 @@ pub(crate) fn recover(
     if bases.is_empty() {
         let now_ms = crate::sys::wall_clock_ms();
         let (active, tail) = new_segment(dir, id, log, config, 0, now_ms, users)?;
-        return Ok(Recovered { tail, bases: vec![0], active });
+        return Ok(Recovered { tail, bases: vec![0], active, synced_offset: 0 });
     }
+    // Sealed segments marked fully synced, in a row from the first: their records are durable.
+    let mut synced_offset = bases[0];
+    let mut synced_so_far = true;
     for i in 0..bases.len().saturating_sub(1) {
         let segment = open_or_reindex(dir, bases[i], id, log, config, users)?;
-        if !sealed_is_whole(&segment, bases[i + 1])? {
-            // Torn before it was synced (a power cut soon after a roll): everything after the
-            // tear is lost, so later segments go and this one becomes the active segment again.
-            for &later in &bases[i + 1..] {
-                remove_segment_files(dir, later)?;
+        match check_sealed(&segment, bases[i + 1])? {
+            Sealed::Whole => {
+                synced_so_far &= segment.synced_bytes() == format::FULLY_SYNCED;
+                if synced_so_far {
+                    synced_offset = bases[i + 1];
+                }
             }
-            bases.truncate(i + 1);
-            break;
+            Sealed::Short { end_offset, end_position, clean } => {
+                // A group commit syncs segments in order, and marks each after its fsync: if a
+                // later segment is marked as holding synced data, this one was synced whole
+                // and its end (or the segment after it) is lost, not torn.
+                for &later in &bases[i + 1..] {
+                    if open_or_reindex(dir, later, id, log, config, users)?.synced_bytes() > u64::from(FILE_HEADER_BYTES) {
+                        return Err(if clean {
+                            missing_segment(dir, end_offset, Some(bases[i + 1]))
+                        } else {
+                            Error::corrupt(
+                                segment.path(),
+                                end_position,
+                                format!(
+                                    "synced data is damaged: no whole batch holds offset {end_offset}, and later segments hold synced data"
+                                ),
+                            )
+                        });
+                    }
+                }
+                // Torn before it was synced (a power cut soon after a roll): everything after
+                // the tear is lost, so later segments go and this one becomes the active
+                // segment again.
+                for &later in &bases[i + 1..] {
+                    remove_segment_files(dir, later)?;
+                }
+                bases.truncate(i + 1);
+                break;
+            }
         }
     }
     let last = *bases.last().expect("at least one segment");
     let active = open_or_reindex(dir, last, id, log, config, users)?;
+    if active.synced_bytes() == format::FULLY_SYNCED {
+        // Marked so only after the segment after it was published, and recovery never lets such
+        // a segment be the active one again (see above): that segment is missing.
+        let start = scan_start(&active, true, format::FULLY_SYNCED)?.0;
+        let end_offset = scan(&active, start, u64::MAX, None)?.end_offset;
+        return Err(missing_segment(dir, end_offset, None));
+    }
     let tail = recover_active(&active, config)?;
-    Ok(Recovered { tail, bases, active })
+    if synced_so_far && active.synced_bytes() >= tail.end_position {
+        synced_offset = tail.end_offset;
+    }
+    Ok(Recovered { tail, bases, active, synced_offset })
+}
+
+/// The error for a segment file that should hold `offset` (up to `next`, the next segment's
+/// base, if there is one) but does not exist.
+fn missing_segment(dir: &Path, offset: u64, next: Option<u64>) -> Error {
+    let held = next.map_or(format!("offset {offset} on"), |next| format!("offsets {offset}..{next}"));
+    Error::corrupt(
+        &dir.join(format::segment_file_name(offset)),
+        0,
+        format!(
+            "a segment file is missing: no file holds {held}, which were written and synced \
+             (or the segment before it was cut short)"
+        ),
+    )
+}
+
+/// The log start retention checkpointed (see `format::encode_log_start`), with the slots of
+/// the checkpoint file. A partition without one gets it now, starting at 0 (offsets start
+/// there), so that retention later only overwrites it in place.
+fn read_log_start(dir: &Path) -> Result<u64> {
+    match read_log_start_slots(dir)? {
+        Some(slots) => Ok(slots.into_iter().flatten().max().expect("decoding leaves a valid slot")),
+        None => {
+            let path = dir.join(format::LOG_START_FILE);
+            let temporary = dir.join(format!("{}.tmp", format::LOG_START_FILE));
+            fs::write(&temporary, [format::encode_log_start(0), format::encode_log_start(0)].concat())
+                .during("write", &temporary)?;
+            fs::File::open(&temporary).and_then(|f| f.sync_all()).during("sync", &temporary)?;
+            fs::rename(&temporary, &path).during("rename into place", &path)?;
+            crate::sys::sync_directory(dir).during("sync directory", dir)?;
+            Ok(0)
+        }
+    }
+}
+
+/// The two slots of the log start checkpoint (`None` for one that does not decode), or `None`
+/// if there is no checkpoint file. A file with no valid slot is an error.
+fn read_log_start_slots(dir: &Path) -> Result<Option<[Option<u64>; 2]>> {
+    let path = dir.join(format::LOG_START_FILE);
+    match fs::symlink_metadata(&path) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(Error::io("stat", &path, e)),
+        Ok(metadata) if !metadata.is_file() => {
+            return Err(Error::ForeignFile { path, reason: "a log start checkpoint that is not a plain file".into() });
+        }
+        Ok(_) => {}
+    }
+    let file = fs::File::open(&path).during("open", &path)?;
+    let mut bytes = Vec::new();
+    std::io::Read::read_to_end(&mut std::io::Read::take(file, format::LOG_START_FILE_BYTES as u64 + 1), &mut bytes)
+        .during("read", &path)?;
+    if bytes.len() != format::LOG_START_FILE_BYTES {
+        return Err(Error::corrupt(&path, 0, format!("a log start checkpoint of {} bytes", bytes.len())));
+    }
+    let slot = |n: usize| format::decode_log_start(&bytes[n * 64..(n + 1) * 64], &path);
+    match (slot(0), slot(1)) {
+        (Err(error), Err(_)) => Err(error),
+        (first, second) => Ok(Some([first.ok(), second.ok()])),
+    }
+}
+
+/// Makes `log_start` the partition's durable log start, overwriting in place the checkpoint
+/// slot that holds the smaller (or no valid) value and syncing it: no disk space is needed.
+/// Retention calls it before it unlinks the segments below `log_start`.
+pub(crate) fn write_log_start(dir: &Path, log_start: u64) -> Result<()> {
+    let path = dir.join(format::LOG_START_FILE);
+    let Some(slots) = read_log_start_slots(dir)? else {
+        return Err(Error::corrupt(&path, 0, "the log start checkpoint is missing"));
+    };
+    let older = usize::from(slots[1].is_none_or(|second| slots[0].is_some_and(|first| second < first)));
+    let file = fs::OpenOptions::new().write(true).open(&path).during("open", &path)?;
+    std::os::unix::fs::FileExt::write_all_at(&file, &format::encode_log_start(log_start), older as u64 * 64)
+        .during("write", &path)?;
+    crate::sys::sync_data(&file).during("fsync", &path)
 }
 
 /// Completes what compaction left half-done (see `compaction.rs`): a `.log.swap` file is a
@@ -254,12 +402,16 @@ fn batch_is_whole(
     Ok(fits && format::batch_checksum_ok(segment.read(position, u64::from(header.batch_bytes))?))
 }
 
-/// The entry to start scanning from: the last index entry, if every entry agrees with the log.
+/// The entry to start scanning from: the last index entry at or below `synced` (the segment's
+/// synced marker), if the entries up to it agree with the log. Below the marker nothing can be
+/// torn; past it any batch may be, so the scan must see every batch from there on.
 ///
-/// The active segment's index is checked whole, since it is kept; a sealed segment's only needs
-/// its last entry checked (`last_only`), since only the scan's starting point comes from it.
-fn scan_start(segment: &Segment, last_only: bool) -> Result<(IndexEntry, usize, Vec<IndexEntry>)> {
-    let entries = segment.sealed_index();
+/// The active segment's entries up to the start are checked whole, since they are kept; a sealed
+/// segment's only needs the start checked (`last_only`), since only the scan's starting point
+/// comes from it. Returns the start, the number of entries up to it, and those entries.
+fn scan_start(segment: &Segment, last_only: bool, synced: u64) -> Result<(IndexEntry, usize, Vec<IndexEntry>)> {
+    let mut entries = segment.sealed_index();
+    entries.truncate(entries.partition_point(|e| u64::from(e.position) <= synced));
     let file_len = segment.log_length()?;
     let agrees = |entry: &IndexEntry| {
         let position = u64::from(entry.position);
@@ -279,25 +431,39 @@ fn scan_start(segment: &Segment, last_only: bool) -> Result<(IndexEntry, usize, 
     }
 }
 
-/// Checks that a sealed segment holds whole batches up to `next_base`. Returns false if it was
-/// torn past its synced marker; damage below the marker is an error.
-fn sealed_is_whole(segment: &Segment, next_base: u64) -> Result<bool> {
+/// What a sealed segment holds, judged by `check_sealed`.
+enum Sealed {
+    /// Whole batches up to the next segment's base.
+    Whole,
+    /// Whole batches up to `end_offset` at `end_position`, past its synced marker, and then
+    /// nothing (`clean`: the file's end or zeros) or a bad batch.
+    Short { end_offset: u64, end_position: u64, clean: bool },
+}
+
+/// Checks that a sealed segment holds whole batches up to `next_base`. Damage below its synced
+/// marker is an error; a shortfall past it may be a torn write, for the caller to judge.
+fn check_sealed(segment: &Segment, next_base: u64) -> Result<Sealed> {
     let synced = segment.synced_bytes();
-    // A segment known to be synced only needs its end checked; otherwise any page may be torn.
-    let start = if synced == format::FULLY_SYNCED { scan_start(segment, true)?.0 } else { segment_start() };
+    let start = scan_start(segment, true, synced)?.0;
     let scan = scan(segment, start, u64::MAX, Some(next_base))?;
     if scan.end_offset == next_base {
-        return Ok(true);
+        return Ok(Sealed::Whole);
     }
     if segment.is_compacted() {
         // Written whole and synced before it took its place: it must end exactly at its file's
         // end, with nothing past the next segment's base.
         if scan.end_position == segment.log_length()? && scan.end_offset <= next_base {
-            return Ok(true);
+            return Ok(Sealed::Whole);
         }
         return Err(Error::corrupt(segment.path(), scan.end_position, "a compacted segment is damaged"));
     }
+    let file_len = segment.log_length()?;
+    let clean = scan.end_position + 4 > file_len || segment.read(scan.end_position, 4)?.iter().all(|&b| b == 0);
     if scan.end_position < synced {
+        if clean {
+            let dir = segment.path().parent().unwrap_or(Path::new("."));
+            return Err(missing_segment(dir, scan.end_offset, Some(next_base)));
+        }
         return Err(Error::corrupt(
             segment.path(),
             scan.end_position,
@@ -307,27 +473,22 @@ fn sealed_is_whole(segment: &Segment, next_base: u64) -> Result<bool> {
             ),
         ));
     }
-    Ok(false)
+    Ok(Sealed::Short { end_offset: scan.end_offset, end_position: scan.end_position, clean })
 }
 
 fn segment_start() -> IndexEntry {
     IndexEntry { relative_offset: 0, position: FILE_HEADER_BYTES, max_timestamp_before_ms: 0 }
 }
 
+/// Recovers the active segment (never one marked fully synced): its index is checked and the
+/// log scanned from the last index entry at or below its synced marker, and the file is cut at
+/// the end of the last whole batch. A bad batch below the marker is damage to synced data.
 fn recover_active(segment: &Segment, config: &TopicConfig) -> Result<Tail> {
-    let (start, kept, mut entries) = scan_start(segment, false)?;
+    let synced = segment.synced_bytes();
+    let (start, kept, mut entries) = scan_start(segment, false, synced)?;
     entries.truncate(kept);
     let scan = scan(segment, start, u64::from(config.index_interval_bytes), None)?;
-    // A segment marked fully synced is active again only because an empty segment after it was
-    // dropped: its data may end anywhere, but what follows must be nothing, not a bad batch.
-    let synced = segment.synced_bytes();
-    let damaged = if synced == format::FULLY_SYNCED {
-        let file_len = segment.log_length()?;
-        scan.end_position + 4 <= file_len && segment.read(scan.end_position, 4)?.iter().any(|&b| b != 0)
-    } else {
-        scan.end_position < synced
-    };
-    if damaged {
+    if scan.end_position < synced {
         return Err(Error::corrupt(
             segment.path(),
             scan.end_position,

@@ -200,6 +200,10 @@ pub(crate) static BEFORE_RENAME_UNDER: parking_lot::Mutex<Option<RenameHook>> = 
 #[cfg(test)]
 pub(crate) type RenameHook = (PathBuf, Box<dyn FnOnce() + Send>);
 
+/// Counts the fsyncs of segments under a directory: `(directory, count)`.
+#[cfg(test)]
+pub(crate) static SYNCS_UNDER: parking_lot::Mutex<Option<(PathBuf, u64)>> = parking_lot::Mutex::new(None);
+
 /// A mapped segment and its index.
 pub(crate) struct Segment {
     pub(crate) partition: TopicPartition,
@@ -483,6 +487,10 @@ impl Segment {
         #[cfg(test)]
         if FAIL_NEXT_SYNC_UNDER.lock().take_if(|dir| self.log.path.starts_with(dir)).is_some() {
             return Err(Error::io("fsync", &self.log.path, std::io::Error::from_raw_os_error(libc::EIO)));
+        }
+        #[cfg(test)]
+        if let Some((_, count)) = SYNCS_UNDER.lock().as_mut().filter(|(dir, _)| self.log.path.starts_with(dir)) {
+            *count += 1;
         }
         self.log.with_file(|file| sys::sync_data(file).during("fsync", &self.log.path))
     }

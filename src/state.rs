@@ -22,7 +22,7 @@ use memmap2::{MmapOptions, MmapRaw};
 
 use crate::error::{Error, IoContext, Result};
 use crate::format::{FORMAT_VERSION, STATE_MAGIC};
-use crate::sys::{self, Locked, RobustMutex};
+use crate::sys::{self, RobustGuard, RobustMutex};
 
 pub(crate) const STATE_FILE_BYTES: u64 = 4096;
 const EPOCH_AT: usize = 16;
@@ -143,18 +143,13 @@ pub(crate) struct SharedState {
 /// Proof that the caller holds the append lock; unlocks on drop.
 pub(crate) struct AppendGuard<'a> {
     state: &'a SharedState,
+    _held: RobustGuard<'a>,
 }
 
 impl AppendGuard<'_> {
     /// The published tail, which only the holder of this guard can move.
     pub(crate) fn published_tail(&self) -> Tail {
         self.state.tail()
-    }
-}
-
-impl Drop for AppendGuard<'_> {
-    fn drop(&mut self) {
-        self.state.append_mutex.unlock();
     }
 }
 
@@ -173,9 +168,17 @@ impl SharedState {
         Ok(Some(u64::from_le_bytes(head[16..24].try_into().expect("eight bytes"))))
     }
 
-    /// Rewrites the state file from scratch for `epoch` with `tail` published. The caller holds
-    /// the file's exclusive lock and knows that no process maps it (the previous epoch is over).
-    pub(crate) fn initialize(file: File, path: &Path, epoch: u64, tail: Tail, log_start: u64) -> Result<Self> {
+    /// Rewrites the state file from scratch for `epoch` with `tail` published, the log starting
+    /// at `log_start` and known durable below `synced_offset`. The caller holds the file's
+    /// exclusive lock and knows that no process maps it (the previous epoch is over).
+    pub(crate) fn initialize(
+        file: File,
+        path: &Path,
+        epoch: u64,
+        tail: Tail,
+        log_start: u64,
+        synced_offset: u64,
+    ) -> Result<Self> {
         file.set_len(0).during("reset", path)?;
         file.set_len(STATE_FILE_BYTES).during("size", path)?;
         let state = Self::map(file, path)?;
@@ -183,6 +186,7 @@ impl SharedState {
         state.sync_mutex.init().during("initialise the sync lock in", path)?;
         state.maintenance_mutex.init().during("initialise the maintenance lock in", path)?;
         state.word64(LOG_START_AT).store(log_start, Ordering::Release);
+        state.word64(SYNCED_OFFSET_AT).store(synced_offset, Ordering::Release);
         // SAFETY: the header bytes are inside the mapping and nobody else maps the file yet.
         unsafe {
             std::ptr::copy_nonoverlapping(STATE_MAGIC.as_ptr(), state.map.0.as_mut_ptr(), 8);
@@ -291,15 +295,14 @@ impl SharedState {
     /// the lock; it cannot fail, because the lock must be marked consistent whatever happens
     /// (an abandoned robust mutex otherwise becomes unusable for every process).
     pub(crate) fn lock_append(&self, repair: impl FnOnce()) -> Result<AppendGuard<'_>> {
-        let outcome = self.append_mutex.lock().during("take the append lock in", &self.path)?;
-        let guard = AppendGuard { state: self };
-        if let Locked::OwnerDied = outcome {
+        let held = self.append_mutex.lock().during("take the append lock in", &self.path)?;
+        if held.owner_died() {
             repair();
-            self.append_mutex.mark_consistent().during("recover the append lock in", &self.path)?;
+            held.mark_consistent().during("recover the append lock in", &self.path)?;
             // The dead writer may have published without waking anyone.
             self.wake_consumers();
         }
-        Ok(guard)
+        Ok(AppendGuard { state: self, _held: held })
     }
 
     /// Registers a consumer about to sleep and returns the wake word and its current value.
@@ -343,15 +346,23 @@ impl SharedState {
     /// if one does (it is doing the same work). A holder that died leaves nothing to repair:
     /// maintenance changes the log only by steps each of which is whole on its own.
     pub(crate) fn try_maintain<T>(&self, work: impl FnOnce() -> Result<T>) -> Result<Option<T>> {
-        let Some(locked) = self.maintenance_mutex.try_lock().during("take the maintenance lock in", &self.path)? else {
+        let Some(held) = self.maintenance_mutex.try_lock().during("take the maintenance lock in", &self.path)? else {
             return Ok(None);
         };
-        if let Locked::OwnerDied = locked {
-            self.maintenance_mutex.mark_consistent().during("recover the maintenance lock in", &self.path)?;
+        if held.owner_died() {
+            held.mark_consistent().during("recover the maintenance lock in", &self.path)?;
         }
-        let result = work();
-        self.maintenance_mutex.unlock();
-        result.map(Some)
+        work().map(Some)
+    }
+
+    /// Runs `work` under the sync lock, waiting for it: for work that must not race a group
+    /// commit's fsyncs or marker writes (see `Partition::seal`).
+    pub(crate) fn under_sync_lock<T>(&self, work: impl FnOnce() -> Result<T>) -> Result<T> {
+        let held = self.sync_mutex.lock().during("take the sync lock in", &self.path)?;
+        if held.owner_died() {
+            held.mark_consistent().during("recover the sync lock in", &self.path)?;
+        }
+        work()
     }
 
     /// How many segments compaction has replaced: when it moves, mappings of sealed segments
@@ -381,13 +392,13 @@ impl SharedState {
             }
             let seen = round.load(Ordering::Acquire);
             // A dead leader leaves nothing to repair: `synced_offset` is only raised atomically.
-            let Some(locked) = self.sync_mutex.try_lock().during("take the sync lock in", &self.path)? else {
+            let Some(held) = self.sync_mutex.try_lock().during("take the sync lock in", &self.path)? else {
                 // Not woken if the leader dies; the short sleep bounds the wait for a new one.
                 sys::futex_wait_any(&[(round, seen)], std::time::Instant::now() + std::time::Duration::from_millis(10));
                 continue;
             };
-            if let Locked::OwnerDied = locked {
-                self.sync_mutex.mark_consistent().during("recover the sync lock in", &self.path)?;
+            if held.owner_died() {
+                held.mark_consistent().during("recover the sync lock in", &self.path)?;
             }
             let result = if self.synced_offset() >= end_offset {
                 Ok(())
@@ -403,10 +414,47 @@ impl SharedState {
                     self.last_round_records.store(durable_end.saturating_sub(before), Ordering::Relaxed);
                 })
             };
-            self.sync_mutex.unlock();
+            drop(held);
             round.fetch_add(1, Ordering::Release);
             sys::futex_wake_all(round);
             return result;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::panic::{AssertUnwindSafe, catch_unwind};
+
+    use super::{SharedState, Tail};
+
+    fn state(name: &str) -> (SharedState, std::path::PathBuf) {
+        let path = std::env::temp_dir().join(format!("streamlog-state-{name}-{}", std::process::id()));
+        let file = std::fs::OpenOptions::new().read(true).write(true).create(true).truncate(true).open(&path).unwrap();
+        (SharedState::initialize(file, &path, 1, Tail::empty_segment(0, 0, 0), 0, 0).unwrap(), path)
+    }
+
+    #[test]
+    fn a_panic_in_maintenance_work_releases_the_lock() {
+        let (state, path) = state("maintain-panic");
+        let panicked = catch_unwind(AssertUnwindSafe(|| state.try_maintain(|| -> crate::Result<()> { panic!("in the work") })));
+        assert!(panicked.is_err());
+        assert_eq!(state.try_maintain(|| Ok(7)).unwrap(), Some(7), "the maintenance lock is free again");
+        std::fs::remove_file(path).unwrap();
+    }
+
+    #[test]
+    fn a_panic_in_a_group_commit_releases_the_lock() {
+        let (state, path) = state("sync-panic");
+        let panicked =
+            catch_unwind(AssertUnwindSafe(|| state.sync_through(1, || -> crate::Result<u64> { panic!("in the sync") })));
+        assert!(panicked.is_err());
+        assert!(state.sync_mutex.try_lock().unwrap().is_some(), "the sync lock is free again");
+        state.sync_through(1, || Ok(1)).unwrap();
+        assert_eq!(state.synced_offset(), 1);
+        let panicked = catch_unwind(AssertUnwindSafe(|| state.under_sync_lock(|| -> crate::Result<()> { panic!("sealing") })));
+        assert!(panicked.is_err());
+        assert!(state.sync_mutex.try_lock().unwrap().is_some(), "the sync lock is free again");
+        std::fs::remove_file(path).unwrap();
     }
 }

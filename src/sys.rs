@@ -16,12 +16,35 @@ const LOST_WAKE_UP_RETRY: Duration = Duration::from_millis(5);
 /// Bytes a process-shared mutex takes inside a shared mapping.
 pub(crate) const MUTEX_BYTES: usize = std::mem::size_of::<libc::pthread_mutex_t>();
 
-/// How a lock attempt on a [`RobustMutex`] ended.
-pub(crate) enum Locked {
-    /// The lock was free or released normally.
-    Clean,
-    /// The previous holder died while holding it; the caller must repair shared state.
-    OwnerDied,
+/// A held [`RobustMutex`]: the only way to hold one, so that it is released however the holder's
+/// scope ends, a panic included (a cross-process mutex left locked would stop every process).
+/// Not `Send`: a pthread mutex is unlocked by the thread that locked it.
+pub(crate) struct RobustGuard<'a> {
+    mutex: &'a RobustMutex,
+    owner_died: bool,
+    _thread_bound: std::marker::PhantomData<*const ()>,
+}
+
+impl RobustGuard<'_> {
+    /// Whether the previous holder died while holding the mutex; the holder must then repair
+    /// the shared state and call [`RobustGuard::mark_consistent`].
+    pub(crate) fn owner_died(&self) -> bool {
+        self.owner_died
+    }
+
+    /// Marks shared state as repaired after the previous holder died.
+    pub(crate) fn mark_consistent(&self) -> io::Result<()> {
+        // SAFETY: called by the current holder (this guard exists), as pthread requires.
+        check(unsafe { libc::pthread_mutex_consistent(self.mutex.0) })
+    }
+}
+
+impl Drop for RobustGuard<'_> {
+    fn drop(&mut self) {
+        // SAFETY: the guard exists only while this thread holds the mutex (it is not `Send`),
+        // and it is dropped once, so every successful lock is paired with exactly one unlock.
+        unsafe { libc::pthread_mutex_unlock(self.mutex.0) };
+    }
 }
 
 /// A `pthread_mutex_t` that lives in a shared file mapping, set up as process-shared and robust:
@@ -65,7 +88,7 @@ impl RobustMutex {
     /// It never sleeps for long at a time: an unlock wakes one waiter, and if that waiter is
     /// killed before it takes the lock, the wake-up is lost (the kernel repairs locks whose
     /// owner dies, not waiters). Retrying every few milliseconds bounds what such a death costs.
-    pub(crate) fn lock(&self) -> io::Result<Locked> {
+    pub(crate) fn lock(&self) -> io::Result<RobustGuard<'_>> {
         loop {
             let mut deadline = libc::timespec { tv_sec: 0, tv_nsec: 0 };
             // SAFETY: clock_gettime writes into the local timespec.
@@ -73,8 +96,8 @@ impl RobustMutex {
             let deadline = add_timespec(deadline, LOST_WAKE_UP_RETRY);
             // SAFETY: the mutex was initialised by `init` before any handle could reach it.
             match unsafe { libc::pthread_mutex_timedlock(self.0, &deadline) } {
-                0 => return Ok(Locked::Clean),
-                libc::EOWNERDEAD => return Ok(Locked::OwnerDied),
+                0 => return Ok(self.held(false)),
+                libc::EOWNERDEAD => return Ok(self.held(true)),
                 libc::ETIMEDOUT => continue,
                 code => return Err(io::Error::from_raw_os_error(code)),
             }
@@ -82,26 +105,19 @@ impl RobustMutex {
     }
 
     /// Takes the mutex if it is free; `None` if another thread holds it.
-    pub(crate) fn try_lock(&self) -> io::Result<Option<Locked>> {
+    pub(crate) fn try_lock(&self) -> io::Result<Option<RobustGuard<'_>>> {
         // SAFETY: the mutex was initialised by `init` before any handle could reach it.
         match unsafe { libc::pthread_mutex_trylock(self.0) } {
-            0 => Ok(Some(Locked::Clean)),
-            libc::EOWNERDEAD => Ok(Some(Locked::OwnerDied)),
+            0 => Ok(Some(self.held(false))),
+            libc::EOWNERDEAD => Ok(Some(self.held(true))),
             libc::EBUSY => Ok(None),
             code => Err(io::Error::from_raw_os_error(code)),
         }
     }
 
-    /// Marks shared state as repaired after [`Locked::OwnerDied`].
-    pub(crate) fn mark_consistent(&self) -> io::Result<()> {
-        // SAFETY: called by the current holder, as pthread requires.
-        check(unsafe { libc::pthread_mutex_consistent(self.0) })
-    }
-
-    /// Releases the mutex; only the holding thread may call it.
-    pub(crate) fn unlock(&self) {
-        // SAFETY: callers pair every successful `lock` with exactly one `unlock` on the same thread.
-        unsafe { libc::pthread_mutex_unlock(self.0) };
+    /// The guard of a lock this thread just took.
+    fn held(&self, owner_died: bool) -> RobustGuard<'_> {
+        RobustGuard { mutex: self, owner_died, _thread_bound: std::marker::PhantomData }
     }
 }
 

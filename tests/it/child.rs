@@ -12,6 +12,8 @@ use streamlog::{
 
 /// Starts this test binary as a child process running `role` with `args`.
 pub(crate) fn spawn(role: &str, args: &[String]) -> Child {
+    // See `crate::open_alone`: no test reopens a queue while a child is between fork and exec.
+    let _spawning = crate::SPAWNING.read().unwrap_or_else(std::sync::PoisonError::into_inner);
     Command::new(std::env::current_exe().unwrap())
         .stdin(Stdio::piped())
         .args(["--exact", "child::entry", "--include-ignored", "--nocapture", "--test-threads=1", "-q"])

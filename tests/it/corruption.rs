@@ -12,12 +12,23 @@ use crate::{TempDir, consumer_from_start};
 
 /// Writes `count` records of 100 bytes to partition 0 of topic "t" and closes the queue.
 fn write_log(dir: &Path, count: u32, config: TopicConfig) {
-    let queue = Queue::open(dir).unwrap();
+    let queue = crate::open_alone(dir).unwrap();
     queue.create_topic_with("t", config).unwrap();
     let producer = queue.producer();
     for i in 0..count {
         producer.send("t", Record::new(&value(i)).partition(0)).unwrap();
     }
+}
+
+/// As `write_log`, and then synced: damage to these records is damage to durable data.
+fn write_synced_log(dir: &Path, count: u32, config: TopicConfig) {
+    let queue = crate::open_alone(dir).unwrap();
+    queue.create_topic_with("t", config).unwrap();
+    let producer = queue.producer_with(ProducerConfig::new().durability(Durability::Interval(Duration::from_secs(3600))));
+    for i in 0..count {
+        producer.send("t", Record::new(&value(i)).partition(0)).unwrap();
+    }
+    producer.flush().unwrap();
 }
 
 /// Bytes one single-record batch of a `value` takes: batch header, record header, value.
@@ -67,7 +78,7 @@ fn a_flipped_bit_in_the_tail_is_cut_off() {
     let log = &segments(dir.path())[0];
     // Files are allocated ahead of the data; the last record ends at 64 + 100 batches.
     flip_bit(log, 64 + 100 * BATCH_BYTES - 10);
-    let queue = Queue::open(dir.path()).unwrap();
+    let queue = crate::open_alone(dir.path()).unwrap();
     let (values, error) = read_all(&queue);
     assert!(error.is_none(), "{error:?}");
     assert_eq!(values.len(), 99, "the damaged last record is dropped");
@@ -79,11 +90,12 @@ fn a_flipped_bit_in_the_tail_is_cut_off() {
 #[test]
 fn a_flipped_bit_in_the_middle_is_reported() {
     let dir = TempDir::new("middle-bit");
-    write_log(dir.path(), 1000, TopicConfig::new(1));
+    // Synced: in unsynced records any bad batch is taken for a torn write and cut off.
+    write_synced_log(dir.path(), 1000, TopicConfig::new(1));
     let log = &segments(dir.path())[0];
     // Record 500 is in the middle, before the last index entry and followed by valid data.
     flip_bit(log, 64 + 500 * BATCH_BYTES + 70);
-    let queue = Queue::open(dir.path()).unwrap();
+    let queue = crate::open_alone(dir.path()).unwrap();
     let (values, error) = read_all(&queue);
     assert!(matches!(error, Some(Error::Corrupt { .. })), "{error:?}");
     assert_eq!(values.len(), 500, "records before the damage are returned, nothing after");
@@ -94,7 +106,7 @@ fn a_flipped_bit_in_the_middle_is_reported() {
 fn damage_to_synced_data_is_reported_even_past_the_last_index_entry() {
     let dir = TempDir::new("synced-bit");
     {
-        let queue = Queue::open(dir.path()).unwrap();
+        let queue = crate::open_alone(dir.path()).unwrap();
         queue.create_topic_with("t", TopicConfig::new(1).index_interval_bytes(1 << 20)).unwrap();
         let producer = queue.producer_with(ProducerConfig::new().durability(Durability::Sync));
         for i in 0..1000 {
@@ -102,7 +114,7 @@ fn damage_to_synced_data_is_reported_even_past_the_last_index_entry() {
         }
     }
     flip_bit(&segments(dir.path())[0], 64 + 990 * BATCH_BYTES + 70);
-    let queue = Queue::open(dir.path()).unwrap();
+    let queue = crate::open_alone(dir.path()).unwrap();
     let error = queue.offsets(&TopicPartition::new("t", 0)).unwrap_err();
     assert!(matches!(error, Error::Corrupt { position, .. } if position == 64 + 990 * BATCH_BYTES), "{error}");
 }
@@ -114,7 +126,7 @@ fn damage_to_unsynced_data_is_a_torn_tail_and_cut_off() {
     let dir = TempDir::new("unsynced-bit");
     write_log(dir.path(), 1000, TopicConfig::new(1).index_interval_bytes(1 << 20));
     flip_bit(&segments(dir.path())[0], 64 + 990 * BATCH_BYTES + 70);
-    let queue = Queue::open(dir.path()).unwrap();
+    let queue = crate::open_alone(dir.path()).unwrap();
     assert_eq!(queue.offsets(&TopicPartition::new("t", 0)).unwrap(), (0, 990));
     let (values, error) = read_all(&queue);
     assert!(error.is_none(), "{error:?}");
@@ -125,18 +137,20 @@ fn damage_to_unsynced_data_is_a_torn_tail_and_cut_off() {
 fn a_checksum_is_checked_when_a_read_starts_inside_a_batch() {
     let dir = TempDir::new("seek-crc");
     {
-        let queue = Queue::open(dir.path()).unwrap();
+        let queue = crate::open_alone(dir.path()).unwrap();
         queue.create_topic_with("t", TopicConfig::new(1).index_interval_bytes(64)).unwrap();
-        queue.producer().send_batch("t", (0..3).map(|_| Record::new(b"AAAA"))).unwrap();
-        // Later records, so that the damage is in the middle of the log (recovery checks only
-        // from the last index entry; reads check everything).
+        let producer = queue.producer_with(ProducerConfig::new().durability(Durability::Interval(Duration::from_secs(3600))));
+        producer.send_batch("t", (0..3).map(|_| Record::new(b"AAAA"))).unwrap();
+        // Later records, so that the damage is in the middle of the log (recovery checks synced
+        // records only from the last index entry; reads check everything).
         for i in 0..20 {
-            queue.producer().send("t", Record::new(&value(i))).unwrap();
+            producer.send("t", Record::new(&value(i))).unwrap();
         }
+        producer.flush().unwrap();
     }
     // The third record's value is the last four bytes of the batch.
     flip_bit(&segments(dir.path())[0], 64 + 40 + 3 * 28 - 2);
-    let queue = Queue::open(dir.path()).unwrap();
+    let queue = crate::open_alone(dir.path()).unwrap();
     let tp = TopicPartition::new("t", 0);
     let mut consumer = consumer_from_start(&queue, "t", 1);
     consumer.seek(&tp, 1).unwrap();
@@ -152,16 +166,17 @@ fn a_checksum_is_checked_when_a_read_starts_inside_a_batch() {
 fn a_damaged_partition_does_not_starve_the_others() {
     let dir = TempDir::new("starve");
     {
-        let queue = Queue::open(dir.path()).unwrap();
+        let queue = crate::open_alone(dir.path()).unwrap();
         queue.create_topic_with("t", TopicConfig::new(2).index_interval_bytes(64)).unwrap();
-        let producer = queue.producer();
+        let producer = queue.producer_with(ProducerConfig::new().durability(Durability::Interval(Duration::from_secs(3600))));
         for i in 0..10 {
             producer.send("t", Record::new(&value(i)).partition(0)).unwrap();
             producer.send("t", Record::new(&value(i)).partition(1)).unwrap();
         }
+        producer.flush().unwrap();
     }
     flip_bit(&segments(dir.path())[0], 64 + 70);
-    let queue = Queue::open(dir.path()).unwrap();
+    let queue = crate::open_alone(dir.path()).unwrap();
     let mut consumer = consumer_from_start(&queue, "t", 2);
     let mut from_partition_1 = 0;
     let mut errors = 0;
@@ -181,7 +196,7 @@ fn a_truncated_sealed_segment_is_reported() {
     let dir = TempDir::new("truncated");
     {
         // Synced sends: every sealed segment is known to be whole, so a short one is damage.
-        let queue = Queue::open(dir.path()).unwrap();
+        let queue = crate::open_alone(dir.path()).unwrap();
         queue.create_topic_with("t", TopicConfig::new(1).segment_bytes(4096)).unwrap();
         let producer = queue.producer_with(ProducerConfig::new().durability(Durability::Sync));
         for i in 0..200 {
@@ -193,7 +208,7 @@ fn a_truncated_sealed_segment_is_reported() {
     let file = OpenOptions::new().write(true).open(&logs[0]).unwrap();
     let length = file.metadata().unwrap().len();
     file.set_len(length.min(4096) - 100).unwrap();
-    let queue = Queue::open(dir.path()).unwrap();
+    let queue = crate::open_alone(dir.path()).unwrap();
     let error = queue.offsets(&TopicPartition::new("t", 0)).unwrap_err();
     assert!(matches!(error, Error::Corrupt { .. }), "{error}");
     assert!(error.to_string().contains(&logs[0].display().to_string()), "the error names the file: {error}");
@@ -204,7 +219,7 @@ fn a_foreign_file_in_a_partition_directory_is_reported() {
     let dir = TempDir::new("foreign");
     write_log(dir.path(), 10, TopicConfig::new(1));
     fs::write(dir.path().join("topics/t/0/notes.txt"), b"hello").unwrap();
-    let queue = Queue::open(dir.path()).unwrap();
+    let queue = crate::open_alone(dir.path()).unwrap();
     let error = queue.producer().send("t", Record::new(b"x").partition(0)).unwrap_err();
     assert!(matches!(&error, Error::ForeignFile { path, .. } if path.ends_with("notes.txt")), "{error}");
 }
@@ -214,7 +229,7 @@ fn a_garbage_segment_is_reported() {
     let dir = TempDir::new("garbage-segment");
     write_log(dir.path(), 10, TopicConfig::new(1));
     fs::write(dir.path().join("topics/t/0/00000000000000000005.log"), vec![0xAB; 4096]).unwrap();
-    let queue = Queue::open(dir.path()).unwrap();
+    let queue = crate::open_alone(dir.path()).unwrap();
     let error = queue.offsets(&TopicPartition::new("t", 0)).unwrap_err();
     assert!(matches!(error, Error::ForeignFile { .. }), "{error}");
 }
@@ -227,7 +242,7 @@ fn a_future_format_version_is_refused() {
     let mut bytes = fs::read(&meta).unwrap();
     bytes[8] = 4;
     fs::write(&meta, &bytes).unwrap();
-    assert!(matches!(Queue::open(dir.path()), Err(Error::IncompatibleVersion { found: 4, supported: 3, .. })));
+    assert!(matches!(crate::open_alone(dir.path()), Err(Error::IncompatibleVersion { found: 4, supported: 3, .. })));
 }
 
 #[test]
@@ -238,7 +253,7 @@ fn a_future_topic_format_is_refused() {
     let mut bytes = fs::read(&meta).unwrap();
     bytes[8] = 7;
     fs::write(&meta, &bytes).unwrap();
-    let queue = Queue::open(dir.path()).unwrap();
+    let queue = crate::open_alone(dir.path()).unwrap();
     assert!(matches!(queue.partition_count("t"), Err(Error::IncompatibleVersion { found: 7, .. })));
 }
 
@@ -247,7 +262,7 @@ fn a_directory_of_something_else_is_refused() {
     let dir = TempDir::new("not-a-queue");
     fs::create_dir_all(dir.path()).unwrap();
     fs::write(dir.path().join("photo.jpg"), b"...").unwrap();
-    assert!(matches!(Queue::open(dir.path()), Err(Error::ForeignFile { .. })));
+    assert!(matches!(crate::open_alone(dir.path()), Err(Error::ForeignFile { .. })));
 }
 
 #[test]
@@ -261,7 +276,7 @@ fn a_lost_or_damaged_index_is_rebuilt() {
             "shorten" => OpenOptions::new().write(true).open(&index).unwrap().set_len(10).unwrap(),
             _ => OpenOptions::new().write(true).open(&index).unwrap().write_all_at(&[0x5A; 64], 64 + 16 * 3).unwrap(),
         }
-        let queue = Queue::open(dir.path()).unwrap();
+        let queue = crate::open_alone(dir.path()).unwrap();
         let tp = TopicPartition::new("t", 0);
         let mut consumer = consumer_from_start(&queue, "t", 1);
         for target in [0u64, 1234, 1999, 77] {
@@ -272,17 +287,26 @@ fn a_lost_or_damaged_index_is_rebuilt() {
     }
 }
 
+/// Makes the last segment look like one a roll published and nothing was appended to: its
+/// header alone, and no synced marker. (Cutting the file alone is not that: a background seal
+/// may have synced records of it and marked them so, and cutting those is damage to synced
+/// data, which recovery rightly reports; whether it did depends on timing.)
+pub(crate) fn empty_last_segment(log: &Path) {
+    let file = OpenOptions::new().write(true).open(log).unwrap();
+    file.set_len(64).unwrap();
+    file.write_all_at(&[0u8; 16], 32).unwrap();
+}
+
 #[test]
 fn a_synced_segment_that_becomes_active_again_opens() {
     // A roll publishes an empty segment; if the append after it fails (a full disk), the empty
-    // segment stays last while the one before it is marked fully synced. Recovery drops the empty
-    // one, and the synced segment must open as the active one again, not as "damaged".
+    // segment stays last while the one before it is marked fully synced. The partition must
+    // open and take appends, not report the synced segment as "damaged".
     let dir = TempDir::new("active-again");
     write_log(dir.path(), 60, TopicConfig::new(1).segment_bytes(4096));
     let logs = segments(dir.path());
-    let last = logs.last().unwrap();
-    OpenOptions::new().write(true).open(last).unwrap().set_len(64).unwrap();
-    let queue = Queue::open(dir.path()).unwrap();
+    empty_last_segment(logs.last().unwrap());
+    let queue = crate::open_alone(dir.path()).unwrap();
     let (_, end) = queue.offsets(&TopicPartition::new("t", 0)).unwrap();
     let (values, error) = read_all(&queue);
     assert!(error.is_none(), "{error:?}");

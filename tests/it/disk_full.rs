@@ -21,8 +21,10 @@ impl SmallFilesystem {
         let dir = TempDir::new("small-fs");
         let mount_point = dir.path().to_path_buf();
         std::fs::create_dir_all(&mount_point).unwrap();
+        let spawning = crate::SPAWNING.read().unwrap_or_else(std::sync::PoisonError::into_inner);
         let status =
             Command::new("mount").args(["-t", "tmpfs", "-o", &format!("size={size_bytes}"), "tmpfs"]).arg(&mount_point).status();
+        drop(spawning);
         match status {
             Ok(status) if status.success() => Some(SmallFilesystem { mount_point, _dir: dir }),
             // SAFETY: geteuid has no preconditions.
@@ -34,6 +36,7 @@ impl SmallFilesystem {
 
 impl Drop for SmallFilesystem {
     fn drop(&mut self) {
+        let _spawning = crate::SPAWNING.read().unwrap_or_else(std::sync::PoisonError::into_inner);
         let _ = Command::new("umount").arg(&self.mount_point).status();
     }
 }

@@ -15,6 +15,7 @@ mod headers;
 mod model;
 mod offsets;
 mod processes;
+mod recovery;
 mod retention;
 mod space;
 mod tampering;
@@ -46,6 +47,19 @@ impl Drop for TempDir {
     fn drop(&mut self) {
         let _ = std::fs::remove_dir_all(&self.0);
     }
+}
+
+/// Held (shared) while a child process is spawned; see `open_alone`.
+pub(crate) static SPAWNING: std::sync::RwLock<()> = std::sync::RwLock::new(());
+
+/// Opens a queue that the test just closed and damaged, so that it is recovered. A child
+/// process spawned by another test while the queue was open gets a copy of the queue's lock
+/// file descriptor and holds it (and so the queue's "users" lock) until it execs; an open in
+/// that window is not alone, skips recovery, and never sees the damage. `Command::spawn`
+/// returns only after the exec, so holding `SPAWNING` exclusively closes the window.
+pub(crate) fn open_alone(dir: &Path) -> streamlog::Result<Queue> {
+    let _no_spawns = SPAWNING.write().unwrap_or_else(std::sync::PoisonError::into_inner);
+    Queue::open(dir)
 }
 
 /// A consumer reading `partitions` of `topic` from the beginning.
