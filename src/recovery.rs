@@ -196,9 +196,7 @@ fn read_log_start(dir: &Path) -> Result<u64> {
         None => {
             let path = dir.join(format::LOG_START_FILE);
             let temporary = dir.join(format!("{}.tmp", format::LOG_START_FILE));
-            fs::write(&temporary, [format::encode_log_start(0), format::encode_log_start(0)].concat())
-                .during("write", &temporary)?;
-            fs::File::open(&temporary).and_then(|f| f.sync_all()).during("sync", &temporary)?;
+            file::write_synced(&temporary, &[format::encode_log_start(0), format::encode_log_start(0)].concat())?;
             fs::rename(&temporary, &path).during("rename into place", &path)?;
             crate::sys::sync_directory(dir).during("sync directory", dir)?;
             Ok(0)
@@ -210,18 +208,10 @@ fn read_log_start(dir: &Path) -> Result<u64> {
 /// if there is no checkpoint file. A file with no valid slot is an error.
 fn read_log_start_slots(dir: &Path) -> Result<Option<[Option<u64>; 2]>> {
     let path = dir.join(format::LOG_START_FILE);
-    match fs::symlink_metadata(&path) {
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-        Err(e) => return Err(Error::io("stat", &path, e)),
-        Ok(metadata) if !metadata.is_file() => {
-            return Err(Error::ForeignFile { path, reason: "a log start checkpoint that is not a plain file".into() });
-        }
-        Ok(_) => {}
-    }
-    let file = fs::File::open(&path).during("open", &path)?;
-    let mut bytes = Vec::new();
-    std::io::Read::read_to_end(&mut std::io::Read::take(file, format::LOG_START_FILE_BYTES as u64 + 1), &mut bytes)
-        .during("read", &path)?;
+    let bytes = match file::read_capped(&path, format::LOG_START_FILE_BYTES) {
+        Err(Error::Io { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        other => other?,
+    };
     if bytes.len() != format::LOG_START_FILE_BYTES {
         return Err(Error::corrupt(&path, 0, format!("a log start checkpoint of {} bytes", bytes.len())));
     }
@@ -241,10 +231,10 @@ pub(crate) fn write_log_start(dir: &Path, log_start: u64) -> Result<()> {
         return Err(Error::corrupt(&path, 0, "the log start checkpoint is missing"));
     };
     let older = usize::from(slots[1].is_none_or(|second| slots[0].is_some_and(|first| second < first)));
-    let file = fs::OpenOptions::new().write(true).open(&path).during("open", &path)?;
-    std::os::unix::fs::FileExt::write_all_at(&file, &format::encode_log_start(log_start), older as u64 * 64)
+    let checkpoint = file::open_file(&path, Access::ReadWrite)?;
+    std::os::unix::fs::FileExt::write_all_at(&checkpoint, &format::encode_log_start(log_start), older as u64 * 64)
         .during("write", &path)?;
-    crate::sys::sync_data(&file).during("fsync", &path)
+    crate::sys::sync_data(&checkpoint).during("fsync", &path)
 }
 
 /// Completes what compaction left half-done (see `compaction.rs`): a `.log.swap` file is a

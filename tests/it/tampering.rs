@@ -221,3 +221,28 @@ fn deleting_the_lock_files_does_not_let_an_opener_think_it_is_alone() {
         assert_eq!(records[offset as usize].3, value_for(0, seq), "record {offset} changed");
     }
 }
+
+#[test]
+fn a_log_start_checkpoint_planted_as_a_link_is_refused_and_its_target_kept() {
+    let dir = TempDir::new("tamper-log-start");
+    let outside = TempDir::new("tamper-log-start-outside");
+    std::fs::create_dir_all(outside.path()).unwrap();
+    let victim = outside.path().join("precious");
+    std::fs::write(&victim, b"not streamlog's").unwrap();
+    let queue = Queue::open(dir.path()).unwrap();
+    queue.create_topic("t", 1).unwrap();
+    queue.producer().send("t", Record::new(b"one")).unwrap();
+    drop(queue);
+    // Recovery writes a missing checkpoint through a temporary file: a link planted there must
+    // not be followed, and neither may one planted as the checkpoint itself.
+    let partition = dir.path().join("topics/t/0");
+    std::fs::remove_file(partition.join("log_start")).unwrap();
+    std::os::unix::fs::symlink(&victim, partition.join("log_start.tmp")).unwrap();
+    let error = crate::open_alone(dir.path()).unwrap().offsets(&TopicPartition::new("t", 0)).expect_err("refused");
+    assert!(is_unexpected(&error, "a symbolic link"), "{error}");
+    std::fs::remove_file(partition.join("log_start.tmp")).unwrap();
+    std::os::unix::fs::symlink(&victim, partition.join("log_start")).unwrap();
+    let error = crate::open_alone(dir.path()).unwrap().offsets(&TopicPartition::new("t", 0)).expect_err("refused");
+    assert!(is_unexpected(&error, "a symbolic link"), "{error}");
+    assert_eq!(std::fs::read(&victim).unwrap(), b"not streamlog's");
+}

@@ -50,7 +50,7 @@ impl Store for StreamlogStore {
         let config = ConsumerConfig::new(group).auto_offset_reset(OffsetReset::Earliest).max_poll_records(8192);
         let mut consumer = self.queue.consumer(config)?;
         consumer.subscribe(&[TOPIC])?;
-        Ok(Box::new(StreamlogConsumer { consumer }))
+        Ok(Box::new(StreamlogConsumer { consumer: Some(consumer) }))
     }
 }
 
@@ -72,16 +72,27 @@ impl Producer for StreamlogProducer {
     }
 }
 
+/// A group member; `None` only once it was closed.
 struct StreamlogConsumer {
-    consumer: streamlog::Consumer,
+    consumer: Option<streamlog::Consumer>,
 }
 
 impl Consumer for StreamlogConsumer {
     fn poll(&mut self, timeout: Duration, each: &mut dyn FnMut(&[u8])) -> Res<usize> {
-        let records = self.consumer.poll(timeout)?;
+        let records = self.consumer.as_mut().expect("not closed").poll(timeout)?;
         for record in records.iter() {
             each(record.value());
         }
         Ok(records.len())
+    }
+}
+
+impl Drop for StreamlogConsumer {
+    /// Every record `poll` returned was handled inside it, so leaving commits all of them
+    /// (`close`); a plain drop would leave the last poll's records to be read again.
+    fn drop(&mut self) {
+        if let Some(consumer) = self.consumer.take() {
+            let _ = consumer.close();
+        }
     }
 }
