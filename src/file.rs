@@ -127,21 +127,20 @@ pub(crate) fn create_dir_durably(root: &Path, dir: &Path) -> Result<()> {
         };
         let parent = path.clone();
         path.push(name);
+        // A directory that exists already may have been made by another process that has not
+        // synced its parent yet (or died before it could), and what this caller goes on to
+        // make durable depends on the entry: its parent is synced either way. Syncing a
+        // directory with nothing new in it costs next to nothing.
         match require_directory(&path) {
-            Ok(()) => continue,
-            Err(error) if is_not_found(&error) => {}
+            Ok(()) => {}
+            Err(error) if is_not_found(&error) => match fs::create_dir(&path) {
+                Ok(()) => {}
+                Err(error) if error.kind() == io::ErrorKind::AlreadyExists => require_directory(&path)?,
+                Err(error) => return Err(Error::io("create", &path, error)),
+            },
             Err(error) => return Err(error),
         }
-        match fs::create_dir(&path) {
-            Ok(()) => sys::sync_directory(&parent).during("sync", &parent)?,
-            // Another process created it meanwhile. It syncs the parent too, but perhaps not
-            // yet, and what this caller goes on to make durable depends on the entry.
-            Err(error) if error.kind() == io::ErrorKind::AlreadyExists => {
-                require_directory(&path)?;
-                sys::sync_directory(&parent).during("sync", &parent)?;
-            }
-            Err(error) => return Err(Error::io("create", &path, error)),
-        }
+        sys::sync_directory(&parent).during("sync", &parent)?;
     }
     Ok(())
 }
@@ -265,6 +264,22 @@ mod tests {
             Err(Error::UnexpectedFileType { found: "a symbolic link", .. })
         ));
         assert!(!dir.join("t").exists());
+        fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn a_directory_another_process_made_has_its_parent_synced_too() {
+        // Another process made the path and has not synced it yet (or died first): a caller
+        // about to make something durable under it must not rely on that process's sync.
+        let dir = temp_dir("durable-existing");
+        let root = dir.join("queue");
+        let deep = root.join("groups").join("g").join("offsets");
+        fs::create_dir_all(&deep).unwrap();
+        create_dir_durably(&root, &deep).unwrap();
+        let synced = sys::synced_directories();
+        for parent in [root.clone(), root.join("groups"), root.join("groups").join("g")] {
+            assert!(synced.contains(&parent), "{} was not synced", parent.display());
+        }
         fs::remove_dir_all(&dir).unwrap();
     }
 }
