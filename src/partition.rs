@@ -298,9 +298,13 @@ impl Partition {
         let too_old = now_ms.saturating_sub(segment.created_ms()) >= writer.config.segment_ms;
         // The segment to seal, with where its data ends (its log bytes and index entries).
         let sealed = (!empty && (too_big || too_old)).then(|| (Arc::clone(&segment), tail.end_position, tail.index_count));
-        if sealed.is_some() {
+        if let Some((sealed, log_bytes, index_entries)) = sealed {
             let Writer { active, config, .. } = &mut *writer;
             segment = self.roll(&guard, &mut tail, active, config, now_ms)?;
+            // The roll is published: the old segment is sealed whether or not this batch then
+            // fits (a full disk fails the reservation below), so its sealing starts now. It is
+            // a thread start under the append lock, once per segment.
+            self.seal_in_background(sealed, log_bytes, index_entries);
         }
 
         let end = tail.end_position + batch_bytes;
@@ -349,9 +353,6 @@ impl Partition {
         drop(writer);
         if !self.dirty.load(Ordering::Relaxed) {
             self.dirty.store(true, Ordering::Relaxed);
-        }
-        if let Some((sealed, log_bytes, index_entries)) = sealed {
-            self.seal_in_background(sealed, log_bytes, index_entries);
         }
         Ok(base_offset)
     }

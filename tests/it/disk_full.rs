@@ -198,3 +198,34 @@ fn a_reader_needs_no_disk_space() {
     let queue = Queue::open(&dir).unwrap();
     assert_eq!(queue.describe_group("readers").unwrap().partitions[0].committed, Some(100));
 }
+
+/// A send that rolls and then finds no space for its batch still seals the segment it rolled
+/// away from: the roll is published, so that segment is done and gets its marker (and gives
+/// back its reservation) like any other.
+#[test]
+fn a_send_failing_after_its_roll_still_seals_the_old_segment() {
+    let Some(fs) = SmallFilesystem::mount(8 << 20) else {
+        eprintln!("NOT RUN: mounting a small tmpfs needs root");
+        return;
+    };
+    let dir = fs.mount_point.join("queue");
+    let queue = Queue::open(&dir).unwrap();
+    queue.create_topic_with("t", TopicConfig::new(1).segment_bytes(256).max_record_bytes(4 << 20)).unwrap();
+    let producer = queue.producer();
+    producer.send("t", Record::new(&[1u8; 100])).unwrap();
+    // Leave room for a new segment's first reservation, but not for a 1.5 MiB batch.
+    let path = std::ffi::CString::new(fs.mount_point.as_os_str().as_encoded_bytes()).unwrap();
+    // SAFETY: statvfs reads the NUL-terminated path and writes the zeroed struct it is given.
+    let mut stats: libc::statvfs = unsafe { std::mem::zeroed() };
+    // SAFETY: as above.
+    assert_eq!(unsafe { libc::statvfs(path.as_ptr(), &mut stats) }, 0);
+    let free_bytes = stats.f_bavail * stats.f_frsize;
+    std::fs::write(fs.mount_point.join("filler"), vec![1u8; (free_bytes - (3 << 19)) as usize]).unwrap();
+    let error = producer.send("t", Record::new(&vec![2u8; 3 << 19])).expect_err("no room for the batch");
+    assert!(matches!(error, Error::DiskFull { ref path, .. } if path.ends_with("00000000000000000001.log")), "{error}");
+    std::fs::remove_file(fs.mount_point.join("filler")).unwrap();
+    drop((producer, queue)); // waits for the background sealing
+    let first = std::fs::read(dir.join("topics/t/0/00000000000000000000.log")).unwrap();
+    let marker = u64::from_le_bytes(first[32..40].try_into().unwrap());
+    assert_eq!(marker, u64::MAX, "the segment rolled away from is marked fully synced");
+}
