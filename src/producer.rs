@@ -87,11 +87,12 @@ impl RecordMetadata {
 /// # Ok(()) }
 /// ```
 pub struct Producer {
+    /// First, so that it drops before `queue` (see `Queue`'s field of the same kind).
+    _handle: Arc<UserHandle>,
     queue: Arc<QueueInner>,
     config: ProducerConfig,
     /// Where the next unkeyed record goes; each clone has its own, so threads do not contend.
     round_robin: AtomicU32,
-    _handle: Arc<UserHandle>,
 }
 
 impl Clone for Producer {

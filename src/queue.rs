@@ -55,8 +55,10 @@ pub(crate) struct DirLock {
 /// ```
 #[derive(Clone)]
 pub struct Queue {
-    pub(crate) inner: Arc<QueueInner>,
+    /// Declared first so that it drops first: while it stops the background threads, `inner`
+    /// still holds the queue, so that the queue's last reference goes on this thread.
     handle: Arc<UserHandle>,
+    pub(crate) inner: Arc<QueueInner>,
 }
 
 /// Held by every handle a user holds (each `Queue` and `Producer`; a consumer holds a
