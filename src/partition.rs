@@ -505,7 +505,18 @@ impl Partition {
             let first = self.known_base_at_or_before(from).unwrap_or(tail.active_base);
             let bases: Vec<u64> = self.segments.read().range(first..=tail.active_base).map(|(&b, _)| b).collect();
             for base in bases {
-                let segment = self.segment(base)?;
+                let segment = match self.segment(base) {
+                    Ok(segment) => segment,
+                    // Retention (in any process: it takes the maintenance lock, not this one)
+                    // raises the log start before it unlinks a segment, so a segment gone since
+                    // the list was made lies below it: its records left the log, nothing to sync.
+                    Err(Error::Io { source, .. })
+                        if source.kind() == std::io::ErrorKind::NotFound && base < self.start_offset() =>
+                    {
+                        continue;
+                    }
+                    Err(error) => return Err(error),
+                };
                 self.sync_or_poison(&segment)?;
                 segment.record_synced(if base == tail.active_base { tail.end_position } else { format::FULLY_SYNCED });
             }
