@@ -43,6 +43,18 @@ fn without_hanging<T: Send + 'static>(work: impl FnOnce() -> T + Send + 'static)
     receiver.recv_timeout(Duration::from_secs(60)).expect("the call hung")
 }
 
+/// A closed queue in `dir` with one record in `t-0`, and a file outside it, in `outside`, that
+/// nothing of streamlog's may touch.
+fn closed_queue_and_victim(dir: &TempDir, outside: &TempDir) -> PathBuf {
+    std::fs::create_dir_all(outside.path()).unwrap();
+    let victim = outside.path().join("precious");
+    std::fs::write(&victim, b"not streamlog's").unwrap();
+    let queue = Queue::open(dir.path()).unwrap();
+    queue.create_topic("t", 1).unwrap();
+    queue.producer().send("t", Record::new(b"one")).unwrap();
+    victim
+}
+
 fn is_unexpected(error: &Error, wanted: &str) -> bool {
     matches!(error, Error::UnexpectedFileType { found, .. } if *found == wanted)
 }
@@ -109,15 +121,8 @@ fn a_staging_directory_that_is_a_link_is_refused_and_its_target_kept() {
 
 #[test]
 fn a_state_file_that_is_a_link_is_refused_and_its_target_kept() {
-    let dir = TempDir::new("tamper-state");
-    let outside = TempDir::new("tamper-state-outside");
-    std::fs::create_dir_all(outside.path()).unwrap();
-    let victim = outside.path().join("precious");
-    std::fs::write(&victim, b"not streamlog's").unwrap();
-    let queue = Queue::open(dir.path()).unwrap();
-    queue.create_topic("t", 1).unwrap();
-    queue.producer().send("t", Record::new(b"one")).unwrap();
-    drop(queue);
+    let (dir, outside) = (TempDir::new("tamper-state"), TempDir::new("tamper-state-outside"));
+    let victim = closed_queue_and_victim(&dir, &outside);
     plant_link(&dir.path().join("topics/t/0/state"), &victim);
     let error = Queue::open(dir.path()).unwrap().offsets(&TopicPartition::new("t", 0)).expect_err("refused");
     assert!(is_unexpected(&error, "a symbolic link"), "{error}");
@@ -224,15 +229,8 @@ fn deleting_the_lock_files_does_not_let_an_opener_think_it_is_alone() {
 
 #[test]
 fn a_log_start_checkpoint_planted_as_a_link_is_refused_and_its_target_kept() {
-    let dir = TempDir::new("tamper-log-start");
-    let outside = TempDir::new("tamper-log-start-outside");
-    std::fs::create_dir_all(outside.path()).unwrap();
-    let victim = outside.path().join("precious");
-    std::fs::write(&victim, b"not streamlog's").unwrap();
-    let queue = Queue::open(dir.path()).unwrap();
-    queue.create_topic("t", 1).unwrap();
-    queue.producer().send("t", Record::new(b"one")).unwrap();
-    drop(queue);
+    let (dir, outside) = (TempDir::new("tamper-log-start"), TempDir::new("tamper-log-start-outside"));
+    let victim = closed_queue_and_victim(&dir, &outside);
     // Recovery writes a missing checkpoint through a temporary file: a link planted there must
     // not be followed, and neither may one planted as the checkpoint itself.
     let partition = dir.path().join("topics/t/0");
