@@ -82,6 +82,7 @@ fn entry() {
         "until-gone" => until_gone(&args),
         "compact" => compact(&args),
         "open-files" => open_files(&args),
+        role if role.starts_with("powercut-") => crate::powercut::child(role, &args),
         other => panic!("unknown child role {other}"),
     }
 }

@@ -14,6 +14,7 @@ mod groups;
 mod headers;
 mod model;
 mod offsets;
+mod powercut;
 mod processes;
 mod recovery;
 mod retention;
