@@ -195,9 +195,9 @@ fn mapped_writes_survive_with_msync_and_are_lost_without() {
 }
 
 #[test]
-fn unmapping_writes_pages_back_without_making_them_durable_and_syncfs_does_not() {
-    // What forces "writeback happened, fsync did not": not syncfs (FUSE sends nothing for it
-    // here), but closing a mapping, which writes its dirty pages back before it goes.
+fn unmapping_and_syncfs_write_pages_back_without_making_them_durable() {
+    // What forces "writeback happened, fsync did not": closing a mapping, which writes its dirty
+    // pages back before it goes. syncfs may or may not write them back, and never syncs.
     let mut m = Mounted::new("testfs-writeback");
     let (file, mut map) = mapped(&m, "f", 4096);
     let before = m.fs.stats();
@@ -205,7 +205,8 @@ fn unmapping_writes_pages_back_without_making_them_durable_and_syncfs_does_not()
     let directory = File::open(m.fs.path()).unwrap();
     // SAFETY: syncfs only takes a descriptor, which `directory` owns for the call.
     assert_eq!(unsafe { libc::syncfs(directory.as_raw_fd()) }, 0);
-    assert_eq!(m.fs.stats().writes, before.writes, "syncfs pushed nothing to the file system");
+    // syncfs sends no fsync; whether it writes the page back varies (seen both ways on 6.18).
+    assert_eq!(m.fs.stats().fsyncs, before.fsyncs, "syncfs sent no fsync");
     drop(map);
     let after = m.fs.stats();
     assert!(after.bytes_written >= before.bytes_written + 9, "munmap pushed the dirty page: {before:?} {after:?}");
