@@ -27,8 +27,8 @@ impl Mounted {
         let dir = TempDir::new(name);
         // The daemon is a child process: no queue may be opened alone while it is spawned.
         let spawning = crate::SPAWNING.read().unwrap_or_else(std::sync::PoisonError::into_inner);
-        let fs = PowerCutFs::mount(dir.path().join("mnt"))
-            .expect("mounting the power-cut test file system needs /dev/fuse and root");
+        let fs =
+            PowerCutFs::mount(dir.path().join("mnt")).expect("mounting the power-cut test file system needs /dev/fuse and root");
         drop(spawning);
         Mounted { fs, _dir: dir }
     }
@@ -511,7 +511,10 @@ fn a_failed_fsync_poisons_the_partition() {
     producer.send("t", Record::new(b"elsewhere").partition(1)).unwrap();
     drop((producer, queue));
     let queue = crate::open_alone(&dir).unwrap();
-    queue.producer_with(ProducerConfig::new().durability(Durability::Sync)).send("t", Record::new(b"after reopen").partition(0)).unwrap();
+    queue
+        .producer_with(ProducerConfig::new().durability(Durability::Sync))
+        .send("t", Record::new(b"after reopen").partition(0))
+        .unwrap();
     drop(queue);
     // Nothing acknowledged was harmed, even by a power cut.
     m.cut();
@@ -534,7 +537,8 @@ fn a_sync_after_a_failed_fsync_is_refused() {
     let queue = Queue::open(&dir).unwrap();
     queue.create_topic("t", 1).unwrap();
     // An interval long enough that only the explicit flushes sync.
-    let producer = queue.producer_with(ProducerConfig::new().durability(Durability::Interval(std::time::Duration::from_secs(3600))));
+    let producer =
+        queue.producer_with(ProducerConfig::new().durability(Durability::Interval(std::time::Duration::from_secs(3600))));
     producer.send("t", Record::new(b"a")).unwrap();
     producer.send("t", Record::new(b"b")).unwrap();
     m.fs.fail_fsync("q/topics/t/0", 1);

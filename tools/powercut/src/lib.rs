@@ -19,9 +19,9 @@ mod fuse;
 mod model;
 
 use std::io;
+use std::io::{BufRead, BufReader, Write};
 use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
-use std::io::{BufRead, BufReader, Write};
 use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
 use std::sync::{Arc, Mutex, MutexGuard};
 
@@ -179,8 +179,16 @@ impl PowerCutFs {
             Cut::Torn { seed } => format!("cut torn {seed}"),
         };
         let words = self.daemon().ask(&command)?;
-        let [files_unsynced, dirs_unsynced, dirs_kept_live, sectors_unsynced, sectors_kept, bytes_dropped, inodes_dropped, inodes_kept] =
-            numbers(&words)?;
+        let [
+            files_unsynced,
+            dirs_unsynced,
+            dirs_kept_live,
+            sectors_unsynced,
+            sectors_kept,
+            bytes_dropped,
+            inodes_dropped,
+            inodes_kept,
+        ] = numbers(&words)?;
         Ok(CutReport {
             files_unsynced,
             dirs_unsynced,
@@ -212,8 +220,19 @@ impl PowerCutFs {
     /// What reached the file system so far.
     pub fn stats(&self) -> Stats {
         let words = self.daemon().ask("stats").expect("the powercut daemon answers");
-        let [writes, bytes_written, truncates, fallocates, renames, fsyncs, dir_fsyncs, failed_fsyncs, lied_fsyncs, cuts, refused] =
-            numbers(&words).expect("the powercut daemon answers with stats");
+        let [
+            writes,
+            bytes_written,
+            truncates,
+            fallocates,
+            renames,
+            fsyncs,
+            dir_fsyncs,
+            failed_fsyncs,
+            lied_fsyncs,
+            cuts,
+            refused,
+        ] = numbers(&words).expect("the powercut daemon answers with stats");
         Stats {
             writes,
             bytes_written,
@@ -409,4 +428,3 @@ fn unmount(path: &Path) -> io::Result<()> {
 fn c_path(path: &Path) -> io::Result<std::ffi::CString> {
     Ok(std::ffi::CString::new(std::os::unix::ffi::OsStrExt::as_bytes(path.as_os_str()))?)
 }
-

@@ -331,7 +331,8 @@ impl Tree {
         if node.links > 0 || node.opens > 0 || !matches!(node.kind, Kind::File { .. }) {
             return;
         }
-        let durably_named = self.nodes.values().any(|n| matches!(&n.kind, Kind::Dir { durable, .. } if durable.values().any(|&i| i == ino)));
+        let durably_named =
+            self.nodes.values().any(|n| matches!(&n.kind, Kind::Dir { durable, .. } if durable.values().any(|&i| i == ino)));
         if !durably_named {
             self.nodes.remove(&ino);
         }
@@ -548,9 +549,7 @@ impl Tree {
 
 /// Root-relative path of `path` (leading `/` and `.` dropped), for matching fsync failures.
 pub(crate) fn relative(path: &Path) -> PathBuf {
-    path.components()
-        .filter(|c| matches!(c, std::path::Component::Normal(_)))
-        .collect()
+    path.components().filter(|c| matches!(c, std::path::Component::Normal(_))).collect()
 }
 
 /// A small deterministic generator (SplitMix64): a torn cut must be reproducible from its seed.
