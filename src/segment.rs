@@ -187,10 +187,6 @@ fn check_log_capacity(log: &MappedFile) -> Result<()> {
     Ok(())
 }
 
-/// Makes the next fsync of a segment under this directory fail with EIO, as a dying disk would.
-#[cfg(test)]
-pub(crate) static FAIL_NEXT_SYNC_UNDER: parking_lot::Mutex<Option<PathBuf>> = parking_lot::Mutex::new(None);
-
 /// Runs once, just before a new segment file under this directory is renamed into place, so
 /// that a test can change the directory at the worst moment.
 #[cfg(test)]
@@ -484,10 +480,6 @@ impl Segment {
 
     /// Flushes the log file to stable storage.
     pub(crate) fn sync(&self) -> Result<()> {
-        #[cfg(test)]
-        if FAIL_NEXT_SYNC_UNDER.lock().take_if(|dir| self.log.path.starts_with(dir)).is_some() {
-            return Err(Error::io("fsync", &self.log.path, std::io::Error::from_raw_os_error(libc::EIO)));
-        }
         #[cfg(test)]
         if let Some((_, count)) = SYNCS_UNDER.lock().as_mut().filter(|(dir, _)| self.log.path.starts_with(dir)) {
             *count += 1;

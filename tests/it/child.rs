@@ -82,6 +82,8 @@ fn entry() {
         "until-gone" => until_gone(&args),
         "compact" => compact(&args),
         "open-files" => open_files(&args),
+        testfs if testfs.starts_with("testfs-") => crate::testfs::child(testfs, &args),
+        "powercut-daemon" => powercut::serve(),
         role if role.starts_with("powercut-") => crate::powercut::child(role, &args),
         other => panic!("unknown child role {other}"),
     }

@@ -20,6 +20,7 @@ mod recovery;
 mod retention;
 mod space;
 mod tampering;
+mod testfs;
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU32, Ordering};

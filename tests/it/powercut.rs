@@ -26,7 +26,8 @@ use streamlog::{
 };
 
 use crate::child::{self, value_for};
-use crate::{TempDir, open_alone};
+use crate::open_alone;
+use crate::testfs::Mounted;
 
 /// Sync sends: nothing acknowledged may be lost.
 const SYNCED: &str = "synced";
@@ -175,16 +176,16 @@ impl Campaign {
     /// Runs the rounds; `torn(round)` chooses the cut, `before(round, fs)` may set the file
     /// system's faults for the round.
     fn run(&self, torn: impl Fn(u32) -> bool, before: impl Fn(u32, &PowerCutFs)) -> Report {
-        let mount = TempDir::new(&format!("powercut-{}", self.name));
-        let mut fs = PowerCutFs::mount(mount.path()).expect("mount the power-cut file system (needs /dev/fuse and root)");
+        let mut mounted = Mounted::new(&format!("powercut-{}", self.name));
+        let fs = &mut mounted.fs;
         let dir = fs.path().join("queue");
         create_topics(&dir);
         let mut rng = Rng(self.seed);
         let mut promises = Promises::default();
         let mut report = Report::default();
         for round in 0..self.rounds {
-            before(round, &fs);
-            let acked = run_round(&dir, round, &mut rng, &fs);
+            before(round, fs);
+            let acked = run_round(&dir, round, &mut rng, fs);
             record_promises(&mut promises, &mut report, &acked);
             let torn = torn(round);
             let cut = if torn { Cut::Torn { seed: rng.below(u64::MAX) } } else { Cut::Clean };
@@ -206,7 +207,9 @@ fn create_topics(dir: &Path) {
     let tiny = |partitions| TopicConfig::new(partitions).segment_bytes(4096).index_interval_bytes(256);
     queue.create_topic_with(SYNCED, tiny(PARTITIONS)).unwrap();
     queue.create_topic_with(BUFFERED, tiny(PARTITIONS)).unwrap();
-    queue.create_topic_with(COMPACTED, tiny(PARTITIONS).cleanup_policy(CleanupPolicy::Compact).min_cleanable_dirty_ratio(0.01)).unwrap();
+    queue
+        .create_topic_with(COMPACTED, tiny(PARTITIONS).cleanup_policy(CleanupPolicy::Compact).min_cleanable_dirty_ratio(0.01))
+        .unwrap();
     queue.create_topic_with(RETAINED, tiny(PARTITIONS).retention_bytes(16 << 10)).unwrap();
 }
 
@@ -229,7 +232,14 @@ fn producer_id(round: u32, role: u32) -> u32 {
 fn run_round(dir: &Path, round: u32, rng: &mut Rng, fs: &PowerCutFs) -> Acked {
     let dir_arg = dir.display().to_string();
     let produce = |topic: &str, role: u32, durability: &str| {
-        let args = [dir_arg.clone(), topic.into(), producer_id(round, role).to_string(), "0".into(), PARTITIONS.to_string(), durability.into()];
+        let args = [
+            dir_arg.clone(),
+            topic.into(),
+            producer_id(round, role).to_string(),
+            "0".into(),
+            PARTITIONS.to_string(),
+            durability.into(),
+        ];
         child::spawn("produce", &args)
     };
     let mut children: Vec<(&str, Child)> = vec![
@@ -237,7 +247,10 @@ fn run_round(dir: &Path, round: u32, rng: &mut Rng, fs: &PowerCutFs) -> Acked {
         ("buffered", produce(BUFFERED, 1, "buffered")),
         ("maintain", child::spawn("powercut-maintain", &[dir_arg.clone(), producer_id(round, 2).to_string()])),
         ("admin", child::spawn("powercut-admin", &[dir_arg.clone(), round.to_string()])),
-        ("sync-commits", child::spawn("powercut-commit", &[dir_arg.clone(), SYNC_GROUP.into(), "sync".into(), round.to_string()])),
+        (
+            "sync-commits",
+            child::spawn("powercut-commit", &[dir_arg.clone(), SYNC_GROUP.into(), "sync".into(), round.to_string()]),
+        ),
         (
             "buffered-commits",
             child::spawn("powercut-commit", &[dir_arg.clone(), BUFFERED_GROUP.into(), "buffered".into(), round.to_string()]),
@@ -285,8 +298,8 @@ fn run_round(dir: &Path, round: u32, rng: &mut Rng, fs: &PowerCutFs) -> Acked {
     }
 }
 
-/// Asks the kernel to write every dirty page of the mount back (syncfs): the file system sees
-/// the writes, but only an fsync makes them durable.
+/// Asks the kernel to write dirty pages of the mount back (syncfs; over FUSE it may write some
+/// or none): the file system sees what it writes, but only an fsync makes anything durable.
 fn write_back(mount: &Path) {
     let root = std::fs::File::open(mount).unwrap();
     // SAFETY: syncfs has no memory preconditions; `root` is an open descriptor.
@@ -375,7 +388,8 @@ fn record_promises(promises: &mut Promises, report: &mut Report, acked: &Acked) 
     report.buffered_commits += acked.buffered_commits.len();
     // A commit in flight at the kill may have been written too: one past the last printed.
     let started = commit_base(round);
-    promises.commit_ceiling = promises.commit_ceiling.max(ceiling(&acked.sync_commits).max(ceiling(&acked.buffered_commits)).max(started) + 1);
+    promises.commit_ceiling =
+        promises.commit_ceiling.max(ceiling(&acked.sync_commits).max(ceiling(&acked.buffered_commits)).max(started) + 1);
 }
 
 /// Commit children start from here in each round, so values only grow.
@@ -396,7 +410,12 @@ fn check(dir: &Path, promises: &mut Promises, report: &mut Report) -> Vec<Anomal
     anomalies
 }
 
-fn check_queue(queue: &Queue, promises: &mut Promises, report: &mut Report, anomalies: &mut Vec<Anomaly>) -> streamlog::Result<()> {
+fn check_queue(
+    queue: &Queue,
+    promises: &mut Promises,
+    report: &mut Report,
+    anomalies: &mut Vec<Anomaly>,
+) -> streamlog::Result<()> {
     // Topics.
     let topics: BTreeSet<String> = queue.topics()?.into_iter().collect();
     for topic in &promises.topics {
@@ -457,7 +476,9 @@ fn check_queue(queue: &Queue, promises: &mut Promises, report: &mut Report, anom
     // The Buffered topic: what is there is as sent; a lost tail is allowed, and its offsets
     // may be reused by later rounds.
     let read = read_checked(queue, BUFFERED, PARTITIONS, anomalies)?;
-    let ends: Vec<u64> = (0..PARTITIONS).map(|p| queue.offsets(&TopicPartition::new(BUFFERED, p)).map(|o| o.1)).collect::<streamlog::Result<_>>()?;
+    let ends: Vec<u64> = (0..PARTITIONS)
+        .map(|p| queue.offsets(&TopicPartition::new(BUFFERED, p)).map(|o| o.1))
+        .collect::<streamlog::Result<_>>()?;
     promises.buffered.retain(|&(partition, offset), identity| {
         if offset >= ends[partition as usize] {
             report.buffered_lost += 1;
@@ -465,7 +486,9 @@ fn check_queue(queue: &Queue, promises: &mut Promises, report: &mut Report, anom
         }
         match read.get(&(partition, offset)) {
             Some(found) if found == identity => {}
-            Some(&found) => anomalies.push(Anomaly::Changed { topic: BUFFERED.into(), partition, offset, expected: *identity, found }),
+            Some(&found) => {
+                anomalies.push(Anomaly::Changed { topic: BUFFERED.into(), partition, offset, expected: *identity, found })
+            }
             None => anomalies.push(Anomaly::Lost { topic: BUFFERED.into(), partition, offset }),
         }
         true
@@ -506,10 +529,16 @@ fn check_queue(queue: &Queue, promises: &mut Promises, report: &mut Report, anom
 /// whole and as sent (its value is `value_for` of the identity it names), that no identity
 /// appears twice and that offsets are dense (except in the compacted topic). Returns
 /// (partition, offset) -> identity. Records this checker sent after earlier cuts are skipped.
-fn read_checked(queue: &Queue, topic: &str, partitions: u32, anomalies: &mut Vec<Anomaly>) -> streamlog::Result<BTreeMap<(u32, u64), (u32, u64)>> {
+fn read_checked(
+    queue: &Queue,
+    topic: &str,
+    partitions: u32,
+    anomalies: &mut Vec<Anomaly>,
+) -> streamlog::Result<BTreeMap<(u32, u64), (u32, u64)>> {
     let mut read = BTreeMap::new();
     let mut seen = BTreeSet::new();
-    let config = ConsumerConfig::new("checker").auto_commit(None).auto_offset_reset(OffsetReset::Earliest).max_poll_records(10_000);
+    let config =
+        ConsumerConfig::new("checker").auto_commit(None).auto_offset_reset(OffsetReset::Earliest).max_poll_records(10_000);
     for partition in 0..partitions {
         let tp = TopicPartition::new(topic, partition);
         let (start, end) = queue.offsets(&tp)?;
@@ -578,7 +607,8 @@ fn maintain(args: &[String]) {
         let value = value_for(producer_id, seq);
         let (tag, topic) = if seq % 2 == 0 { ("c", COMPACTED) } else { ("r", RETAINED) };
         let key = (seq % KEYS).to_le_bytes();
-        let meta = producer.send(topic, Record::new(&value).key(&key).partition((seq / 2 % u64::from(PARTITIONS)) as u32)).unwrap();
+        let meta =
+            producer.send(topic, Record::new(&value).key(&key).partition((seq / 2 % u64::from(PARTITIONS)) as u32)).unwrap();
         writeln!(out, "{tag} {seq} {} {}", meta.partition(), meta.offset()).unwrap();
         out.flush().unwrap();
         if seq % 40 == 39 {
