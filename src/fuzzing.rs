@@ -269,7 +269,10 @@ pub fn state_header(data: &[u8]) {
     let Ok(file) = fs::File::open(&path) else { return };
     if let Ok(Some(epoch)) = crate::state::SharedState::stored_epoch(&file) {
         assert!(data.len() as u64 >= crate::state::STATE_FILE_BYTES);
-        assert_eq!((&data[0..8], format::u16_at(data, 8), format::u64_at(data, 16)), (&format::STATE_MAGIC[..], format::FORMAT_VERSION, epoch));
+        assert_eq!(
+            (&data[0..8], format::u16_at(data, 8), format::u64_at(data, 16)),
+            (&format::STATE_MAGIC[..], format::FORMAT_VERSION, epoch)
+        );
     }
 }
 
@@ -392,7 +395,10 @@ pub fn read_tree(dir: &Path) -> io::Result<Vec<TreeFile>> {
 fn write_tree(dir: &Path, files: &[TreeFile]) {
     for file in files.iter().take(256) {
         let relative = Path::new(&file.path);
-        if file.path.is_empty() || !relative.components().all(|c| matches!(c, Component::Normal(_))) || file.len > MAX_TREE_FILE_BYTES {
+        if file.path.is_empty()
+            || !relative.components().all(|c| matches!(c, Component::Normal(_)))
+            || file.len > MAX_TREE_FILE_BYTES
+        {
             continue;
         }
         let path = dir.join(relative);
@@ -410,21 +416,42 @@ fn write_tree(dir: &Path, files: &[TreeFile]) {
     }
 }
 
+/// A record as the seed queues hold it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SeedRecord {
+    /// The key, if any.
+    pub key: Option<Vec<u8>>,
+    /// The value; `None` for a tombstone.
+    pub value: Option<Vec<u8>>,
+    /// The headers, in order.
+    pub headers: Vec<(String, Vec<u8>)>,
+    /// The timestamp, in milliseconds.
+    pub timestamp_ms: u64,
+}
+
 /// The record the seed queues hold at `offset` of partition `partition` of every topic: the
 /// directory target accepts a record only if it is this one.
-pub fn seed_record(partition: u32, offset: u64) -> (Option<Vec<u8>>, Option<Vec<u8>>, Vec<(String, Vec<u8>)>, u64) {
+pub fn seed_record(partition: u32, offset: u64) -> SeedRecord {
     let key = (offset % 3 != 2).then(|| format!("key-{}", offset % 5).into_bytes());
-    let value = (offset % 7 != 6 || key.is_none()).then(|| format!("p{partition} o{offset} {}", "v".repeat((offset % 40) as usize)).into_bytes());
-    let headers =
-        if offset % 4 == 0 { vec![("trace".to_owned(), offset.to_le_bytes().to_vec()), (String::new(), Vec::new())] } else { Vec::new() };
-    (key, value, headers, 1_700_000_000_000 + offset * 1000)
+    let value = (offset % 7 != 6 || key.is_none())
+        .then(|| format!("p{partition} o{offset} {}", "v".repeat((offset % 40) as usize)).into_bytes());
+    let headers = if offset.is_multiple_of(4) {
+        vec![("trace".to_owned(), offset.to_le_bytes().to_vec()), (String::new(), Vec::new())]
+    } else {
+        Vec::new()
+    };
+    SeedRecord { key, value, headers, timestamp_ms: 1_700_000_000_000 + offset * 1000 }
 }
 
 /// The topics of a seed queue: `(name, config, records per partition)`.
 fn seed_topics() -> Vec<(&'static str, TopicConfig, u64)> {
     vec![
         ("plain", TopicConfig::new(2).segment_bytes(512).index_interval_bytes(64).retention_ms(u64::MAX), 30),
-        ("compacted", TopicConfig::new(1).segment_bytes(512).cleanup_policy(CleanupPolicy::Compact).min_cleanable_dirty_ratio(0.0), 40),
+        (
+            "compacted",
+            TopicConfig::new(1).segment_bytes(512).cleanup_policy(CleanupPolicy::Compact).min_cleanable_dirty_ratio(0.0),
+            40,
+        ),
         ("sized", TopicConfig::new(1).segment_bytes(256).retention_bytes(600).retention_ms(u64::MAX), 25),
     ]
 }
@@ -440,7 +467,7 @@ pub fn write_seed_queue(dir: &Path) -> crate::Result<Vec<TreeFile>> {
         queue.create_topic_with(name, config)?;
         for partition in 0..partitions {
             for offset in 0..count {
-                let (key, value, headers, timestamp) = seed_record(partition, offset);
+                let SeedRecord { key, value, headers, timestamp_ms } = seed_record(partition, offset);
                 let mut record = match &value {
                     Some(value) => Record::new(value),
                     None => Record::tombstone(key.as_deref().unwrap_or_default()),
@@ -451,7 +478,7 @@ pub fn write_seed_queue(dir: &Path) -> crate::Result<Vec<TreeFile>> {
                 for (name, value) in &headers {
                     record = record.header(name, value);
                 }
-                producer.send(name, record.partition(partition).timestamp(timestamp))?;
+                producer.send(name, record.partition(partition).timestamp(timestamp_ms))?;
             }
         }
     }
@@ -533,10 +560,20 @@ fn exercise(queue: &Queue, maintain: bool) -> crate::Result<()> {
 
 /// Panics unless `record` is the seed record at its offset.
 fn check_record(record: &crate::ConsumerRecord) {
-    let (key, value, headers, timestamp) = seed_record(record.partition(), record.offset());
-    let found_headers: Vec<(String, Vec<u8>)> = record.headers().map(|(n, v)| (n.to_owned(), v.to_vec())).collect();
-    let found = (record.key().map(<[u8]>::to_vec), (!record.is_tombstone()).then(|| record.value().to_vec()), found_headers, record.timestamp());
-    assert_eq!(found, (key, value, headers, timestamp), "a record that was never written at offset {} of {}/{}", record.offset(), record.topic(), record.partition());
+    let found = SeedRecord {
+        key: record.key().map(<[u8]>::to_vec),
+        value: (!record.is_tombstone()).then(|| record.value().to_vec()),
+        headers: record.headers().map(|(n, v)| (n.to_owned(), v.to_vec())).collect(),
+        timestamp_ms: record.timestamp(),
+    };
+    assert_eq!(
+        found,
+        seed_record(record.partition(), record.offset()),
+        "a record that was never written at offset {} of {}/{}",
+        record.offset(),
+        record.topic(),
+        record.partition()
+    );
 }
 
 /// Writes the seed inputs of every target into `out/<target>/`: the files of a real queue made
@@ -621,8 +658,11 @@ fn batches_end(segment: &[u8]) -> usize {
     at
 }
 
+/// A fuzz target's entry point.
+pub type Target = fn(&[u8]);
+
 /// Every target by name, for the corpus replay test.
-pub const TARGETS: &[(&str, fn(&[u8]))] = &[
+pub const TARGETS: &[(&str, Target)] = &[
     ("file_header", file_header),
     ("queue_meta", queue_meta),
     ("log_start", log_start),
