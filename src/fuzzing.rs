@@ -499,14 +499,82 @@ pub fn write_seed_queue(dir: &Path) -> crate::Result<Vec<TreeFile>> {
 /// directory: opened, its topics listed, every partition read to its end, a group consumer
 /// subscribed and polled, maintenance run, and reopened and read again. Every error must be a
 /// typed error, and every record read must be the seed record at its offset (`seed_record`).
+///
+/// The first byte is the mode: with its low bit set, the checksums of every file header
+/// (segments, indexes, swaps, `streamlog.meta`, `topic.meta`, `log_start`, the group state
+/// copies) are recomputed after the tree is written, so that the fuzzer reaches what lies
+/// behind them. Batch checksums are never recomputed: they are what makes a record the record
+/// that was written, so the record check holds in both modes.
 pub fn directory(data: &[u8]) {
+    let (fix, data) = split_mode(data);
     let dir = FuzzDir::new();
-    write_tree(&dir.path, &decode_tree(data));
+    write_tree(&dir.path, &decode_tree(&data));
+    if fix {
+        reseal_headers(&dir.path);
+    }
     for round in 0..2 {
         let Ok(queue) = Queue::open_with(&dir.path, QueueOptions::new().maintenance_interval(Duration::from_secs(3600))) else {
             return;
         };
         let _ = exercise(&queue, round == 0);
+    }
+}
+
+/// Recomputes the header checksums of every file under `dir` that has one (see `directory`).
+fn reseal_headers(dir: &Path) {
+    let Ok(entries) = fs::read_dir(dir) else { return };
+    for entry in entries.flatten() {
+        let path = entry.path();
+        if entry.file_type().is_ok_and(|t| t.is_dir()) {
+            reseal_headers(&path);
+            continue;
+        }
+        let Ok(file) = fs::OpenOptions::new().read(true).write(true).open(&path) else { continue };
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let mut head = [0u8; 128];
+        let head_bytes = file.read_at(&mut head, 0).unwrap_or(0);
+        let reseal = |bytes: &mut [u8], crc: u32, crc_at: usize, file_at: u64| {
+            put_crc(bytes, crc_at, crc);
+            let _ = file.write_all_at(&bytes[crc_at..crc_at + 4], file_at + crc_at as u64);
+        };
+        if name == format::GROUP_FILE {
+            for half in 0..2 {
+                let at = crate::group::blob_at(half);
+                let mut prefix = [0u8; 8];
+                if file.read_exact_at(&mut prefix, at).is_err() {
+                    continue;
+                }
+                let mut blob = vec![0u8; (format::u32_at(&prefix, 0) as usize).min(1 << 20)];
+                if file.read_exact_at(&mut blob, at + 8).is_ok() {
+                    reseal(&mut prefix, crc32fast::hash(&blob), 4, at);
+                }
+            }
+        } else if name == format::TOPIC_META_FILE && head_bytes >= 128 {
+            let crc = crc32fast::hash(&head[0..124]);
+            reseal(&mut head, crc, 124, 0);
+        } else if head_bytes >= 64 {
+            let stem = name.strip_suffix(".swap").unwrap_or(&name);
+            match format::classify(stem) {
+                format::PartitionFile::Segment(_) | format::PartitionFile::Index(_) => {
+                    let mut hasher = crc32fast::Hasher::new();
+                    hasher.update(&head[0..32]);
+                    hasher.update(&head[48..60]);
+                    reseal(&mut head, hasher.finalize(), 60, 0);
+                }
+                format::PartitionFile::LogStart => {
+                    for slot in 0..head_bytes / 64 {
+                        let at = slot * 64;
+                        let crc = crc32fast::hash(&head[at..at + 60]);
+                        reseal(&mut head[at..at + 64], crc, 60, at as u64);
+                    }
+                }
+                _ if name == format::QUEUE_META_FILE => {
+                    let crc = crc32fast::hash(&head[0..60]);
+                    reseal(&mut head, crc, 60, 0);
+                }
+                _ => {}
+            }
+        }
     }
 }
 
@@ -627,13 +695,14 @@ pub fn write_seeds(out: &Path) -> io::Result<()> {
     let value = format::encode_commit_value(17, 3, 2, 0x1234);
     seeds.entry("commit").or_default().push([&(key.len() as u16).to_le_bytes()[..], &key, &value].concat());
     // The directory: the queue as it is, and variants.
-    let mut directories = vec![encode_tree(&tree)];
+    let mut directories = vec![[&[0u8][..], &encode_tree(&tree)].concat(), [&[1u8][..], &encode_tree(&tree)].concat()];
     let mut swapped = tree.clone();
     if let Some(segment) = tree.iter().find(|f| f.path.starts_with("topics/compacted/0/") && f.path.ends_with(".log")) {
         swapped.push(TreeFile { path: format!("{}.swap", segment.path), ..segment.clone() });
     }
-    directories.push(encode_tree(&swapped));
-    directories.push(encode_tree(&tree.iter().filter(|f| !f.path.starts_with("groups/")).cloned().collect::<Vec<_>>()));
+    directories.push([&[1u8][..], &encode_tree(&swapped)].concat());
+    let without_groups: Vec<TreeFile> = tree.iter().filter(|f| !f.path.starts_with("groups/")).cloned().collect();
+    directories.push([&[1u8][..], &encode_tree(&without_groups)].concat());
     seeds.insert("directory", directories);
     for (target, inputs) in seeds {
         let target_dir = out.join(target);

@@ -52,7 +52,9 @@ fn the_directory_target_reads_a_real_queue_and_catches_a_record_never_written() 
     let (_dir, tree) = seed_tree();
     let encoded = fuzzing::encode_tree(&tree);
     assert_eq!(fuzzing::decode_tree(&encoded), tree);
-    fuzzing::directory(&encoded);
+    for mode in [0u8, 1] {
+        fuzzing::directory(&[&[mode][..], &encoded].concat());
+    }
 
     // Sabotage: one record's value changed in place and its batch's checksum forged, as a
     // writer that lied would leave it. The checker must refuse the record.
@@ -65,8 +67,11 @@ fn the_directory_target_reads_a_real_queue_and_catches_a_record_never_written() 
     let batch_bytes = u32::from_le_bytes(bytes[batch_at..batch_at + 4].try_into().unwrap()) as usize;
     assert!(batch_at < at && at < batch_at + batch_bytes, "offset 1 is the second batch");
     fuzzing::forge_batch_checksum(&mut bytes[batch_at..batch_at + batch_bytes]);
-    let caught = catch_unwind(AssertUnwindSafe(|| fuzzing::directory(&fuzzing::encode_tree(&lying))));
-    assert!(caught.is_err(), "a record that was never written was accepted");
+    for mode in [0u8, 1] {
+        let input = [&[mode][..], &fuzzing::encode_tree(&lying)].concat();
+        let caught = catch_unwind(AssertUnwindSafe(|| fuzzing::directory(&input)));
+        assert!(caught.is_err(), "a record that was never written was accepted (mode {mode})");
+    }
 }
 
 #[test]
