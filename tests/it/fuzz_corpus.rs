@@ -53,7 +53,10 @@ fn the_directory_target_reads_a_real_queue_and_catches_a_record_never_written() 
     let encoded = fuzzing::encode_tree(&tree);
     assert_eq!(fuzzing::decode_tree(&encoded), tree);
     for mode in [0u8, 1] {
-        fuzzing::directory(&[&[mode][..], &encoded].concat());
+        // Both rounds read every record of the seed queue (each time the plain topic's 60 at
+        // least), and the group member polls some more.
+        let checked = fuzzing::directory(&[&[mode][..], &encoded].concat());
+        assert!(checked >= 120, "the directory target checked only {checked} records in mode {mode}");
     }
 
     // Sabotage: one record's value changed in place and its batch's checksum forged, as a
@@ -75,18 +78,18 @@ fn the_directory_target_reads_a_real_queue_and_catches_a_record_never_written() 
 }
 
 #[test]
-fn the_parser_targets_catch_bytes_that_do_not_re_encode() {
+fn the_batch_target_accepts_real_batches_and_refuses_the_forged_one_it_found() {
     let (_dir, tree) = seed_tree();
     let segment = tree.iter().find(|f| f.path == "topics/plain/0/00000000000000000000.log").unwrap();
     let data = &segment.extents[0].1;
     let first = 64 + u32::from_le_bytes(data[64..68].try_into().unwrap()) as usize;
-    let mut batch = [&[0u8][..], &data[64..first]].concat();
-    fuzzing::batch(&batch);
-    // Sabotage: a reserved word set and the checksum forged. The reader does not look at it,
-    // so only the re-encoding check can catch it.
-    batch[1 + 20] = 1;
-    fuzzing::forge_batch_checksum(&mut batch[1..]);
-    assert!(catch_unwind(AssertUnwindSafe(|| fuzzing::batch(&batch))).is_err(), "the batch target missed a changed batch");
+    let second = first + u32::from_le_bytes(data[first..first + 4].try_into().unwrap()) as usize;
+    assert_eq!(fuzzing::batch(&[&[0u8][..], &data[64..second]].concat()), 2, "two real one-record batches");
+    // The input libFuzzer found: a real batch whose header bytes it changed, with the checksum
+    // forged. Its record no longer parses as written, so none is accepted (the target used to
+    // fail on it: the reader returned the record with a header dropped).
+    let found = fs::read(fuzz_dir().join("artifacts/batch/crash-d9fbb5ffa050159397a929bc16b2ce8fe360bcfb")).unwrap();
+    assert_eq!(fuzzing::batch(&found), 0);
 }
 
 /// Writes the seed corpus into fuzz/corpus/ (merged with what is there). Run by hand after a
@@ -96,4 +99,38 @@ fn the_parser_targets_catch_bytes_that_do_not_re_encode() {
 #[ignore = "writes into the repository's fuzz/corpus"]
 fn write_seed_corpus() {
     fuzzing::write_seeds(&fuzz_dir().join("corpus")).unwrap();
+}
+
+/// Found by the `batch` target (fuzz/artifacts/batch/crash-d9fbb5ff...): libFuzzer forged the
+/// batch checksum of a record whose header bytes it had changed, and the reader returned the
+/// record with one header silently dropped instead of reporting the damage. A checksum is no
+/// proof against a deliberate change, so a record must also parse exactly as its writer lays
+/// it out.
+#[test]
+fn a_record_whose_headers_do_not_parse_is_reported_not_returned_short() {
+    let dir = TempDir::new("fuzz-headers");
+    {
+        let queue = crate::open_alone(dir.path()).unwrap();
+        queue.create_topic("t", 1).unwrap();
+        let record = streamlog::Record::new(b"value").key(b"k").header("trace", b"12345678").header("", b"");
+        queue.producer().send("t", record).unwrap();
+    }
+    let path = dir.path().join("topics/t/0/00000000000000000000.log");
+    let mut bytes = fs::read(&path).unwrap();
+    let batch_bytes = u32::from_le_bytes(bytes[64..68].try_into().unwrap()) as usize;
+    // The second header's name length now runs past the record.
+    let second_header = 64 + 40 + 24 + 1 + 5 + 6 + 5 + 8;
+    bytes[second_header] = 200;
+    fuzzing::forge_batch_checksum(&mut bytes[64..64 + batch_bytes]);
+    fs::write(&path, &bytes).unwrap();
+
+    let queue = crate::open_alone(dir.path()).unwrap();
+    let mut consumer = crate::consumer_from_start(&queue, "t", 1);
+    match consumer.poll(std::time::Duration::from_millis(100)) {
+        Err(streamlog::Error::Corrupt { .. }) => {}
+        Ok(records) => {
+            panic!("returned {:?} with headers {:?}", records, records.iter().map(|r| r.headers().count()).collect::<Vec<_>>())
+        }
+        Err(other) => panic!("expected Error::Corrupt, got {other}"),
+    }
 }
