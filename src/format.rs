@@ -522,7 +522,10 @@ pub(crate) struct RecordLayout {
 }
 
 impl RecordLayout {
-    /// Parses the record starting at `bytes[0]`; `None` if its sizes do not fit in `bytes`.
+    /// Parses the record starting at `bytes[0]`; `None` if its sizes do not fit in `bytes`, or
+    /// if it is not laid out as `write_batch` lays out a record: a checksum guards against
+    /// damage, not against a deliberate change with the checksum recomputed (a fuzzer does it
+    /// in one step), and what a reader returns and compaction copies must be what was written.
     pub(crate) fn parse(bytes: &[u8]) -> Option<Self> {
         if bytes.len() < RECORD_HEADER_BYTES as usize {
             return None;
@@ -536,8 +539,33 @@ impl RecordLayout {
         };
         let fixed = u64::from(RECORD_HEADER_BYTES) + u64::from(layout.key_bytes) + u64::from(layout.value_bytes);
         let fits = u64::from(layout.record_bytes) >= fixed && layout.record_bytes as usize <= bytes.len();
-        fits.then_some(layout)
+        if !fits {
+            return None;
+        }
+        let known_flags = layout.flags & !(FLAG_HAS_KEY | FLAG_TOMBSTONE) == 0;
+        let key_ok = layout.flags & FLAG_HAS_KEY != 0 || layout.key_bytes == 0;
+        let value_ok = layout.flags & FLAG_TOMBSTONE == 0 || layout.value_bytes == 0;
+        let headers = &bytes[fixed as usize..layout.record_bytes as usize];
+        (known_flags && key_ok && value_ok && headers_are_whole(headers, u16_at(bytes, 6))).then_some(layout)
     }
+}
+
+/// Whether `bytes` are exactly `count` headers, each whole, with a UTF-8 name.
+fn headers_are_whole(bytes: &[u8], count: u16) -> bool {
+    let mut at = 0usize;
+    for _ in 0..count {
+        if at + HEADER_ENTRY_OVERHEAD as usize > bytes.len() {
+            return false;
+        }
+        let name_start = at + HEADER_ENTRY_OVERHEAD as usize;
+        let name_end = name_start + u16_at(bytes, at) as usize;
+        let end = name_end.saturating_add(u32_at(bytes, at + 2) as usize);
+        if end > bytes.len() || std::str::from_utf8(&bytes[name_start..name_end]).is_err() {
+            return false;
+        }
+        at = end;
+    }
+    at == bytes.len()
 }
 
 /// Iterates over the `(name, value)` headers encoded in `bytes`.
@@ -556,7 +584,7 @@ pub(crate) fn parse_headers(bytes: &[u8]) -> impl Iterator<Item = (&str, &[u8])>
             return None;
         }
         at = end;
-        // Names are checked to be UTF-8 when sent and the batch checksum held when read.
+        // Names are checked to be UTF-8 when sent, and again when the record was parsed.
         let name = std::str::from_utf8(&bytes[name_start..value_start]).unwrap_or_default();
         Some((name, &bytes[value_start..end]))
     })
@@ -795,6 +823,29 @@ mod tests {
 
         batch[50] ^= 1;
         assert!(!batch_checksum_ok(&batch), "a flipped bit must fail the checksum");
+    }
+
+    #[test]
+    fn a_record_that_its_writer_could_not_have_written_does_not_parse() {
+        let record = Record::new(b"value").key(b"k").header("trace", b"12345678").header("", b"");
+        let mut batch = vec![0u8; BATCH_HEADER_BYTES as usize + record_bytes(&record) as usize];
+        write_batch(&mut batch, 0, std::slice::from_ref(&record), &[1]);
+        let at = BATCH_HEADER_BYTES as usize;
+        assert!(RecordLayout::parse(&batch[at..]).is_some());
+        // Each change below keeps the sizes consistent; found by the `batch` fuzz target,
+        // which forges the batch checksum.
+        let damaged = |change: &dyn Fn(&mut [u8])| {
+            let mut copy = batch.clone();
+            change(&mut copy[at..]);
+            RecordLayout::parse(&copy[at..]).is_none()
+        };
+        assert!(damaged(&|r| r[6] = 1), "a header count that disagrees with the headers");
+        assert!(damaged(&|r| r[6] = 3), "a header count past the headers");
+        assert!(damaged(&|r| r[24 + 1 + 5 + 2] = 9), "a header that overruns the record");
+        assert!(damaged(&|r| r[24 + 1 + 5 + 6] = 0xff), "a header name that is not UTF-8");
+        assert!(damaged(&|r| r[4] |= 4), "an unknown flag");
+        assert!(damaged(&|r| r[4] &= !(FLAG_HAS_KEY as u8)), "key bytes without a key");
+        assert!(damaged(&|r| r[4] |= FLAG_TOMBSTONE as u8), "value bytes in a tombstone");
     }
 
     #[test]

@@ -595,7 +595,7 @@ impl GroupGuard<'_> {
 }
 
 /// Where copy `half` (0 or 1) of the group state starts in the group file.
-fn blob_at(half: u64) -> u64 {
+pub(crate) fn blob_at(half: u64) -> u64 {
     (BLOBS_AT + (half & 1) as usize * BLOB_BYTES) as u64
 }
 

@@ -31,6 +31,9 @@ mod consumer;
 mod error;
 mod file;
 mod format;
+#[cfg(feature = "fuzzing")]
+#[doc(hidden)]
+pub mod fuzzing;
 mod group;
 mod offsets;
 mod partition;

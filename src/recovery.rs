@@ -212,13 +212,19 @@ fn read_log_start_slots(dir: &Path) -> Result<Option<[Option<u64>; 2]>> {
         Err(Error::Io { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => return Ok(None),
         other => other?,
     };
+    log_start_slots(&bytes, &path).map(Some)
+}
+
+/// The two slots of a log start checkpoint file's bytes (`None` for one that does not decode);
+/// a file with no valid slot is an error.
+pub(crate) fn log_start_slots(bytes: &[u8], path: &Path) -> Result<[Option<u64>; 2]> {
     if bytes.len() != format::LOG_START_FILE_BYTES {
-        return Err(Error::corrupt(&path, 0, format!("a log start checkpoint of {} bytes", bytes.len())));
+        return Err(Error::corrupt(path, 0, format!("a log start checkpoint of {} bytes", bytes.len())));
     }
-    let slot = |n: usize| format::decode_log_start(&bytes[n * 64..(n + 1) * 64], &path);
+    let slot = |n: usize| format::decode_log_start(&bytes[n * 64..(n + 1) * 64], path);
     match (slot(0), slot(1)) {
         (Err(error), Err(_)) => Err(error),
-        (first, second) => Ok(Some([first.ok(), second.ok()])),
+        (first, second) => Ok([first.ok(), second.ok()]),
     }
 }
 
