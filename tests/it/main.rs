@@ -9,6 +9,7 @@ mod consumer_edges;
 mod corruption;
 mod crash;
 mod disk_full;
+mod failpoints;
 mod group_processes;
 mod groups;
 mod headers;
