@@ -88,6 +88,7 @@ fn entry() {
         "until-gone" => until_gone(&args),
         "compact" => compact(&args),
         "open-files" => open_files(&args),
+        history if history.starts_with("hist-") => crate::history::child(history, &args),
         failpoint if failpoint.starts_with("fp-") => crate::failpoints::child(failpoint, &args),
         other => panic!("unknown child role {other}"),
     }

@@ -13,6 +13,7 @@ mod failpoints;
 mod group_processes;
 mod groups;
 mod headers;
+mod history;
 mod model;
 mod offsets;
 mod processes;
