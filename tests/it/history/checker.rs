@@ -254,10 +254,14 @@ pub(crate) fn check(history: &History) -> Vec<Anomaly> {
                 }
             }
             What::Revoked(ref partitions) | What::Lost(ref partitions) => {
-                partitions.iter().for_each(|&p| drop(state.remove(&(member, p))));
+                for p in partitions {
+                    state.remove(&(member, *p));
+                }
             }
             What::Died => state.retain(|&(m, _), _| m != member),
-            What::Poll | What::CommitInvoke => drop(invoked_at.insert(member, event.ns)),
+            What::Poll | What::CommitInvoke => {
+                invoked_at.insert(member, event.ns);
+            }
             What::Deliver { partition, offset, crc } => {
                 let act_ns = invoked_at.get(&member).copied().unwrap_or(event.ns);
                 match crc_at.get(&(partition, offset)) {
