@@ -18,6 +18,7 @@ use std::io::{BufWriter, Seek, SeekFrom, Write};
 use std::path::Path;
 
 use crate::error::{IoContext, Result};
+use crate::failpoint::failpoint;
 use crate::file::{self, Access};
 use crate::format::{
     self, FILE_HEADER_BYTES, FULLY_SYNCED, FileHeader, INDEX_MAGIC, IndexEntry, LogId, SEGMENT_COMPACTED, SEGMENT_MAGIC,
@@ -180,9 +181,12 @@ impl CleanedSegment {
         let index_swap = dir.join(format::swap_file_name(&index_name));
         let log_swap = dir.join(format::swap_file_name(&log_name));
         fs::rename(&self.index_path, &index_swap).during("rename into place", &index_swap)?;
+        failpoint!("compaction-index-swapped");
         fs::rename(&self.log_path, &log_swap).during("rename into place", &log_swap)?;
         sys::sync_directory(dir).during("sync", dir)?;
+        failpoint!("compaction-log-swapped");
         fs::rename(&index_swap, dir.join(&index_name)).during("rename into place", &dir.join(&index_name))?;
+        failpoint!("compaction-index-replaced");
         fs::rename(&log_swap, dir.join(&log_name)).during("rename into place", &dir.join(&log_name))?;
         sys::sync_directory(dir).during("sync", dir)
     }

@@ -33,6 +33,7 @@ use parking_lot::Mutex;
 
 use crate::assignor::{self, AssignmentStrategy, MemberInput};
 use crate::error::{Error, IoContext, Result};
+use crate::failpoint::failpoint;
 use crate::file::{self, Access};
 use crate::format::{self, FORMAT_VERSION, GROUP_FILE, GROUP_MAGIC, MEMBERS_LOCK_FILE};
 use crate::offsets::OffsetStore;
@@ -586,7 +587,9 @@ impl GroupGuard<'_> {
         blob.extend_from_slice(&crc32fast::hash(&bytes).to_le_bytes());
         blob.extend_from_slice(&bytes);
         group.file.write_all_at(&blob, blob_at(next)).during("write the group state to", &group.path)?;
+        failpoint!("group-store-before-switch");
         active.store(next, Ordering::Release);
+        failpoint!("group-store-after-switch");
         group.map.word64(GENERATION_AT).store(state.generation, Ordering::Release);
         group.map.word64(MEMBER_COUNT_AT).store(state.members.len() as u64, Ordering::Release);
         self.changed = true;

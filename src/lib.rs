@@ -29,6 +29,7 @@ mod assignor;
 mod compaction;
 mod consumer;
 mod error;
+mod failpoint;
 mod file;
 mod format;
 #[cfg(feature = "fuzzing")]

@@ -11,6 +11,7 @@ use parking_lot::{Mutex, RwLock};
 
 use crate::compaction;
 use crate::error::{Error, IoContext, Result};
+use crate::failpoint::failpoint;
 use crate::file::{self, Access};
 use crate::format::{
     self, BATCH_HEADER_BYTES, BatchHeader, FILE_HEADER_BYTES, FileHeader, INDEX_ENTRY_BYTES, IndexEntry, LogId, PartitionFile,
@@ -348,6 +349,7 @@ impl Partition {
         tail.end_offset += records.len() as u64;
         tail.end_position = end;
         tail.max_timestamp_ms = tail.max_timestamp_ms.max(max_timestamp_ms);
+        failpoint!("append-before-publish");
         self.state.publish(&guard, tail);
         drop(guard);
         drop(writer);
@@ -825,6 +827,7 @@ impl Partition {
                 // Durably first: an unlink a power cut undoes must not bring the segment back.
                 recovery::write_log_start(&self.dir, next)?;
                 self.state.advance_log_start(next);
+                failpoint!("retention-before-unlink");
                 self.segments.write().remove(&base);
                 remove_segment_files(&self.dir, base)?;
                 total -= sizes[i];

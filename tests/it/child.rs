@@ -12,9 +12,15 @@ use streamlog::{
 
 /// Starts this test binary as a child process running `role` with `args`.
 pub(crate) fn spawn(role: &str, args: &[String]) -> Child {
+    spawn_with_env(role, args, &[])
+}
+
+/// As `spawn`, with extra environment variables (a failpoint to die at, for one).
+pub(crate) fn spawn_with_env(role: &str, args: &[String], env: &[(&str, &str)]) -> Child {
     // See `crate::open_alone`: no test reopens a queue while a child is between fork and exec.
     let _spawning = crate::SPAWNING.read().unwrap_or_else(std::sync::PoisonError::into_inner);
     Command::new(std::env::current_exe().unwrap())
+        .envs(env.iter().copied())
         .stdin(Stdio::piped())
         .args(["--exact", "child::entry", "--include-ignored", "--nocapture", "--test-threads=1", "-q"])
         .env("STREAMLOG_CHILD", role)
@@ -85,6 +91,8 @@ fn entry() {
         testfs if testfs.starts_with("testfs-") => crate::testfs::child(testfs, &args),
         "powercut-daemon" => powercut::serve(),
         role if role.starts_with("powercut-") => crate::powercut::child(role, &args),
+        history if history.starts_with("hist-") => crate::history::child(history, &args),
+        failpoint if failpoint.starts_with("fp-") => crate::failpoints::child(failpoint, &args),
         other => panic!("unknown child role {other}"),
     }
 }

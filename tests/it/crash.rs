@@ -105,7 +105,7 @@ fn acknowledged_records_survive_sigkill() {
 
 /// Reads `partition` from `from` to its end and checks it against the acknowledgements;
 /// returns the end offset.
-fn verify(queue: &Queue, partition: u32, from: u64, acked: &HashMap<(u32, u64), (u32, u64)>, round: u32) -> u64 {
+pub(crate) fn verify(queue: &Queue, partition: u32, from: u64, acked: &HashMap<(u32, u64), (u32, u64)>, round: u32) -> u64 {
     let tp = TopicPartition::new("crash", partition);
     let (_, end) = queue.offsets(&tp).unwrap();
     let mut consumer = consumer_from_start(queue, "crash", PARTITIONS);

@@ -1,0 +1,54 @@
+//! Named failpoints: with the cargo feature `failpoints`, a process kills itself (SIGKILL) at a
+//! chosen instruction, so that a test can crash it exactly where a random kill rarely lands.
+//! Without the feature `failpoint!` expands to nothing: production code pays nothing.
+//!
+//! The environment variable `STREAMLOG_FAILPOINT` names the point, optionally with the hit to
+//! die at: `append-before-publish` dies at the first pass, `append-before-publish@20` at the
+//! twentieth. It is read once, at the first pass through any failpoint.
+//!
+//! | name | where |
+//! |---|---|
+//! | `append-before-publish` | `partition.rs`: a batch is written, its tail not yet published |
+//! | `group-store-before-switch` | `group.rs`, holding the group lock: the new state is written to the inactive half, not yet made active |
+//! | `group-store-after-switch` | `group.rs`, holding the group lock: the new state is active, its mirrors in the head not yet updated |
+//! | `compaction-index-swapped` | `compaction.rs`: the cleaned index is `.index.swap`, the log still `.cleaning.tmp` |
+//! | `compaction-log-swapped` | `compaction.rs`: both are `.swap` (the commit point passed), none in place |
+//! | `compaction-index-replaced` | `compaction.rs`: the cleaned index is in place, the cleaned log still `.log.swap` |
+//! | `retention-before-unlink` | `partition.rs`: the new `log_start` is written, the segments below it not yet unlinked |
+
+/// Dies here if the failpoint `$name` is the one chosen; nothing without the feature.
+macro_rules! failpoint {
+    ($name:literal) => {
+        #[cfg(feature = "failpoints")]
+        $crate::failpoint::pass($name);
+    };
+}
+pub(crate) use failpoint;
+
+/// Counts a pass through failpoint `name` and kills the process if it is the chosen one at the
+/// chosen hit.
+#[cfg(feature = "failpoints")]
+pub(crate) fn pass(name: &str) {
+    use std::sync::OnceLock;
+    use std::sync::atomic::{AtomicU64, Ordering};
+
+    static CHOSEN: OnceLock<Option<(String, u64)>> = OnceLock::new();
+    static HITS: AtomicU64 = AtomicU64::new(0);
+    let chosen = CHOSEN.get_or_init(|| {
+        let spec = std::env::var("STREAMLOG_FAILPOINT").ok()?;
+        let (chosen, nth) = match spec.split_once('@') {
+            Some((chosen, nth)) => (chosen, nth.parse().expect("STREAMLOG_FAILPOINT: a hit count after '@'")),
+            None => (spec.as_str(), 1),
+        };
+        Some((chosen.to_owned(), nth))
+    });
+    let Some((chosen, nth)) = chosen else {
+        return;
+    };
+    if chosen == name && HITS.fetch_add(1, Ordering::Relaxed) + 1 == *nth {
+        eprintln!("failpoint {name} reached: killing process {}", std::process::id());
+        // SAFETY: kill has no memory preconditions; SIGKILL ends every thread of the process
+        // here, which is the point.
+        unsafe { libc::kill(libc::getpid(), libc::SIGKILL) };
+    }
+}
