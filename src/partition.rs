@@ -303,9 +303,16 @@ impl Partition {
             let Writer { active, config, .. } = &mut *writer;
             segment = self.roll(&guard, &mut tail, active, config, now_ms)?;
             // The roll is published: the old segment is sealed whether or not this batch then
-            // fits (a full disk fails the reservation below), so its sealing starts now. It is
-            // a thread start under the append lock, once per segment.
-            self.seal_in_background(sealed, log_bytes, index_entries);
+            // fits (a full disk fails the reservation below), so it gives back the space
+            // reserved past its data now, before this batch asks for more: left to a
+            // background thread, whether that space is back in time would be up to the
+            // scheduler, and a producer rolling faster than those threads run would fill the
+            // disk with reservations nothing uses. It is one hole punched per segment (no
+            // sync), and a failure leaves the space allocated and the data as it was: nothing
+            // to report. Its fsync and marker follow in the background (a thread start under
+            // the append lock, once per segment).
+            let _ = sealed.release_unused(log_bytes, index_entries);
+            self.seal_in_background(sealed.base_offset());
         }
 
         let end = tail.end_position + batch_bytes;
@@ -359,23 +366,17 @@ impl Partition {
         Ok(base_offset)
     }
 
-    /// Makes a sealed segment durable off the append path: a 1 GiB fsync takes seconds, and
-    /// nothing waits for it except `Durability::Sync` senders, whose `sync_through` covers every
-    /// segment since the last sync anyway. Recovery treats a segment not marked fully synced as
-    /// possibly torn. First it gives back the space reserved past the segment's data (its
-    /// `log_bytes` and `index_entries`), which would otherwise stay allocated for as long as
-    /// the segment is kept.
-    fn seal_in_background(self: &Arc<Self>, sealed: Arc<Segment>, log_bytes: u64, index_entries: u64) {
+    /// Makes sealed segment `base` durable off the append path: a 1 GiB fsync takes seconds,
+    /// and nothing waits for it except `Durability::Sync` senders, whose `sync_through` covers
+    /// every segment since the last sync anyway. Recovery treats a segment not marked fully
+    /// synced as possibly torn.
+    fn seal_in_background(self: &Arc<Self>, base: u64) {
         let partition = Arc::clone(self);
-        let sealed_end = self.tail().active_base.max(sealed.base_offset() + 1);
-        // The thread lets go of the segment before it waits: retention may delete it
+        let sealed_end = self.tail().active_base.max(base + 1);
+        // The thread holds no mapping of the segment while it waits: retention may delete it
         // meanwhile, and a mapping held would keep its space from coming back. A failure
         // poisons the partition, which the next send reports.
-        let base = sealed.base_offset();
         self.sealer.spawn(move || {
-            // A failure leaves the space allocated, and the data as it was: nothing to report.
-            let _ = sealed.release_unused(log_bytes, index_entries);
-            drop(sealed);
             let _ = partition.seal(base, sealed_end);
         });
     }

@@ -131,6 +131,10 @@ fn retention_in_another_process_frees_a_full_disk_for_the_producer() {
         return;
     };
     let dir = fs.mount_point.join("queue");
+    // A child process another test forks holds copies of this process's descriptors and
+    // mappings until it execs, and so the space of the segments retention deletes; holding
+    // `SPAWNING` exclusively (see `open_alone`) makes sure that space is back when it is freed.
+    let no_spawns = crate::SPAWNING.write().unwrap_or_else(std::sync::PoisonError::into_inner);
     let queue = Queue::open(&dir).unwrap();
     let maintainer = Queue::open(&dir).unwrap();
     queue.create_topic_with("t", TopicConfig::new(1).segment_bytes(64 << 10)).unwrap();
@@ -152,6 +156,7 @@ fn retention_in_another_process_frees_a_full_disk_for_the_producer() {
             maintainer.run_maintenance().unwrap();
         }
     }
+    drop((producer, queue, maintainer, no_spawns));
 }
 
 /// Fills the file system of `path` until not one more byte fits.
@@ -213,19 +218,66 @@ fn a_send_failing_after_its_roll_still_seals_the_old_segment() {
     queue.create_topic_with("t", TopicConfig::new(1).segment_bytes(256).max_record_bytes(4 << 20)).unwrap();
     let producer = queue.producer();
     producer.send("t", Record::new(&[1u8; 100])).unwrap();
-    // Leave room for a new segment's first reservation, but not for a 1.5 MiB batch.
-    let path = std::ffi::CString::new(fs.mount_point.as_os_str().as_encoded_bytes()).unwrap();
+    // Leave room (1.5 MiB) for a new segment's first reservation (1 MiB), but not for a 3 MiB
+    // batch. The batch cannot fit even after the sealer gives back the old segment's
+    // reservation (1 MiB): whether that happened before the batch asks for its space is up to
+    // the scheduler, so the outcome must not hang on it.
+    std::fs::write(fs.mount_point.join("filler"), vec![1u8; (free_bytes(&fs.mount_point) - (3 << 19)) as usize]).unwrap();
+    let error = producer.send("t", Record::new(&vec![2u8; 3 << 20])).expect_err("no room for the batch");
+    assert!(matches!(error, Error::DiskFull { ref path, .. } if path.ends_with("00000000000000000001.log")), "{error}");
+    std::fs::remove_file(fs.mount_point.join("filler")).unwrap();
+    drop((producer, queue)); // waits for the background sealing
+    let first_path = dir.join("topics/t/0/00000000000000000000.log");
+    let first = std::fs::read(&first_path).unwrap();
+    let marker = u64::from_le_bytes(first[32..40].try_into().unwrap());
+    assert_eq!(marker, u64::MAX, "the segment rolled away from is marked fully synced");
+    let allocated = std::os::unix::fs::MetadataExt::blocks(&std::fs::metadata(&first_path).unwrap()) * 512;
+    assert!(allocated <= 64 << 10, "the segment rolled away from still holds {allocated} bytes of its reservation");
+}
+
+/// A send that rolls gets the space its roll gives back: the old segment's reservation past
+/// its data is released before the batch asks for its own, not whenever a background thread
+/// gets to it. Each round fits a 1.5 MiB batch only with the old segment's 1 MiB back; a
+/// release left to the scheduler lost that race about every other round.
+#[test]
+fn a_rolling_send_gets_the_space_its_roll_gives_back() {
+    let Some(fs) = SmallFilesystem::mount(8 << 20) else {
+        eprintln!("NOT RUN: mounting a small tmpfs needs root");
+        return;
+    };
+    for round in 0..10 {
+        // A child process another test forks holds copies of this process's descriptors and
+        // mappings until it execs, and so the space of the files a round deletes; holding
+        // `SPAWNING` exclusively (see `open_alone`) makes sure every byte freed is back.
+        let _no_spawns = crate::SPAWNING.write().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let dir = fs.mount_point.join(format!("queue-{round}"));
+        let queue = Queue::open(&dir).unwrap();
+        queue.create_topic_with("t", TopicConfig::new(1).segment_bytes(256).max_record_bytes(4 << 20)).unwrap();
+        let producer = queue.producer();
+        producer.send("t", Record::new(&[1u8; 100])).unwrap();
+        // Leave 1.5 MiB: the new segment's first reservation (1 MiB) and the rest of the batch
+        // (1 MiB more) fit only with the old segment's reservation (1 MiB) given back.
+        let filler = fs.mount_point.join("filler");
+        std::fs::write(&filler, vec![1u8; (free_bytes(&fs.mount_point) - (3 << 19)) as usize]).unwrap();
+        let meta = producer
+            .send("t", Record::new(&vec![2u8; 3 << 19]))
+            .unwrap_or_else(|e| panic!("round {round}: the batch did not get the space its roll gave back: {e}"));
+        assert_eq!(meta.offset(), 1);
+        let first_path = dir.join("topics/t/0/00000000000000000000.log");
+        let allocated = std::os::unix::fs::MetadataExt::blocks(&std::fs::metadata(&first_path).unwrap()) * 512;
+        assert!(allocated <= 64 << 10, "round {round}: the old segment still holds {allocated} bytes after the send");
+        drop((producer, queue));
+        std::fs::remove_file(&filler).unwrap();
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}
+
+/// Bytes an unprivileged writer may still allocate on the file system of `path`.
+fn free_bytes(path: &std::path::Path) -> u64 {
+    let path = std::ffi::CString::new(path.as_os_str().as_encoded_bytes()).unwrap();
     // SAFETY: statvfs reads the NUL-terminated path and writes the zeroed struct it is given.
     let mut stats: libc::statvfs = unsafe { std::mem::zeroed() };
     // SAFETY: as above.
     assert_eq!(unsafe { libc::statvfs(path.as_ptr(), &mut stats) }, 0);
-    let free_bytes = stats.f_bavail * stats.f_frsize;
-    std::fs::write(fs.mount_point.join("filler"), vec![1u8; (free_bytes - (3 << 19)) as usize]).unwrap();
-    let error = producer.send("t", Record::new(&vec![2u8; 3 << 19])).expect_err("no room for the batch");
-    assert!(matches!(error, Error::DiskFull { ref path, .. } if path.ends_with("00000000000000000001.log")), "{error}");
-    std::fs::remove_file(fs.mount_point.join("filler")).unwrap();
-    drop((producer, queue)); // waits for the background sealing
-    let first = std::fs::read(dir.join("topics/t/0/00000000000000000000.log")).unwrap();
-    let marker = u64::from_le_bytes(first[32..40].try_into().unwrap());
-    assert_eq!(marker, u64::MAX, "the segment rolled away from is marked fully synced");
+    stats.f_bavail * stats.f_frsize
 }
