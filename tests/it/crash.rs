@@ -9,22 +9,11 @@ use std::time::{Duration, Instant};
 
 use streamlog::{Queue, TopicConfig, TopicPartition};
 
+use crate::Rng;
 use crate::child::{self, value_for};
 use crate::{TempDir, consumer_from_start};
 
 const PARTITIONS: u32 = 2;
-
-/// A tiny deterministic generator, so a failing run can be repeated from its printed seed.
-struct Rng(u64);
-
-impl Rng {
-    fn below(&mut self, n: u64) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0 % n
-    }
-}
 
 #[test]
 fn acknowledged_records_survive_sigkill() {

@@ -24,6 +24,7 @@ use streamlog::{
     TopicPartition,
 };
 
+use crate::Rng;
 use crate::TempDir;
 use crate::child::{self, monotonic_ns};
 
@@ -89,18 +90,6 @@ impl Sabotage {
 
     fn parse(name: &str) -> Sabotage {
         *SABOTAGES.iter().find(|s| s.name() == name).unwrap_or_else(|| panic!("unknown sabotage {name}"))
-    }
-}
-
-/// A tiny deterministic generator (xorshift), so a run can be repeated from its seed.
-struct Rng(u64);
-
-impl Rng {
-    fn below(&mut self, n: u64) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0 % n
     }
 }
 

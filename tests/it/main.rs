@@ -31,6 +31,19 @@ use std::time::Duration;
 
 use streamlog::{Consumer, ConsumerConfig, OffsetReset, Queue, TopicPartition};
 
+/// A tiny deterministic generator (xorshift), so a randomised test can be repeated from its
+/// printed seed. The seed must not be zero.
+pub(crate) struct Rng(pub(crate) u64);
+
+impl Rng {
+    pub(crate) fn below(&mut self, n: u64) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0 % n
+    }
+}
+
 /// A directory removed when the test ends.
 pub(crate) struct TempDir(PathBuf);
 

@@ -25,6 +25,7 @@ use streamlog::{
     CleanupPolicy, ConsumerConfig, Durability, OffsetReset, ProducerConfig, Queue, Record, TopicConfig, TopicPartition,
 };
 
+use crate::Rng;
 use crate::child::{self, value_for};
 use crate::open_alone;
 use crate::testfs::Mounted;
@@ -88,18 +89,6 @@ pub(crate) struct Report {
     pub(crate) topics_created: usize,
     pub(crate) topics_deleted: usize,
     pub(crate) anomalies: Vec<(u32, Anomaly)>,
-}
-
-/// A tiny deterministic generator, so a failing run can be repeated from its printed seed.
-struct Rng(u64);
-
-impl Rng {
-    fn below(&mut self, n: u64) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0 % n
-    }
 }
 
 fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
