@@ -16,6 +16,7 @@ mod headers;
 mod model;
 mod offsets;
 mod powercut;
+mod powercut_regressions;
 mod processes;
 mod recovery;
 mod retention;
