@@ -18,6 +18,7 @@ mod history;
 mod model;
 mod offsets;
 mod powercut;
+mod powercut_regressions;
 mod processes;
 mod recovery;
 mod retention;
