@@ -5,10 +5,10 @@ use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
 
 use proptest::prelude::*;
-use streamlog::{CleanupPolicy, ConsumerConfig, OffsetReset, Queue, Record, TopicConfig, TopicPartition};
+use streamlog::{CleanupPolicy, ConsumerConfig, Queue, Record, TopicConfig, TopicPartition};
 
-use crate::TempDir;
 use crate::child::{self, Reaper};
+use crate::{Stored, TempDir, read_log};
 
 /// A record as sent: key, value (`None`: a tombstone), timestamp.
 type Sent = (Option<u8>, Option<Vec<u8>>, u64);
@@ -29,25 +29,9 @@ fn compacted_topic(queue: &Queue) {
     queue.create_topic_with("t", config).unwrap();
 }
 
-/// A record read: key, value (`None`: a tombstone), timestamp.
-type Read = (Option<Vec<u8>>, Option<Vec<u8>>, u64);
-
-/// Every record in the log, by offset.
-fn read_all(queue: &Queue) -> BTreeMap<u64, Read> {
-    let tp = TopicPartition::new("t", 0);
-    let mut consumer =
-        queue.consumer(ConsumerConfig::new("check").auto_commit(None).auto_offset_reset(OffsetReset::Earliest)).unwrap();
-    consumer.assign(std::slice::from_ref(&tp)).unwrap();
-    let end = queue.offsets(&tp).unwrap().1;
-    let mut out = BTreeMap::new();
-    while consumer.position(&tp).unwrap() < end {
-        for r in consumer.poll(Duration::from_secs(1)).unwrap().iter() {
-            let value = (!r.is_tombstone()).then(|| r.value().to_vec());
-            let previous = out.insert(r.offset(), (r.key().map(<[u8]>::to_vec), value, r.timestamp()));
-            assert!(previous.is_none(), "offset {} read twice", r.offset());
-        }
-    }
-    out
+/// Every record of `t`/0, by offset.
+fn read_all(queue: &Queue) -> BTreeMap<u64, Stored> {
+    read_log(queue, &TopicPartition::new("t", 0))
 }
 
 fn first_from(queue: &Queue, offset: u64) -> Option<u64> {

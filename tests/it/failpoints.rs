@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use streamlog::{CleanupPolicy, ConsumerConfig, OffsetReset, Queue, Record, TopicConfig, TopicPartition};
 
 use crate::child::{self, Reaper};
-use crate::{TempDir, open_alone};
+use crate::{TempDir, open_alone, read_log};
 
 /// Runs child `role` with `args` until it dies at `failpoint`; returns the lines it printed.
 /// Fails if the child finished without reaching the failpoint, or died another way.
@@ -181,22 +181,6 @@ fn keyed(seq: u64) -> (Vec<u8>, [u8; 8]) {
     (value, (seq % 16).to_le_bytes())
 }
 
-/// Every record of `topic`/0 from its start: offset, key, value.
-fn read_all(queue: &Queue, topic: &str) -> BTreeMap<u64, (Option<Vec<u8>>, Vec<u8>)> {
-    let tp = TopicPartition::new(topic, 0);
-    let mut consumer =
-        queue.consumer(ConsumerConfig::new("check").auto_commit(None).auto_offset_reset(OffsetReset::Earliest)).unwrap();
-    consumer.assign(std::slice::from_ref(&tp)).unwrap();
-    let end = queue.offsets(&tp).unwrap().1;
-    let mut out = BTreeMap::new();
-    while consumer.position(&tp).unwrap() < end {
-        for r in consumer.poll(Duration::from_secs(1)).unwrap().iter() {
-            assert!(out.insert(r.offset(), (r.key().map(<[u8]>::to_vec), r.value().to_vec())).is_none());
-        }
-    }
-    out
-}
-
 #[test]
 fn compaction_dying_between_its_swap_renames_leaves_the_segment_either_whole_or_cleaned() {
     for failpoint in ["compaction-index-swapped", "compaction-log-swapped", "compaction-index-replaced"] {
@@ -209,13 +193,17 @@ fn compaction_dying_between_its_swap_renames_leaves_the_segment_either_whole_or_
         let bases_before = segment_bases(&partition_dir);
         let queue = open_alone(dir.path()).unwrap();
         // Recovery runs when the partition is first used.
-        let log = read_all(&queue, "t");
+        let log = read_log(&queue, &TopicPartition::new("t", 0));
         let names = file_names(&partition_dir);
         assert!(!names.iter().any(|n| n.ends_with(".swap") || n.ends_with(".tmp")), "{failpoint}: left over: {names:?}");
         assert_eq!(segment_bases(&partition_dir), bases_before, "{failpoint}: a segment went missing");
-        for (&offset, (key, value)) in &log {
+        for (&offset, (key, value, _)) in &log {
             let (v, k) = keyed(offset);
-            assert_eq!((key.as_deref(), value), (Some(&k[..]), &v), "{failpoint}: record {offset} is not as sent");
+            assert_eq!(
+                (key.as_deref(), value.as_deref()),
+                (Some(&k[..]), Some(&v[..])),
+                "{failpoint}: record {offset} is not as sent"
+            );
         }
         for seq in sent - 16..sent {
             assert!(log.contains_key(&seq), "{failpoint}: the latest record of key {} is gone", seq % 16);
@@ -234,7 +222,7 @@ fn compaction_dying_between_its_swap_renames_leaves_the_segment_either_whole_or_
         // The log keeps working: sends and a full compaction.
         queue.producer().send("t", Record::new(&keyed(sent).0).key(&keyed(sent).1)).unwrap();
         queue.run_maintenance().unwrap();
-        let log = read_all(&queue, "t");
+        let log = read_log(&queue, &TopicPartition::new("t", 0));
         assert!((sent - 15..=sent).all(|seq| log.contains_key(&seq)), "{failpoint}: compaction after recovery");
     }
 }
@@ -261,11 +249,15 @@ fn retention_dying_between_its_log_start_write_and_its_unlinks_deletes_consisten
         assert_eq!(end, sent, "acknowledged records lost");
         let check = |queue: &Queue| {
             let (start, end) = queue.offsets(&tp).unwrap();
-            let log = read_all(queue, "r");
+            let log = read_log(queue, &tp);
             assert_eq!(log.keys().copied().collect::<Vec<_>>(), (start..end).collect::<Vec<_>>(), "watch {watch}: not dense");
-            for (&offset, (key, value)) in &log {
+            for (&offset, (key, value, _)) in &log {
                 let (v, k) = keyed(offset);
-                assert_eq!((key.as_deref(), value), (Some(&k[..]), &v), "watch {watch}: record {offset} is not as sent");
+                assert_eq!(
+                    (key.as_deref(), value.as_deref()),
+                    (Some(&k[..]), Some(&v[..])),
+                    "watch {watch}: record {offset} is not as sent"
+                );
             }
             start
         };

@@ -93,6 +93,26 @@ pub(crate) fn consumer_from_start(queue: &Queue, topic: &str, partitions: u32) -
     consumer
 }
 
+/// A record read back: key, value (`None`: a tombstone), timestamp.
+pub(crate) type Stored = (Option<Vec<u8>>, Option<Vec<u8>>, u64);
+
+/// Every record of `tp` from its start to its end, by offset (each offset read once).
+pub(crate) fn read_log(queue: &Queue, tp: &TopicPartition) -> std::collections::BTreeMap<u64, Stored> {
+    let mut consumer =
+        queue.consumer(ConsumerConfig::new("check").auto_commit(None).auto_offset_reset(OffsetReset::Earliest)).unwrap();
+    consumer.assign(std::slice::from_ref(tp)).unwrap();
+    let end = queue.offsets(tp).unwrap().1;
+    let mut out = std::collections::BTreeMap::new();
+    while consumer.position(tp).unwrap() < end {
+        for r in consumer.poll(Duration::from_secs(1)).unwrap().iter() {
+            let value = (!r.is_tombstone()).then(|| r.value().to_vec());
+            let previous = out.insert(r.offset(), (r.key().map(<[u8]>::to_vec), value, r.timestamp()));
+            assert!(previous.is_none(), "offset {} read twice", r.offset());
+        }
+    }
+    out
+}
+
 /// `(partition, offset, key, value)` of a record read.
 pub(crate) type Polled = (u32, u64, Option<Vec<u8>>, Vec<u8>);
 

@@ -9,7 +9,8 @@
 //! - Buffered: records may be lost, but what is read is whole and as sent, offsets are dense,
 //!   and the queue keeps accepting sends.
 //!
-//! `STREAMLOG_POWERCUT_ROUNDS` sets the number of rounds of `campaign_*` (a few by default) and
+//! `STREAMLOG_POWERCUT_ROUNDS` sets the number of rounds of `campaign_*` (a few by default),
+//! `STREAMLOG_POWERCUT_EPOCH` how many rounds share one queue before a fresh one (25), and
 //! `STREAMLOG_POWERCUT_SEED` repeats a run.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
@@ -91,6 +92,25 @@ pub(crate) struct Report {
     pub(crate) anomalies: Vec<(u32, Anomaly)>,
 }
 
+impl Report {
+    /// One line of the figures, for progress output.
+    fn summary(&self) -> String {
+        format!(
+            "{} rounds ({} torn), Sync acks {}, Buffered acks {} ({} lost), commits {} Sync / {} Buffered, topics {} created / {} deleted, {} anomalies",
+            self.rounds,
+            self.torn_rounds,
+            self.synced_acks,
+            self.buffered_acks,
+            self.buffered_lost,
+            self.sync_commits,
+            self.buffered_commits,
+            self.topics_created,
+            self.topics_deleted,
+            self.anomalies.len()
+        )
+    }
+}
+
 fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
     std::env::var(name).ok().and_then(|s| s.parse().ok()).unwrap_or(default)
 }
@@ -167,12 +187,25 @@ impl Campaign {
     fn run(&self, torn: impl Fn(u32) -> bool, before: impl Fn(u32, &PowerCutFs)) -> Report {
         let mut mounted = Mounted::new(&format!("powercut-{}", self.name));
         let fs = &mut mounted.fs;
-        let dir = fs.path().join("queue");
-        create_topics(&dir);
+        let epoch = env_or("STREAMLOG_POWERCUT_EPOCH", 25).max(1);
+        let mut dir = fs.path().join("queue-0");
         let mut rng = Rng(self.seed);
         let mut promises = Promises::default();
         let mut report = Report::default();
         for round in 0..self.rounds {
+            // Every `epoch` rounds a fresh queue, so that a long campaign's logs (above all the
+            // Buffered group's offset log, millions of commits) do not grow without bound.
+            if round % epoch == 0 {
+                if round > 0 {
+                    println!("after {round} rounds: {}", report.summary());
+                    std::fs::remove_dir_all(&dir).unwrap();
+                    // Durably gone, so that its pages are freed rather than kept for a cut.
+                    std::fs::File::open(fs.path()).unwrap().sync_all().unwrap();
+                }
+                dir = fs.path().join(format!("queue-{}", round / epoch));
+                create_topics(&dir);
+                promises = Promises::default();
+            }
             before(round, fs);
             let acked = run_round(&dir, round, &mut rng, fs);
             record_promises(&mut promises, &mut report, &acked);

@@ -17,6 +17,7 @@
 
 mod fuse;
 mod model;
+mod trace;
 
 use std::io;
 use std::io::{BufRead, BufReader, Write};
@@ -264,6 +265,7 @@ impl Drop for PowerCutFs {
 /// its input, and unmounts and returns when told to or when its input closes (the process that
 /// started it is gone). The executable's `powercut-daemon` child role must call this.
 pub fn serve() {
+    trace::install();
     let path = PathBuf::from(std::env::var_os(DAEMON_ENV).expect("POWERCUT_DAEMON names the mount point"));
     let state = State { tree: model::Tree::new(), generation: 0, lies: false, failures: Vec::new(), stats: Stats::default() };
     let server = Server { shared: Arc::new(Shared(Mutex::new(state))), path };
@@ -368,6 +370,7 @@ impl Server {
 
     /// Mounts a session answering for `generation`, its daemon on threads of this process.
     fn start_session(&self, generation: u64) -> io::Result<()> {
+        trace::restart(generation);
         // The mount is made here rather than by fuser, so that nothing but this handle ever
         // unmounts: fuser's own unmount, run when a session ends, could hit the newer mount a
         // cut made at the same path.
