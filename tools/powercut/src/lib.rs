@@ -14,6 +14,10 @@
 //! system. Locks (flock, fcntl and OFD locks) are the kernel's own, and shared writable
 //! mappings go through the kernel's page cache, so robust mutexes and futexes in mapped files
 //! work across processes. Mounting needs `/dev/fuse` and root.
+//!
+//! The daemon prints fuser's errors on standard error; with `POWERCUT_TRACE=FILE` it also
+//! writes every request it answers to `FILE.<pid>` (started anew at each mount), to read back
+//! what led to a stall.
 
 mod fuse;
 mod model;
