@@ -162,6 +162,29 @@ fn a_rename_without_a_directory_sync_is_undone() {
     assert_eq!(m.fs.stats().renames, 2);
 }
 
+#[test]
+fn a_rename_between_directories_is_atomic_and_durable_with_either_directory() {
+    // As the queue moves a staged topic into topics/ and a deleted one out: the sync of either
+    // directory makes the move durable, and a cut never leaves the file under both names.
+    for synced in ["source", "target"] {
+        let mut m = Mounted::new("testfs-move");
+        for dir in ["source", "target"] {
+            fs::create_dir(m.path(dir)).unwrap();
+            sync_dir(&m.path(dir));
+        }
+        write_synced(&m.path("source/f"), b"moved");
+        sync_dir(&m.path("source"));
+        sync_dir(m.fs.path());
+        fs::rename(m.path("source/f"), m.path("target/f")).unwrap();
+        m.cut();
+        assert_eq!((read(&m.path("source/f")).unwrap(), read(&m.path("target/f"))), (b"moved".to_vec(), None));
+        fs::rename(m.path("source/f"), m.path("target/f")).unwrap();
+        sync_dir(&m.path(synced));
+        m.cut();
+        assert_eq!((read(&m.path("source/f")), read(&m.path("target/f")).unwrap()), (None, b"moved".to_vec()), "{synced}");
+    }
+}
+
 /// Maps `path` (made `length` bytes long and durable, zeros) shared and writable.
 fn mapped(m: &Mounted, name: &str, length: u64) -> (File, memmap2::MmapMut) {
     let path = m.path(name);

@@ -1,6 +1,11 @@
 //! The file system's contents without FUSE: a tree of inodes, each file with a live and a
 //! durable image and each directory with live and durable entries, and the power cut that
 //! turns the durable (or, torn, a random mix) state into a new tree.
+//!
+//! Renames between two directories are atomic, as on a journaled file system: until one of the
+//! two directories is synced, a cut keeps the old name; the sync of either one makes the move
+//! durable in both, together with every such rename before it (they are in the journal ahead of
+//! it). A cut therefore never leaves a renamed inode under both names, nor under neither.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::ffi::{OsStr, OsString};
@@ -188,8 +193,9 @@ pub enum Cut {
     /// Everything not durable is gone.
     Clean,
     /// Each file with unsynced changes keeps a random part of its unsynced sectors and a size
-    /// of either image; each directory with unsynced changes takes its live or its durable
-    /// entries. The same seed on the same state gives the same result.
+    /// of either image; each directory with unsynced entries is written back as its sync would
+    /// (with the renames it takes part in) or not at all. The same seed on the same state gives
+    /// the same result.
     Torn {
         /// Chooses what survives.
         seed: u64,
@@ -203,7 +209,8 @@ pub struct CutReport {
     pub files_unsynced: u64,
     /// Directories reachable after the cut whose live entries differed from their durable ones.
     pub dirs_unsynced: u64,
-    /// Of those, the directories that came back with their live entries (torn cuts only).
+    /// Of those, the directories that came back with their live entries (torn cuts, or a
+    /// rename's other directory written back).
     pub dirs_kept_live: u64,
     /// 512-byte sectors where a surviving file's live and durable images differed.
     pub sectors_unsynced: u64,
@@ -225,6 +232,22 @@ pub(crate) type Errno = i32;
 pub(crate) struct Tree {
     pub(crate) nodes: HashMap<u64, Node>,
     next_ino: u64,
+    /// Renames between two directories, oldest first, that neither directory's sync has made
+    /// durable yet.
+    pending_moves: Vec<Move>,
+}
+
+/// A rename between two directories, as the durable entries it sets: `(dir, name, inode)`,
+/// `None` for a name it removes.
+#[derive(Clone, Debug)]
+struct Move {
+    entries: [(u64, OsString, Option<u64>); 2],
+}
+
+impl Move {
+    fn touches(&self, dir: u64) -> bool {
+        self.entries.iter().any(|(at, _, _)| *at == dir)
+    }
 }
 
 impl Tree {
@@ -232,7 +255,7 @@ impl Tree {
     pub(crate) fn new() -> Tree {
         let mut root = Node::new(Kind::Dir { live: BTreeMap::new(), durable: BTreeMap::new() }, 0o755, 0, 0);
         root.links = 1;
-        Tree { nodes: HashMap::from([(ROOT, root)]), next_ino: ROOT + 1 }
+        Tree { nodes: HashMap::from([(ROOT, root)]), next_ino: ROOT + 1, pending_moves: Vec::new() }
     }
 
     pub(crate) fn get(&self, ino: u64) -> Result<&Node, Errno> {
@@ -325,7 +348,7 @@ impl Tree {
     }
 
     /// Frees a file's pages once nothing can reach them: no live name, no open handle, and no
-    /// durable name (a cut could bring that back).
+    /// durable or pending durable name (a cut could bring that back).
     pub(crate) fn forget_if_unused(&mut self, ino: u64) {
         let Some(node) = self.nodes.get(&ino) else { return };
         if node.links > 0 || node.opens > 0 || !matches!(node.kind, Kind::File { .. }) {
@@ -333,7 +356,8 @@ impl Tree {
         }
         let durably_named =
             self.nodes.values().any(|n| matches!(&n.kind, Kind::Dir { durable, .. } if durable.values().any(|&i| i == ino)));
-        if !durably_named {
+        let pending_name = self.pending_moves.iter().flat_map(|m| &m.entries).any(|(_, _, named)| *named == Some(ino));
+        if !durably_named && !pending_name {
             self.nodes.remove(&ino);
         }
     }
@@ -357,6 +381,7 @@ impl Tree {
             self.entries_mut(new_dir)?.insert(new_name.to_owned(), ino);
             self.get_mut(dir)?.touch();
             self.get_mut(new_dir)?.touch();
+            self.moved(dir, name, Some(target), new_dir, new_name, ino);
             return Ok(());
         }
         if target == Some(ino) {
@@ -383,10 +408,19 @@ impl Tree {
         self.get_mut(dir)?.touch();
         self.get_mut(new_dir)?.touch();
         self.get_mut(ino)?.ctime = SystemTime::now();
+        self.moved(dir, name, None, new_dir, new_name, ino);
         if let Some(target) = target {
             self.unlinked(target);
         }
         Ok(())
+    }
+
+    /// Records a rename between two directories (within one, a sync of it is atomic already).
+    fn moved(&mut self, dir: u64, name: &OsStr, left: Option<u64>, new_dir: u64, new_name: &OsStr, ino: u64) {
+        if dir != new_dir {
+            let entries = [(dir, name.to_owned(), left), (new_dir, new_name.to_owned(), Some(ino))];
+            self.pending_moves.push(Move { entries });
+        }
     }
 
     /// Whether directory `dir` is `ancestor` or lies below it (through live entries).
@@ -423,22 +457,41 @@ impl Tree {
         None
     }
 
-    /// fsync of a file (its data and size) or of a directory (its entries).
+    /// fsync of a file (its data and size) or of a directory (its entries, and every pending
+    /// rename up to the last one into or out of it).
     pub(crate) fn make_durable(&mut self, ino: u64) -> Result<(), Errno> {
-        let node = self.get_mut(ino)?;
-        let mut dropped_names = Vec::new();
-        match &mut node.kind {
+        let mut replaced = Vec::new();
+        match &mut self.get_mut(ino)?.kind {
             Kind::File { live, durable } => *durable = live.clone(),
             Kind::Dir { live, durable } => {
-                dropped_names = durable.values().filter(|&&i| !live.values().any(|&j| j == i)).copied().collect();
+                replaced.extend(durable.values().copied());
                 *durable = live.clone();
             }
             Kind::Symlink(_) | Kind::Fifo => {}
         }
-        for ino in dropped_names {
+        replaced.extend(self.commit_moves_through(ino));
+        for ino in replaced {
             self.forget_if_unused(ino);
         }
         Ok(())
+    }
+
+    /// Makes durable the pending renames up to the last one touching `dir`, oldest first, and
+    /// returns the inodes whose durable names they removed or replaced.
+    fn commit_moves_through(&mut self, dir: u64) -> Vec<u64> {
+        let Some(last) = self.pending_moves.iter().rposition(|m| m.touches(dir)) else { return Vec::new() };
+        let mut replaced = Vec::new();
+        for Move { entries } in self.pending_moves.drain(..=last).collect::<Vec<_>>() {
+            for (at, name, ino) in entries {
+                let Some(Node { kind: Kind::Dir { durable, .. }, .. }) = self.nodes.get_mut(&at) else { continue };
+                let old = match ino {
+                    Some(ino) => durable.insert(name, ino),
+                    None => durable.remove(&name),
+                };
+                replaced.extend(old);
+            }
+        }
+        replaced
     }
 
     /// The tree a power cut leaves, and what it dropped.
@@ -448,10 +501,31 @@ impl Tree {
             Cut::Torn { seed } => Some(SplitMix64(seed)),
         };
         let mut report = CutReport::default();
+        // A torn cut first writes back some of the directories with unsynced entries, as their
+        // sync would (renames with them); then every directory keeps its durable entries.
+        let written_back;
+        let source = match random.as_mut() {
+            None => self,
+            Some(random) => {
+                let mut tree = self.clone();
+                let mut unsynced: Vec<u64> = (self.nodes.iter())
+                    .filter(|(_, node)| matches!(&node.kind, Kind::Dir { live, durable } if live != durable))
+                    .map(|(&ino, _)| ino)
+                    .collect();
+                unsynced.sort_unstable();
+                for dir in unsynced {
+                    if random.coin() {
+                        tree.make_durable(dir).expect("a directory of the tree");
+                    }
+                }
+                written_back = tree;
+                &written_back
+            }
+        };
         let mut nodes = HashMap::new();
         let mut stack = vec![ROOT];
         while let Some(ino) = stack.pop() {
-            let old = &self.nodes[&ino];
+            let old = &source.nodes[&ino];
             let mut node = old.clone();
             node.opens = 0;
             match &mut node.kind {
@@ -481,20 +555,21 @@ impl Tree {
                     }
                 }
                 Kind::Dir { live, durable } => {
-                    let mut entries = durable.clone();
-                    if live != durable {
+                    if let Some(Kind::Dir { live: was_live, durable: was_durable }) = self.nodes.get(&ino).map(|n| &n.kind)
+                        && was_live != was_durable
+                    {
                         report.dirs_unsynced += 1;
-                        if random.as_mut().is_some_and(SplitMix64::coin) {
+                        if durable == was_live {
                             report.dirs_kept_live += 1;
-                            entries = live.clone();
                         }
                     }
+                    let mut entries = durable.clone();
                     // An entry for an inode already placed is a hard link, unless that inode is
-                    // a directory: a directory has one parent, so a second durable name for one
-                    // (possible after unsynced renames) is dropped.
+                    // a directory: a directory has one parent. Atomic renames never give one
+                    // two durable names, but a cut must make a tree whatever it is given.
                     entries.retain(|_, child| {
-                        self.nodes.contains_key(child)
-                            && !(nodes.contains_key(child) && matches!(self.nodes[child].kind, Kind::Dir { .. }))
+                        source.nodes.contains_key(child)
+                            && !(nodes.contains_key(child) && matches!(source.nodes[child].kind, Kind::Dir { .. }))
                             && *child != ino
                     });
                     for &child in entries.values() {
@@ -543,7 +618,7 @@ impl Tree {
         });
         report.inodes_kept = nodes.len() as u64;
         report.inodes_dropped = self.nodes.keys().filter(|ino| !nodes.contains_key(ino)).count() as u64;
-        (Tree { nodes, next_ino: self.next_ino }, report)
+        (Tree { nodes, next_ino: self.next_ino, pending_moves: Vec::new() }, report)
     }
 }
 
@@ -672,5 +747,100 @@ mod tests {
         assert_eq!(contents(&cut, "a").unwrap(), b"x");
         tree.make_durable(ROOT).unwrap();
         assert!(!tree.nodes.contains_key(&ino), "nothing can reach it any more");
+    }
+
+    fn dir(tree: &mut Tree, parent: u64, name: &str) -> u64 {
+        tree.create(
+            parent,
+            OsStr::new(name),
+            Node::new(Kind::Dir { live: BTreeMap::new(), durable: BTreeMap::new() }, 0o755, 0, 0),
+        )
+        .unwrap()
+    }
+
+    /// The inode at `path` (names from the root), if the tree has one.
+    fn at(tree: &Tree, path: &[&str]) -> Option<u64> {
+        path.iter().try_fold(ROOT, |dir, name| tree.lookup(dir, OsStr::new(name)).ok())
+    }
+
+    /// Two durable directories `a` and `b`, and a durable directory `a/x` holding a durable file.
+    fn two_dirs_and_a_child() -> (Tree, u64, u64) {
+        let mut tree = Tree::new();
+        let a = dir(&mut tree, ROOT, "a");
+        let b = dir(&mut tree, ROOT, "b");
+        let x = dir(&mut tree, a, "x");
+        let f = tree
+            .create(x, OsStr::new("f"), Node::new(Kind::File { live: Image::default(), durable: Image::default() }, 0o644, 0, 0))
+            .unwrap();
+        live(&mut tree, f).write(0, b"kept");
+        for ino in [f, x, a, b, ROOT] {
+            tree.make_durable(ino).unwrap();
+        }
+        (tree, a, b)
+    }
+
+    #[test]
+    fn a_rename_between_directories_is_durable_once_either_directory_is_synced() {
+        for synced in ["a", "b", "neither"] {
+            let (mut tree, a, b) = two_dirs_and_a_child();
+            tree.rename(a, OsStr::new("x"), b, OsStr::new("y"), false, false).unwrap();
+            match synced {
+                "a" => tree.make_durable(a).unwrap(),
+                "b" => tree.make_durable(b).unwrap(),
+                _ => {}
+            }
+            let (cut, _) = tree.cut(Cut::Clean);
+            let moved = synced != "neither";
+            assert_eq!(at(&cut, &["a", "x"]).is_some(), !moved, "sync of {synced}");
+            assert_eq!(at(&cut, &["b", "y"]).is_some(), moved, "sync of {synced}");
+            let file = at(&cut, if moved { &["b", "y", "f"] } else { &["a", "x", "f"] }).unwrap();
+            assert!(matches!(&cut.nodes[&file].kind, Kind::File { live, .. } if live.read(0, 4) == b"kept"));
+        }
+    }
+
+    #[test]
+    fn a_sync_makes_earlier_renames_durable_with_its_own() {
+        let (mut tree, a, b) = two_dirs_and_a_child();
+        let c = dir(&mut tree, ROOT, "c");
+        tree.make_durable(ROOT).unwrap();
+        tree.rename(a, OsStr::new("x"), b, OsStr::new("y"), false, false).unwrap();
+        tree.rename(b, OsStr::new("y"), c, OsStr::new("z"), false, false).unwrap();
+        tree.make_durable(c).unwrap();
+        let (cut, _) = tree.cut(Cut::Clean);
+        assert_eq!([["a", "x"], ["b", "y"], ["c", "z"]].map(|path| at(&cut, &path).is_some()), [false, false, true]);
+    }
+
+    #[test]
+    fn a_torn_cut_keeps_a_renamed_directory_under_exactly_one_name() {
+        let mut seen = HashSet::new();
+        for seed in 0..64 {
+            let (mut tree, a, b) = two_dirs_and_a_child();
+            let created = dir(&mut tree, a, "new");
+            tree.make_durable(created).unwrap();
+            tree.rename(a, OsStr::new("x"), b, OsStr::new("y"), false, false).unwrap();
+            let (cut, _) = tree.cut(Cut::Torn { seed });
+            let old = at(&cut, &["a", "x"]).is_some();
+            let new = at(&cut, &["b", "y"]).is_some();
+            assert!(old != new, "seed {seed}: old name {old}, new name {new}");
+            seen.insert((old, at(&cut, &["a", "new"]).is_some()));
+        }
+        // Nothing written back; `a` written back (with the rename); only `b` (with the rename,
+        // so `a` loses `x` but not yet gains `new`). `a` cannot keep `x` once it is written back.
+        assert_eq!(seen, HashSet::from([(true, false), (false, true), (false, false)]));
+    }
+
+    #[test]
+    fn an_exchange_between_directories_is_atomic() {
+        let (mut tree, a, b) = two_dirs_and_a_child();
+        let w = dir(&mut tree, b, "w");
+        tree.make_durable(w).unwrap();
+        tree.make_durable(b).unwrap();
+        tree.rename(a, OsStr::new("x"), b, OsStr::new("w"), false, true).unwrap();
+        let (before, _) = tree.cut(Cut::Clean);
+        tree.make_durable(b).unwrap();
+        let (after, _) = tree.cut(Cut::Clean);
+        let x = tree.lookup(b, OsStr::new("w")).unwrap();
+        assert_eq!((at(&before, &["a", "x"]), at(&before, &["b", "w"])), (Some(x), Some(w)));
+        assert_eq!((at(&after, &["a", "x"]), at(&after, &["b", "w"])), (Some(w), Some(x)));
     }
 }
