@@ -215,6 +215,8 @@ impl Campaign {
             report.rounds += 1;
             report.torn_rounds += u32::from(torn);
             for anomaly in check(&dir, &mut promises, &mut report) {
+                // At once too, so that a long run stopped early still shows what it found.
+                println!("round {round}: {anomaly:?}");
                 report.anomalies.push((round, anomaly));
             }
             // Faults end with the round; what the next one writes is stored honestly.
