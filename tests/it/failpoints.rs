@@ -81,8 +81,16 @@ fn a_writer_dying_between_its_data_write_and_the_tail_publish_loses_only_its_una
             let end = crate::crash::verify(&queue, partition, 0, &acked, round as u32);
             let acked_here = acked.keys().filter(|(p, _)| *p == partition).count() as u64;
             assert!(end == acked_here || (!watch && end <= acked_here + 3), "round {round}: {partition} ends at {end}");
-            let sent = producer.send("crash", Record::new(&child::value_for(8, 0)).partition(partition)).unwrap();
-            assert_eq!(sent.offset(), end, "round {round}: the next send after the dead writer");
+            // The lock the writer died holding keeps working for every later writer, not just
+            // the first (one that is not marked consistent again becomes unusable once released).
+            for i in 0..3 {
+                let sent = producer.send("crash", Record::new(&child::value_for(8, i)).partition(partition)).unwrap();
+                assert_eq!(sent.offset(), end + i, "round {round}: send {i} after the dead writer");
+            }
+            let log = read_log(&queue, &TopicPartition::new("crash", partition));
+            for i in 0..3 {
+                assert_eq!(log[&(end + i)].1.as_deref(), Some(&child::value_for(8, i)[..]), "round {round}: send {i} read back");
+            }
         }
     }
 }
