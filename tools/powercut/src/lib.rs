@@ -3,7 +3,9 @@
 //! Every file has a live image (what reads see) and a durable image (what survives a cut); a
 //! file's fsync or fdatasync (which `msync(MS_SYNC)` also reaches) makes its data and size
 //! durable. Every directory has live and durable entries; only an fsync of the directory makes
-//! its entries durable (a file's own fsync does not: the strict POSIX model). A cut unmounts and
+//! its entries durable (a file's own fsync does not: the strict POSIX model), except that a
+//! rename between two directories is one atomic step, made durable by the sync of either (as a
+//! journaled file system commits it). A cut unmounts and
 //! mounts again holding only what is reachable from the root through durable entries, each file
 //! with its durable image; a torn cut also keeps a random part of what was not synced.
 //!
