@@ -19,14 +19,13 @@ use std::path::Path;
 
 use crate::error::{IoContext, Result};
 use crate::failpoint::failpoint;
-use crate::file::{self, Access};
 use crate::format::{
     self, FILE_HEADER_BYTES, FULLY_SYNCED, FileHeader, INDEX_MAGIC, IndexEntry, LogId, SEGMENT_COMPACTED, SEGMENT_MAGIC,
     SYNCED_MARKER_AT,
 };
 use crate::partition::MAX_BATCH_BYTES;
 use crate::record::{ConsumerRecord, Record};
-use crate::sys;
+use crate::sys::file::{self, Access};
 
 /// The newest offset of every key in the part of the log being compacted.
 pub(crate) type LatestOffsets = HashMap<Vec<u8>, u64>;
@@ -165,7 +164,7 @@ impl CleanedSegment {
         let mut log = self.log.into_inner().map_err(|e| e.into_error()).during("write", &self.log_path)?;
         log.seek(SeekFrom::Start(0)).during("write", &self.log_path)?;
         log.write_all(&head).during("write", &self.log_path)?;
-        sys::sync_data(&log).during("sync", &self.log_path)?;
+        file::sync_data(&log).during("sync", &self.log_path)?;
 
         let index_bytes = u64::from(FILE_HEADER_BYTES) + self.index.len() as u64 * u64::from(format::INDEX_ENTRY_BYTES);
         let index_header = FileHeader { magic: INDEX_MAGIC, capacity_bytes: index_bytes as u32, ..header };
@@ -183,12 +182,12 @@ impl CleanedSegment {
         fs::rename(&self.index_path, &index_swap).during("rename into place", &index_swap)?;
         failpoint!("compaction-index-swapped");
         fs::rename(&self.log_path, &log_swap).during("rename into place", &log_swap)?;
-        sys::sync_directory(dir).during("sync", dir)?;
+        file::sync_directory(dir).during("sync", dir)?;
         failpoint!("compaction-log-swapped");
         fs::rename(&index_swap, dir.join(&index_name)).during("rename into place", &dir.join(&index_name))?;
         failpoint!("compaction-index-replaced");
         fs::rename(&log_swap, dir.join(&log_name)).during("rename into place", &dir.join(&log_name))?;
-        sys::sync_directory(dir).during("sync", dir)
+        file::sync_directory(dir).during("sync", dir)
     }
 
     /// Gives up: removes the temporary files.

@@ -12,7 +12,7 @@ use crate::partition::{Cursor, Partition};
 use crate::producer::Durability;
 use crate::queue::Queue;
 use crate::record::Records;
-use crate::sys;
+use crate::sys::futex;
 use crate::topic::{TopicPartition, validate_topic_name};
 
 /// The shortest session timeout: heartbeats are written every 100 ms, so a shorter timeout
@@ -940,7 +940,7 @@ impl Consumer {
             if words.is_empty() {
                 std::thread::sleep(deadline.saturating_duration_since(Instant::now()));
             } else {
-                sys::futex_wait_any(&words, deadline);
+                futex::futex_wait_any(&words, deadline);
             }
         }
         for assignment in &self.assigned {

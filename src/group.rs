@@ -34,11 +34,12 @@ use parking_lot::Mutex;
 use crate::assignor::{self, AssignmentStrategy, MemberInput};
 use crate::error::{Error, IoContext, Result};
 use crate::failpoint::failpoint;
-use crate::file::{self, Access};
 use crate::format::{self, FORMAT_VERSION, GROUP_FILE, GROUP_MAGIC, MEMBERS_LOCK_FILE};
 use crate::offsets::OffsetStore;
-use crate::state::SharedMap;
-use crate::sys::{self, RobustGuard, RobustMutex};
+use crate::sys::file::{self, Access};
+use crate::sys::map::SharedMap;
+use crate::sys::mutex::{RobustGuard, RobustMutex};
+use crate::sys::{clock, futex, lock};
 use crate::topic::TopicPartition;
 
 /// The most members one group can have.
@@ -160,7 +161,7 @@ impl Drop for GroupGuard<'_> {
         }
         drop(self.held.take());
         if self.changed {
-            sys::futex_wake_all(word);
+            futex::futex_wake_all(word);
         }
     }
 }
@@ -269,7 +270,7 @@ impl Group {
     /// Records that `member` called `poll` (for `max_poll_interval`).
     pub(crate) fn note_poll(&self, member: &Membership) {
         if self.is_member(member) {
-            self.slot_word(member.slot, SLOT_POLLED_NS).store(sys::monotonic_now_ns(), Ordering::Relaxed);
+            self.slot_word(member.slot, SLOT_POLLED_NS).store(clock::monotonic_now_ns(), Ordering::Relaxed);
         }
     }
 
@@ -278,7 +279,7 @@ impl Group {
         let alive = open_members_lock(&self.members_lock)?;
         let mut guard = self.lock()?;
         let mut state = guard.state()?;
-        let now = sys::monotonic_now_ns();
+        let now = clock::monotonic_now_ns();
         let expelled = self.expel_dead(&mut state, now);
         if !expelled.is_empty() {
             rebalance(&mut state, counts)?;
@@ -297,7 +298,7 @@ impl Group {
         let mut slot = None;
         for candidate in 0..MAX_GROUP_MEMBERS as u32 {
             if self.slot_word(candidate, SLOT_MEMBER_ID).load(Ordering::Acquire) == 0
-                && sys::try_lock_byte(&alive, u64::from(candidate)).during("lock a member slot in", &self.members_lock)?
+                && lock::try_lock_byte(&alive, u64::from(candidate)).during("lock a member slot in", &self.members_lock)?
             {
                 slot = Some(candidate);
                 break;
@@ -442,7 +443,7 @@ impl Group {
     ) -> Result<T> {
         let guard = self.lock()?;
         let fail = |reason: String| Err(Error::CommitFailed { group: self.name.clone(), reason });
-        if !self.is_member(member) || !self.heartbeat_fresh(member.slot, sys::monotonic_now_ns()) {
+        if !self.is_member(member) || !self.heartbeat_fresh(member.slot, clock::monotonic_now_ns()) {
             return fail(format!(
                 "member {} was removed from the group (it left, its session timed out, or it did not poll within \
                  max_poll_interval); poll to rejoin",
@@ -472,7 +473,7 @@ impl Group {
     /// silent members in any process, and a rebalance when subscribed topics change. It never
     /// waits for the group lock: when another holds it, the rest waits for the next tick.
     pub(crate) fn tick(&self, counts: PartitionCounts<'_>) -> Result<()> {
-        let now = sys::monotonic_now_ns();
+        let now = clock::monotonic_now_ns();
         for &(slot, id) in self.local.lock().iter() {
             // A member whose own heartbeat is already too old (this whole process was stopped)
             // must not revive itself: it is dead to the group and is expelled below.
@@ -535,7 +536,7 @@ impl Group {
             return false;
         }
         // An error asking the kernel counts as alive: expelling a live member is the worse mistake.
-        sys::byte_locked_elsewhere(&self.probe, u64::from(slot)).unwrap_or(true)
+        lock::byte_locked_elsewhere(&self.probe, u64::from(slot)).unwrap_or(true)
     }
 
     /// Removes members that are not alive (see `slot_alive`), freeing their partitions, and
@@ -705,7 +706,7 @@ fn prepare_group_file(file: &File, path: &Path, epoch: u64) -> Result<()> {
 fn initialize_group_file(file: &File, path: &Path, epoch: u64, carried: &GroupState) -> Result<()> {
     file.set_len(0).during("reset", path)?;
     // Only the mapped part is allocated up front; the state copies are written with pwrite.
-    sys::reserve(file, BLOBS_AT as u64).during("reserve space for", path)?;
+    file::reserve(file, BLOBS_AT as u64).during("reserve space for", path)?;
     let bytes = format::encode_group_state(carried);
     let mut head = [0u8; 64];
     head[0..8].copy_from_slice(&GROUP_MAGIC);

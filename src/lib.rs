@@ -30,7 +30,6 @@ mod compaction;
 mod consumer;
 mod error;
 mod failpoint;
-mod file;
 mod format;
 #[cfg(feature = "fuzzing")]
 #[doc(hidden)]

@@ -19,7 +19,7 @@ use crate::format::{self, BATCH_HEADER_BYTES};
 use crate::partition::{Cursor, MAX_BATCH_BYTES, Partition};
 use crate::producer::Durability;
 use crate::record::{Record, Records};
-use crate::sys;
+use crate::sys::clock;
 use crate::topic::{CleanupPolicy, TopicConfig, TopicPartition};
 
 /// How large each segment of an offset log grows before a new one starts.
@@ -106,7 +106,7 @@ impl OffsetStore {
             .map(|(tp, offset)| format::encode_commit_value(*offset, member_id, generation, topic_id(tp)))
             .collect();
         let records: Vec<Record<'_>> = keys.iter().zip(&values).map(|(key, value)| Record::new(value).key(key)).collect();
-        let now_ms = sys::wall_clock_ms();
+        let now_ms = clock::wall_clock_ms();
         let timestamps = vec![now_ms; records.len()];
         let batch_bytes = u64::from(BATCH_HEADER_BYTES) + records.iter().map(format::record_bytes).sum::<u64>();
         if batch_bytes > MAX_BATCH_BYTES {

@@ -12,16 +12,16 @@ use parking_lot::{Mutex, RwLock};
 use crate::compaction;
 use crate::error::{Error, IoContext, Result};
 use crate::failpoint::failpoint;
-use crate::file::{self, Access};
 use crate::format::{
     self, BATCH_HEADER_BYTES, BatchHeader, FILE_HEADER_BYTES, FileHeader, INDEX_ENTRY_BYTES, IndexEntry, LogId, PartitionFile,
     RecordLayout, SEGMENT_MAGIC,
 };
-use crate::queue::DirLock;
 use crate::record::{Record, Records};
 use crate::recovery;
 use crate::segment::Segment;
 use crate::state::{AppendGuard, SharedState, Tail};
+use crate::sys::file::{self, Access};
+use crate::sys::lock::DirLock;
 use crate::topic::{MAX_RECORD_BYTES_LIMIT, TopicConfig, TopicPartition};
 
 /// The largest batch ever written: one record of the largest allowed size, or many small ones.

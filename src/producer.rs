@@ -9,7 +9,7 @@ use crate::format::{self, BATCH_HEADER_BYTES};
 use crate::partition::TARGET_BATCH_BYTES;
 use crate::queue::{QueueInner, Topic, UserHandle};
 use crate::record::Record;
-use crate::sys;
+use crate::sys::clock;
 
 /// When a sent record is on stable storage.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -122,7 +122,7 @@ impl Producer {
             None => self.round_robin.fetch_add(1, Ordering::Relaxed) % topic.config.partitions,
         };
         let size = check_size(&topic, &record)?;
-        let now_ms = sys::wall_clock_ms();
+        let now_ms = clock::wall_clock_ms();
         let timestamp_ms = record.timestamp_ms.unwrap_or(now_ms);
         let partition = topic.partition(partition_number, &self.queue)?;
         let batch_bytes = u64::from(BATCH_HEADER_BYTES) + size;
@@ -140,7 +140,7 @@ impl Producer {
     /// one partition keep their order; if an error occurs, batches already written stay.
     pub fn send_batch<'a>(&self, topic: &str, records: impl IntoIterator<Item = Record<'a>>) -> Result<Vec<RecordMetadata>> {
         let topic = self.queue.topic(topic)?;
-        let now_ms = sys::wall_clock_ms();
+        let now_ms = clock::wall_clock_ms();
         let mut records: Vec<Record<'a>> = records.into_iter().collect();
         let count = records.len();
         let mut next_round_robin = self.round_robin.fetch_add(count as u32, Ordering::Relaxed);

@@ -3,9 +3,8 @@
 //! flusher for `Durability::Interval`.
 
 use std::collections::HashMap;
-use std::fs::{self, File, OpenOptions, TryLockError};
+use std::fs::{self, File};
 use std::hash::{BuildHasherDefault, Hasher};
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock, Weak};
@@ -17,7 +16,6 @@ use parking_lot::{Mutex, RwLock};
 use crate::assignor::AssignmentStrategy;
 use crate::consumer::{Consumer, ConsumerConfig};
 use crate::error::{Error, IoContext, Result};
-use crate::file::{self, Access};
 use crate::format::{
     self, FILE_HEADER_BYTES, GROUPS_DIR, MAINTENANCE_LOCK_FILE, OFFSETS_DIR, OPEN_LOCK_FILE, QUEUE_META_FILE, QUEUE_STATE_FILE,
     QUEUE_STATE_MAGIC, STAGING_DIR, TOPIC_META_BYTES, TOPIC_META_FILE, TOPICS_DIR, USERS_LOCK_FILE,
@@ -26,19 +24,15 @@ use crate::group::Group;
 use crate::offsets::{self, OffsetStore};
 use crate::partition::{Partition, Sealer};
 use crate::producer::{Producer, ProducerConfig};
-use crate::state::SharedMap;
-use crate::sys;
+use crate::sys::clock;
+use crate::sys::file::{self, Access};
+use crate::sys::lock::{self, AdminLock, DirLock, lock_queue_directory};
+use crate::sys::map::SharedMap;
 use crate::topic::{TopicConfig, TopicPartition, validate_group_name, validate_topic_name};
 
 /// How often each process's keeper thread heartbeats its group members and looks for dead
 /// members and new topics.
 const KEEPER_TICK: Duration = Duration::from_millis(100);
-
-/// A shared flock on the queue directory itself, held by every open queue handle and every
-/// mapping made through one: while it is held, no process recovers (truncates) files.
-pub(crate) struct DirLock {
-    _file: File,
-}
 
 /// A handle on a queue directory. Cheap to clone; every clone shares the same topics and
 /// mappings. Any number of processes may open the same directory at once.
@@ -183,7 +177,7 @@ impl Queue {
             epoch,
             shared,
             topics_version,
-            users: Arc::new(DirLock { _file: users }),
+            users: Arc::new(DirLock::new(users)),
             sealer: Arc::default(),
             topics: RwLock::new(HashMap::default()),
             flusher: Mutex::new(None),
@@ -222,7 +216,7 @@ impl Queue {
                 let path = staging.join(partition.to_string());
                 fs::create_dir(&path).during("create", &path)?;
             }
-            sys::sync_directory(&staging).during("sync", &staging)?;
+            file::sync_directory(&staging).during("sync", &staging)?;
             // rename(2) refuses to replace a non-empty directory, so one creator wins.
             match fs::rename(&staging, &target) {
                 Ok(()) => Ok(()),
@@ -238,7 +232,7 @@ impl Queue {
         }
         staged?;
         let topics = self.inner.dir.join(TOPICS_DIR);
-        sys::sync_directory(&topics).during("sync", &topics)?;
+        file::sync_directory(&topics).during("sync", &topics)?;
         self.inner.topics_changed();
         Ok(())
     }
@@ -312,7 +306,7 @@ impl Queue {
         let trash = self.inner.staging_path("deleted");
         fs::rename(&dir, &trash).during("move away", &dir)?;
         let topics = self.inner.dir.join(TOPICS_DIR);
-        sys::sync_directory(&topics).during("sync", &topics)?;
+        file::sync_directory(&topics).during("sync", &topics)?;
         self.inner.topics_changed();
         self.inner.topics.write().remove(name);
         // Gone for everyone already; what is left is freeing the space (a crash here leaves it
@@ -602,7 +596,7 @@ impl QueueInner {
     /// the first error is returned after all were tried. Returns how many segments were
     /// deleted or rewritten.
     pub(crate) fn run_maintenance(&self, stop: &dyn Fn() -> bool) -> Result<usize> {
-        let now_ms = sys::wall_clock_ms();
+        let now_ms = clock::wall_clock_ms();
         let mut changed = 0;
         let mut first_error = None;
         for name in list_topics(&self.dir)? {
@@ -710,16 +704,13 @@ impl QueueInner {
         let temporary = dir.join(format!("{TOPIC_META_FILE}.tmp"));
         file::write_synced(&temporary, &format::encode_topic_meta(config, id))?;
         fs::rename(&temporary, &meta).during("rename into place", &meta)?;
-        sys::sync_directory(&dir).during("sync", &dir)
+        file::sync_directory(&dir).during("sync", &dir)
     }
 
     /// Serialises topic changes between processes with an flock on the `topics` directory,
     /// which, unlike a lock file, nobody deletes or replaces while the queue exists.
     fn admin_lock(&self) -> Result<AdminLock> {
-        let path = self.dir.join(TOPICS_DIR);
-        let directory = file::open_directory(&path)?;
-        directory.lock().during("lock", &path)?;
-        Ok(AdminLock(directory))
+        lock::lock_directory(&self.dir.join(TOPICS_DIR))
     }
 
     pub(crate) fn partition(&self, tp: &TopicPartition) -> Result<Arc<Partition>> {
@@ -957,15 +948,6 @@ fn list_topics(dir: &Path) -> Result<Vec<String>> {
 const TOPICS_VERSION_AT: usize = 16;
 const QUEUE_STATE_BYTES: usize = 4096;
 
-/// The lock on `topics/`, held for a topic change; released on drop.
-struct AdminLock(File);
-
-impl Drop for AdminLock {
-    fn drop(&mut self) {
-        let _ = self.0.unlock();
-    }
-}
-
 /// A topic id no other topic gets: the clock, the process and a counter, mixed.
 fn new_topic_id() -> u64 {
     static COUNT: AtomicU64 = AtomicU64::new(0);
@@ -992,7 +974,7 @@ fn open_queue_state(dir: &Path) -> Result<SharedMap> {
         let linked = fs::hard_link(&temporary, &path);
         let _ = fs::remove_file(&temporary);
         match linked {
-            Ok(()) => sys::sync_directory(dir).during("sync", dir)?,
+            Ok(()) => file::sync_directory(dir).during("sync", dir)?,
             Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
             Err(e) => return Err(Error::io("link into place", &path, e)),
         }
@@ -1013,30 +995,6 @@ fn open_queue_state(dir: &Path) -> Result<SharedMap> {
     }
     let map = memmap2::MmapOptions::new().len(QUEUE_STATE_BYTES).map_raw(&file).during("map", &path)?;
     Ok(SharedMap(map))
-}
-
-/// Opens the queue directory itself and flocks it: exclusively if no other handle on the queue
-/// exists in any process (the flag says so), shared otherwise. The lock is on the directory's
-/// own inode, which cannot be unlinked while the queue is in it. A lock file could be, by a
-/// user or a cleaner removing "stale" locks, and the next opener would then think it is alone
-/// and recover (shorten) files that live writers map.
-fn lock_queue_directory(dir: &Path) -> Result<(File, bool)> {
-    let directory = OpenOptions::new().read(true).custom_flags(libc::O_DIRECTORY).open(dir).during("open", dir)?;
-    let alone = match directory.try_lock() {
-        Ok(()) => true,
-        Err(TryLockError::WouldBlock) => {
-            directory.lock_shared().during("lock", dir)?;
-            false
-        }
-        Err(TryLockError::Error(e)) => return Err(Error::io("lock", dir, e)),
-    };
-    // The lock protects what the path leads to only if the path still names the locked
-    // directory (it could have been renamed away and another put in its place).
-    let locked = sys::file_identity(&directory.metadata().during("stat", dir)?);
-    if sys::file_identity(&fs::metadata(dir).during("stat", dir)?) != locked {
-        return Err(Error::io("lock", dir, std::io::Error::other("the directory was replaced while it was being opened")));
-    }
-    Ok((directory, alone))
 }
 
 fn lock_file(path: &Path) -> Result<File> {
@@ -1069,7 +1027,7 @@ fn write_epoch(dir: &Path, epoch: u64) -> Result<()> {
     let temporary = dir.join(format!("{QUEUE_META_FILE}.tmp"));
     file::write_synced(&temporary, &format::encode_queue_meta(epoch))?;
     fs::rename(&temporary, &path).during("rename into place", &path)?;
-    sys::sync_directory(dir).during("sync", dir)
+    file::sync_directory(dir).during("sync", dir)
 }
 
 /// Removes what topic creations and deletions left in `staging/`. Nothing there is followed:
@@ -1104,7 +1062,7 @@ mod tests {
         let mut consumer = queue.consumer(ConsumerConfig::new("g").commit_durability(Durability::Sync)).unwrap();
         consumer.assign(&[TopicPartition::new("t", 0)]).unwrap();
         consumer.commit_offsets(&[(TopicPartition::new("t", 0), 0)]).unwrap();
-        let synced = crate::sys::synced_directories();
+        let synced = crate::sys::file::synced_directories();
         let groups = dir.join("groups");
         for parent in [std::env::temp_dir(), dir.clone(), groups.clone(), groups.join("g"), groups.join("g").join("offsets")] {
             assert!(synced.contains(&parent), "{} was never synced", parent.display());

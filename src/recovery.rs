@@ -10,14 +10,15 @@ use std::path::Path;
 use std::sync::Arc;
 
 use crate::error::{Error, IoContext, Result};
-use crate::file::{self, Access};
 use crate::format::{
     self, BATCH_HEADER_BYTES, BatchHeader, FILE_HEADER_BYTES, FileHeader, INDEX_ENTRY_BYTES, IndexEntry, LogId, PartitionFile,
 };
 use crate::partition::{MAX_BATCH_BYTES, new_segment, remove_segment_files};
-use crate::queue::DirLock;
 use crate::segment::Segment;
 use crate::state::Tail;
+use crate::sys::clock;
+use crate::sys::file::{self, Access};
+use crate::sys::lock::DirLock;
 use crate::topic::{TopicConfig, TopicPartition};
 
 pub(crate) struct Recovered {
@@ -62,7 +63,7 @@ pub(crate) fn recover(
         remove_segment_files(dir, base)?;
     }
     if !deleted.is_empty() {
-        crate::sys::sync_directory(dir).during("sync directory", dir)?;
+        file::sync_directory(dir).during("sync directory", dir)?;
     }
     bases.retain(|&b| b >= log_start);
     indexes.retain(|&b| b >= log_start);
@@ -111,7 +112,7 @@ pub(crate) fn recover(
         bases.pop();
     }
     if bases.is_empty() {
-        let now_ms = crate::sys::wall_clock_ms();
+        let now_ms = clock::wall_clock_ms();
         let (active, tail) = new_segment(dir, id, log, config, 0, now_ms, users)?;
         return Ok(Recovered { tail, bases: vec![0], active, synced_offset: 0 });
     }
@@ -198,7 +199,7 @@ fn read_log_start(dir: &Path) -> Result<u64> {
             let temporary = dir.join(format!("{}.tmp", format::LOG_START_FILE));
             file::write_synced(&temporary, &[format::encode_log_start(0), format::encode_log_start(0)].concat())?;
             fs::rename(&temporary, &path).during("rename into place", &path)?;
-            crate::sys::sync_directory(dir).during("sync directory", dir)?;
+            file::sync_directory(dir).during("sync directory", dir)?;
             Ok(0)
         }
     }
@@ -240,7 +241,7 @@ pub(crate) fn write_log_start(dir: &Path, log_start: u64) -> Result<()> {
     let checkpoint = file::open_file(&path, Access::ReadWrite)?;
     std::os::unix::fs::FileExt::write_all_at(&checkpoint, &format::encode_log_start(log_start), older as u64 * 64)
         .during("write", &path)?;
-    crate::sys::sync_data(&checkpoint).during("fsync", &path)
+    file::sync_data(&checkpoint).during("fsync", &path)
 }
 
 /// Completes what compaction left half-done (see `compaction.rs`): a `.log.swap` file is a
@@ -282,7 +283,7 @@ pub(crate) fn finish_swaps(dir: &Path) -> Result<bool> {
             fs::remove_file(&swap).during("remove leftover", &swap)?;
         }
     }
-    crate::sys::sync_directory(dir).during("sync directory", dir)?;
+    file::sync_directory(dir).during("sync directory", dir)?;
     Ok(true)
 }
 
@@ -319,7 +320,7 @@ fn open_or_reindex(
         let temporary = dir.join(format!("{}.tmp", format::index_file_name(base)));
         file::write_synced(&temporary, &index_header.encode())?;
         fs::rename(&temporary, &index_path).during("rename into place", &index_path)?;
-        crate::sys::sync_directory(dir).during("sync directory", dir)?;
+        file::sync_directory(dir).during("sync directory", dir)?;
     }
     // SAFETY: recovery runs only for the first use of a partition in a new epoch (that is,
     // after a process opened the queue alone), under the exclusive lock of the partition's

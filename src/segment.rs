@@ -27,14 +27,13 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use memmap2::{MmapOptions, MmapRaw};
 
 use crate::error::{Error, IoContext, Result};
-use crate::file::{self, Access};
 use crate::format::{
     self, BATCH_HEADER_BYTES, FILE_HEADER_BYTES, FileHeader, INDEX_ENTRY_BYTES, INDEX_MAGIC, IndexEntry, LogId, SEGMENT_MAGIC,
 };
 use crate::partition::MAX_BATCH_BYTES;
-use crate::queue::DirLock;
 use crate::state::{AppendGuard, SharedState};
-use crate::sys;
+use crate::sys::file::{self, Access};
+use crate::sys::lock::DirLock;
 use crate::topic::{MAX_SEGMENT_BYTES, MIN_SEGMENT_BYTES, TopicPartition};
 
 /// Holes punched past a sealed segment's data start at a multiple of this (a page and a file
@@ -60,7 +59,7 @@ impl MappedFile {
         let temporary = path.with_extension(format!("{}.tmp", path.extension().and_then(|e| e.to_str()).unwrap_or("")));
         let file = file::open_file(&temporary, Access::Replace)?;
         let prepared = (|| {
-            sys::reserve(&file, reserve_bytes.max(u64::from(FILE_HEADER_BYTES))).during("reserve space for", &temporary)?;
+            file::reserve(&file, reserve_bytes.max(u64::from(FILE_HEADER_BYTES))).during("reserve space for", &temporary)?;
             file.write_all_at(&header.encode(), 0).during("write the header of", &temporary)?;
             file.sync_all().during("sync", &temporary)?;
             #[cfg(test)]
@@ -98,7 +97,7 @@ impl MappedFile {
         Ok(MappedFile {
             map,
             file: Some(file),
-            identity: sys::file_identity(&metadata),
+            identity: file::file_identity(&metadata),
             path: path.to_path_buf(),
             header,
             backed_bytes: AtomicU64::new(metadata.len()),
@@ -121,7 +120,7 @@ impl MappedFile {
         }
         let file = file::open_file(&self.path, Access::ReadWrite)?;
         let metadata = file.metadata().during("stat", &self.path)?;
-        if sys::file_identity(&metadata) != self.identity {
+        if file::file_identity(&metadata) != self.identity {
             return Err(Error::corrupt(&self.path, 0, "the file was replaced while mapped"));
         }
         operation(&file)
@@ -131,7 +130,7 @@ impl MappedFile {
     fn reserve(&self, bytes: u64) -> Result<()> {
         let bytes = bytes.min(u64::from(self.header.capacity_bytes));
         if bytes > self.backed_bytes.load(Ordering::Acquire) {
-            self.with_file(|file| sys::reserve(file, bytes).during("reserve space in", &self.path))?;
+            self.with_file(|file| file::reserve(file, bytes).during("reserve space in", &self.path))?;
             self.backed_bytes.fetch_max(bytes, Ordering::AcqRel);
         }
         Ok(())
@@ -228,7 +227,7 @@ impl Segment {
         let index = MappedFile::create(&index_path, index_header, 0)?.close_file();
         let log = MappedFile::create(&dir.join(format::segment_file_name(header.base_offset)), header, reserve_bytes)
             .inspect_err(|_| drop(fs::remove_file(&index_path)))?;
-        sys::sync_directory(dir).during("sync directory", dir)?;
+        file::sync_directory(dir).during("sync directory", dir)?;
         let published_bytes = AtomicU64::new(u64::from(FILE_HEADER_BYTES));
         Ok(Segment { partition, log, index, published_bytes, alone: false, _users: users })
     }
@@ -376,7 +375,7 @@ impl Segment {
     pub(crate) fn pwrite_unpublished(&self, guard: &AppendGuard<'_>, start: u64, pieces: &[&[u8]]) -> Result<()> {
         let len: u64 = pieces.iter().map(|p| p.len() as u64).sum();
         self.check_unpublished(guard, start, len)?;
-        self.log.with_file(|file| sys::write_all_vectored_at(file, pieces, start).during("write", &self.log.path))
+        self.log.with_file(|file| file::write_all_vectored_at(file, pieces, start).during("write", &self.log.path))
     }
 
     /// Checks that `[start, start + len)` may be written by the holder of `guard`: this is the
@@ -484,7 +483,7 @@ impl Segment {
         if let Some((_, count)) = SYNCS_UNDER.lock().as_mut().filter(|(dir, _)| self.log.path.starts_with(dir)) {
             *count += 1;
         }
-        self.log.with_file(|file| sys::sync_data(file).during("fsync", &self.log.path))
+        self.log.with_file(|file| file::sync_data(file).during("fsync", &self.log.path))
     }
 
     /// Cuts the log and index files to the given lengths, for recovery: the segment must have
@@ -520,7 +519,7 @@ impl Segment {
             mapped.with_file(|file| {
                 let length = file.metadata().during("stat", &mapped.path)?.len();
                 let start = keep.next_multiple_of(HOLE_ALIGN_BYTES);
-                sys::punch_hole(file, start, length).during("give back the space reserved in", &mapped.path)
+                file::punch_hole(file, start, length).during("give back the space reserved in", &mapped.path)
             })?;
         }
         Ok(())

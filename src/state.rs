@@ -18,11 +18,13 @@ use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering, fence};
 
-use memmap2::{MmapOptions, MmapRaw};
+use memmap2::MmapOptions;
 
 use crate::error::{Error, IoContext, Result};
 use crate::format::{FORMAT_VERSION, STATE_MAGIC};
-use crate::sys::{self, RobustGuard, RobustMutex};
+use crate::sys::map::SharedMap;
+use crate::sys::mutex::{RobustGuard, RobustMutex};
+use crate::sys::{file, futex, mutex};
 
 pub(crate) const STATE_FILE_BYTES: u64 = 4096;
 const EPOCH_AT: usize = 16;
@@ -41,7 +43,7 @@ const MAINTENANCE_MUTEX_AT: usize = 320;
 const COMPACTIONS_AT: usize = 384;
 /// How long a group-commit leader waits for more senders when others were seen recently.
 const GROUP_COMMIT_DELAY: std::time::Duration = std::time::Duration::from_micros(50);
-const _: () = assert!(sys::MUTEX_BYTES <= 64, "a pthread mutex must fit its 64-byte slot");
+const _: () = assert!(mutex::MUTEX_BYTES <= 64, "a pthread mutex must fit its 64-byte slot");
 
 /// The published end of a partition's log: everything a reader may look at.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -104,25 +106,6 @@ impl Tail {
             index_reserved_bytes: w[6],
             last_indexed_position: w[7],
         }
-    }
-}
-
-/// A file mapping that several processes share and touch only through atomics (or, for bytes
-/// a lock guards, through plain copies).
-pub(crate) struct SharedMap(pub(crate) MmapRaw);
-
-impl SharedMap {
-    pub(crate) fn word64(&self, at: usize) -> &AtomicU64 {
-        assert!(at.is_multiple_of(8) && at + 8 <= self.0.len(), "a 64-bit word outside the shared mapping");
-        // SAFETY: `at` is 8-aligned and inside the mapping (checked above), which lives as long
-        // as `self`; all processes touch these bytes only through atomics.
-        unsafe { &*(self.0.as_mut_ptr().add(at) as *const AtomicU64) }
-    }
-
-    pub(crate) fn word32(&self, at: usize) -> &AtomicU32 {
-        assert!(at.is_multiple_of(4) && at + 4 <= self.0.len(), "a 32-bit word outside the shared mapping");
-        // SAFETY: as in `word64`, for a 4-aligned 32-bit word.
-        unsafe { &*(self.0.as_mut_ptr().add(at) as *const AtomicU32) }
     }
 }
 
@@ -201,7 +184,7 @@ impl SharedState {
 
     /// Maps an initialised state file (and closes it: the mapping stays).
     pub(crate) fn map(file: File, path: &Path) -> Result<Self> {
-        let identity = sys::file_identity(&file.metadata().during("stat", path)?);
+        let identity = file::file_identity(&file.metadata().during("stat", path)?);
         let map = SharedMap(MmapOptions::new().len(STATE_FILE_BYTES as usize).map_raw(&file).during("map", path)?);
         // SAFETY: both mutex slots are 64-byte aligned offsets inside the page-aligned mapping,
         // which `SharedState` owns and drops after the mutex handles.
@@ -270,7 +253,7 @@ impl SharedState {
     /// Wakes every consumer sleeping on this partition.
     fn wake_consumers(&self) {
         self.word32(WAKE_SEQ_AT).fetch_add(1, Ordering::Release);
-        sys::futex_wake_all(self.word32(WAKE_SEQ_AT));
+        futex::futex_wake_all(self.word32(WAKE_SEQ_AT));
     }
 
     /// Makes `tail` the published tail. Everything written to the log before this call becomes
@@ -329,7 +312,7 @@ impl SharedState {
     /// Whether `path` still names this state file: false once its topic was deleted (and
     /// perhaps created again, with a new file at the same path).
     pub(crate) fn is_at(&self, path: &Path) -> bool {
-        std::fs::metadata(path).is_ok_and(|there| sys::file_identity(&there) == self.identity)
+        std::fs::metadata(path).is_ok_and(|there| file::file_identity(&there) == self.identity)
     }
 
     /// The first offset still in the log.
@@ -394,7 +377,7 @@ impl SharedState {
             // A dead leader leaves nothing to repair: `synced_offset` is only raised atomically.
             let Some(held) = self.sync_mutex.try_lock().during("take the sync lock in", &self.path)? else {
                 // Not woken if the leader dies; the short sleep bounds the wait for a new one.
-                sys::futex_wait_any(&[(round, seen)], std::time::Instant::now() + std::time::Duration::from_millis(10));
+                futex::futex_wait_any(&[(round, seen)], std::time::Instant::now() + std::time::Duration::from_millis(10));
                 continue;
             };
             if held.owner_died() {
@@ -416,7 +399,7 @@ impl SharedState {
             };
             drop(held);
             round.fetch_add(1, Ordering::Release);
-            sys::futex_wake_all(round);
+            futex::futex_wake_all(round);
             return result;
         }
     }

@@ -8,6 +8,7 @@ use crate::format;
 use crate::offsets::offset_log_config;
 use crate::partition::Partition;
 use crate::record::Records;
+use crate::sys::clock;
 use crate::{CleanupPolicy, Durability, ProducerConfig, Queue, Record, TopicConfig, TopicPartition};
 
 fn queue(name: &str) -> (Queue, std::path::PathBuf) {
@@ -18,7 +19,7 @@ fn queue(name: &str) -> (Queue, std::path::PathBuf) {
 
 /// Long after every record sent: every sealed segment is past any compaction lag.
 fn later_ms() -> u64 {
-    crate::sys::wall_clock_ms() + 3_600_000
+    clock::wall_clock_ms() + 3_600_000
 }
 
 /// The offsets of the records with `key` that `partition` holds.

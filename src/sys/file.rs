@@ -8,15 +8,17 @@
 //! - Reads of whole files are capped at the size their format allows.
 //!
 //! It also creates directories durably: a file that survives a power cut is useless if the
-//! directory entry that leads to it does not, so every new directory's parent is synced.
+//! directory entry that leads to it does not, so every new directory's parent is synced. And it
+//! holds the calls on open files: space reservation (`fallocate`), hole punching, vectored
+//! writes, and data and directory syncs.
 
 use std::fs::{self, File, FileType, OpenOptions};
 use std::io::{self, Read, Write};
+use std::os::fd::AsRawFd;
 use std::os::unix::fs::{FileTypeExt, OpenOptionsExt};
 use std::path::{Component, Path};
 
 use crate::error::{Error, IoContext, Result};
-use crate::sys;
 
 /// What a caller does with a file it opens.
 #[derive(Clone, Copy)]
@@ -140,7 +142,7 @@ pub(crate) fn create_dir_durably(root: &Path, dir: &Path) -> Result<()> {
             },
             Err(error) => return Err(error),
         }
-        sys::sync_directory(&parent).during("sync", &parent)?;
+        sync_directory(&parent).during("sync", &parent)?;
     }
     Ok(())
 }
@@ -166,7 +168,7 @@ fn create_root_durably(root: &Path) -> Result<()> {
     };
     create_root_durably(parent)?;
     match fs::create_dir(root) {
-        Ok(()) => sys::sync_directory(parent).during("sync", parent),
+        Ok(()) => sync_directory(parent).during("sync", parent),
         Err(error) if error.kind() == io::ErrorKind::AlreadyExists && root.is_dir() => Ok(()),
         Err(error) => Err(Error::io("create", root, error)),
     }
@@ -194,6 +196,121 @@ fn describe(file_type: FileType) -> &'static str {
     } else {
         "a file of unknown type"
     }
+}
+
+/// Reserves disk blocks for `[0, length)` of `file`, growing it if needed, so that later writes
+/// through a shared mapping cannot fail for lack of space (which would raise SIGBUS).
+pub(crate) fn reserve(file: &File, length: u64) -> io::Result<()> {
+    // SAFETY: plain syscall on an owned descriptor.
+    let code = unsafe { libc::fallocate(file.as_raw_fd(), 0, 0, length as libc::off_t) };
+    if code == 0 {
+        return Ok(());
+    }
+    let error = io::Error::last_os_error();
+    if error.raw_os_error() == Some(libc::EOPNOTSUPP) {
+        // File systems without fallocate: writing zeros allocates the blocks just the same.
+        return write_zeros_to(file, length);
+    }
+    Err(error)
+}
+
+/// Gives the disk blocks of `[start, end)` of `file` back without changing its length: the range
+/// becomes a hole that reads as zeros, so a mapping of the file stays valid (shortening it would
+/// make touching the range raise SIGBUS). On a file system that cannot punch holes the blocks
+/// just stay allocated, which is not an error.
+pub(crate) fn punch_hole(file: &File, start: u64, end: u64) -> io::Result<()> {
+    if start >= end {
+        return Ok(());
+    }
+    let mode = libc::FALLOC_FL_PUNCH_HOLE | libc::FALLOC_FL_KEEP_SIZE;
+    // SAFETY: plain syscall on an owned descriptor.
+    let code = unsafe { libc::fallocate(file.as_raw_fd(), mode, start as libc::off_t, (end - start) as libc::off_t) };
+    if code == 0 {
+        return Ok(());
+    }
+    let error = io::Error::last_os_error();
+    if error.raw_os_error() == Some(libc::EOPNOTSUPP) {
+        return Ok(());
+    }
+    Err(error)
+}
+
+/// Device and inode: what a file is, whatever path names it.
+pub(crate) fn file_identity(metadata: &std::fs::Metadata) -> (u64, u64) {
+    use std::os::unix::fs::MetadataExt;
+    (metadata.dev(), metadata.ino())
+}
+
+fn write_zeros_to(file: &File, length: u64) -> io::Result<()> {
+    use std::os::unix::fs::FileExt;
+    let current = file.metadata()?.len();
+    let zeros = vec![0u8; 64 * 1024];
+    let mut at = current;
+    while at < length {
+        let n = (length - at).min(zeros.len() as u64) as usize;
+        file.write_all_at(&zeros[..n], at)?;
+        at += n as u64;
+    }
+    Ok(())
+}
+
+/// Flushes a file's data (and the metadata needed to read it back) to stable storage.
+pub(crate) fn sync_data(file: &File) -> io::Result<()> {
+    file.sync_data()
+}
+
+/// Makes a directory's entries (new, renamed or removed files) durable.
+pub(crate) fn sync_directory(path: &std::path::Path) -> io::Result<()> {
+    use std::os::unix::fs::OpenOptionsExt;
+    #[cfg(test)]
+    SYNCED_DIRECTORIES.lock().push(path.to_path_buf());
+    // O_DIRECTORY: whatever the path names now, nothing but a directory is opened (and never
+    // a FIFO, which would block).
+    std::fs::OpenOptions::new().read(true).custom_flags(libc::O_DIRECTORY).open(path)?.sync_all()
+}
+
+/// Every directory `sync_directory` was asked to sync, for tests of what a power cut keeps.
+#[cfg(test)]
+static SYNCED_DIRECTORIES: parking_lot::Mutex<Vec<std::path::PathBuf>> = parking_lot::Mutex::new(Vec::new());
+
+/// The directories synced so far by any thread of this test process.
+#[cfg(test)]
+pub(crate) fn synced_directories() -> Vec<std::path::PathBuf> {
+    SYNCED_DIRECTORIES.lock().clone()
+}
+
+/// Writes `pieces` one after another at `offset` of `file` (`pwritev`), retrying short writes.
+pub(crate) fn write_all_vectored_at(file: &File, pieces: &[&[u8]], mut offset: u64) -> io::Result<()> {
+    let mut pieces: Vec<&[u8]> = pieces.iter().copied().filter(|p| !p.is_empty()).collect();
+    let mut first = 0;
+    while first < pieces.len() {
+        let vectors: Vec<libc::iovec> =
+            pieces[first..].iter().map(|p| libc::iovec { iov_base: p.as_ptr() as *mut libc::c_void, iov_len: p.len() }).collect();
+        // SAFETY: every iovec points at a live slice for the duration of the call; the kernel
+        // only reads from them.
+        let written =
+            unsafe { libc::pwritev(file.as_raw_fd(), vectors.as_ptr(), vectors.len() as libc::c_int, offset as libc::off_t) };
+        if written < 0 {
+            let error = io::Error::last_os_error();
+            if error.kind() == io::ErrorKind::Interrupted {
+                continue;
+            }
+            return Err(error);
+        }
+        let mut written = written as usize;
+        if written == 0 {
+            return Err(io::ErrorKind::WriteZero.into());
+        }
+        offset += written as u64;
+        while first < pieces.len() && written >= pieces[first].len() {
+            written -= pieces[first].len();
+            first += 1;
+        }
+        if first < pieces.len() {
+            pieces[first] = &pieces[first][written..];
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -253,7 +370,7 @@ mod tests {
         let deep = root.join("groups").join("g").join("offsets");
         create_dir_durably(&root, &deep).unwrap();
         assert!(deep.is_dir());
-        let synced = sys::synced_directories();
+        let synced = super::synced_directories();
         for parent in [dir.clone(), root.clone(), root.join("groups"), root.join("groups").join("g")] {
             assert!(synced.contains(&parent), "{} was not synced", parent.display());
         }
@@ -276,10 +393,32 @@ mod tests {
         let deep = root.join("groups").join("g").join("offsets");
         fs::create_dir_all(&deep).unwrap();
         create_dir_durably(&root, &deep).unwrap();
-        let synced = sys::synced_directories();
+        let synced = super::synced_directories();
         for parent in [root.clone(), root.join("groups"), root.join("groups").join("g")] {
             assert!(synced.contains(&parent), "{} was not synced", parent.display());
         }
         fs::remove_dir_all(&dir).unwrap();
+    }
+
+    use std::os::unix::fs::{FileExt, MetadataExt};
+
+    #[test]
+    fn a_punched_hole_gives_space_back_and_reads_as_zeros_through_a_mapping() {
+        let path = std::env::temp_dir().join(format!("streamlog-unit-punch-{}", std::process::id()));
+        let file = std::fs::OpenOptions::new().read(true).write(true).create(true).truncate(true).open(&path).unwrap();
+        super::reserve(&file, 1 << 20).unwrap();
+        file.write_all_at(&[0xAB; 5000], 0).unwrap();
+        // SAFETY: the file is this test's own; nothing shortens it while it is mapped.
+        let map = unsafe { memmap2::Mmap::map(&file) }.unwrap();
+        let before = file.metadata().unwrap().blocks() * 512;
+        super::punch_hole(&file, 8192, 1 << 20).unwrap();
+        let metadata = file.metadata().unwrap();
+        assert_eq!(metadata.len(), 1 << 20, "the length stays");
+        assert!(metadata.blocks() * 512 <= 8192 && before >= 1 << 20, "{before} then {} bytes", metadata.blocks() * 512);
+        assert!(map[..5000].iter().all(|&b| b == 0xAB), "data before the hole changed");
+        // Touching the hole through the mapping faults in zeros; it does not raise SIGBUS.
+        assert!(map[8192..].iter().all(|&b| b == 0));
+        drop(map);
+        std::fs::remove_file(&path).unwrap();
     }
 }
