@@ -620,7 +620,10 @@ impl QueueInner {
                 });
                 match work {
                     Ok(n) => changed += n,
+                    // Deleted by another process since it was listed: its files vanish under
+                    // the pass, which has nothing left to do there.
                     Err(Error::UnknownTopic(_)) => break,
+                    Err(_) if self.deleted_meanwhile(&topic) => break,
                     Err(error) => {
                         first_error.get_or_insert(error);
                     }
@@ -645,6 +648,11 @@ impl QueueInner {
             }
         }
         first_error.map_or(Ok(changed), Err)
+    }
+
+    /// Whether `topic` is gone, or its name now belongs to a newer topic.
+    fn deleted_meanwhile(&self, topic: &Topic) -> bool {
+        !matches!(self.read_topic_meta(&topic.name), Ok((_, id)) if id == topic.id)
     }
 
     /// Starts the background maintenance thread. Every tick, the process that holds

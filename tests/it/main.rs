@@ -15,6 +15,7 @@ mod group_processes;
 mod groups;
 mod headers;
 mod history;
+mod layout;
 mod model;
 mod offsets;
 mod powercut;
