@@ -68,8 +68,9 @@ const CLEANED_BATCH_BYTES: u64 = 256 << 10;
 
 impl CleanedSegment {
     pub(crate) fn create(dir: &Path, base: u64, log_id: LogId, created_ms: u64, index_interval_bytes: u32) -> Result<Self> {
-        let log_path = dir.join(format!("{}.cleaning.tmp", format::segment_file_name(base)));
-        let index_path = dir.join(format!("{}.cleaning.tmp", format::index_file_name(base)));
+        let cleaning = |name: String| file::temp_path(&dir.join(format!("{name}.cleaning")), false);
+        let log_path = cleaning(format::segment_file_name(base));
+        let index_path = cleaning(format::index_file_name(base));
         let file = file::open_file(&log_path, Access::Replace)?;
         let mut log = BufWriter::with_capacity(1 << 20, file);
         // The header is written last, when the size is known.
@@ -182,12 +183,12 @@ impl CleanedSegment {
         fs::rename(&self.index_path, &index_swap).during("rename into place", &index_swap)?;
         failpoint!("compaction-index-swapped");
         fs::rename(&self.log_path, &log_swap).during("rename into place", &log_swap)?;
-        file::sync_directory(dir).during("sync", dir)?;
+        file::fsync_dir(dir)?;
         failpoint!("compaction-log-swapped");
         fs::rename(&index_swap, dir.join(&index_name)).during("rename into place", &dir.join(&index_name))?;
         failpoint!("compaction-index-replaced");
         fs::rename(&log_swap, dir.join(&log_name)).during("rename into place", &dir.join(&log_name))?;
-        file::sync_directory(dir).during("sync", dir)
+        file::fsync_dir(dir)
     }
 
     /// Gives up: removes the temporary files.

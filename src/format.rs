@@ -922,6 +922,23 @@ mod tests {
         assert_eq!(classify("state"), PartitionFile::State);
         assert_eq!(classify(LOG_START_FILE), PartitionFile::LogStart);
         assert_eq!(classify("00000000000000000042.log.tmp"), PartitionFile::Temporary);
+        // Every temporary name the crate makes is one recovery deletes.
+        for name in
+            [segment_file_name(42), index_file_name(42), LOG_START_FILE.to_owned(), format!("{}.cleaning", segment_file_name(42))]
+        {
+            for per_process in [false, true] {
+                let temporary = crate::sys::file::temp_path(&std::path::Path::new("/q/t/0").join(&name), per_process);
+                assert_eq!(
+                    classify(&temporary.file_name().unwrap().to_string_lossy()),
+                    PartitionFile::Temporary,
+                    "{temporary:?}"
+                );
+            }
+        }
+        assert_eq!(
+            crate::sys::file::temp_path(std::path::Path::new("/q/t/0/log_start"), false),
+            std::path::Path::new("/q/t/0/log_start.tmp")
+        );
         assert_eq!(classify("42.log"), PartitionFile::Unknown);
         assert_eq!(classify("notes.txt"), PartitionFile::Unknown);
     }

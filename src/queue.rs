@@ -216,7 +216,7 @@ impl Queue {
                 let path = staging.join(partition.to_string());
                 fs::create_dir(&path).during("create", &path)?;
             }
-            file::sync_directory(&staging).during("sync", &staging)?;
+            file::fsync_dir(&staging)?;
             // rename(2) refuses to replace a non-empty directory, so one creator wins.
             match fs::rename(&staging, &target) {
                 Ok(()) => Ok(()),
@@ -232,7 +232,7 @@ impl Queue {
         }
         staged?;
         let topics = self.inner.dir.join(TOPICS_DIR);
-        file::sync_directory(&topics).during("sync", &topics)?;
+        file::fsync_dir(&topics)?;
         self.inner.topics_changed();
         Ok(())
     }
@@ -306,7 +306,7 @@ impl Queue {
         let trash = self.inner.staging_path("deleted");
         fs::rename(&dir, &trash).during("move away", &dir)?;
         let topics = self.inner.dir.join(TOPICS_DIR);
-        file::sync_directory(&topics).during("sync", &topics)?;
+        file::fsync_dir(&topics)?;
         self.inner.topics_changed();
         self.inner.topics.write().remove(name);
         // Gone for everyone already; what is left is freeing the space (a crash here leaves it
@@ -707,12 +707,7 @@ impl QueueInner {
 
     /// Replaces a topic's metadata file atomically (a crash leaves the old one or the new one).
     fn write_topic_meta(&self, name: &str, config: &TopicConfig, id: u64) -> Result<()> {
-        let dir = self.topic_dir(name);
-        let meta = dir.join(TOPIC_META_FILE);
-        let temporary = dir.join(format!("{TOPIC_META_FILE}.tmp"));
-        file::write_synced(&temporary, &format::encode_topic_meta(config, id))?;
-        fs::rename(&temporary, &meta).during("rename into place", &meta)?;
-        file::sync_directory(&dir).during("sync", &dir)
+        file::atomic_replace(&self.topic_dir(name).join(TOPIC_META_FILE), &format::encode_topic_meta(config, id))
     }
 
     /// Serialises topic changes between processes with an flock on the `topics` directory,
@@ -974,18 +969,11 @@ fn new_topic_id() -> u64 {
 fn open_queue_state(dir: &Path) -> Result<SharedMap> {
     let path = dir.join(QUEUE_STATE_FILE);
     if !path.exists() {
-        let temporary = dir.join(format!("{QUEUE_STATE_FILE}.{}.tmp", std::process::id()));
         let mut bytes = vec![0u8; QUEUE_STATE_BYTES];
         bytes[0..8].copy_from_slice(&QUEUE_STATE_MAGIC);
         bytes[8..10].copy_from_slice(&format::FORMAT_VERSION.to_le_bytes());
-        file::write_synced(&temporary, &bytes)?;
-        let linked = fs::hard_link(&temporary, &path);
-        let _ = fs::remove_file(&temporary);
-        match linked {
-            Ok(()) => file::sync_directory(dir).during("sync", dir)?,
-            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
-            Err(e) => return Err(Error::io("link into place", &path, e)),
-        }
+        // Whoever links it first made it; the others map that one.
+        file::atomic_create(&path, &bytes)?;
     }
     let file = file::open_file(&path, Access::ReadWrite)?;
     let length = file.metadata().during("stat", &path)?.len();
@@ -1015,9 +1003,10 @@ fn read_epoch(dir: &Path) -> Result<Option<u64>> {
         Ok(bytes) => format::decode_queue_meta(&bytes, &path).map(Some),
         Err(e) if file::is_not_found(&e) => {
             // A new queue, unless the directory already holds something else.
+            let leftover = file::temp_path(Path::new(QUEUE_META_FILE), false);
             for entry in fs::read_dir(dir).during("list", dir)? {
                 let name = entry.during("list", dir)?.file_name();
-                if ![OPEN_LOCK_FILE, USERS_LOCK_FILE, "streamlog.meta.tmp"].iter().any(|n| name == *n) {
+                if !(name == OPEN_LOCK_FILE || name == USERS_LOCK_FILE || name == leftover.as_os_str()) {
                     return Err(Error::ForeignFile {
                         path: dir.to_path_buf(),
                         reason: "a non-empty directory without streamlog.meta".into(),
@@ -1031,11 +1020,7 @@ fn read_epoch(dir: &Path) -> Result<Option<u64>> {
 }
 
 fn write_epoch(dir: &Path, epoch: u64) -> Result<()> {
-    let path = dir.join(QUEUE_META_FILE);
-    let temporary = dir.join(format!("{QUEUE_META_FILE}.tmp"));
-    file::write_synced(&temporary, &format::encode_queue_meta(epoch))?;
-    fs::rename(&temporary, &path).during("rename into place", &path)?;
-    file::sync_directory(dir).during("sync", dir)
+    file::atomic_replace(&dir.join(QUEUE_META_FILE), &format::encode_queue_meta(epoch))
 }
 
 /// Removes what topic creations and deletions left in `staging/`. Nothing there is followed:

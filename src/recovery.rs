@@ -63,7 +63,7 @@ pub(crate) fn recover(
         remove_segment_files(dir, base)?;
     }
     if !deleted.is_empty() {
-        file::sync_directory(dir).during("sync directory", dir)?;
+        file::fsync_dir(dir)?;
     }
     bases.retain(|&b| b >= log_start);
     indexes.retain(|&b| b >= log_start);
@@ -196,10 +196,7 @@ fn read_log_start(dir: &Path) -> Result<u64> {
         Some(slots) => Ok(slots.into_iter().flatten().max().expect("decoding leaves a valid slot")),
         None => {
             let path = dir.join(format::LOG_START_FILE);
-            let temporary = dir.join(format!("{}.tmp", format::LOG_START_FILE));
-            file::write_synced(&temporary, &[format::encode_log_start(0), format::encode_log_start(0)].concat())?;
-            fs::rename(&temporary, &path).during("rename into place", &path)?;
-            file::sync_directory(dir).during("sync directory", dir)?;
+            file::atomic_replace(&path, &[format::encode_log_start(0), format::encode_log_start(0)].concat())?;
             Ok(0)
         }
     }
@@ -283,7 +280,7 @@ pub(crate) fn finish_swaps(dir: &Path) -> Result<bool> {
             fs::remove_file(&swap).during("remove leftover", &swap)?;
         }
     }
-    file::sync_directory(dir).during("sync directory", dir)?;
+    file::fsync_dir(dir)?;
     Ok(true)
 }
 
@@ -317,10 +314,7 @@ fn open_or_reindex(
         let header = FileHeader::decode(&head, format::SEGMENT_MAGIC, &log_path)?;
         let capacity = index_capacity_bytes(u64::from(header.capacity_bytes), config);
         let index_header = FileHeader { magic: format::INDEX_MAGIC, capacity_bytes: capacity as u32, ..header };
-        let temporary = dir.join(format!("{}.tmp", format::index_file_name(base)));
-        file::write_synced(&temporary, &index_header.encode())?;
-        fs::rename(&temporary, &index_path).during("rename into place", &index_path)?;
-        file::sync_directory(dir).during("sync directory", dir)?;
+        file::atomic_replace(&index_path, &index_header.encode())?;
     }
     // SAFETY: recovery runs only for the first use of a partition in a new epoch (that is,
     // after a process opened the queue alone), under the exclusive lock of the partition's

@@ -56,7 +56,7 @@ struct MappedFile {
 
 impl MappedFile {
     fn create(path: &Path, header: FileHeader, reserve_bytes: u64) -> Result<Self> {
-        let temporary = path.with_extension(format!("{}.tmp", path.extension().and_then(|e| e.to_str()).unwrap_or("")));
+        let temporary = file::temp_path(path, false);
         let file = file::open_file(&temporary, Access::Replace)?;
         let prepared = (|| {
             file::reserve(&file, reserve_bytes.max(u64::from(FILE_HEADER_BYTES))).during("reserve space for", &temporary)?;
@@ -227,7 +227,7 @@ impl Segment {
         let index = MappedFile::create(&index_path, index_header, 0)?.close_file();
         let log = MappedFile::create(&dir.join(format::segment_file_name(header.base_offset)), header, reserve_bytes)
             .inspect_err(|_| drop(fs::remove_file(&index_path)))?;
-        file::sync_directory(dir).during("sync directory", dir)?;
+        file::fsync_dir(dir)?;
         let published_bytes = AtomicU64::new(u64::from(FILE_HEADER_BYTES));
         Ok(Segment { partition, log, index, published_bytes, alone: false, _users: users })
     }

@@ -16,7 +16,7 @@ use std::fs::{self, File, FileType, OpenOptions};
 use std::io::{self, Read, Write};
 use std::os::fd::AsRawFd;
 use std::os::unix::fs::{FileTypeExt, OpenOptionsExt};
-use std::path::{Component, Path};
+use std::path::{Component, Path, PathBuf};
 
 use crate::error::{Error, IoContext, Result};
 
@@ -90,6 +90,52 @@ pub(crate) fn write_synced(path: &Path, bytes: &[u8]) -> Result<()> {
     file.sync_all().during("sync", path)
 }
 
+/// The one rule for temporary files: `<name>.tmp` beside `target`, or `<name>.<pid>.tmp` for a
+/// file several processes may prepare at once without a lock. Recovery deletes what a crash
+/// leaves of them (every name ending in `.tmp`).
+pub(crate) fn temp_path(target: &Path, per_process: bool) -> PathBuf {
+    let mut name = target.file_name().expect("a file name").to_os_string();
+    if per_process {
+        name.push(format!(".{}", std::process::id()));
+    }
+    name.push(".tmp");
+    target.with_file_name(name)
+}
+
+/// Makes `bytes` the content of `target` atomically and durably: a crash leaves the old file
+/// or the new one, never a mix. The bytes are written and synced under [`temp_path`], renamed
+/// over `target`, and the directory is synced.
+pub(crate) fn atomic_replace(target: &Path, bytes: &[u8]) -> Result<()> {
+    let temporary = temp_path(target, false);
+    write_synced(&temporary, bytes)?;
+    fs::rename(&temporary, target).during("rename into place", target)?;
+    fsync_dir(parent_of(target))
+}
+
+/// As [`atomic_replace`], but never replaces: the synced file is linked into place, and
+/// `Ok(false)` says another process got there first. Several processes may race to create the
+/// same file, so each prepares its own temporary one, removed either way.
+pub(crate) fn atomic_create(target: &Path, bytes: &[u8]) -> Result<bool> {
+    let temporary = temp_path(target, true);
+    write_synced(&temporary, bytes)?;
+    let linked = fs::hard_link(&temporary, target);
+    let _ = fs::remove_file(&temporary);
+    match linked {
+        Ok(()) => fsync_dir(parent_of(target)).map(|()| true),
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Ok(false),
+        Err(e) => Err(Error::io("link into place", target, e)),
+    }
+}
+
+/// Makes the entries of the directory at `dir` (files created, renamed or removed) durable.
+pub(crate) fn fsync_dir(dir: &Path) -> Result<()> {
+    sync_directory(dir).during("sync directory", dir)
+}
+
+fn parent_of(path: &Path) -> &Path {
+    path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."))
+}
+
 /// Opens the directory at `path` (for a lock or a sync), refusing a symbolic link or anything
 /// else that is not a directory.
 pub(crate) fn open_directory(path: &Path) -> Result<File> {
@@ -142,7 +188,7 @@ pub(crate) fn create_dir_durably(root: &Path, dir: &Path) -> Result<()> {
             },
             Err(error) => return Err(error),
         }
-        sync_directory(&parent).during("sync", &parent)?;
+        fsync_dir(&parent)?;
     }
     Ok(())
 }
@@ -168,7 +214,7 @@ fn create_root_durably(root: &Path) -> Result<()> {
     };
     create_root_durably(parent)?;
     match fs::create_dir(root) {
-        Ok(()) => sync_directory(parent).during("sync", parent),
+        Ok(()) => fsync_dir(parent),
         Err(error) if error.kind() == io::ErrorKind::AlreadyExists && root.is_dir() => Ok(()),
         Err(error) => Err(Error::io("create", root, error)),
     }
@@ -260,7 +306,7 @@ pub(crate) fn sync_data(file: &File) -> io::Result<()> {
 }
 
 /// Makes a directory's entries (new, renamed or removed files) durable.
-pub(crate) fn sync_directory(path: &std::path::Path) -> io::Result<()> {
+fn sync_directory(path: &std::path::Path) -> io::Result<()> {
     use std::os::unix::fs::OpenOptionsExt;
     #[cfg(test)]
     SYNCED_DIRECTORIES.lock().push(path.to_path_buf());
