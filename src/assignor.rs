@@ -7,48 +7,8 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
+use crate::options::AssignmentStrategy;
 use crate::topic::TopicPartition;
-
-/// How a consumer group divides partitions among its members (Kafka's `partition.assignment.strategy`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum AssignmentStrategy {
-    /// Kafka's RangeAssignor: per topic, consecutive ranges of partitions to members in member-id order.
-    /// Eager: every rebalance revokes everything.
-    Range,
-    /// Kafka's RoundRobinAssignor: all partitions in (topic, partition) order dealt out to the members in
-    /// member-id order, skipping members not subscribed to the partition's topic. Eager.
-    RoundRobin,
-    /// Kafka's CooperativeStickyAssignor: balanced within one partition per member, moves as few partitions
-    /// as possible; only moved partitions are revoked.
-    #[default]
-    CooperativeSticky,
-}
-
-impl AssignmentStrategy {
-    /// Whether rebalances revoke only the partitions that move (true) rather than all (false).
-    pub(crate) fn is_cooperative(self) -> bool {
-        matches!(self, Self::CooperativeSticky)
-    }
-
-    /// Stable one-byte code for the on-disk group state; `from_code` inverts it (None for unknown).
-    pub(crate) fn code(self) -> u8 {
-        match self {
-            Self::Range => 1,
-            Self::RoundRobin => 2,
-            Self::CooperativeSticky => 3,
-        }
-    }
-
-    /// The strategy whose `code` is `code`, or None for a code this version does not know.
-    pub(crate) fn from_code(code: u8) -> Option<Self> {
-        match code {
-            1 => Some(Self::Range),
-            2 => Some(Self::RoundRobin),
-            3 => Some(Self::CooperativeSticky),
-            _ => None,
-        }
-    }
-}
 
 /// One member of the group as the assignor sees it.
 #[derive(Debug, Clone)]

@@ -3,7 +3,7 @@
 use std::io;
 use std::path::{Path, PathBuf};
 
-use crate::TopicPartition;
+use crate::topic::TopicPartition;
 
 /// What went wrong. Each variant's message is a sentence that names the place of the problem.
 #[derive(Debug, thiserror::Error)]

@@ -6,9 +6,9 @@ use std::path::Path;
 
 use std::collections::BTreeMap;
 
-use crate::assignor::AssignmentStrategy;
 use crate::error::{Error, Result};
 use crate::group::{GroupState, MemberState};
+use crate::options::{AssignmentStrategy, validate_topic_config};
 use crate::record::Record;
 use crate::topic::{CleanupPolicy, TopicConfig, TopicPartition};
 
@@ -342,7 +342,7 @@ pub(crate) fn decode_topic_meta(bytes: &[u8], path: &Path) -> Result<(TopicConfi
         .min_compaction_lag_ms(u64_at(bytes, 64))
         .delete_retention_ms(u64_at(bytes, 72));
     let config = TopicConfig { min_cleanable_dirty_ppm: u32_at(bytes, 60), ..config };
-    config.validate().map_err(|e| Error::corrupt(path, 12, e.to_string()))?;
+    validate_topic_config(&config).map_err(|e| Error::corrupt(path, 12, e.to_string()))?;
     Ok((config, u64_at(bytes, 80)))
 }
 

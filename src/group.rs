@@ -31,11 +31,12 @@ use std::time::Duration;
 use memmap2::MmapOptions;
 use parking_lot::Mutex;
 
-use crate::assignor::{self, AssignmentStrategy, MemberInput};
+use crate::assignor::{self, MemberInput};
 use crate::error::{Error, IoContext, Result};
 use crate::failpoint::failpoint;
 use crate::format::{self, FORMAT_VERSION, GROUP_FILE, GROUP_MAGIC, MEMBERS_LOCK_FILE};
 use crate::offsets::OffsetStore;
+use crate::options::AssignmentStrategy;
 use crate::sys::file::{self, Access};
 use crate::sys::map::SharedMap;
 use crate::sys::mutex::{RobustGuard, RobustMutex};

@@ -36,6 +36,7 @@ mod format;
 pub mod fuzzing;
 mod group;
 mod offsets;
+mod options;
 mod partition;
 mod producer;
 mod queue;
@@ -46,12 +47,14 @@ mod state;
 mod sys;
 mod topic;
 
-pub use assignor::AssignmentStrategy;
-pub use consumer::{Consumer, ConsumerConfig, MIN_SESSION_TIMEOUT, OffsetReset, RebalanceListener};
+pub use consumer::{Consumer, RebalanceListener};
 pub use error::{Error, Result};
 pub use group::MAX_GROUP_MEMBERS;
-pub use producer::{Durability, Producer, ProducerConfig, RecordMetadata, partition_for_key};
-pub use queue::{GroupDescription, MemberDescription, PartitionLag, Queue, QueueOptions};
+pub use options::{
+    AssignmentStrategy, ConsumerConfig, Durability, MIN_SESSION_TIMEOUT, OffsetReset, ProducerConfig, QueueOptions,
+};
+pub use producer::{Producer, RecordMetadata, partition_for_key};
+pub use queue::{GroupDescription, MemberDescription, PartitionLag, Queue};
 pub use record::{ConsumerRecord, Record, Records};
 pub use topic::{
     CleanupPolicy, MAX_PARTITIONS, MAX_RECORD_BYTES_LIMIT, MAX_SEGMENT_BYTES, MAX_TOPIC_NAME_BYTES, TopicConfig, TopicPartition,

@@ -16,8 +16,8 @@ use parking_lot::Mutex;
 
 use crate::error::{Error, Result};
 use crate::format::{self, BATCH_HEADER_BYTES};
+use crate::options::Durability;
 use crate::partition::{Cursor, MAX_BATCH_BYTES, Partition};
-use crate::producer::Durability;
 use crate::record::{Record, Records};
 use crate::sys::clock;
 use crate::topic::{CleanupPolicy, TopicConfig, TopicPartition};

@@ -2,48 +2,14 @@
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
-use std::time::Duration;
 
 use crate::error::{Error, Result};
 use crate::format::{self, BATCH_HEADER_BYTES};
+use crate::options::{Durability, ProducerConfig};
 use crate::partition::TARGET_BATCH_BYTES;
 use crate::queue::{QueueInner, Topic, UserHandle};
 use crate::record::Record;
 use crate::sys::clock;
-
-/// When a sent record is on stable storage.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum Durability {
-    /// `send` returns once the record is in the shared file (the page cache): it survives the
-    /// crash of any process, but not a power cut or kernel crash.
-    #[default]
-    Buffered,
-    /// As `Buffered`, and a background thread fsyncs at least this often: a power cut loses at
-    /// most about this much.
-    Interval(Duration),
-    /// `send` returns only after an fsync covering the record: it survives a power cut.
-    /// Concurrent senders, in any process, share fsyncs (group commit).
-    Sync,
-}
-
-/// Options for a [`Producer`].
-#[derive(Debug, Clone, Default)]
-pub struct ProducerConfig {
-    pub(crate) durability: Durability,
-}
-
-impl ProducerConfig {
-    /// The defaults: `Durability::Buffered`.
-    pub fn new() -> Self {
-        Self::default()
-    }
-
-    /// Sets when a send counts as done.
-    pub fn durability(mut self, durability: Durability) -> Self {
-        self.durability = durability;
-        self
-    }
-}
 
 /// Where a sent record landed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -13,8 +13,7 @@ use std::time::Duration;
 use crossbeam_channel::{RecvTimeoutError, Sender};
 use parking_lot::{Mutex, RwLock};
 
-use crate::assignor::AssignmentStrategy;
-use crate::consumer::{Consumer, ConsumerConfig};
+use crate::consumer::Consumer;
 use crate::error::{Error, IoContext, Result};
 use crate::format::{
     self, FILE_HEADER_BYTES, GROUPS_DIR, MAINTENANCE_LOCK_FILE, OFFSETS_DIR, OPEN_LOCK_FILE, QUEUE_META_FILE, QUEUE_STATE_FILE,
@@ -22,13 +21,17 @@ use crate::format::{
 };
 use crate::group::Group;
 use crate::offsets::{self, OffsetStore};
+use crate::options::{
+    AssignmentStrategy, ConsumerConfig, Durability, ProducerConfig, QueueOptions, validate_group_name, validate_topic_config,
+    validate_topic_name,
+};
 use crate::partition::{Partition, Sealer};
-use crate::producer::{Producer, ProducerConfig};
+use crate::producer::Producer;
 use crate::sys::clock;
 use crate::sys::file::{self, Access};
 use crate::sys::lock::{self, AdminLock, DirLock, lock_queue_directory};
 use crate::sys::map::SharedMap;
-use crate::topic::{TopicConfig, TopicPartition, validate_group_name, validate_topic_name};
+use crate::topic::{TopicConfig, TopicPartition};
 
 /// How often each process's keeper thread heartbeats its group members and looks for dead
 /// members and new topics.
@@ -107,32 +110,6 @@ pub(crate) struct Topic {
     partitions: Vec<OnceLock<Arc<Partition>>>,
 }
 
-/// Options for [`Queue::open_with`].
-#[derive(Debug, Clone)]
-pub struct QueueOptions {
-    maintenance_interval: Duration,
-}
-
-impl Default for QueueOptions {
-    fn default() -> Self {
-        QueueOptions { maintenance_interval: Duration::from_secs(30) }
-    }
-}
-
-impl QueueOptions {
-    /// The defaults: retention and compaction run in the background every 30 seconds.
-    pub fn new() -> Self {
-        Self::default()
-    }
-
-    /// How often background maintenance (retention and compaction) runs, in whichever one
-    /// process holds the maintenance role (Kafka's `log.retention.check.interval.ms`).
-    pub fn maintenance_interval(mut self, interval: Duration) -> Self {
-        self.maintenance_interval = interval.max(Duration::from_millis(1));
-        self
-    }
-}
-
 impl Queue {
     /// Opens the queue in `dir`, creating the directory if it is missing, with default options.
     /// A directory that holds anything but a queue is refused (`Error::ForeignFile`), and
@@ -202,7 +179,7 @@ impl Queue {
     /// to every process at once, whole, or not at all.
     pub fn create_topic_with(&self, name: &str, config: TopicConfig) -> Result<()> {
         validate_topic_name(name)?;
-        config.validate()?;
+        validate_topic_config(&config)?;
         let target = self.inner.topic_dir(name);
         if target.exists() {
             return Err(Error::TopicExists(name.to_owned()));
@@ -255,7 +232,7 @@ impl Queue {
         let _admin = self.inner.admin_lock()?;
         let (config, id) = self.inner.read_topic_meta(name)?;
         let altered = change(config.clone());
-        altered.validate()?;
+        validate_topic_config(&altered)?;
         if altered.partitions != config.partitions {
             return Err(Error::InvalidConfig(format!(
                 "alter_topic cannot change the partition count of {name:?} ({} to {}); use add_partitions",
@@ -281,7 +258,7 @@ impl Queue {
             )));
         }
         let grown = TopicConfig { partitions, ..config.clone() };
-        grown.validate()?;
+        validate_topic_config(&grown)?;
         let dir = self.inner.topic_dir(name);
         for partition in config.partitions..partitions {
             file::create_dir_durably(&self.inner.dir, &dir.join(partition.to_string()))?;
@@ -375,7 +352,7 @@ impl Queue {
 
     /// A producer with the given options.
     pub fn producer_with(&self, config: ProducerConfig) -> Producer {
-        if let crate::Durability::Interval(interval) = config.durability {
+        if let Durability::Interval(interval) = config.durability {
             self.inner.start_flusher(interval);
         }
         Producer::new(Arc::clone(&self.inner), Arc::clone(&self.handle), config)
@@ -384,7 +361,7 @@ impl Queue {
     /// A consumer in `config`'s group; give it partitions with `subscribe` or `assign`. It
     /// creates no file: the group's files appear with its first `subscribe` or commit.
     pub fn consumer(&self, config: ConsumerConfig) -> Result<Consumer> {
-        if let crate::Durability::Interval(interval) = config.commit_durability {
+        if let Durability::Interval(interval) = config.commit_durability {
             self.inner.start_flusher(interval);
         }
         Consumer::new(self.clone(), config)

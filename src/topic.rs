@@ -1,7 +1,5 @@
 //! Topic names and per-topic settings.
 
-use crate::error::{Error, Result};
-
 /// Most partitions one topic may have.
 pub const MAX_PARTITIONS: u32 = 100_000;
 /// Longest topic name, in bytes (Kafka's limit).
@@ -176,39 +174,10 @@ impl TopicConfig {
     pub fn partitions(&self) -> u32 {
         self.partitions
     }
-
-    pub(crate) fn validate(&self) -> Result<()> {
-        let fail = |what: String| Err(Error::InvalidConfig(what));
-        if self.partitions == 0 || self.partitions > MAX_PARTITIONS {
-            return fail(format!("partitions must be 1 to {MAX_PARTITIONS}, not {}", self.partitions));
-        }
-        if !(MIN_SEGMENT_BYTES..=MAX_SEGMENT_BYTES).contains(&self.segment_bytes) {
-            return fail(format!("segment_bytes must be {MIN_SEGMENT_BYTES} to {MAX_SEGMENT_BYTES}, not {}", self.segment_bytes));
-        }
-        if self.segment_ms == 0 {
-            return fail("segment_ms must be positive".into());
-        }
-        if self.max_record_bytes == 0 || self.max_record_bytes > MAX_RECORD_BYTES_LIMIT {
-            return fail(format!("max_record_bytes must be 1 to {MAX_RECORD_BYTES_LIMIT}, not {}", self.max_record_bytes));
-        }
-        if !(64..=1 << 20).contains(&self.index_interval_bytes) {
-            return fail(format!("index_interval_bytes must be 64 to {}, not {}", 1 << 20, self.index_interval_bytes));
-        }
-        Ok(())
-    }
 }
 
-/// Checks a topic name: 1 to 249 bytes of `[A-Za-z0-9._-]`, and not `.` or `..`.
-pub(crate) fn validate_topic_name(name: &str) -> Result<()> {
-    check_name(name).map_err(|reason| Error::InvalidTopicName { name: name.to_owned(), reason })
-}
-
-/// Checks a consumer group name by the same rules as a topic name (it names a directory too).
-pub(crate) fn validate_group_name(name: &str) -> Result<()> {
-    check_name(name).map_err(|reason| Error::InvalidGroupName { name: name.to_owned(), reason })
-}
-
-fn check_name(name: &str) -> Result<(), &'static str> {
+/// Why `name` cannot name a topic or group (a directory): 1 to 249 bytes of `[A-Za-z0-9._-]`, not `.` or `..`.
+pub(crate) fn check_name(name: &str) -> Result<(), &'static str> {
     if name.is_empty() {
         return Err("it is empty");
     }
@@ -222,30 +191,6 @@ fn check_name(name: &str) -> Result<(), &'static str> {
         return Err("only ASCII letters, digits, '.', '_' and '-' are allowed");
     }
     Ok(())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn names_that_could_escape_the_directory_are_rejected() {
-        for bad in ["", ".", "..", "../x", "a/b", "a\\b", "a b", "ü", &"x".repeat(250), "a\0"] {
-            assert!(matches!(validate_topic_name(bad), Err(Error::InvalidTopicName { .. })), "{bad:?}");
-        }
-        for good in ["orders", "a.b-c_d", "..a", "X9", &"x".repeat(249)] {
-            validate_topic_name(good).unwrap();
-        }
-    }
-
-    #[test]
-    fn configs_outside_their_limits_are_rejected() {
-        assert!(TopicConfig::new(0).validate().is_err());
-        assert!(TopicConfig::new(1).segment_bytes(10).validate().is_err());
-        assert!(TopicConfig::new(1).max_record_bytes(0).validate().is_err());
-        assert!(TopicConfig::new(1).index_interval_bytes(1).validate().is_err());
-        TopicConfig::new(MAX_PARTITIONS).validate().unwrap();
-    }
 }
 
 /// One partition of one topic.

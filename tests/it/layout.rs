@@ -18,6 +18,7 @@ const FLOORS: &[(&str, u32)] = &[
     ("record", 0),
     ("error", 0),
     ("failpoint", 0),
+    ("options", 0),
     ("sys", 1),
     ("format", 3),
     ("segment", 3),
@@ -38,15 +39,12 @@ const FLOORS: &[(&str, u32)] = &[
 const STILL_TO_REMOVE: &[(&str, &str)] = &[
     ("compaction", "partition"),
     ("consumer", "queue"),
-    ("format", "assignor"),
     ("format", "group"),
-    ("offsets", "producer"),
     ("producer", "queue"),
     ("record", "format"),
     ("record", "segment"),
     ("recovery", "partition"),
     ("segment", "partition"),
-    ("topic", "error"),
 ];
 
 /// The only files whose non-test code may contain `unsafe`.
