@@ -19,11 +19,10 @@ use std::path::Path;
 
 use crate::error::{IoContext, Result};
 use crate::failpoint::failpoint;
-use crate::format::{
-    self, FILE_HEADER_BYTES, FULLY_SYNCED, FileHeader, INDEX_MAGIC, IndexEntry, LogId, SEGMENT_COMPACTED, SEGMENT_MAGIC,
-    SYNCED_MARKER_AT,
+use crate::log::format::{
+    self, FILE_HEADER_BYTES, FULLY_SYNCED, FileHeader, INDEX_MAGIC, IndexEntry, LogId, MAX_BATCH_BYTES, SEGMENT_COMPACTED,
+    SEGMENT_MAGIC, SYNCED_MARKER_AT,
 };
-use crate::partition::MAX_BATCH_BYTES;
 use crate::record::{ConsumerRecord, Record};
 use crate::sys::file::{self, Access};
 

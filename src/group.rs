@@ -34,7 +34,7 @@ use parking_lot::Mutex;
 use crate::assignor::{self, MemberInput};
 use crate::error::{Error, IoContext, Result};
 use crate::failpoint::failpoint;
-use crate::format::{self, FORMAT_VERSION, GROUP_FILE, GROUP_MAGIC, MEMBERS_LOCK_FILE};
+use crate::log::format::{self, FORMAT_VERSION, GROUP_FILE, GROUP_MAGIC, MEMBERS_LOCK_FILE};
 use crate::offsets::OffsetStore;
 use crate::options::AssignmentStrategy;
 use crate::sys::file::{self, Access};
@@ -573,7 +573,7 @@ impl GroupGuard<'_> {
     /// rather than a SIGBUS.
     fn store(&mut self, state: &GroupState) -> Result<()> {
         let group = self.group;
-        let bytes = format::encode_group_state(state);
+        let bytes = encode_group_state(state);
         if bytes.len() > BLOB_BYTES - 8 {
             return Err(Error::InvalidConfig(format!(
                 "group {:?} needs {} bytes of state, more than the {} its file holds; use fewer members or partitions",
@@ -618,7 +618,7 @@ fn read_state(file: &File, path: &Path, half: u64) -> Result<GroupState> {
     if crc32fast::hash(&bytes) != format::u32_at(&prefix, 4) {
         return Err(Error::corrupt(path, at, "group state checksum mismatch"));
     }
-    format::decode_group_state(&bytes, path)
+    decode_group_state(&bytes, path)
 }
 
 /// Recomputes the assignment for the current members and topics, and starts a new generation.
@@ -685,13 +685,7 @@ fn prepare_group_file(file: &File, path: &Path, epoch: u64) -> Result<()> {
             // A file whose rebuild never wrote its header (a crash mid-way): build it again.
             return initialize_group_file(file, path, epoch, &carried);
         }
-        if head[0..8] != GROUP_MAGIC {
-            return Err(Error::ForeignFile { path: path.to_path_buf(), reason: "wrong magic number".into() });
-        }
-        let version = format::u16_at(&head, 8);
-        if version != FORMAT_VERSION {
-            return Err(Error::IncompatibleVersion { path: path.to_path_buf(), found: version, supported: FORMAT_VERSION });
-        }
+        format::check_magic_version(&head, GROUP_MAGIC).map_err(|mismatch| mismatch.into_error(path))?;
         if length >= BLOBS_AT as u64 && format::u64_at(&head, EPOCH_AT) == epoch {
             return Ok(());
         }
@@ -708,7 +702,7 @@ fn initialize_group_file(file: &File, path: &Path, epoch: u64, carried: &GroupSt
     file.set_len(0).during("reset", path)?;
     // Only the mapped part is allocated up front; the state copies are written with pwrite.
     file::reserve(file, BLOBS_AT as u64).during("reserve space for", path)?;
-    let bytes = format::encode_group_state(carried);
+    let bytes = encode_group_state(carried);
     let mut head = [0u8; 64];
     head[0..8].copy_from_slice(&GROUP_MAGIC);
     head[8..10].copy_from_slice(&FORMAT_VERSION.to_le_bytes());
@@ -726,4 +720,142 @@ fn initialize_group_file(file: &File, path: &Path, epoch: u64, carried: &GroupSt
     mutex.init().during("initialise the group lock in", path)?;
     // The epoch goes last: a crash before it leaves the file to be rebuilt again.
     file.write_all_at(&epoch.to_le_bytes(), EPOCH_AT as u64).during("write", path)
+}
+
+/// A consumer group's state, as one blob (kept in the group file).
+///
+/// ```text
+/// generation u64   next_member_id u64   strategy u8 (0: no members)
+/// topics u32, then per topic: name, partitions u32          (what the assignment was made for)
+/// members u32, then per member: id u64  slot u32  pid u32  session_timeout_ms u32
+///   max_poll_interval_ms u32  client_id  subscription (u32 count, names)
+///   assigned (u32 count, then name and partition u32 each)  owned (the same)
+/// ```
+/// A name is a u16 length and UTF-8 bytes.
+pub(crate) fn encode_group_state(state: &GroupState) -> Vec<u8> {
+    let mut out = Vec::with_capacity(256);
+    let name = |out: &mut Vec<u8>, name: &str| {
+        out.extend_from_slice(&(name.len() as u16).to_le_bytes());
+        out.extend_from_slice(name.as_bytes());
+    };
+    let partitions = |out: &mut Vec<u8>, list: &[TopicPartition]| {
+        out.extend_from_slice(&(list.len() as u32).to_le_bytes());
+        for tp in list {
+            name(out, tp.topic());
+            out.extend_from_slice(&tp.partition().to_le_bytes());
+        }
+    };
+    out.extend_from_slice(&state.generation.to_le_bytes());
+    out.extend_from_slice(&state.next_member_id.to_le_bytes());
+    out.push(state.strategy.map_or(0, AssignmentStrategy::code));
+    out.extend_from_slice(&(state.topics.len() as u32).to_le_bytes());
+    for (topic, count) in &state.topics {
+        name(&mut out, topic);
+        out.extend_from_slice(&count.to_le_bytes());
+    }
+    out.extend_from_slice(&(state.members.len() as u32).to_le_bytes());
+    for member in &state.members {
+        out.extend_from_slice(&member.id.to_le_bytes());
+        for word in [member.slot, member.pid, member.session_timeout_ms, member.max_poll_interval_ms] {
+            out.extend_from_slice(&word.to_le_bytes());
+        }
+        name(&mut out, &member.client_id);
+        out.extend_from_slice(&(member.subscription.len() as u32).to_le_bytes());
+        for topic in &member.subscription {
+            name(&mut out, topic);
+        }
+        partitions(&mut out, &member.assigned);
+        partitions(&mut out, &member.owned);
+    }
+    out
+}
+
+/// Decodes a blob written by `encode_group_state`; any inconsistency is reported as corruption.
+pub(crate) fn decode_group_state(bytes: &[u8], path: &Path) -> Result<GroupState> {
+    let mut reader = Reader { bytes, at: 0, path };
+    let generation = reader.u64()?;
+    let next_member_id = reader.u64()?;
+    let code = reader.take(1)?[0];
+    let strategy = match code {
+        0 => None,
+        code => Some(AssignmentStrategy::from_code(code).ok_or_else(|| reader.corrupt("unknown assignment strategy"))?),
+    };
+    let mut topics = BTreeMap::new();
+    for _ in 0..reader.count()? {
+        let topic = reader.name()?;
+        topics.insert(topic, reader.u32()?);
+    }
+    let mut members = Vec::new();
+    for _ in 0..reader.count()? {
+        let id = reader.u64()?;
+        let (slot, pid, session_timeout_ms, max_poll_interval_ms) = (reader.u32()?, reader.u32()?, reader.u32()?, reader.u32()?);
+        let client_id = reader.name()?;
+        let subscription = (0..reader.count()?).map(|_| reader.name()).collect::<Result<_>>()?;
+        let assigned = reader.partitions()?;
+        let owned = reader.partitions()?;
+        members.push(MemberState {
+            id,
+            slot,
+            pid,
+            session_timeout_ms,
+            max_poll_interval_ms,
+            client_id,
+            subscription,
+            assigned,
+            owned,
+        });
+    }
+    if reader.at != bytes.len() {
+        return Err(reader.corrupt("trailing bytes after the group state"));
+    }
+    Ok(GroupState { generation, next_member_id, strategy, topics, members })
+}
+
+/// Bounds-checked little-endian reading of a blob, for `decode_group_state`.
+struct Reader<'a> {
+    bytes: &'a [u8],
+    at: usize,
+    path: &'a Path,
+}
+
+impl Reader<'_> {
+    fn corrupt(&self, reason: &str) -> Error {
+        Error::corrupt(self.path, self.at as u64, reason)
+    }
+
+    fn take(&mut self, n: usize) -> Result<&[u8]> {
+        let end =
+            self.at.checked_add(n).filter(|&end| end <= self.bytes.len()).ok_or_else(|| self.corrupt("truncated group state"))?;
+        let bytes = &self.bytes[self.at..end];
+        self.at = end;
+        Ok(bytes)
+    }
+
+    fn u32(&mut self) -> Result<u32> {
+        Ok(format::u32_at(self.take(4)?, 0))
+    }
+
+    fn u64(&mut self) -> Result<u64> {
+        Ok(format::u64_at(self.take(8)?, 0))
+    }
+
+    /// A count of following items, each at least two bytes long, so a bad count cannot make
+    /// the caller allocate more than the blob could hold.
+    fn count(&mut self) -> Result<usize> {
+        let count = self.u32()? as usize;
+        if count > (self.bytes.len() - self.at) / 2 {
+            return Err(self.corrupt("a count larger than the group state"));
+        }
+        Ok(count)
+    }
+
+    fn name(&mut self) -> Result<String> {
+        let length = usize::from(format::u16_at(self.take(2)?, 0));
+        let bytes = self.take(length)?;
+        String::from_utf8(bytes.to_vec()).map_err(|_| self.corrupt("a name that is not UTF-8"))
+    }
+
+    fn partitions(&mut self) -> Result<Vec<TopicPartition>> {
+        (0..self.count()?).map(|_| Ok(TopicPartition::new(&self.name()?, self.u32()?))).collect()
+    }
 }

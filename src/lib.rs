@@ -30,11 +30,11 @@ mod compaction;
 mod consumer;
 mod error;
 mod failpoint;
-mod format;
 #[cfg(feature = "fuzzing")]
 #[doc(hidden)]
 pub mod fuzzing;
 mod group;
+mod log;
 mod offsets;
 mod options;
 mod partition;

@@ -15,15 +15,59 @@ use std::sync::Arc;
 use parking_lot::Mutex;
 
 use crate::error::{Error, Result};
-use crate::format::{self, BATCH_HEADER_BYTES};
+use crate::log::format::{self, BATCH_HEADER_BYTES, LogId, MAX_BATCH_BYTES};
 use crate::options::Durability;
-use crate::partition::{Cursor, MAX_BATCH_BYTES, Partition};
+use crate::partition::{Cursor, Partition};
 use crate::record::{Record, Records};
 use crate::sys::clock;
 use crate::topic::{CleanupPolicy, TopicConfig, TopicPartition};
 
 /// How large each segment of an offset log grows before a new one starts.
 const OFFSET_SEGMENT_BYTES: u64 = 16 << 20;
+
+/// The log id of consumer group `group`'s offset log: FNV-1a (64 bits) of `"group:"` and the
+/// name. It depends on the name only, so every process and every build computes the same one;
+/// topic ids are random, so a clash with one is as unlikely as two topics' ids clashing.
+pub(crate) fn group_log_id(group: &str) -> LogId {
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    for &byte in b"group:".iter().chain(group.as_bytes()) {
+        hash = (hash ^ u64::from(byte)).wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    LogId { topic_id: hash.max(1), partition: 0 }
+}
+
+/// The key of a committed-offset record: the partition's number, then the topic's name.
+pub(crate) fn encode_commit_key(partition: &TopicPartition) -> Vec<u8> {
+    let mut key = partition.partition().to_le_bytes().to_vec();
+    key.extend_from_slice(partition.topic().as_bytes());
+    key
+}
+
+pub(crate) fn decode_commit_key(key: &[u8]) -> Option<TopicPartition> {
+    let topic = std::str::from_utf8(key.get(4..)?).ok()?;
+    Some(TopicPartition::new(topic, format::u32_at(key, 0)))
+}
+
+/// The value of a committed-offset record: the offset, who committed it, and the id of the
+/// topic it was committed for (0 if the topic did not exist), so that a commit for a deleted
+/// topic does not apply to a new topic of the same name.
+///
+/// ```text
+/// 0 offset u64   8 member_id u64   16 generation u64   24 topic_id u64
+/// ```
+pub(crate) fn encode_commit_value(offset: u64, member_id: u64, generation: u64, topic_id: u64) -> [u8; 32] {
+    let mut value = [0u8; 32];
+    value[0..8].copy_from_slice(&offset.to_le_bytes());
+    value[8..16].copy_from_slice(&member_id.to_le_bytes());
+    value[16..24].copy_from_slice(&generation.to_le_bytes());
+    value[24..32].copy_from_slice(&topic_id.to_le_bytes());
+    value
+}
+
+/// The offset and topic id of a committed-offset record.
+pub(crate) fn decode_commit_value(value: &[u8]) -> Option<(u64, u64)> {
+    (value.len() == 32).then(|| (format::u64_at(value, 0), format::u64_at(value, 24)))
+}
 
 /// The offset of a committed entry `(offset, topic_id)` if it applies to the topic whose id is
 /// now `topic_id`: not if it was committed for an earlier topic of the same name. An id of 0
@@ -100,11 +144,9 @@ impl OffsetStore {
         if offsets.is_empty() {
             return Ok(self.existing_log()?.map_or(0, |log| log.tail().end_offset));
         }
-        let keys: Vec<Vec<u8>> = offsets.iter().map(|(tp, _)| format::encode_commit_key(tp)).collect();
-        let values: Vec<[u8; 32]> = offsets
-            .iter()
-            .map(|(tp, offset)| format::encode_commit_value(*offset, member_id, generation, topic_id(tp)))
-            .collect();
+        let keys: Vec<Vec<u8>> = offsets.iter().map(|(tp, _)| encode_commit_key(tp)).collect();
+        let values: Vec<[u8; 32]> =
+            offsets.iter().map(|(tp, offset)| encode_commit_value(*offset, member_id, generation, topic_id(tp))).collect();
         let records: Vec<Record<'_>> = keys.iter().zip(&values).map(|(key, value)| Record::new(value).key(key)).collect();
         let now_ms = clock::wall_clock_ms();
         let timestamps = vec![now_ms; records.len()];
@@ -177,7 +219,7 @@ impl OffsetStore {
             let mut records = Records::with_capacity(4096);
             log.advance(&mut cursor, &tail, u64::MAX, Some((&mut records, 4096)), true)?;
             for record in &records {
-                let parsed = record.key().and_then(format::decode_commit_key).zip(format::decode_commit_value(record.value()));
+                let parsed = record.key().and_then(decode_commit_key).zip(decode_commit_value(record.value()));
                 let Some((partition, offset)) = parsed else {
                     return Err(Error::corrupt(
                         &log.dir,
@@ -191,5 +233,17 @@ impl OffsetStore {
             view.cursor = Some(cursor);
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn group_log_ids_are_fixed_by_the_name() {
+        // Written in every offset log's headers: a change here would refuse every existing one.
+        assert_eq!(group_log_id("billing"), LogId { topic_id: 0xef48_e4ee_1193_818d, partition: 0 });
+        assert_ne!(group_log_id("billing"), group_log_id("billing2"));
     }
 }

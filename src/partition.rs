@@ -12,9 +12,10 @@ use parking_lot::{Mutex, RwLock};
 use crate::compaction;
 use crate::error::{Error, IoContext, Result};
 use crate::failpoint::failpoint;
-use crate::format::{
-    self, BATCH_HEADER_BYTES, BatchHeader, FILE_HEADER_BYTES, FileHeader, INDEX_ENTRY_BYTES, IndexEntry, LogId, PartitionFile,
-    RecordLayout, SEGMENT_MAGIC,
+use crate::log::format::{
+    self, BATCH_HEADER_BYTES, BatchHeader, FILE_HEADER_BYTES, FileHeader, INDEX_ENTRY_BYTES, INDEX_RESERVE_STEP_BYTES,
+    IndexEntry, LOG_RESERVE_STEP_BYTES, LogId, MAX_BATCH_BYTES, PWRITE_MIN_BATCH_BYTES, PartitionFile, RecordLayout,
+    SEGMENT_MAGIC,
 };
 use crate::record::{Record, Records};
 use crate::recovery;
@@ -22,20 +23,7 @@ use crate::segment::Segment;
 use crate::state::{AppendGuard, SharedState, Tail};
 use crate::sys::file::{self, Access};
 use crate::sys::lock::DirLock;
-use crate::topic::{MAX_RECORD_BYTES_LIMIT, TopicConfig, TopicPartition};
-
-/// The largest batch ever written: one record of the largest allowed size, or many small ones.
-pub(crate) const MAX_BATCH_BYTES: u64 = MAX_RECORD_BYTES_LIMIT as u64 + BATCH_HEADER_BYTES as u64;
-/// Batches `send_batch` builds are cut at this size unless one record alone is larger.
-pub(crate) const TARGET_BATCH_BYTES: u64 = 1 << 20;
-/// Log files grow on disk in steps of this size.
-const LOG_RESERVE_STEP_BYTES: u64 = 1 << 20;
-/// Index files grow on disk in steps of this size.
-const INDEX_RESERVE_STEP_BYTES: u64 = 64 << 10;
-
-/// Batches at least this large are written with `pwrite` from a buffer: copying into a fresh
-/// mapping costs a page fault per page, which dominates for large writes.
-const PWRITE_MIN_BATCH_BYTES: u64 = 16 << 10;
+use crate::topic::{TopicConfig, TopicPartition};
 
 /// What this process's writers of one partition keep between appends.
 struct Writer {
@@ -1081,7 +1069,7 @@ pub(crate) fn new_segment(
         flags: 0,
         log,
     };
-    let index_capacity = recovery::index_capacity_bytes(capacity, config);
+    let index_capacity = format::index_capacity_bytes(capacity, config);
     let reserve = LOG_RESERVE_STEP_BYTES.min(capacity);
     let segment = Segment::create(dir, id.clone(), header, index_capacity as u32, reserve, Arc::clone(users))?;
     let tail = Tail::empty_segment(base, reserve, segment.index_length());
@@ -1155,7 +1143,7 @@ mod tests {
             producer.send("t", Record::new(&[2u8; 300])).unwrap();
         }
         assert!(
-            !partition_dir.join(crate::format::segment_file_name(leftover_base)).exists()
+            !partition_dir.join(crate::log::format::segment_file_name(leftover_base)).exists()
                 || partition.tail().active_base == leftover_base
         );
         let mut consumer =

@@ -4,9 +4,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
 
 use crate::error::{Error, Result};
-use crate::format::{self, BATCH_HEADER_BYTES};
+use crate::log::format::{self, BATCH_HEADER_BYTES, TARGET_BATCH_BYTES};
 use crate::options::{Durability, ProducerConfig};
-use crate::partition::TARGET_BATCH_BYTES;
 use crate::queue::{QueueInner, Topic, UserHandle};
 use crate::record::Record;
 use crate::sys::clock;

@@ -15,11 +15,11 @@ use parking_lot::{Mutex, RwLock};
 
 use crate::consumer::Consumer;
 use crate::error::{Error, IoContext, Result};
-use crate::format::{
+use crate::group::Group;
+use crate::log::format::{
     self, FILE_HEADER_BYTES, GROUPS_DIR, MAINTENANCE_LOCK_FILE, OFFSETS_DIR, OPEN_LOCK_FILE, QUEUE_META_FILE, QUEUE_STATE_FILE,
     QUEUE_STATE_MAGIC, STAGING_DIR, TOPIC_META_BYTES, TOPIC_META_FILE, TOPICS_DIR, USERS_LOCK_FILE,
 };
-use crate::group::Group;
 use crate::offsets::{self, OffsetStore};
 use crate::options::{
     AssignmentStrategy, ConsumerConfig, Durability, ProducerConfig, QueueOptions, validate_group_name, validate_topic_config,
@@ -734,7 +734,7 @@ impl QueueInner {
         }
         let log_dir = self.dir.join(GROUPS_DIR).join(name).join(OFFSETS_DIR);
         let id = TopicPartition::new(&format!("{name}.offsets"), 0);
-        let log_id = format::group_log_id(name);
+        let log_id = offsets::group_log_id(name);
         let (dir, epoch, users, sealer) = (log_dir.clone(), self.epoch, Arc::clone(&self.users), Arc::clone(&self.sealer));
         let open = Box::new(move || {
             let config = offsets::offset_log_config();
@@ -959,13 +959,7 @@ fn open_queue_state(dir: &Path) -> Result<SharedMap> {
         return Err(Error::ForeignFile { path, reason: format!("{length} bytes long, not {QUEUE_STATE_BYTES}") });
     }
     std::os::unix::fs::FileExt::read_exact_at(&file, &mut head, 0).during("read", &path)?;
-    if head[0..8] != QUEUE_STATE_MAGIC {
-        return Err(Error::ForeignFile { path, reason: "wrong magic number".into() });
-    }
-    let version = format::u16_at(&head, 8);
-    if version != format::FORMAT_VERSION {
-        return Err(Error::IncompatibleVersion { path, found: version, supported: format::FORMAT_VERSION });
-    }
+    format::check_magic_version(&head, QUEUE_STATE_MAGIC).map_err(|mismatch| mismatch.into_error(&path))?;
     let map = memmap2::MmapOptions::new().len(QUEUE_STATE_BYTES).map_raw(&file).during("map", &path)?;
     Ok(SharedMap(map))
 }

@@ -4,7 +4,7 @@ use std::fmt;
 use std::ptr::NonNull;
 use std::sync::Arc;
 
-use crate::format::{self, FLAG_HAS_KEY, FLAG_TOMBSTONE, RECORD_HEADER_BYTES, RecordLayout};
+use crate::log::format::{self, FLAG_HAS_KEY, FLAG_TOMBSTONE, RECORD_HEADER_BYTES, RecordLayout};
 use crate::segment::Segment;
 use crate::topic::TopicPartition;
 

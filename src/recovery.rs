@@ -10,10 +10,11 @@ use std::path::Path;
 use std::sync::Arc;
 
 use crate::error::{Error, IoContext, Result};
-use crate::format::{
-    self, BATCH_HEADER_BYTES, BatchHeader, FILE_HEADER_BYTES, FileHeader, INDEX_ENTRY_BYTES, IndexEntry, LogId, PartitionFile,
+use crate::log::format::{
+    self, BATCH_HEADER_BYTES, BatchHeader, FILE_HEADER_BYTES, FileHeader, INDEX_ENTRY_BYTES, IndexEntry, LogId, MAX_BATCH_BYTES,
+    PartitionFile, index_capacity_bytes,
 };
-use crate::partition::{MAX_BATCH_BYTES, new_segment, remove_segment_files};
+use crate::partition::{new_segment, remove_segment_files};
 use crate::segment::Segment;
 use crate::state::Tail;
 use crate::sys::clock;
@@ -320,12 +321,6 @@ fn open_or_reindex(
     // after a process opened the queue alone), under the exclusive lock of the partition's
     // state file, which every process takes before it maps any of the partition's files.
     unsafe { Segment::open_alone(dir, base, id.clone(), log, Arc::clone(users)) }
-}
-
-/// Bytes of an index file that can hold an entry for every `index_interval_bytes` of a log.
-pub(crate) fn index_capacity_bytes(log_capacity_bytes: u64, config: &TopicConfig) -> u64 {
-    let entries = log_capacity_bytes / u64::from(config.index_interval_bytes) + 1;
-    u64::from(FILE_HEADER_BYTES) + entries * u64::from(INDEX_ENTRY_BYTES)
 }
 
 /// What a forward scan over batches found.

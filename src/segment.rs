@@ -27,18 +27,14 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use memmap2::{MmapOptions, MmapRaw};
 
 use crate::error::{Error, IoContext, Result};
-use crate::format::{
-    self, BATCH_HEADER_BYTES, FILE_HEADER_BYTES, FileHeader, INDEX_ENTRY_BYTES, INDEX_MAGIC, IndexEntry, LogId, SEGMENT_MAGIC,
+use crate::log::format::{
+    self, BATCH_HEADER_BYTES, FILE_HEADER_BYTES, FileHeader, HOLE_ALIGN_BYTES, INDEX_ENTRY_BYTES, INDEX_MAGIC, IndexEntry, LogId,
+    MAX_BATCH_BYTES, SEGMENT_MAGIC,
 };
-use crate::partition::MAX_BATCH_BYTES;
 use crate::state::{AppendGuard, SharedState};
 use crate::sys::file::{self, Access};
 use crate::sys::lock::DirLock;
 use crate::topic::{MAX_SEGMENT_BYTES, MIN_SEGMENT_BYTES, TopicPartition};
-
-/// Holes punched past a sealed segment's data start at a multiple of this (a page and a file
-/// system block), so that no page holding data is touched.
-const HOLE_ALIGN_BYTES: u64 = 4096;
 
 /// A file mapped for its whole capacity, of which only a prefix exists on disk.
 struct MappedFile {

@@ -21,7 +21,7 @@ use std::sync::atomic::{AtomicU32, AtomicU64, Ordering, fence};
 use memmap2::MmapOptions;
 
 use crate::error::{Error, IoContext, Result};
-use crate::format::{FORMAT_VERSION, STATE_MAGIC};
+use crate::log::format::{self, FORMAT_VERSION, STATE_MAGIC};
 use crate::sys::map::SharedMap;
 use crate::sys::mutex::{RobustGuard, RobustMutex};
 use crate::sys::{file, futex, mutex};
@@ -69,7 +69,7 @@ pub(crate) struct Tail {
 impl Tail {
     /// The tail of a new, empty active segment starting at `base`.
     pub(crate) fn empty_segment(base: u64, log_reserved_bytes: u64, index_reserved_bytes: u64) -> Self {
-        let header_bytes = u64::from(crate::format::FILE_HEADER_BYTES);
+        let header_bytes = u64::from(crate::log::format::FILE_HEADER_BYTES);
         Tail {
             end_offset: base,
             active_base: base,
@@ -144,8 +144,7 @@ impl SharedState {
         if file.metadata()?.len() < STATE_FILE_BYTES || file.read_exact_at(&mut head, 0).is_err() {
             return Ok(None);
         }
-        let version = u16::from_le_bytes([head[8], head[9]]);
-        if head[0..8] != STATE_MAGIC || version != FORMAT_VERSION {
+        if format::check_magic_version(&head, STATE_MAGIC).is_err() {
             return Ok(None);
         }
         Ok(Some(u64::from_le_bytes(head[16..24].try_into().expect("eight bytes"))))

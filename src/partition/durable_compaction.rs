@@ -4,7 +4,6 @@
 
 use std::sync::atomic::Ordering;
 
-use crate::format;
 use crate::offsets::offset_log_config;
 use crate::partition::Partition;
 use crate::record::Records;
@@ -109,7 +108,7 @@ fn compaction_of_an_offset_log_never_erases_a_sync_commit_for_a_buffered_one() {
 
     let rewritten = store.compact(later_ms(), &|| false).unwrap();
     assert!(rewritten > 0, "nothing was compacted");
-    assert_only_durable_records_decided(log, &format::encode_commit_key(&tp), acknowledged, newer);
+    assert_only_durable_records_decided(log, &crate::offsets::encode_commit_key(&tp), acknowledged, newer);
     assert_eq!(store.committed(&tp).unwrap(), Some((9, 0)));
     drop((group, queue));
     std::fs::remove_dir_all(&dir).unwrap();

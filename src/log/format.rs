@@ -1,16 +1,15 @@
-//! Every byte streamlog writes to disk, and every name it gives a file: pure encoding and
-//! decoding, no I/O. ARCHITECTURE.md draws these layouts. All integers are little-endian and
+//! Every byte of the log's files (segments, indexes, batches, records, the partition state and
+//! log start) and of the queue's and topics' headers, every file name, and every size limit of
+//! the log: pure encoding and decoding, no I/O. (A group's state and its committed offsets are
+//! encoded beside the code that keeps them, in `group.rs` and `offsets.rs`.) ARCHITECTURE.md draws these layouts. All integers are little-endian and
 //! fixed-width; nothing on disk is a `usize`.
 
 use std::path::Path;
 
-use std::collections::BTreeMap;
-
 use crate::error::{Error, Result};
-use crate::group::{GroupState, MemberState};
-use crate::options::{AssignmentStrategy, validate_topic_config};
+use crate::options::validate_topic_config;
 use crate::record::Record;
-use crate::topic::{CleanupPolicy, TopicConfig, TopicPartition};
+use crate::topic::{CleanupPolicy, MAX_RECORD_BYTES_LIMIT, TopicConfig};
 
 /// The format version this build writes and the only one it reads. Version 3 added the log id
 /// (topic id and partition) to segment and index headers; a queue of an older version is
@@ -54,6 +53,29 @@ pub(crate) const HEADER_ENTRY_OVERHEAD: u32 = 6;
 pub(crate) const INDEX_ENTRY_BYTES: u32 = 16;
 /// Size of a topic's metadata file.
 pub(crate) const TOPIC_META_BYTES: usize = 128;
+
+/// The largest batch ever written: one record of the largest allowed size, or many small ones.
+pub(crate) const MAX_BATCH_BYTES: u64 = MAX_RECORD_BYTES_LIMIT as u64 + BATCH_HEADER_BYTES as u64;
+/// Batches `send_batch` builds are cut at this size unless one record alone is larger.
+pub(crate) const TARGET_BATCH_BYTES: u64 = 1 << 20;
+/// Log files grow on disk in steps of this size.
+pub(crate) const LOG_RESERVE_STEP_BYTES: u64 = 1 << 20;
+/// Index files grow on disk in steps of this size.
+pub(crate) const INDEX_RESERVE_STEP_BYTES: u64 = 64 << 10;
+
+/// Batches at least this large are written with `pwrite` from a buffer: copying into a fresh
+/// mapping costs a page fault per page, which dominates for large writes.
+pub(crate) const PWRITE_MIN_BATCH_BYTES: u64 = 16 << 10;
+
+/// Holes punched past a sealed segment's data start at a multiple of this (a page and a file
+/// system block), so that no page holding data is touched.
+pub(crate) const HOLE_ALIGN_BYTES: u64 = 4096;
+
+/// Bytes of an index file that can hold an entry for every `index_interval_bytes` of a log.
+pub(crate) fn index_capacity_bytes(log_capacity_bytes: u64, config: &TopicConfig) -> u64 {
+    let entries = log_capacity_bytes / u64::from(config.index_interval_bytes) + 1;
+    u64::from(FILE_HEADER_BYTES) + entries * u64::from(INDEX_ENTRY_BYTES)
+}
 
 /// Record flag: the record has a key (a key may be empty).
 pub(crate) const FLAG_HAS_KEY: u16 = 1;
@@ -125,17 +147,6 @@ pub(crate) struct LogId {
     pub(crate) partition: u32,
 }
 
-/// The log id of consumer group `group`'s offset log: FNV-1a (64 bits) of `"group:"` and the
-/// name. It depends on the name only, so every process and every build computes the same one;
-/// topic ids are random, so a clash with one is as unlikely as two topics' ids clashing.
-pub(crate) fn group_log_id(group: &str) -> LogId {
-    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
-    for &byte in b"group:".iter().chain(group.as_bytes()) {
-        hash = (hash ^ u64::from(byte)).wrapping_mul(0x0000_0100_0000_01b3);
-    }
-    LogId { topic_id: hash.max(1), partition: 0 }
-}
-
 /// The 64-byte header of segment and index files.
 ///
 /// ```text
@@ -186,7 +197,7 @@ impl FileHeader {
     }
 
     pub(crate) fn decode(bytes: &[u8], magic: [u8; 8], path: &Path) -> Result<Self> {
-        check_magic_and_version(bytes, magic, path)?;
+        check_file_header(bytes, magic, path)?;
         if header_checksum(bytes) != u32_at(bytes, 60) {
             return Err(Error::corrupt(path, 0, "file header checksum mismatch"));
         }
@@ -221,19 +232,45 @@ pub(crate) fn synced_marker(value: u64, complement: u64) -> u64 {
     if value == !complement { value } else { u64::from(FILE_HEADER_BYTES) }
 }
 
-/// Checks the first ten bytes every streamlog file starts with: magic, then version.
-fn check_magic_and_version(bytes: &[u8], magic: [u8; 8], path: &Path) -> Result<()> {
+/// How the first ten bytes of a file differ from what a file of its kind starts with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum HeaderMismatch {
+    /// Not this kind's magic number: another kind of file, or not streamlog's.
+    Magic,
+    /// The right magic number, but another format version (the one found).
+    Version(u16),
+}
+
+impl HeaderMismatch {
+    /// The error that reports the mismatch in the file at `path`.
+    pub(crate) fn into_error(self, path: &Path) -> Error {
+        match self {
+            HeaderMismatch::Magic => Error::ForeignFile { path: path.to_path_buf(), reason: "wrong magic number".into() },
+            HeaderMismatch::Version(found) => {
+                Error::IncompatibleVersion { path: path.to_path_buf(), found, supported: FORMAT_VERSION }
+            }
+        }
+    }
+}
+
+/// Checks the ten bytes every streamlog file starts with (`head` holds at least those): the
+/// magic number of its kind, then this build's format version.
+pub(crate) fn check_magic_version(head: &[u8], magic: [u8; 8]) -> std::result::Result<(), HeaderMismatch> {
+    if head[0..8] != magic {
+        return Err(HeaderMismatch::Magic);
+    }
+    match u16_at(head, 8) {
+        FORMAT_VERSION => Ok(()),
+        found => Err(HeaderMismatch::Version(found)),
+    }
+}
+
+/// Checks that `bytes` hold a whole file header of the kind `magic` names, of this version.
+fn check_file_header(bytes: &[u8], magic: [u8; 8], path: &Path) -> Result<()> {
     if bytes.len() < FILE_HEADER_BYTES as usize {
         return Err(Error::ForeignFile { path: path.to_path_buf(), reason: "shorter than a file header".into() });
     }
-    if bytes[0..8] != magic {
-        return Err(Error::ForeignFile { path: path.to_path_buf(), reason: "wrong magic number".into() });
-    }
-    let found = u16_at(bytes, 8);
-    if found != FORMAT_VERSION {
-        return Err(Error::IncompatibleVersion { path: path.to_path_buf(), found, supported: FORMAT_VERSION });
-    }
-    Ok(())
+    check_magic_version(bytes, magic).map_err(|mismatch| mismatch.into_error(path))
 }
 
 /// The queue directory's metadata file: magic, version, and the open epoch.
@@ -253,7 +290,7 @@ pub(crate) fn encode_queue_meta(epoch: u64) -> [u8; FILE_HEADER_BYTES as usize] 
 
 /// Returns the epoch stored in a queue metadata file.
 pub(crate) fn decode_queue_meta(bytes: &[u8], path: &Path) -> Result<u64> {
-    check_magic_and_version(bytes, QUEUE_MAGIC, path)?;
+    check_file_header(bytes, QUEUE_MAGIC, path)?;
     if crc32fast::hash(&bytes[0..60]) != u32_at(bytes, 60) {
         return Err(Error::corrupt(path, 0, "queue metadata checksum mismatch"));
     }
@@ -284,7 +321,7 @@ pub(crate) fn encode_log_start(log_start: u64) -> [u8; FILE_HEADER_BYTES as usiz
 
 /// Returns the offset stored in a log start checkpoint.
 pub(crate) fn decode_log_start(bytes: &[u8], path: &Path) -> Result<u64> {
-    check_magic_and_version(bytes, LOG_START_MAGIC, path)?;
+    check_file_header(bytes, LOG_START_MAGIC, path)?;
     if bytes.len() != FILE_HEADER_BYTES as usize || crc32fast::hash(&bytes[0..60]) != u32_at(bytes, 60) {
         return Err(Error::corrupt(path, 0, "log start checkpoint checksum mismatch"));
     }
@@ -324,7 +361,7 @@ pub(crate) fn encode_topic_meta(config: &TopicConfig, topic_id: u64) -> [u8; TOP
 
 /// Returns a topic's configuration and id.
 pub(crate) fn decode_topic_meta(bytes: &[u8], path: &Path) -> Result<(TopicConfig, u64)> {
-    check_magic_and_version(bytes, TOPIC_MAGIC, path)?;
+    check_file_header(bytes, TOPIC_MAGIC, path)?;
     if bytes.len() != TOPIC_META_BYTES {
         return Err(Error::corrupt(path, 0, format!("topic metadata is {} bytes, expected {TOPIC_META_BYTES}", bytes.len())));
     }
@@ -615,177 +652,6 @@ impl IndexEntry {
     }
 }
 
-/// A consumer group's state, as one blob (see `group.rs` for where it lives).
-///
-/// ```text
-/// generation u64   next_member_id u64   strategy u8 (0: no members)
-/// topics u32, then per topic: name, partitions u32          (what the assignment was made for)
-/// members u32, then per member: id u64  slot u32  pid u32  session_timeout_ms u32
-///   max_poll_interval_ms u32  client_id  subscription (u32 count, names)
-///   assigned (u32 count, then name and partition u32 each)  owned (the same)
-/// ```
-/// A name is a u16 length and UTF-8 bytes.
-pub(crate) fn encode_group_state(state: &GroupState) -> Vec<u8> {
-    let mut out = Vec::with_capacity(256);
-    let name = |out: &mut Vec<u8>, name: &str| {
-        out.extend_from_slice(&(name.len() as u16).to_le_bytes());
-        out.extend_from_slice(name.as_bytes());
-    };
-    let partitions = |out: &mut Vec<u8>, list: &[TopicPartition]| {
-        out.extend_from_slice(&(list.len() as u32).to_le_bytes());
-        for tp in list {
-            name(out, tp.topic());
-            out.extend_from_slice(&tp.partition().to_le_bytes());
-        }
-    };
-    out.extend_from_slice(&state.generation.to_le_bytes());
-    out.extend_from_slice(&state.next_member_id.to_le_bytes());
-    out.push(state.strategy.map_or(0, AssignmentStrategy::code));
-    out.extend_from_slice(&(state.topics.len() as u32).to_le_bytes());
-    for (topic, count) in &state.topics {
-        name(&mut out, topic);
-        out.extend_from_slice(&count.to_le_bytes());
-    }
-    out.extend_from_slice(&(state.members.len() as u32).to_le_bytes());
-    for member in &state.members {
-        out.extend_from_slice(&member.id.to_le_bytes());
-        for word in [member.slot, member.pid, member.session_timeout_ms, member.max_poll_interval_ms] {
-            out.extend_from_slice(&word.to_le_bytes());
-        }
-        name(&mut out, &member.client_id);
-        out.extend_from_slice(&(member.subscription.len() as u32).to_le_bytes());
-        for topic in &member.subscription {
-            name(&mut out, topic);
-        }
-        partitions(&mut out, &member.assigned);
-        partitions(&mut out, &member.owned);
-    }
-    out
-}
-
-/// Decodes a blob written by `encode_group_state`; any inconsistency is reported as corruption.
-pub(crate) fn decode_group_state(bytes: &[u8], path: &Path) -> Result<GroupState> {
-    let mut reader = Reader { bytes, at: 0, path };
-    let generation = reader.u64()?;
-    let next_member_id = reader.u64()?;
-    let code = reader.take(1)?[0];
-    let strategy = match code {
-        0 => None,
-        code => Some(AssignmentStrategy::from_code(code).ok_or_else(|| reader.corrupt("unknown assignment strategy"))?),
-    };
-    let mut topics = BTreeMap::new();
-    for _ in 0..reader.count()? {
-        let topic = reader.name()?;
-        topics.insert(topic, reader.u32()?);
-    }
-    let mut members = Vec::new();
-    for _ in 0..reader.count()? {
-        let id = reader.u64()?;
-        let (slot, pid, session_timeout_ms, max_poll_interval_ms) = (reader.u32()?, reader.u32()?, reader.u32()?, reader.u32()?);
-        let client_id = reader.name()?;
-        let subscription = (0..reader.count()?).map(|_| reader.name()).collect::<Result<_>>()?;
-        let assigned = reader.partitions()?;
-        let owned = reader.partitions()?;
-        members.push(MemberState {
-            id,
-            slot,
-            pid,
-            session_timeout_ms,
-            max_poll_interval_ms,
-            client_id,
-            subscription,
-            assigned,
-            owned,
-        });
-    }
-    if reader.at != bytes.len() {
-        return Err(reader.corrupt("trailing bytes after the group state"));
-    }
-    Ok(GroupState { generation, next_member_id, strategy, topics, members })
-}
-
-/// Bounds-checked little-endian reading of a blob, for `decode_group_state`.
-struct Reader<'a> {
-    bytes: &'a [u8],
-    at: usize,
-    path: &'a Path,
-}
-
-impl Reader<'_> {
-    fn corrupt(&self, reason: &str) -> Error {
-        Error::corrupt(self.path, self.at as u64, reason)
-    }
-
-    fn take(&mut self, n: usize) -> Result<&[u8]> {
-        let end =
-            self.at.checked_add(n).filter(|&end| end <= self.bytes.len()).ok_or_else(|| self.corrupt("truncated group state"))?;
-        let bytes = &self.bytes[self.at..end];
-        self.at = end;
-        Ok(bytes)
-    }
-
-    fn u32(&mut self) -> Result<u32> {
-        Ok(u32_at(self.take(4)?, 0))
-    }
-
-    fn u64(&mut self) -> Result<u64> {
-        Ok(u64_at(self.take(8)?, 0))
-    }
-
-    /// A count of following items, each at least two bytes long, so a bad count cannot make
-    /// the caller allocate more than the blob could hold.
-    fn count(&mut self) -> Result<usize> {
-        let count = self.u32()? as usize;
-        if count > (self.bytes.len() - self.at) / 2 {
-            return Err(self.corrupt("a count larger than the group state"));
-        }
-        Ok(count)
-    }
-
-    fn name(&mut self) -> Result<String> {
-        let length = usize::from(u16_at(self.take(2)?, 0));
-        let bytes = self.take(length)?;
-        String::from_utf8(bytes.to_vec()).map_err(|_| self.corrupt("a name that is not UTF-8"))
-    }
-
-    fn partitions(&mut self) -> Result<Vec<TopicPartition>> {
-        (0..self.count()?).map(|_| Ok(TopicPartition::new(&self.name()?, self.u32()?))).collect()
-    }
-}
-
-/// The key of a committed-offset record: the partition's number, then the topic's name.
-pub(crate) fn encode_commit_key(partition: &TopicPartition) -> Vec<u8> {
-    let mut key = partition.partition().to_le_bytes().to_vec();
-    key.extend_from_slice(partition.topic().as_bytes());
-    key
-}
-
-pub(crate) fn decode_commit_key(key: &[u8]) -> Option<TopicPartition> {
-    let topic = std::str::from_utf8(key.get(4..)?).ok()?;
-    Some(TopicPartition::new(topic, u32_at(key, 0)))
-}
-
-/// The value of a committed-offset record: the offset, who committed it, and the id of the
-/// topic it was committed for (0 if the topic did not exist), so that a commit for a deleted
-/// topic does not apply to a new topic of the same name.
-///
-/// ```text
-/// 0 offset u64   8 member_id u64   16 generation u64   24 topic_id u64
-/// ```
-pub(crate) fn encode_commit_value(offset: u64, member_id: u64, generation: u64, topic_id: u64) -> [u8; 32] {
-    let mut value = [0u8; 32];
-    value[0..8].copy_from_slice(&offset.to_le_bytes());
-    value[8..16].copy_from_slice(&member_id.to_le_bytes());
-    value[16..24].copy_from_slice(&generation.to_le_bytes());
-    value[24..32].copy_from_slice(&topic_id.to_le_bytes());
-    value
-}
-
-/// The offset and topic id of a committed-offset record.
-pub(crate) fn decode_commit_value(value: &[u8]) -> Option<(u64, u64)> {
-    (value.len() == 32).then(|| (u64_at(value, 0), u64_at(value, 24)))
-}
-
 pub(crate) fn u16_at(bytes: &[u8], at: usize) -> u16 {
     u16::from_le_bytes(bytes[at..at + 2].try_into().expect("two bytes"))
 }
@@ -888,13 +754,6 @@ mod tests {
             bytes[at] ^= 1;
         }
         assert_eq!(FileHeader::decode(&bytes, SEGMENT_MAGIC, path).unwrap(), header);
-    }
-
-    #[test]
-    fn group_log_ids_are_fixed_by_the_name() {
-        // Written in every offset log's headers: a change here would refuse every existing one.
-        assert_eq!(group_log_id("billing"), LogId { topic_id: 0xef48_e4ee_1193_818d, partition: 0 });
-        assert_ne!(group_log_id("billing"), group_log_id("billing2"));
     }
 
     #[test]
