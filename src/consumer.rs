@@ -6,11 +6,11 @@ use std::time::{Duration, Instant};
 
 use crate::error::{Error, Result};
 use crate::group::{Group, JoinRequest, Membership, View};
+use crate::log::partition::{Cursor, Partition};
+use crate::log::records::Records;
 use crate::offsets::{self, OffsetStore};
 use crate::options::{ConsumerConfig, OffsetReset, validate_topic_name};
-use crate::partition::{Cursor, Partition};
 use crate::queue::Queue;
-use crate::record::Records;
 use crate::sys::futex;
 use crate::topic::TopicPartition;
 

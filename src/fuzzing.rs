@@ -87,7 +87,7 @@ pub fn log_start(data: &[u8]) {
             slots.push(log_start);
         }
     }
-    if let Ok(found) = crate::recovery::log_start_slots(&bytes, path) {
+    if let Ok(found) = crate::log::dir::log_start_slots(&bytes, path) {
         // Recovery takes the larger of the valid slots as the log start.
         let valid: Vec<u64> = found.into_iter().flatten().collect();
         assert!(!valid.is_empty(), "a checkpoint without a valid slot was accepted");
@@ -288,8 +288,8 @@ pub fn state_header(data: &[u8]) {
         return;
     }
     let Ok(file) = fs::File::open(&path) else { return };
-    if let Ok(Some(epoch)) = crate::state::SharedState::stored_epoch(&file) {
-        assert!(data.len() as u64 >= crate::state::STATE_FILE_BYTES);
+    if let Ok(Some(epoch)) = crate::log::state::SharedState::stored_epoch(&file) {
+        assert!(data.len() as u64 >= crate::log::state::STATE_FILE_BYTES);
         assert_eq!(
             (&data[0..8], format::u16_at(data, 8), format::u64_at(data, 16)),
             (&format::STATE_MAGIC[..], format::FORMAT_VERSION, epoch)

@@ -26,7 +26,6 @@
 //! See README.md for durability, limits and performance, and ARCHITECTURE.md for how it works.
 
 mod assignor;
-mod compaction;
 mod consumer;
 mod error;
 mod failpoint;
@@ -37,25 +36,22 @@ mod group;
 mod log;
 mod offsets;
 mod options;
-mod partition;
 mod producer;
 mod queue;
 mod record;
-mod recovery;
-mod segment;
-mod state;
 mod sys;
 mod topic;
 
 pub use consumer::{Consumer, RebalanceListener};
 pub use error::{Error, Result};
 pub use group::MAX_GROUP_MEMBERS;
+pub use log::records::{ConsumerRecord, Records};
 pub use options::{
     AssignmentStrategy, ConsumerConfig, Durability, MIN_SESSION_TIMEOUT, OffsetReset, ProducerConfig, QueueOptions,
 };
 pub use producer::{Producer, RecordMetadata, partition_for_key};
 pub use queue::{GroupDescription, MemberDescription, PartitionLag, Queue};
-pub use record::{ConsumerRecord, Record, Records};
+pub use record::Record;
 pub use topic::{
     CleanupPolicy, MAX_PARTITIONS, MAX_RECORD_BYTES_LIMIT, MAX_SEGMENT_BYTES, MAX_TOPIC_NAME_BYTES, TopicConfig, TopicPartition,
 };

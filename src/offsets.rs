@@ -16,9 +16,10 @@ use parking_lot::Mutex;
 
 use crate::error::{Error, Result};
 use crate::log::format::{self, BATCH_HEADER_BYTES, LogId, MAX_BATCH_BYTES};
+use crate::log::partition::{Cursor, Partition};
+use crate::log::records::Records;
 use crate::options::Durability;
-use crate::partition::{Cursor, Partition};
-use crate::record::{Record, Records};
+use crate::record::Record;
 use crate::sys::clock;
 use crate::topic::{CleanupPolicy, TopicConfig, TopicPartition};
 

@@ -20,12 +20,12 @@ use crate::log::format::{
     self, FILE_HEADER_BYTES, GROUPS_DIR, MAINTENANCE_LOCK_FILE, OFFSETS_DIR, OPEN_LOCK_FILE, QUEUE_META_FILE, QUEUE_STATE_FILE,
     QUEUE_STATE_MAGIC, STAGING_DIR, TOPIC_META_BYTES, TOPIC_META_FILE, TOPICS_DIR, USERS_LOCK_FILE,
 };
+use crate::log::partition::{Partition, Sealer};
 use crate::offsets::{self, OffsetStore};
 use crate::options::{
     AssignmentStrategy, ConsumerConfig, Durability, ProducerConfig, QueueOptions, validate_group_name, validate_topic_config,
     validate_topic_name,
 };
-use crate::partition::{Partition, Sealer};
 use crate::producer::Producer;
 use crate::sys::clock;
 use crate::sys::file::{self, Access};

@@ -10,13 +10,13 @@ use std::path::Path;
 use std::sync::Arc;
 
 use crate::error::{Error, IoContext, Result};
+use crate::log::dir::{finish_swaps, new_segment, read_log_start, remove_segment_files};
 use crate::log::format::{
     self, BATCH_HEADER_BYTES, BatchHeader, FILE_HEADER_BYTES, FileHeader, INDEX_ENTRY_BYTES, IndexEntry, LogId, MAX_BATCH_BYTES,
     PartitionFile, index_capacity_bytes,
 };
-use crate::partition::{new_segment, remove_segment_files};
-use crate::segment::Segment;
-use crate::state::Tail;
+use crate::log::segment::Segment;
+use crate::log::state::Tail;
 use crate::sys::clock;
 use crate::sys::file::{self, Access};
 use crate::sys::lock::DirLock;
@@ -187,102 +187,6 @@ fn missing_segment(dir: &Path, offset: u64, next: Option<u64>) -> Error {
              (or the segment before it was cut short)"
         ),
     )
-}
-
-/// The log start retention checkpointed (see `format::encode_log_start`), with the slots of
-/// the checkpoint file. A partition without one gets it now, starting at 0 (offsets start
-/// there), so that retention later only overwrites it in place.
-fn read_log_start(dir: &Path) -> Result<u64> {
-    match read_log_start_slots(dir)? {
-        Some(slots) => Ok(slots.into_iter().flatten().max().expect("decoding leaves a valid slot")),
-        None => {
-            let path = dir.join(format::LOG_START_FILE);
-            file::atomic_replace(&path, &[format::encode_log_start(0), format::encode_log_start(0)].concat())?;
-            Ok(0)
-        }
-    }
-}
-
-/// The two slots of the log start checkpoint (`None` for one that does not decode), or `None`
-/// if there is no checkpoint file. A file with no valid slot is an error.
-fn read_log_start_slots(dir: &Path) -> Result<Option<[Option<u64>; 2]>> {
-    let path = dir.join(format::LOG_START_FILE);
-    let bytes = match file::read_capped(&path, format::LOG_START_FILE_BYTES) {
-        Err(Error::Io { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-        other => other?,
-    };
-    log_start_slots(&bytes, &path).map(Some)
-}
-
-/// The two slots of a log start checkpoint file's bytes (`None` for one that does not decode);
-/// a file with no valid slot is an error.
-pub(crate) fn log_start_slots(bytes: &[u8], path: &Path) -> Result<[Option<u64>; 2]> {
-    if bytes.len() != format::LOG_START_FILE_BYTES {
-        return Err(Error::corrupt(path, 0, format!("a log start checkpoint of {} bytes", bytes.len())));
-    }
-    let slot = |n: usize| format::decode_log_start(&bytes[n * 64..(n + 1) * 64], path);
-    match (slot(0), slot(1)) {
-        (Err(error), Err(_)) => Err(error),
-        (first, second) => Ok([first.ok(), second.ok()]),
-    }
-}
-
-/// Makes `log_start` the partition's durable log start, overwriting in place the checkpoint
-/// slot that holds the smaller (or no valid) value and syncing it: no disk space is needed.
-/// Retention calls it before it unlinks the segments below `log_start`.
-pub(crate) fn write_log_start(dir: &Path, log_start: u64) -> Result<()> {
-    let path = dir.join(format::LOG_START_FILE);
-    let Some(slots) = read_log_start_slots(dir)? else {
-        return Err(Error::corrupt(&path, 0, "the log start checkpoint is missing"));
-    };
-    let older = usize::from(slots[1].is_none_or(|second| slots[0].is_some_and(|first| second < first)));
-    let checkpoint = file::open_file(&path, Access::ReadWrite)?;
-    std::os::unix::fs::FileExt::write_all_at(&checkpoint, &format::encode_log_start(log_start), older as u64 * 64)
-        .during("write", &path)?;
-    file::sync_data(&checkpoint).during("fsync", &path)
-}
-
-/// Completes what compaction left half-done (see `compaction.rs`): a `.log.swap` file is a
-/// whole, synced cleaned segment that was about to replace the original, so it does, with its
-/// `.index.swap` if that is still there. An `.index.swap` without its log was not committed yet.
-/// Returns whether there was anything to do. Also removes temporary files of a cleaning that
-/// never got as far as a swap.
-pub(crate) fn finish_swaps(dir: &Path) -> Result<bool> {
-    let mut logs = Vec::new();
-    let mut indexes = Vec::new();
-    for entry in fs::read_dir(dir).during("list", dir)? {
-        match format::classify(&entry.during("list", dir)?.file_name().to_string_lossy()) {
-            PartitionFile::SwapLog(base) => logs.push(base),
-            PartitionFile::SwapIndex(base) => indexes.push(base),
-            _ => {}
-        }
-    }
-    if logs.is_empty() && indexes.is_empty() {
-        return Ok(false);
-    }
-    // A swap whose original is gone (retention deleted the segment since) is dropped, or it
-    // would bring back records below the log start.
-    let originals: Vec<u64> = logs.iter().copied().filter(|&b| dir.join(format::segment_file_name(b)).exists()).collect();
-    for &base in &indexes {
-        let swap = dir.join(format::swap_file_name(&format::index_file_name(base)));
-        if originals.contains(&base) {
-            let index = dir.join(format::index_file_name(base));
-            fs::rename(&swap, &index).during("rename into place", &index)?;
-        } else {
-            fs::remove_file(&swap).during("remove leftover", &swap)?;
-        }
-    }
-    for base in logs {
-        let swap = dir.join(format::swap_file_name(&format::segment_file_name(base)));
-        let log = dir.join(format::segment_file_name(base));
-        if originals.contains(&base) {
-            fs::rename(&swap, &log).during("rename into place", &log)?;
-        } else {
-            fs::remove_file(&swap).during("remove leftover", &swap)?;
-        }
-    }
-    file::fsync_dir(dir)?;
-    Ok(true)
 }
 
 /// Opens a segment of log `log`, recreating its index file empty if it is missing, unreadable or

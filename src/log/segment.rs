@@ -31,7 +31,7 @@ use crate::log::format::{
     self, BATCH_HEADER_BYTES, FILE_HEADER_BYTES, FileHeader, HOLE_ALIGN_BYTES, INDEX_ENTRY_BYTES, INDEX_MAGIC, IndexEntry, LogId,
     MAX_BATCH_BYTES, SEGMENT_MAGIC,
 };
-use crate::state::{AppendGuard, SharedState};
+use crate::log::state::{AppendGuard, SharedState};
 use crate::sys::file::{self, Access};
 use crate::sys::lock::DirLock;
 use crate::topic::{MAX_SEGMENT_BYTES, MIN_SEGMENT_BYTES, TopicPartition};
@@ -161,7 +161,7 @@ impl MappedFile {
 
 /// Refuses a log file whose capacity this build would never have given it. A segment that takes
 /// appends is made with room for `segment_bytes` of data plus one batch of the largest size
-/// (see `partition::new_segment`); a smaller one (a damaged or forged header with a valid
+/// (see `dir::new_segment`); a smaller one (a damaged or forged header with a valid
 /// checksum) would leave a writer no room for the next batch, and it cannot roll away from an
 /// empty segment. A compacted segment's capacity is exactly its data, which readers bound.
 fn check_log_capacity(log: &MappedFile) -> Result<()> {

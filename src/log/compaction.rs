@@ -23,7 +23,8 @@ use crate::log::format::{
     self, FILE_HEADER_BYTES, FULLY_SYNCED, FileHeader, INDEX_MAGIC, IndexEntry, LogId, MAX_BATCH_BYTES, SEGMENT_COMPACTED,
     SEGMENT_MAGIC, SYNCED_MARKER_AT,
 };
-use crate::record::{ConsumerRecord, Record};
+use crate::log::records::ConsumerRecord;
+use crate::record::Record;
 use crate::sys::file::{self, Access};
 
 /// The newest offset of every key in the part of the log being compacted.
@@ -211,3 +212,6 @@ fn as_record(record: &ConsumerRecord) -> Record<'_> {
     }
     out.timestamp(record.timestamp())
 }
+
+#[cfg(test)]
+mod durable;

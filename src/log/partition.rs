@@ -2,25 +2,25 @@
 //! under the cross-process lock, and reading through cursors.
 
 use std::collections::BTreeMap;
-use std::fs;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 
 use parking_lot::{Mutex, RwLock};
 
-use crate::compaction;
 use crate::error::{Error, IoContext, Result};
 use crate::failpoint::failpoint;
+use crate::log::compaction;
+use crate::log::dir::{self, list_segments, new_segment, remove_segment_files};
 use crate::log::format::{
-    self, BATCH_HEADER_BYTES, BatchHeader, FILE_HEADER_BYTES, FileHeader, INDEX_ENTRY_BYTES, INDEX_RESERVE_STEP_BYTES,
-    IndexEntry, LOG_RESERVE_STEP_BYTES, LogId, MAX_BATCH_BYTES, PWRITE_MIN_BATCH_BYTES, PartitionFile, RecordLayout,
-    SEGMENT_MAGIC,
+    self, BATCH_HEADER_BYTES, BatchHeader, FILE_HEADER_BYTES, INDEX_ENTRY_BYTES, INDEX_RESERVE_STEP_BYTES, IndexEntry,
+    LOG_RESERVE_STEP_BYTES, LogId, MAX_BATCH_BYTES, PWRITE_MIN_BATCH_BYTES, RecordLayout,
 };
-use crate::record::{Record, Records};
-use crate::recovery;
-use crate::segment::Segment;
-use crate::state::{AppendGuard, SharedState, Tail};
+use crate::log::records::Records;
+use crate::log::recovery;
+use crate::log::segment::Segment;
+use crate::log::state::{AppendGuard, SharedState, Tail};
+use crate::record::Record;
 use crate::sys::file::{self, Access};
 use crate::sys::lock::DirLock;
 use crate::topic::{TopicConfig, TopicPartition};
@@ -64,6 +64,12 @@ impl Sealer {
         }
     }
 
+    /// Makes later work stand for background work that has not run yet: it is dropped.
+    #[cfg(test)]
+    pub(super) fn hold_back(&self) {
+        self.1.store(true, Ordering::Relaxed);
+    }
+
     pub(crate) fn wait(&self) {
         let threads = std::mem::take(&mut *self.0.lock());
         for thread in threads {
@@ -100,15 +106,15 @@ impl Cursor {
 pub(crate) struct Partition {
     pub(crate) id: TopicPartition,
     /// The id every segment header of this partition carries.
-    log_id: LogId,
+    pub(super) log_id: LogId,
     pub(crate) dir: PathBuf,
-    state: SharedState,
+    pub(super) state: SharedState,
     /// Known segments by base offset, mapped on first use.
-    segments: RwLock<BTreeMap<u64, Option<Arc<Segment>>>>,
+    pub(super) segments: RwLock<BTreeMap<u64, Option<Arc<Segment>>>>,
     /// This process's writers take turns here before taking the cross-process append lock.
     writer: Mutex<Writer>,
-    users: Arc<DirLock>,
-    sealer: Arc<Sealer>,
+    pub(super) users: Arc<DirLock>,
+    pub(super) sealer: Arc<Sealer>,
     /// Set when this process appended since the last background sync.
     dirty: AtomicBool,
     /// The compaction count (see `SharedState::compactions`) this process's mappings are from.
@@ -814,7 +820,7 @@ impl Partition {
                     break;
                 }
                 // Durably first: an unlink a power cut undoes must not bring the segment back.
-                recovery::write_log_start(&self.dir, next)?;
+                dir::write_log_start(&self.dir, next)?;
                 self.state.advance_log_start(next);
                 failpoint!("retention-before-unlink");
                 self.segments.write().remove(&base);
@@ -882,7 +888,7 @@ impl Partition {
             self.still_current()?;
             // A compaction that died here left its swap (or temporary) files: finish or drop
             // them now rather than at the next recovery.
-            if recovery::finish_swaps(&self.dir)? {
+            if dir::finish_swaps(&self.dir)? {
                 self.state.note_compaction();
             }
             let tail = self.tail();
@@ -963,7 +969,7 @@ impl Partition {
         now_ms: u64,
     ) -> Result<bool> {
         let segment = self.segment(base)?;
-        let keeps = |r: &crate::record::ConsumerRecord| compaction::keeps(r, latest, now_ms, config.delete_retention_ms);
+        let keeps = |r: &crate::log::records::ConsumerRecord| compaction::keeps(r, latest, now_ms, config.delete_retention_ms);
         // A first pass: is there anything to remove?
         let mut cursor = self.cursor_at(base.max(self.start_offset()), tail, true)?;
         let mut removable = false;
@@ -1050,64 +1056,9 @@ impl Partition {
     }
 }
 
-/// Creates the files of an empty segment starting at `base` and returns it with its tail.
-pub(crate) fn new_segment(
-    dir: &Path,
-    id: &TopicPartition,
-    log: LogId,
-    config: &TopicConfig,
-    base: u64,
-    now_ms: u64,
-    users: &Arc<DirLock>,
-) -> Result<(Segment, Tail)> {
-    let capacity = u64::from(FILE_HEADER_BYTES) + config.segment_bytes + MAX_BATCH_BYTES;
-    let header = FileHeader {
-        magic: SEGMENT_MAGIC,
-        capacity_bytes: capacity as u32,
-        base_offset: base,
-        created_ms: now_ms,
-        flags: 0,
-        log,
-    };
-    let index_capacity = format::index_capacity_bytes(capacity, config);
-    let reserve = LOG_RESERVE_STEP_BYTES.min(capacity);
-    let segment = Segment::create(dir, id.clone(), header, index_capacity as u32, reserve, Arc::clone(users))?;
-    let tail = Tail::empty_segment(base, reserve, segment.index_length());
-    Ok((segment, tail))
-}
-
 fn cursor_corrupt(cursor: &Cursor, reason: impl Into<String>) -> Error {
     Error::corrupt(cursor.segment.path(), cursor.position, reason)
 }
-
-/// Deletes a segment's log and index files.
-pub(crate) fn remove_segment_files(dir: &Path, base: u64) -> Result<()> {
-    let (log, index) = (format::segment_file_name(base), format::index_file_name(base));
-    let swaps = [dir.join(format::swap_file_name(&log)), dir.join(format::swap_file_name(&index))];
-    for path in [dir.join(&log), dir.join(&index), swaps[0].clone(), swaps[1].clone()] {
-        match fs::remove_file(&path) {
-            Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(Error::io("remove", &path, e)),
-            _ => {}
-        }
-    }
-    Ok(())
-}
-
-/// Base offsets of the segments in a partition directory, in order.
-pub(crate) fn list_segments(dir: &Path) -> Result<Vec<u64>> {
-    let mut bases = Vec::new();
-    for entry in fs::read_dir(dir).during("list", dir)? {
-        let entry = entry.during("list", dir)?;
-        if let PartitionFile::Segment(base) = format::classify(&entry.file_name().to_string_lossy()) {
-            bases.push(base);
-        }
-    }
-    bases.sort_unstable();
-    Ok(bases)
-}
-
-#[cfg(test)]
-mod durable_compaction;
 
 #[cfg(test)]
 mod tests {
@@ -1135,8 +1086,16 @@ mod tests {
         let leftover_base = partition.tail().end_offset;
         let config = queue.topic_config("t").unwrap();
         drop(
-            super::new_segment(&partition_dir, &partition.id, partition.log_id, &config, leftover_base, 0, &partition.users)
-                .unwrap(),
+            crate::log::dir::new_segment(
+                &partition_dir,
+                &partition.id,
+                partition.log_id,
+                &config,
+                leftover_base,
+                0,
+                &partition.users,
+            )
+            .unwrap(),
         );
         let other = Queue::open(&dir).unwrap();
         for _ in 0..10 {
@@ -1195,9 +1154,9 @@ mod tests {
             other.delete_topic("t").unwrap();
             other.create_topic("t", 1).unwrap();
         };
-        *crate::segment::BEFORE_RENAME_UNDER.lock() = Some((dir.join("topics/t/0"), Box::new(recreate)));
+        *crate::log::segment::BEFORE_RENAME_UNDER.lock() = Some((dir.join("topics/t/0"), Box::new(recreate)));
         let sent = producer.send("t", Record::new(&[2u8; 300]));
-        assert!(crate::segment::BEFORE_RENAME_UNDER.lock().is_none(), "the send rolled");
+        assert!(crate::log::segment::BEFORE_RENAME_UNDER.lock().is_none(), "the send rolled");
         assert!(matches!(&sent, Err(Error::UnknownTopic(t)) if t == "t"), "{sent:?}");
         // The next send goes to the new topic.
         assert_eq!(producer.send("t", Record::new(b"new")).unwrap().offset(), 0);
@@ -1216,13 +1175,13 @@ mod tests {
             producer.send("t", Record::new(&[7u8; 100])).unwrap();
         }
         drop((producer, queue));
-        let segments = super::list_segments(&dir.join("topics/t/0")).unwrap().len();
+        let segments = crate::log::dir::list_segments(&dir.join("topics/t/0")).unwrap().len();
         assert!(segments > 10, "{segments} segments");
         let queue = Queue::open(&dir).unwrap();
         let sync = queue.producer_with(ProducerConfig::new().durability(Durability::Sync));
-        *crate::segment::SYNCS_UNDER.lock() = Some((dir.clone(), 0));
+        *crate::log::segment::SYNCS_UNDER.lock() = Some((dir.clone(), 0));
         sync.send("t", Record::new(b"one more")).unwrap();
-        let (_, fsyncs) = crate::segment::SYNCS_UNDER.lock().take().unwrap();
+        let (_, fsyncs) = crate::log::segment::SYNCS_UNDER.lock().take().unwrap();
         assert_eq!(fsyncs, 1, "only the active segment needed an fsync, of {segments}");
         drop((sync, queue));
         std::fs::remove_dir_all(&dir).unwrap();
