@@ -6,7 +6,8 @@ use std::time::{Duration, Instant};
 
 use crate::error::{Error, Result};
 use crate::group::{Group, JoinRequest, Membership, View};
-use crate::log::partition::{Cursor, Partition};
+use crate::log::partition::Partition;
+use crate::log::read::Cursor;
 use crate::log::records::Records;
 use crate::offsets::{self, OffsetStore};
 use crate::options::{ConsumerConfig, OffsetReset, validate_topic_name};

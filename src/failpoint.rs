@@ -8,13 +8,13 @@
 //!
 //! | name | where |
 //! |---|---|
-//! | `append-before-publish` | `partition.rs`: a batch is written, its tail not yet published |
+//! | `append-before-publish` | `log/partition.rs`: a batch is written, its tail not yet published |
 //! | `group-store-before-switch` | `group.rs`, holding the group lock: the new state is written to the inactive half, not yet made active |
 //! | `group-store-after-switch` | `group.rs`, holding the group lock: the new state is active, its mirrors in the head not yet updated |
-//! | `compaction-index-swapped` | `compaction.rs`: the cleaned index is `.index.swap`, the log still `.cleaning.tmp` |
-//! | `compaction-log-swapped` | `compaction.rs`: both are `.swap` (the commit point passed), none in place |
-//! | `compaction-index-replaced` | `compaction.rs`: the cleaned index is in place, the cleaned log still `.log.swap` |
-//! | `retention-before-unlink` | `partition.rs`: the new `log_start` is written, the segments below it not yet unlinked |
+//! | `compaction-index-swapped` | `log/compaction.rs`: the cleaned index is `.index.swap`, the log still `.cleaning.tmp` |
+//! | `compaction-log-swapped` | `log/compaction.rs`: both are `.swap` (the commit point passed), none in place |
+//! | `compaction-index-replaced` | `log/compaction.rs`: the cleaned index is in place, the cleaned log still `.log.swap` |
+//! | `retention-before-unlink` | `log/retention.rs`: the new `log_start` is written, the segments below it not yet unlinked |
 
 /// Dies here if the failpoint `$name` is the one chosen; nothing without the feature.
 macro_rules! failpoint {

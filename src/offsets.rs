@@ -9,6 +9,7 @@
 //! reads (assigned partitions, no commits) needs no disk space, so it works on a full disk.
 
 use std::collections::HashMap;
+use std::ops::ControlFlow;
 use std::path::PathBuf;
 use std::sync::Arc;
 
@@ -16,8 +17,8 @@ use parking_lot::Mutex;
 
 use crate::error::{Error, Result};
 use crate::log::format::{self, BATCH_HEADER_BYTES, LogId, MAX_BATCH_BYTES};
-use crate::log::partition::{Cursor, Partition};
-use crate::log::records::Records;
+use crate::log::partition::Partition;
+use crate::log::read::Cursor;
 use crate::options::Durability;
 use crate::record::Record;
 use crate::sys::clock;
@@ -212,13 +213,14 @@ impl OffsetStore {
             return Ok(());
         };
         let tail = log.tail();
-        while view.read_to < tail.end_offset {
-            let mut cursor = match view.cursor.take() {
-                Some(cursor) if cursor.offset() == view.read_to => cursor,
-                _ => log.cursor_at(view.read_to.max(log.start_offset()), &tail, true)?,
-            };
-            let mut records = Records::with_capacity(4096);
-            log.advance(&mut cursor, &tail, u64::MAX, Some((&mut records, 4096)), true)?;
+        if view.read_to >= tail.end_offset {
+            return Ok(());
+        }
+        let mut cursor = match view.cursor.take() {
+            Some(cursor) if cursor.offset() == view.read_to => cursor,
+            _ => log.cursor_at(view.read_to.max(log.start_offset()), &tail, true)?,
+        };
+        log.scan(&mut cursor, &tail, tail.end_offset, 4096, |records, reached| {
             for record in &records {
                 let parsed = record.key().and_then(decode_commit_key).zip(decode_commit_value(record.value()));
                 let Some((partition, offset)) = parsed else {
@@ -230,9 +232,10 @@ impl OffsetStore {
                 };
                 view.committed.insert(partition, offset);
             }
-            view.read_to = cursor.offset();
-            view.cursor = Some(cursor);
-        }
+            view.read_to = reached;
+            Ok(ControlFlow::<()>::Continue(()))
+        })?;
+        view.cursor = Some(cursor);
         Ok(())
     }
 }

@@ -15,17 +15,22 @@
 use std::collections::HashMap;
 use std::fs::{self, File};
 use std::io::{BufWriter, Seek, SeekFrom, Write};
+use std::ops::ControlFlow;
 use std::path::Path;
 
 use crate::error::{IoContext, Result};
 use crate::failpoint::failpoint;
+use crate::log::dir;
 use crate::log::format::{
     self, FILE_HEADER_BYTES, FULLY_SYNCED, FileHeader, INDEX_MAGIC, IndexEntry, LogId, MAX_BATCH_BYTES, SEGMENT_COMPACTED,
     SEGMENT_MAGIC, SYNCED_MARKER_AT,
 };
+use crate::log::partition::Partition;
 use crate::log::records::ConsumerRecord;
+use crate::log::state::Tail;
 use crate::record::Record;
 use crate::sys::file::{self, Access};
+use crate::topic::TopicConfig;
 
 /// The newest offset of every key in the part of the log being compacted.
 pub(crate) type LatestOffsets = HashMap<Vec<u8>, u64>;
@@ -213,5 +218,200 @@ fn as_record(record: &ConsumerRecord) -> Record<'_> {
     out.timestamp(record.timestamp())
 }
 
+impl Partition {
+    /// Compacts the sealed segments old enough (`min_compaction_lag_ms`) when enough of them
+    /// (`min_cleanable_dirty_ratio`) were never compacted: every record whose key has a newer
+    /// record in that part of the log goes, and so do its tombstones older than
+    /// `delete_retention_ms`. Under the maintenance lock (one process at a time); producers are
+    /// not held up. Returns how many segments were rewritten.
+    /// `stop` is asked between steps; when it says so, the pass ends early (each segment is
+    /// replaced whole or not at all).
+    pub(crate) fn compact(&self, config: &TopicConfig, now_ms: u64, stop: &dyn Fn() -> bool) -> Result<usize> {
+        let compacted = self.state.try_maintain(|| {
+            self.still_current()?;
+            // A compaction that died here left its swap (or temporary) files: finish or drop
+            // them now rather than at the next recovery.
+            if dir::finish_swaps(&self.dir)? {
+                self.state.note_compaction();
+            }
+            let tail = self.tail();
+            self.refresh_segments(tail.active_base)?;
+            let start = self.start_offset();
+            let bases: Vec<u64> = self.segments.read().keys().copied().filter(|&b| b >= start).collect();
+            let sealed: Vec<(u64, u64)> = bases.windows(2).map(|pair| (pair[0], pair[1])).collect();
+            let extent = |base, next| self.sealed_extent(base, next);
+            let is_compacted = |base| Ok(self.segment(base)?.is_compacted());
+            let cleanable = cleanable(&sealed, config, now_ms, extent, is_compacted)?;
+            let Some(&(_, end)) = cleanable.last() else {
+                return Ok(0);
+            };
+            // A record is removed because its key has a newer one, durably: a power cut must
+            // not take the newer record once the older one is gone. Sealed segments are synced
+            // in the background, which may not have happened yet (and Buffered sends never
+            // sync), so every record that can decide what goes is made durable first.
+            self.sync_through(end)?;
+            // The newest offset of every key up to the end of the cleanable part.
+            let mut latest = LatestOffsets::new();
+            let mut cursor = self.cursor_at(start, &tail, true)?;
+            if stop() {
+                return Ok(0);
+            }
+            let stopped = self.scan(&mut cursor, &tail, end, 4096, |records, _| {
+                for record in records.iter() {
+                    if let Some(key) = record.key() {
+                        match latest.get_mut(key) {
+                            Some(offset) => *offset = record.offset(),
+                            None => {
+                                latest.insert(key.to_vec(), record.offset());
+                            }
+                        }
+                    }
+                }
+                Ok(if stop() { ControlFlow::Break(()) } else { ControlFlow::Continue(()) })
+            })?;
+            if stopped.is_some() {
+                return Ok(0);
+            }
+            let mut rewritten = 0;
+            for (base, next) in cleanable {
+                if stop() {
+                    break;
+                }
+                if self.rewrite_segment(base, next, &tail, &latest, config, now_ms)? {
+                    rewritten += 1;
+                }
+            }
+            self.forget_sealed_mappings();
+            Ok(rewritten)
+        })?;
+        Ok(compacted.unwrap_or(0))
+    }
+
+    /// Replaces sealed segment `base` (whose successor starts at `next`) by a copy holding only
+    /// the records compaction keeps; false if it would keep them all.
+    fn rewrite_segment(
+        &self,
+        base: u64,
+        next: u64,
+        tail: &Tail,
+        latest: &LatestOffsets,
+        config: &TopicConfig,
+        now_ms: u64,
+    ) -> Result<bool> {
+        let segment = self.segment(base)?;
+        let keeps = |r: &ConsumerRecord| keeps(r, latest, now_ms, config.delete_retention_ms);
+        // A first pass: is there anything to remove?
+        let mut cursor = self.cursor_at(base.max(self.start_offset()), tail, true)?;
+        let removable = self.scan(&mut cursor, tail, next, 4096, |records, _| {
+            Ok(if records.iter().any(|r| !keeps(r)) { ControlFlow::Break(()) } else { ControlFlow::Continue(()) })
+        })?;
+        if removable.is_none() {
+            return Ok(false);
+        }
+        let mut cleaned =
+            CleanedSegment::create(&self.dir, base, self.log_id, segment.created_ms(), config.index_interval_bytes)?;
+        let written = (|| {
+            let mut cursor = self.cursor_at(base.max(self.start_offset()), tail, true)?;
+            self.scan(&mut cursor, tail, next, 4096, |records, _| {
+                for record in records.into_iter().filter(|r| keeps(r)) {
+                    cleaned.push(record)?;
+                }
+                Ok(ControlFlow::<()>::Continue(()))
+            })?;
+            Ok(())
+        })();
+        if let Err(error) = written {
+            cleaned.abandon();
+            return Err(error);
+        }
+        self.still_current()?;
+        cleaned.replace_original(&self.dir)?;
+        self.segments.write().insert(base, None);
+        self.state.note_compaction();
+        Ok(true)
+    }
+}
+
+/// The sealed segments compaction cleans now, oldest first, as pairs of base and next base
+/// (`sealed` lists them all): those whose newest record is older than `min_compaction_lag_ms`
+/// at `now_ms`, up to the first that is not, provided the bytes of those never compacted make
+/// at least `min_cleanable_dirty_ratio` of theirs. Empty when there is nothing to do.
+/// `extent(base, next)` gives a segment's newest timestamp and bytes of batches, and
+/// `is_compacted(base)` is asked only of segments old enough.
+fn cleanable(
+    sealed: &[(u64, u64)],
+    config: &TopicConfig,
+    now_ms: u64,
+    mut extent: impl FnMut(u64, u64) -> Result<(u64, u64)>,
+    mut is_compacted: impl FnMut(u64) -> Result<bool>,
+) -> Result<Vec<(u64, u64)>> {
+    let mut old_enough = Vec::new();
+    let (mut dirty_bytes, mut total_bytes) = (0u64, 0u64);
+    for &(base, next) in sealed {
+        let (newest_ms, bytes) = extent(base, next)?;
+        if newest_ms.saturating_add(config.min_compaction_lag_ms) > now_ms {
+            break;
+        }
+        total_bytes += bytes;
+        if !is_compacted(base)? {
+            dirty_bytes += bytes;
+        }
+        old_enough.push((base, next));
+    }
+    if dirty_bytes == 0 || dirty_bytes * 1_000_000 < u64::from(config.min_cleanable_dirty_ppm) * total_bytes {
+        return Ok(Vec::new());
+    }
+    Ok(old_enough)
+}
+
 #[cfg(test)]
 mod durable;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `cleanable` over segments of 100 offsets each, with these newest timestamps, sizes and
+    /// compacted flags.
+    fn choose(config: &TopicConfig, segments: &[(u64, u64, bool)], now_ms: u64) -> Vec<(u64, u64)> {
+        let sealed: Vec<(u64, u64)> = (0..segments.len() as u64).map(|i| (i * 100, i * 100 + 100)).collect();
+        let at = |base: u64| segments[(base / 100) as usize];
+        cleanable(&sealed, config, now_ms, |base, _| Ok((at(base).0, at(base).1)), |base| Ok(at(base).2)).unwrap()
+    }
+
+    #[test]
+    fn only_segments_past_the_compaction_lag_are_cleaned_up_to_the_first_young_one() {
+        let config = TopicConfig::new(1).min_compaction_lag_ms(50);
+        let segments = [(10, 1, false), (20, 1, false), (90, 1, false), (10, 1, false)];
+        assert_eq!(choose(&config, &segments, 100), vec![(0, 100), (100, 200)]);
+        assert_eq!(choose(&config, &segments, 10), vec![]);
+    }
+
+    #[test]
+    fn cleaning_waits_for_enough_dirty_bytes() {
+        let config = TopicConfig::new(1).min_cleanable_dirty_ratio(0.5);
+        // 40 of 100 bytes never compacted: below the ratio.
+        assert_eq!(choose(&config, &[(0, 60, true), (0, 40, false)], 1), vec![]);
+        // 50 of 100: at the ratio.
+        assert_eq!(choose(&config, &[(0, 50, true), (0, 50, false)], 1), vec![(0, 100), (100, 200)]);
+        // Everything compacted already: nothing to do even at a ratio of 0.
+        assert_eq!(choose(&TopicConfig::new(1).min_cleanable_dirty_ratio(0.0), &[(0, 50, true)], 1), vec![]);
+        assert_eq!(choose(&config, &[], 1), vec![]);
+    }
+
+    #[test]
+    fn a_young_segment_is_never_asked_whether_it_was_compacted() {
+        let config = TopicConfig::new(1).min_compaction_lag_ms(50);
+        let chosen = cleanable(
+            &[(0, 100), (100, 200)],
+            &config,
+            100,
+            |base, _| Ok((if base == 0 { 0 } else { 99 }, 10)),
+            |base| {
+                assert_eq!(base, 0, "asked about a segment too young to clean");
+                Ok(false)
+            },
+        );
+        assert_eq!(chosen.unwrap(), vec![(0, 100)]);
+    }
+}

@@ -120,7 +120,7 @@ pub(crate) fn write_log_start(dir: &Path, log_start: u64) -> Result<()> {
     file::sync_data(&checkpoint).during("fsync", &path)
 }
 
-/// Completes what compaction left half-done (see `compaction.rs`): a `.log.swap` file is a
+/// Completes what compaction left half-done (see `log/compaction.rs`): a `.log.swap` file is a
 /// whole, synced cleaned segment that was about to replace the original, so it does, with its
 /// `.index.swap` if that is still there. An `.index.swap` without its log was not committed yet.
 /// Returns whether there was anything to do. Also removes temporary files of a cleaning that

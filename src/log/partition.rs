@@ -10,13 +10,11 @@ use parking_lot::{Mutex, RwLock};
 
 use crate::error::{Error, IoContext, Result};
 use crate::failpoint::failpoint;
-use crate::log::compaction;
-use crate::log::dir::{self, list_segments, new_segment, remove_segment_files};
+use crate::log::dir::{list_segments, new_segment, remove_segment_files};
 use crate::log::format::{
     self, BATCH_HEADER_BYTES, BatchHeader, FILE_HEADER_BYTES, INDEX_ENTRY_BYTES, INDEX_RESERVE_STEP_BYTES, IndexEntry,
-    LOG_RESERVE_STEP_BYTES, LogId, MAX_BATCH_BYTES, PWRITE_MIN_BATCH_BYTES, RecordLayout,
+    LOG_RESERVE_STEP_BYTES, LogId, MAX_BATCH_BYTES, PWRITE_MIN_BATCH_BYTES,
 };
-use crate::log::records::Records;
 use crate::log::recovery;
 use crate::log::segment::Segment;
 use crate::log::state::{AppendGuard, SharedState, Tail};
@@ -75,31 +73,6 @@ impl Sealer {
         for thread in threads {
             let _ = thread.join();
         }
-    }
-}
-
-/// Where a reader is in a partition's log.
-pub(crate) struct Cursor {
-    segment: Arc<Segment>,
-    /// Byte position of the next batch, or of the next record inside the current batch.
-    position: u64,
-    /// Offset of the record (or batch) at `position`.
-    offset: u64,
-    /// End of the current batch, or 0 between batches.
-    batch_end: u64,
-    /// Offset after the current batch's last record.
-    batch_end_offset: u64,
-}
-
-impl Cursor {
-    fn at_start(segment: Arc<Segment>) -> Self {
-        let offset = segment.base_offset();
-        Cursor { segment, position: u64::from(FILE_HEADER_BYTES), offset, batch_end: 0, batch_end_offset: 0 }
-    }
-
-    /// The offset of the next record this cursor reads.
-    pub(crate) fn offset(&self) -> u64 {
-        self.offset
     }
 }
 
@@ -180,7 +153,7 @@ impl Partition {
 
     /// Fails with `UnknownTopic` if this partition's topic was deleted, so that nothing is
     /// created or removed in a directory that now belongs to a new topic of the same name.
-    fn still_current(&self) -> Result<()> {
+    pub(super) fn still_current(&self) -> Result<()> {
         if self.state.is_at(&self.dir.join(format::STATE_FILE)) {
             Ok(())
         } else {
@@ -572,7 +545,7 @@ impl Partition {
     }
 
     /// Makes sure the list of segments reaches `active_base` (the published active segment).
-    fn list_through(&self, active_base: u64) -> Result<()> {
+    pub(super) fn list_through(&self, active_base: u64) -> Result<()> {
         if self.segments.read().keys().next_back() < Some(&active_base) {
             self.refresh_segments(active_base)?;
         }
@@ -581,7 +554,7 @@ impl Partition {
 
     /// Rebuilds the list of segments from the directory: every segment up to `last_base` (a
     /// published base, so nothing up to it is a half-made roll), keeping existing mappings.
-    fn refresh_segments(&self, last_base: u64) -> Result<()> {
+    pub(super) fn refresh_segments(&self, last_base: u64) -> Result<()> {
         let bases = list_segments(&self.dir)?;
         let mut segments = self.segments.write();
         let mut fresh: BTreeMap<u64, Option<Arc<Segment>>> =
@@ -593,251 +566,22 @@ impl Partition {
         Ok(())
     }
 
-    fn known_base_at_or_before(&self, offset: u64) -> Option<u64> {
+    pub(super) fn known_base_at_or_before(&self, offset: u64) -> Option<u64> {
         self.segments.read().range(..=offset).next_back().map(|(&b, _)| b)
     }
 
-    fn known_base_after(&self, base: u64) -> Option<u64> {
+    pub(super) fn known_base_after(&self, base: u64) -> Option<u64> {
         self.segments.read().range(base + 1..).next().map(|(&b, _)| b)
     }
 
-    /// A cursor whose next record is `offset`, which must lie in `[start_offset, tail.end_offset]`.
-    pub(crate) fn cursor_at(&self, offset: u64, tail: &Tail, check_crc: bool) -> Result<Cursor> {
-        let base = if offset >= tail.active_base {
-            tail.active_base
-        } else {
-            self.list_through(tail.active_base)?;
-            self.known_base_at_or_before(offset).ok_or_else(|| self.corrupt_at(0, format!("no segment holds offset {offset}")))?
-        };
-        let segment = self.segment(base)?;
-        let mut cursor = Cursor::at_start(Arc::clone(&segment));
-        if let Some(entry) = self.index_entry_before(&segment, offset, tail) {
-            // Trust an index entry only if the batch it points at agrees with it.
-            let start = u64::from(entry.position);
-            let entry_offset = base + u64::from(entry.relative_offset);
-            let agrees = segment
-                .read(start, u64::from(BATCH_HEADER_BYTES))
-                .is_ok_and(|h| BatchHeader::read(h).base_offset == entry_offset);
-            if agrees {
-                cursor.position = start;
-                cursor.offset = entry_offset;
-            }
-        }
-        self.advance(&mut cursor, tail, offset, None, check_crc)?;
-        Ok(cursor)
-    }
-
-    fn index_entry_before(&self, segment: &Segment, offset: u64, tail: &Tail) -> Option<IndexEntry> {
-        let relative = offset - segment.base_offset();
-        if segment.base_offset() == tail.active_base {
-            segment.note_reserved(tail.log_reserved_bytes, tail.index_reserved_bytes);
-            // Binary search for the first entry past `relative` among the published ones.
-            let (mut low, mut high) = (0, tail.index_count);
-            while low < high {
-                let middle = low + (high - low) / 2;
-                match segment.index_entry(middle) {
-                    Some(entry) if u64::from(entry.relative_offset) <= relative => low = middle + 1,
-                    _ => high = middle,
-                }
-            }
-            return low.checked_sub(1).and_then(|n| segment.index_entry(n));
-        }
-        let entries = segment.sealed_index();
-        let count = entries.partition_point(|e| u64::from(e.relative_offset) <= relative);
-        count.checked_sub(1).map(|n| entries[n])
-    }
-
-    /// Moves `cursor` forward until its offset reaches `until` or the published end. With
-    /// `out`, records passed are pushed to it, at most `max` in all.
-    pub(crate) fn advance(
-        &self,
-        cursor: &mut Cursor,
-        tail: &Tail,
-        until: u64,
-        mut out: Option<(&mut Records, usize)>,
-        check_crc: bool,
-    ) -> Result<()> {
-        let until = until.min(tail.end_offset);
-        // Held apart from the cursor, which moves on while the batch's records are read; cloned
-        // again only when the cursor changes segment (not once per batch).
-        let mut segment = Arc::clone(&cursor.segment);
-        while cursor.offset < until {
-            let room = match &out {
-                Some((records, max)) if records.len() >= *max => return Ok(()),
-                Some((records, max)) => max - records.len(),
-                None => usize::MAX,
-            };
-            if cursor.batch_end == 0 {
-                if !self.enter_batch(cursor, tail, until, out.is_some(), check_crc)? {
-                    continue;
-                }
-                if cursor.offset >= until {
-                    // The batch starts past `until` (compaction removed the records between).
-                    return Ok(());
-                }
-            }
-            // The records of the current batch, one bounds check for all of them.
-            if !Arc::ptr_eq(&segment, &cursor.segment) {
-                segment = Arc::clone(&cursor.segment);
-            }
-            let batch = segment.read(cursor.position, cursor.batch_end - cursor.position)?;
-            let wanted = (until.min(cursor.batch_end_offset) - cursor.offset).min(room as u64);
-            let mut at = 0usize;
-            for _ in 0..wanted {
-                let Some(layout) = RecordLayout::parse(&batch[at..]) else {
-                    cursor.position += at as u64;
-                    return Err(cursor_corrupt(cursor, "a record does not fit in its batch"));
-                };
-                if let Some((records, _)) = &mut out {
-                    records.push(&segment, batch, cursor.position, cursor.position + at as u64, cursor.offset, &layout);
-                }
-                at += layout.record_bytes as usize;
-                cursor.offset += 1;
-            }
-            cursor.position += at as u64;
-            let batch_done = cursor.position == cursor.batch_end;
-            if batch_done != (cursor.offset == cursor.batch_end_offset) {
-                return Err(cursor_corrupt(cursor, "a batch's record count disagrees with its size"));
-            }
-            if batch_done {
-                cursor.batch_end = 0;
-            }
-        }
-        Ok(())
-    }
-
-    /// Positions `cursor` inside the batch at its position, moving to the next segment or (when
-    /// not `reading`) skipping a batch that lies wholly before `until` as needed. Returns false
-    /// when the cursor moved without entering a batch (call again).
-    fn enter_batch(&self, cursor: &mut Cursor, tail: &Tail, until: u64, reading: bool, check_crc: bool) -> Result<bool> {
-        let base = cursor.segment.base_offset();
-        // The state's tail is at least as new as `tail`, so the batches below it become readable.
-        cursor.segment.note_published(&self.state);
-        let limit = if base == tail.active_base {
-            cursor.segment.note_reserved(tail.log_reserved_bytes, tail.index_reserved_bytes);
-            tail.end_position
-        } else {
-            let next = match self.known_base_after(base) {
-                Some(next) => Some(next),
-                None => {
-                    self.refresh_segments(tail.active_base)?;
-                    self.known_base_after(base)
-                }
-            };
-            // A compacted segment's file ends where its data does, possibly before the offsets
-            // it covers do (their records were removed).
-            let compacted_end =
-                cursor.segment.is_compacted() && cursor.position + u64::from(BATCH_HEADER_BYTES) > cursor.segment.log_length()?;
-            match next {
-                Some(next) if cursor.offset == next || (compacted_end && cursor.offset < next) => {
-                    *cursor = Cursor::at_start(self.segment(next)?);
-                    return Ok(false);
-                }
-                Some(next) if cursor.offset > next => {
-                    return Err(cursor_corrupt(cursor, "the segment holds offsets of the next one"));
-                }
-                _ => cursor.segment.capacity_bytes(),
-            }
-        };
-        if cursor.position + u64::from(BATCH_HEADER_BYTES) > limit {
-            return Err(cursor_corrupt(cursor, format!("the log ends before offset {}", cursor.offset)));
-        }
-        let header = BatchHeader::read(cursor.segment.read(cursor.position, u64::from(BATCH_HEADER_BYTES))?);
-        if !header.is_plausible() || cursor.position + u64::from(header.batch_bytes) > limit {
-            return Err(cursor_corrupt(cursor, "impossible batch header"));
-        }
-        let gap = cursor.segment.is_compacted() && header.base_offset > cursor.offset;
-        if header.base_offset != cursor.offset && !gap {
-            return Err(cursor_corrupt(
-                cursor,
-                format!("expected a batch starting at offset {}, found {}", cursor.offset, header.base_offset),
-            ));
-        }
-        if !reading && header.next_offset() <= until {
-            // The whole batch lies before the target: skip it without decoding its records.
-            cursor.position += u64::from(header.batch_bytes);
-            cursor.offset = header.next_offset();
-            return Ok(false);
-        }
-        if check_crc && !format::batch_checksum_ok(cursor.segment.read(cursor.position, u64::from(header.batch_bytes))?) {
-            return Err(cursor_corrupt(cursor, format!("checksum mismatch in the batch at offset {}", header.base_offset)));
-        }
-        cursor.batch_end = cursor.position + u64::from(header.batch_bytes);
-        cursor.batch_end_offset = header.next_offset();
-        cursor.position += u64::from(BATCH_HEADER_BYTES);
-        cursor.offset = header.base_offset;
-        Ok(true)
-    }
-
-    fn corrupt_at(&self, position: u64, reason: String) -> Error {
+    pub(super) fn corrupt_at(&self, position: u64, reason: String) -> Error {
         Error::corrupt(&self.dir, position, reason)
-    }
-
-    /// Deletes the oldest sealed segments that `config`'s retention no longer covers: by time,
-    /// those whose newest record is older than `retention_ms`; by size, those the log can do
-    /// without and still hold `retention_bytes`. The log start moves past them before their
-    /// files are unlinked (never shortened: readers that hold them keep reading). One thread in
-    /// one process at a time does this for a partition; the others return at once. Returns how
-    /// many segments went.
-    pub(crate) fn apply_retention(&self, config: &TopicConfig, now_ms: u64) -> Result<usize> {
-        if !config.cleanup_policy.deletes() || (config.retention_ms == u64::MAX && config.retention_bytes == u64::MAX) {
-            return Ok(0);
-        }
-        let deleted = self.state.try_maintain(|| {
-            self.still_current()?;
-            let tail = self.tail();
-            self.refresh_segments(tail.active_base)?;
-            // Files below the log start are left by a pass that died between moving the start
-            // and unlinking them.
-            let start = self.start_offset();
-            for base in list_segments(&self.dir)?.into_iter().filter(|&b| b < start) {
-                self.segments.write().remove(&base);
-                remove_segment_files(&self.dir, base)?;
-            }
-            let bases: Vec<u64> = self.segments.read().keys().copied().filter(|&b| b >= start).collect();
-            // Sizes are the bytes of record batches, as in Kafka: not the files' lengths, which
-            // include space reserved for data yet to come.
-            let mut sizes = Vec::with_capacity(bases.len());
-            if config.retention_bytes != u64::MAX {
-                for (i, &base) in bases.iter().enumerate() {
-                    let size = match bases.get(i + 1) {
-                        Some(&next) if base != tail.active_base => self.sealed_extent(base, next)?.1,
-                        _ => tail.end_position.saturating_sub(u64::from(FILE_HEADER_BYTES)),
-                    };
-                    sizes.push(size);
-                }
-            } else {
-                sizes.resize(bases.len(), 0);
-            }
-            let mut total: u64 = sizes.iter().sum();
-            let mut deleted = 0;
-            for (i, &base) in bases.iter().enumerate().take(bases.len().saturating_sub(1)) {
-                let next = bases[i + 1];
-                let expired = config.retention_ms != u64::MAX
-                    && self.max_timestamp_ms(base, next)?.saturating_add(config.retention_ms) < now_ms;
-                let excess = config.retention_bytes != u64::MAX && total - sizes[i] >= config.retention_bytes;
-                if !(expired || excess) {
-                    break;
-                }
-                // Durably first: an unlink a power cut undoes must not bring the segment back.
-                dir::write_log_start(&self.dir, next)?;
-                self.state.advance_log_start(next);
-                failpoint!("retention-before-unlink");
-                self.segments.write().remove(&base);
-                remove_segment_files(&self.dir, base)?;
-                total -= sizes[i];
-                deleted += 1;
-            }
-            self.forget_sealed_mappings();
-            Ok(deleted)
-        })?;
-        Ok(deleted.unwrap_or(0))
     }
 
     /// Drops this process's cached mappings of sealed segments (readers keep the ones they
     /// hold): maintenance maps every segment it looks at, and keeping them all would pin files
     /// and descriptors.
-    fn forget_sealed_mappings(&self) {
+    pub(super) fn forget_sealed_mappings(&self) {
         let active_base = self.tail().active_base;
         for (&base, mapped) in self.segments.write().iter_mut() {
             if base < active_base {
@@ -848,7 +592,7 @@ impl Partition {
 
     /// The largest record timestamp in the sealed segment `base`, whose successor starts at
     /// `next`; see `sealed_extent`.
-    fn max_timestamp_ms(&self, base: u64, next: u64) -> Result<u64> {
+    pub(super) fn max_timestamp_ms(&self, base: u64, next: u64) -> Result<u64> {
         Ok(self.sealed_extent(base, next)?.0)
     }
 
@@ -856,7 +600,7 @@ impl Partition {
     /// `next`, and the bytes of record batches it holds: from its last index entry and the few
     /// batches after it. The walk stops at the batch that reaches `next` (or at the end of a
     /// compacted file), so it never looks past the data.
-    fn sealed_extent(&self, base: u64, next: u64) -> Result<(u64, u64)> {
+    pub(super) fn sealed_extent(&self, base: u64, next: u64) -> Result<(u64, u64)> {
         let segment = self.segment(base)?;
         let last = segment.sealed_index().last().copied();
         let mut max = last.map_or(0, |e| e.max_timestamp_before_ms);
@@ -876,176 +620,6 @@ impl Partition {
         Ok((max, position.saturating_sub(u64::from(FILE_HEADER_BYTES))))
     }
 
-    /// Compacts the sealed segments old enough (`min_compaction_lag_ms`) when enough of them
-    /// (`min_cleanable_dirty_ratio`) were never compacted: every record whose key has a newer
-    /// record in that part of the log goes, and so do its tombstones older than
-    /// `delete_retention_ms`. Under the maintenance lock (one process at a time); producers are
-    /// not held up. Returns how many segments were rewritten.
-    /// `stop` is asked between steps; when it says so, the pass ends early (each segment is
-    /// replaced whole or not at all).
-    pub(crate) fn compact(&self, config: &TopicConfig, now_ms: u64, stop: &dyn Fn() -> bool) -> Result<usize> {
-        let compacted = self.state.try_maintain(|| {
-            self.still_current()?;
-            // A compaction that died here left its swap (or temporary) files: finish or drop
-            // them now rather than at the next recovery.
-            if dir::finish_swaps(&self.dir)? {
-                self.state.note_compaction();
-            }
-            let tail = self.tail();
-            self.refresh_segments(tail.active_base)?;
-            let start = self.start_offset();
-            let bases: Vec<u64> = self.segments.read().keys().copied().filter(|&b| b >= start).collect();
-            // Sealed segments whose newest record is older than the lag, from the oldest on.
-            let mut cleanable: Vec<(u64, u64)> = Vec::new();
-            let mut dirty_bytes = 0;
-            let mut total_bytes = 0;
-            for pair in bases.windows(2) {
-                let (base, next) = (pair[0], pair[1]);
-                let (max_timestamp_ms, bytes) = self.sealed_extent(base, next)?;
-                if max_timestamp_ms.saturating_add(config.min_compaction_lag_ms) > now_ms {
-                    break;
-                }
-                total_bytes += bytes;
-                if !self.segment(base)?.is_compacted() {
-                    dirty_bytes += bytes;
-                }
-                cleanable.push((base, next));
-            }
-            let Some(&(_, end)) = cleanable.last() else {
-                return Ok(0);
-            };
-            if dirty_bytes == 0 || dirty_bytes * 1_000_000 < u64::from(config.min_cleanable_dirty_ppm) * total_bytes {
-                return Ok(0);
-            }
-            // A record is removed because its key has a newer one, durably: a power cut must
-            // not take the newer record once the older one is gone. Sealed segments are synced
-            // in the background, which may not have happened yet (and Buffered sends never
-            // sync), so every record that can decide what goes is made durable first.
-            self.sync_through(end)?;
-            // The newest offset of every key up to the end of the cleanable part.
-            let mut latest = compaction::LatestOffsets::new();
-            let mut cursor = self.cursor_at(start, &tail, true)?;
-            while cursor.offset() < end {
-                if stop() {
-                    return Ok(0);
-                }
-                let mut records = Records::with_capacity(4096);
-                self.advance(&mut cursor, &tail, end, Some((&mut records, 4096)), true)?;
-                for record in records.iter() {
-                    if let Some(key) = record.key() {
-                        match latest.get_mut(key) {
-                            Some(offset) => *offset = record.offset(),
-                            None => {
-                                latest.insert(key.to_vec(), record.offset());
-                            }
-                        }
-                    }
-                }
-            }
-            let mut rewritten = 0;
-            for (base, next) in cleanable {
-                if stop() {
-                    break;
-                }
-                if self.rewrite_segment(base, next, &tail, &latest, config, now_ms)? {
-                    rewritten += 1;
-                }
-            }
-            self.forget_sealed_mappings();
-            Ok(rewritten)
-        })?;
-        Ok(compacted.unwrap_or(0))
-    }
-
-    /// Replaces sealed segment `base` (whose successor starts at `next`) by a copy holding only
-    /// the records compaction keeps; false if it would keep them all.
-    fn rewrite_segment(
-        &self,
-        base: u64,
-        next: u64,
-        tail: &Tail,
-        latest: &compaction::LatestOffsets,
-        config: &TopicConfig,
-        now_ms: u64,
-    ) -> Result<bool> {
-        let segment = self.segment(base)?;
-        let keeps = |r: &crate::log::records::ConsumerRecord| compaction::keeps(r, latest, now_ms, config.delete_retention_ms);
-        // A first pass: is there anything to remove?
-        let mut cursor = self.cursor_at(base.max(self.start_offset()), tail, true)?;
-        let mut removable = false;
-        while cursor.offset() < next && !removable {
-            let mut records = Records::with_capacity(4096);
-            self.advance(&mut cursor, tail, next, Some((&mut records, 4096)), true)?;
-            removable = records.iter().any(|r| !keeps(r));
-        }
-        if !removable {
-            return Ok(false);
-        }
-        let mut cleaned =
-            compaction::CleanedSegment::create(&self.dir, base, self.log_id, segment.created_ms(), config.index_interval_bytes)?;
-        let written = (|| {
-            let mut cursor = self.cursor_at(base.max(self.start_offset()), tail, true)?;
-            while cursor.offset() < next {
-                let mut records = Records::with_capacity(4096);
-                self.advance(&mut cursor, tail, next, Some((&mut records, 4096)), true)?;
-                for record in records.into_iter().filter(|r| keeps(r)) {
-                    cleaned.push(record)?;
-                }
-            }
-            Ok(())
-        })();
-        if let Err(error) = written {
-            cleaned.abandon();
-            return Err(error);
-        }
-        self.still_current()?;
-        cleaned.replace_original(&self.dir)?;
-        self.segments.write().insert(base, None);
-        self.state.note_compaction();
-        Ok(true)
-    }
-
-    /// The earliest offset whose record has a timestamp at or after `timestamp_ms`, or `None`
-    /// if there is none yet. Timestamps need not grow with offsets: every record from the
-    /// first index entry that may precede a match is looked at.
-    pub(crate) fn offset_for_time(&self, timestamp_ms: u64) -> Result<Option<u64>> {
-        let tail = self.tail();
-        self.refresh_segments(tail.active_base)?;
-        let start = self.start_offset();
-        let bases: Vec<u64> = self.segments.read().keys().copied().filter(|&b| b >= start || b == tail.active_base).collect();
-        for (i, &base) in bases.iter().enumerate() {
-            let next = bases.get(i + 1).copied();
-            let segment_max = match next {
-                Some(next) => self.max_timestamp_ms(base, next)?,
-                None => tail.max_timestamp_ms,
-            };
-            if segment_max < timestamp_ms {
-                continue;
-            }
-            // The last index entry before which every record is older than the target.
-            let segment = self.segment(base)?;
-            let entries = if next.is_some() { segment.sealed_index() } else { self.published_index(&segment, &tail) };
-            let skip = entries.partition_point(|e| e.max_timestamp_before_ms < timestamp_ms);
-            let from = skip.checked_sub(1).map_or(base, |k| base + u64::from(entries[k].relative_offset)).max(start);
-            let mut cursor = self.cursor_at(from, &tail, true)?;
-            let until = next.unwrap_or(tail.end_offset);
-            while cursor.offset() < until {
-                let mut records = Records::with_capacity(1024);
-                self.advance(&mut cursor, &tail, until, Some((&mut records, 1024)), true)?;
-                if let Some(found) = records.iter().find(|r| r.timestamp() >= timestamp_ms) {
-                    return Ok(Some(found.offset()));
-                }
-            }
-        }
-        Ok(None)
-    }
-
-    /// The index entries of the active segment that are published in `tail`.
-    fn published_index(&self, segment: &Segment, tail: &Tail) -> Vec<IndexEntry> {
-        segment.note_reserved(tail.log_reserved_bytes, tail.index_reserved_bytes);
-        (0..tail.index_count).map_while(|n| segment.index_entry(n)).collect()
-    }
-
     /// The futex word consumers of this partition sleep on; see `SharedState::begin_wait`.
     pub(crate) fn begin_wait(&self) -> (&AtomicU32, u32) {
         self.state.begin_wait()
@@ -1054,10 +628,6 @@ impl Partition {
     pub(crate) fn end_wait(&self) {
         self.state.end_wait()
     }
-}
-
-fn cursor_corrupt(cursor: &Cursor, reason: impl Into<String>) -> Error {
-    Error::corrupt(cursor.segment.path(), cursor.position, reason)
 }
 
 #[cfg(test)]

@@ -3,7 +3,6 @@
 //! segments is held back here, as if it had not run yet, which is what made the loss possible.
 
 use crate::log::partition::Partition;
-use crate::log::records::Records;
 use crate::offsets::offset_log_config;
 use crate::sys::clock;
 use crate::{CleanupPolicy, Durability, ProducerConfig, Queue, Record, TopicConfig, TopicPartition};
@@ -24,11 +23,11 @@ fn offsets_of(partition: &Partition, key: &[u8]) -> Vec<u64> {
     let tail = partition.tail();
     let mut cursor = partition.cursor_at(partition.start_offset(), &tail, true).unwrap();
     let mut found = Vec::new();
-    while cursor.offset() < tail.end_offset {
-        let mut records = Records::with_capacity(1024);
-        partition.advance(&mut cursor, &tail, tail.end_offset, Some((&mut records, 1024)), true).unwrap();
+    let scanned = partition.scan(&mut cursor, &tail, tail.end_offset, 1024, |records, _| {
         found.extend(records.iter().filter(|r| r.key() == Some(key)).map(|r| r.offset()));
-    }
+        Ok(std::ops::ControlFlow::<()>::Continue(()))
+    });
+    scanned.unwrap();
     found
 }
 

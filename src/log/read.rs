@@ -1,0 +1,278 @@
+//! Reading a partition: cursors that walk its batches across segments, checking each batch's
+//! CRC and shape before a record of it is handed out, one `scan` loop for the readers inside the
+//! crate (compaction, the offset store, `offset_for_time`), and the search by timestamp.
+
+use std::ops::ControlFlow;
+use std::sync::Arc;
+
+use crate::error::{Error, Result};
+use crate::log::format::{self, BATCH_HEADER_BYTES, BatchHeader, FILE_HEADER_BYTES, IndexEntry, RecordLayout};
+use crate::log::partition::Partition;
+use crate::log::records::Records;
+use crate::log::segment::Segment;
+use crate::log::state::Tail;
+
+/// Where a reader is in a partition's log.
+pub(crate) struct Cursor {
+    segment: Arc<Segment>,
+    /// Byte position of the next batch, or of the next record inside the current batch.
+    position: u64,
+    /// Offset of the record (or batch) at `position`.
+    offset: u64,
+    /// End of the current batch, or 0 between batches.
+    batch_end: u64,
+    /// Offset after the current batch's last record.
+    batch_end_offset: u64,
+}
+
+impl Cursor {
+    fn at_start(segment: Arc<Segment>) -> Self {
+        let offset = segment.base_offset();
+        Cursor { segment, position: u64::from(FILE_HEADER_BYTES), offset, batch_end: 0, batch_end_offset: 0 }
+    }
+
+    /// The offset of the next record this cursor reads.
+    pub(crate) fn offset(&self) -> u64 {
+        self.offset
+    }
+}
+
+impl Partition {
+    /// A cursor whose next record is `offset`, which must lie in `[start_offset, tail.end_offset]`.
+    pub(crate) fn cursor_at(&self, offset: u64, tail: &Tail, check_crc: bool) -> Result<Cursor> {
+        let base = if offset >= tail.active_base {
+            tail.active_base
+        } else {
+            self.list_through(tail.active_base)?;
+            self.known_base_at_or_before(offset).ok_or_else(|| self.corrupt_at(0, format!("no segment holds offset {offset}")))?
+        };
+        let segment = self.segment(base)?;
+        let mut cursor = Cursor::at_start(Arc::clone(&segment));
+        if let Some(entry) = self.index_entry_before(&segment, offset, tail) {
+            // Trust an index entry only if the batch it points at agrees with it.
+            let start = u64::from(entry.position);
+            let entry_offset = base + u64::from(entry.relative_offset);
+            let agrees = segment
+                .read(start, u64::from(BATCH_HEADER_BYTES))
+                .is_ok_and(|h| BatchHeader::read(h).base_offset == entry_offset);
+            if agrees {
+                cursor.position = start;
+                cursor.offset = entry_offset;
+            }
+        }
+        self.advance(&mut cursor, tail, offset, None, check_crc)?;
+        Ok(cursor)
+    }
+
+    /// The last index entry at or before `offset` in `segment`: among the published ones in the
+    /// active segment, from the whole index in a sealed one.
+    fn index_entry_before(&self, segment: &Segment, offset: u64, tail: &Tail) -> Option<IndexEntry> {
+        let relative = offset - segment.base_offset();
+        if segment.base_offset() == tail.active_base {
+            segment.note_reserved(tail.log_reserved_bytes, tail.index_reserved_bytes);
+            // Binary search for the first entry past `relative` among the published ones.
+            let (mut low, mut high) = (0, tail.index_count);
+            while low < high {
+                let middle = low + (high - low) / 2;
+                match segment.index_entry(middle) {
+                    Some(entry) if u64::from(entry.relative_offset) <= relative => low = middle + 1,
+                    _ => high = middle,
+                }
+            }
+            return low.checked_sub(1).and_then(|n| segment.index_entry(n));
+        }
+        let entries = segment.sealed_index();
+        let count = entries.partition_point(|e| u64::from(e.relative_offset) <= relative);
+        count.checked_sub(1).map(|n| entries[n])
+    }
+
+    /// Moves `cursor` forward until its offset reaches `until` or the published end. With
+    /// `out`, records passed are pushed to it, at most `max` in all.
+    pub(crate) fn advance(
+        &self,
+        cursor: &mut Cursor,
+        tail: &Tail,
+        until: u64,
+        mut out: Option<(&mut Records, usize)>,
+        check_crc: bool,
+    ) -> Result<()> {
+        let until = until.min(tail.end_offset);
+        // Held apart from the cursor, which moves on while the batch's records are read; cloned
+        // again only when the cursor changes segment (not once per batch).
+        let mut segment = Arc::clone(&cursor.segment);
+        while cursor.offset < until {
+            let room = match &out {
+                Some((records, max)) if records.len() >= *max => return Ok(()),
+                Some((records, max)) => max - records.len(),
+                None => usize::MAX,
+            };
+            if cursor.batch_end == 0 {
+                if !self.enter_batch(cursor, tail, until, out.is_some(), check_crc)? {
+                    continue;
+                }
+                if cursor.offset >= until {
+                    // The batch starts past `until` (compaction removed the records between).
+                    return Ok(());
+                }
+            }
+            // The records of the current batch, one bounds check for all of them.
+            if !Arc::ptr_eq(&segment, &cursor.segment) {
+                segment = Arc::clone(&cursor.segment);
+            }
+            let batch = segment.read(cursor.position, cursor.batch_end - cursor.position)?;
+            let wanted = (until.min(cursor.batch_end_offset) - cursor.offset).min(room as u64);
+            let mut at = 0usize;
+            for _ in 0..wanted {
+                let Some(layout) = RecordLayout::parse(&batch[at..]) else {
+                    cursor.position += at as u64;
+                    return Err(cursor_corrupt(cursor, "a record does not fit in its batch"));
+                };
+                if let Some((records, _)) = &mut out {
+                    records.push(&segment, batch, cursor.position, cursor.position + at as u64, cursor.offset, &layout);
+                }
+                at += layout.record_bytes as usize;
+                cursor.offset += 1;
+            }
+            cursor.position += at as u64;
+            let batch_done = cursor.position == cursor.batch_end;
+            if batch_done != (cursor.offset == cursor.batch_end_offset) {
+                return Err(cursor_corrupt(cursor, "a batch's record count disagrees with its size"));
+            }
+            if batch_done {
+                cursor.batch_end = 0;
+            }
+        }
+        Ok(())
+    }
+
+    /// Hands the records from `cursor` up to offset `until` (at most the published end in
+    /// `tail`) to `each`, `chunk` at a time with their CRCs checked, with the offset the cursor
+    /// reached after them. Returns what `each` broke with, or `None` once `until` is reached.
+    pub(crate) fn scan<B>(
+        &self,
+        cursor: &mut Cursor,
+        tail: &Tail,
+        until: u64,
+        chunk: usize,
+        mut each: impl FnMut(Records, u64) -> Result<ControlFlow<B>>,
+    ) -> Result<Option<B>> {
+        let until = until.min(tail.end_offset);
+        while cursor.offset < until {
+            let mut records = Records::with_capacity(chunk);
+            self.advance(cursor, tail, until, Some((&mut records, chunk)), true)?;
+            if let ControlFlow::Break(value) = each(records, cursor.offset)? {
+                return Ok(Some(value));
+            }
+        }
+        Ok(None)
+    }
+
+    /// Positions `cursor` inside the batch at its position, moving to the next segment or (when
+    /// not `reading`) skipping a batch that lies wholly before `until` as needed. Returns false
+    /// when the cursor moved without entering a batch (call again).
+    fn enter_batch(&self, cursor: &mut Cursor, tail: &Tail, until: u64, reading: bool, check_crc: bool) -> Result<bool> {
+        let base = cursor.segment.base_offset();
+        // The state's tail is at least as new as `tail`, so the batches below it become readable.
+        cursor.segment.note_published(&self.state);
+        let limit = if base == tail.active_base {
+            cursor.segment.note_reserved(tail.log_reserved_bytes, tail.index_reserved_bytes);
+            tail.end_position
+        } else {
+            let next = match self.known_base_after(base) {
+                Some(next) => Some(next),
+                None => {
+                    self.refresh_segments(tail.active_base)?;
+                    self.known_base_after(base)
+                }
+            };
+            // A compacted segment's file ends where its data does, possibly before the offsets
+            // it covers do (their records were removed).
+            let compacted_end =
+                cursor.segment.is_compacted() && cursor.position + u64::from(BATCH_HEADER_BYTES) > cursor.segment.log_length()?;
+            match next {
+                Some(next) if cursor.offset == next || (compacted_end && cursor.offset < next) => {
+                    *cursor = Cursor::at_start(self.segment(next)?);
+                    return Ok(false);
+                }
+                Some(next) if cursor.offset > next => {
+                    return Err(cursor_corrupt(cursor, "the segment holds offsets of the next one"));
+                }
+                _ => cursor.segment.capacity_bytes(),
+            }
+        };
+        if cursor.position + u64::from(BATCH_HEADER_BYTES) > limit {
+            return Err(cursor_corrupt(cursor, format!("the log ends before offset {}", cursor.offset)));
+        }
+        let header = BatchHeader::read(cursor.segment.read(cursor.position, u64::from(BATCH_HEADER_BYTES))?);
+        if !header.is_plausible() || cursor.position + u64::from(header.batch_bytes) > limit {
+            return Err(cursor_corrupt(cursor, "impossible batch header"));
+        }
+        let gap = cursor.segment.is_compacted() && header.base_offset > cursor.offset;
+        if header.base_offset != cursor.offset && !gap {
+            return Err(cursor_corrupt(
+                cursor,
+                format!("expected a batch starting at offset {}, found {}", cursor.offset, header.base_offset),
+            ));
+        }
+        if !reading && header.next_offset() <= until {
+            // The whole batch lies before the target: skip it without decoding its records.
+            cursor.position += u64::from(header.batch_bytes);
+            cursor.offset = header.next_offset();
+            return Ok(false);
+        }
+        if check_crc && !format::batch_checksum_ok(cursor.segment.read(cursor.position, u64::from(header.batch_bytes))?) {
+            return Err(cursor_corrupt(cursor, format!("checksum mismatch in the batch at offset {}", header.base_offset)));
+        }
+        cursor.batch_end = cursor.position + u64::from(header.batch_bytes);
+        cursor.batch_end_offset = header.next_offset();
+        cursor.position += u64::from(BATCH_HEADER_BYTES);
+        cursor.offset = header.base_offset;
+        Ok(true)
+    }
+
+    /// The earliest offset whose record has a timestamp at or after `timestamp_ms`, or `None`
+    /// if there is none yet. Timestamps need not grow with offsets: every record from the
+    /// first index entry that may precede a match is looked at.
+    pub(crate) fn offset_for_time(&self, timestamp_ms: u64) -> Result<Option<u64>> {
+        let tail = self.tail();
+        self.refresh_segments(tail.active_base)?;
+        let start = self.start_offset();
+        let bases: Vec<u64> = self.segments.read().keys().copied().filter(|&b| b >= start || b == tail.active_base).collect();
+        for (i, &base) in bases.iter().enumerate() {
+            let next = bases.get(i + 1).copied();
+            let segment_max = match next {
+                Some(next) => self.max_timestamp_ms(base, next)?,
+                None => tail.max_timestamp_ms,
+            };
+            if segment_max < timestamp_ms {
+                continue;
+            }
+            // The last index entry before which every record is older than the target.
+            let segment = self.segment(base)?;
+            let entries = if next.is_some() { segment.sealed_index() } else { self.published_index(&segment, &tail) };
+            let skip = entries.partition_point(|e| e.max_timestamp_before_ms < timestamp_ms);
+            let from = skip.checked_sub(1).map_or(base, |k| base + u64::from(entries[k].relative_offset)).max(start);
+            let mut cursor = self.cursor_at(from, &tail, true)?;
+            let found = self.scan(&mut cursor, &tail, next.unwrap_or(tail.end_offset), 1024, |records, _| {
+                Ok(match records.iter().find(|r| r.timestamp() >= timestamp_ms) {
+                    Some(found) => ControlFlow::Break(found.offset()),
+                    None => ControlFlow::Continue(()),
+                })
+            })?;
+            if found.is_some() {
+                return Ok(found);
+            }
+        }
+        Ok(None)
+    }
+
+    /// The index entries of the active segment that are published in `tail`.
+    fn published_index(&self, segment: &Segment, tail: &Tail) -> Vec<IndexEntry> {
+        segment.note_reserved(tail.log_reserved_bytes, tail.index_reserved_bytes);
+        (0..tail.index_count).map_while(|n| segment.index_entry(n)).collect()
+    }
+}
+
+fn cursor_corrupt(cursor: &Cursor, reason: impl Into<String>) -> Error {
+    Error::corrupt(cursor.segment.path(), cursor.position, reason)
+}
