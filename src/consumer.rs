@@ -5,11 +5,11 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::error::{Error, Result};
-use crate::group::{Group, JoinRequest, Membership, View};
+use crate::group::file::{Group, JoinRequest, Membership, View};
+use crate::group::offsets::{self, OffsetStore};
 use crate::log::partition::Partition;
 use crate::log::read::Cursor;
 use crate::log::records::Records;
-use crate::offsets::{self, OffsetStore};
 use crate::options::{ConsumerConfig, OffsetReset, validate_topic_name};
 use crate::queue::Queue;
 use crate::sys::futex;

@@ -233,10 +233,10 @@ pub fn group_state(data: &[u8]) {
     if crc32fast::hash(blob) != format::u32_at(&bytes, 4) {
         return;
     }
-    if let Ok(state) = crate::group::decode_group_state(blob, Path::new("fuzz")) {
-        let encoded = crate::group::encode_group_state(&state);
-        let again = crate::group::decode_group_state(&encoded, Path::new("fuzz")).expect("an encoded group state decodes");
-        assert_eq!(crate::group::encode_group_state(&again), encoded, "group state encoding is not stable");
+    if let Ok(state) = crate::group::state::decode_group_state(blob, Path::new("fuzz")) {
+        let encoded = crate::group::state::encode_group_state(&state);
+        let again = crate::group::state::decode_group_state(&encoded, Path::new("fuzz")).expect("an encoded group state decodes");
+        assert_eq!(crate::group::state::encode_group_state(&again), encoded, "group state encoding is not stable");
         // Topics are kept in a map, written in name order: a blob that names them out of
         // order (or one twice) decodes to the same state, so only its members must match.
         let (names, members_at) = topic_names(blob);
@@ -271,11 +271,12 @@ pub fn commit(data: &[u8]) {
     }
     let key_bytes = usize::from(format::u16_at(data, 0)).min(data.len() - 2);
     let (key, value) = data[2..].split_at(key_bytes);
-    if let Some(partition) = crate::offsets::decode_commit_key(key) {
-        assert_eq!(crate::offsets::encode_commit_key(&partition), key, "a decoded commit key re-encodes differently");
+    if let Some(partition) = crate::group::offsets::decode_commit_key(key) {
+        assert_eq!(crate::group::offsets::encode_commit_key(&partition), key, "a decoded commit key re-encodes differently");
     }
-    if let Some((offset, topic_id)) = crate::offsets::decode_commit_value(value) {
-        let encoded = crate::offsets::encode_commit_value(offset, format::u64_at(value, 8), format::u64_at(value, 16), topic_id);
+    if let Some((offset, topic_id)) = crate::group::offsets::decode_commit_value(value) {
+        let encoded =
+            crate::group::offsets::encode_commit_value(offset, format::u64_at(value, 8), format::u64_at(value, 16), topic_id);
         assert_eq!(encoded[..], value[..], "a decoded commit value re-encodes differently");
     }
 }
@@ -563,7 +564,7 @@ fn reseal_headers(dir: &Path) {
         };
         if name == format::GROUP_FILE {
             for half in 0..2 {
-                let at = crate::group::blob_at(half);
+                let at = crate::group::file::blob_at(half);
                 let mut prefix = [0u8; 8];
                 if file.read_exact_at(&mut prefix, at).is_err() {
                     continue;
@@ -706,7 +707,7 @@ pub fn write_seeds(out: &Path) -> io::Result<()> {
             _ if name == format::GROUP_FILE => {
                 let file_bytes = fs::read(dir.path.join("queue").join(&file.path))?;
                 for half in 0..2 {
-                    let at = crate::group::blob_at(half) as usize;
+                    let at = crate::group::file::blob_at(half) as usize;
                     let length = format::u32_at(&file_bytes, at) as usize;
                     if length > 0 {
                         seeds.entry("group_state").or_default().push(with_mode(&file_bytes[at..at + 8 + length]));
@@ -717,8 +718,8 @@ pub fn write_seeds(out: &Path) -> io::Result<()> {
         }
     }
     // Commit records: key and value as the offset store writes them.
-    let key = crate::offsets::encode_commit_key(&TopicPartition::new("plain", 1));
-    let value = crate::offsets::encode_commit_value(17, 3, 2, 0x1234);
+    let key = crate::group::offsets::encode_commit_key(&TopicPartition::new("plain", 1));
+    let value = crate::group::offsets::encode_commit_value(17, 3, 2, 0x1234);
     seeds.entry("commit").or_default().push([&(key.len() as u16).to_le_bytes()[..], &key, &value].concat());
     // The directory: the queue as it is, and variants.
     let mut directories = vec![[&[0u8][..], &encode_tree(&tree)].concat(), [&[1u8][..], &encode_tree(&tree)].concat()];

@@ -25,7 +25,6 @@
 //!
 //! See README.md for durability, limits and performance, and ARCHITECTURE.md for how it works.
 
-mod assignor;
 mod consumer;
 mod error;
 mod failpoint;
@@ -34,7 +33,6 @@ mod failpoint;
 pub mod fuzzing;
 mod group;
 mod log;
-mod offsets;
 mod options;
 mod producer;
 mod queue;
@@ -44,13 +42,14 @@ mod topic;
 
 pub use consumer::{Consumer, RebalanceListener};
 pub use error::{Error, Result};
-pub use group::MAX_GROUP_MEMBERS;
+pub use group::describe::{GroupDescription, MemberDescription, PartitionLag};
+pub use group::file::MAX_GROUP_MEMBERS;
 pub use log::records::{ConsumerRecord, Records};
 pub use options::{
     AssignmentStrategy, ConsumerConfig, Durability, MIN_SESSION_TIMEOUT, OffsetReset, ProducerConfig, QueueOptions,
 };
 pub use producer::{Producer, RecordMetadata, partition_for_key};
-pub use queue::{GroupDescription, MemberDescription, PartitionLag, Queue};
+pub use queue::Queue;
 pub use record::Record;
 pub use topic::{
     CleanupPolicy, MAX_PARTITIONS, MAX_RECORD_BYTES_LIMIT, MAX_SEGMENT_BYTES, MAX_TOPIC_NAME_BYTES, TopicConfig, TopicPartition,

@@ -15,16 +15,16 @@ use parking_lot::{Mutex, RwLock};
 
 use crate::consumer::Consumer;
 use crate::error::{Error, IoContext, Result};
-use crate::group::Group;
+use crate::group::describe::{GroupDescription, describe};
+use crate::group::file::Group;
+use crate::group::offsets::{self, OffsetStore};
 use crate::log::format::{
     self, FILE_HEADER_BYTES, GROUPS_DIR, MAINTENANCE_LOCK_FILE, OFFSETS_DIR, OPEN_LOCK_FILE, QUEUE_META_FILE, QUEUE_STATE_FILE,
     QUEUE_STATE_MAGIC, STAGING_DIR, TOPIC_META_BYTES, TOPIC_META_FILE, TOPICS_DIR, USERS_LOCK_FILE,
 };
 use crate::log::partition::{Partition, Sealer};
-use crate::offsets::{self, OffsetStore};
 use crate::options::{
-    AssignmentStrategy, ConsumerConfig, Durability, ProducerConfig, QueueOptions, validate_group_name, validate_topic_config,
-    validate_topic_name,
+    ConsumerConfig, Durability, ProducerConfig, QueueOptions, validate_group_name, validate_topic_config, validate_topic_name,
 };
 use crate::producer::Producer;
 use crate::sys::clock;
@@ -397,102 +397,18 @@ impl Queue {
         let _ = handle.tick(&self.inner.partition_counts());
         let state = handle.snapshot()?;
         let committed = handle.offsets.all()?;
-        let mut partitions: Vec<TopicPartition> = committed.keys().cloned().collect();
-        for (topic, &count) in &state.topics {
-            partitions.extend((0..count).map(|p| TopicPartition::new(topic, p)));
-        }
-        partitions.sort();
-        partitions.dedup();
-        let mut lags = Vec::with_capacity(partitions.len());
-        for partition in partitions {
-            let end_offset = match self.offsets(&partition) {
-                Ok((_, end)) => end,
-                Err(Error::UnknownTopic(_) | Error::PartitionOutOfRange { .. }) => continue,
-                Err(error) => return Err(error),
-            };
-            let committed = offsets::applicable(committed.get(&partition).copied(), self.inner.topic_id(partition.topic()));
-            lags.push(PartitionLag {
-                owner: state.members.iter().find(|m| m.owned.contains(&partition)).map(|m| m.id),
-                committed,
-                end_offset,
-                lag: committed.map(|c| end_offset.saturating_sub(c)),
-                partition,
-            });
-        }
-        Ok(GroupDescription {
-            group: group.to_owned(),
-            generation: state.generation,
-            strategy: state.strategy,
-            members: state
-                .members
-                .into_iter()
-                .map(|m| MemberDescription {
-                    member_id: m.id,
-                    client_id: m.client_id,
-                    pid: m.pid,
-                    topics: m.subscription,
-                    assignment: m.assigned,
-                    owned: m.owned,
-                })
-                .collect(),
-            partitions: lags,
-        })
+        let end_offset = |partition: &TopicPartition| match self.offsets(partition) {
+            Ok((_, end)) => Ok(Some(end)),
+            Err(Error::UnknownTopic(_) | Error::PartitionOutOfRange { .. }) => Ok(None),
+            Err(error) => Err(error),
+        };
+        describe(group, state, &committed, end_offset, |topic| self.inner.topic_id(topic))
     }
 
     /// The directory this queue lives in.
     pub fn path(&self) -> &Path {
         &self.inner.dir
     }
-}
-
-/// A consumer group as `Queue::describe_group` found it.
-#[derive(Debug, Clone)]
-#[non_exhaustive]
-pub struct GroupDescription {
-    /// The group's name.
-    pub group: String,
-    /// Incremented by every rebalance.
-    pub generation: u64,
-    /// The assignment strategy of the current members; `None` when there are none.
-    pub strategy: Option<AssignmentStrategy>,
-    /// The live members, in the order they joined.
-    pub members: Vec<MemberDescription>,
-    /// Every partition of the subscribed topics and every partition with a committed offset.
-    pub partitions: Vec<PartitionLag>,
-}
-
-/// One member of a consumer group.
-#[derive(Debug, Clone)]
-#[non_exhaustive]
-pub struct MemberDescription {
-    /// Unique within the group, never reused.
-    pub member_id: u64,
-    /// The name the consumer was given with `ConsumerConfig::client_id`.
-    pub client_id: String,
-    /// The process the member lives in.
-    pub pid: u32,
-    /// The topics it subscribes to.
-    pub topics: Vec<String>,
-    /// What the current generation assigns it.
-    pub assignment: Vec<TopicPartition>,
-    /// What it reads now (it takes an assigned partition once the previous owner let go).
-    pub owned: Vec<TopicPartition>,
-}
-
-/// How far a consumer group is behind on one partition.
-#[derive(Debug, Clone)]
-#[non_exhaustive]
-pub struct PartitionLag {
-    /// The partition.
-    pub partition: TopicPartition,
-    /// The member that reads it now.
-    pub owner: Option<u64>,
-    /// The group's committed offset (the next offset to read).
-    pub committed: Option<u64>,
-    /// The offset the next record sent will get.
-    pub end_offset: u64,
-    /// Records between the committed offset and the end; `None` without a commit.
-    pub lag: Option<u64>,
 }
 
 impl QueueInner {

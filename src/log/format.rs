@@ -1,8 +1,9 @@
 //! Every byte of the log's files (segments, indexes, batches, records, the partition state and
 //! log start) and of the queue's and topics' headers, every file name, and every size limit of
-//! the log: pure encoding and decoding, no I/O. (A group's state and its committed offsets are
-//! encoded beside the code that keeps them, in `group.rs` and `offsets.rs`.) ARCHITECTURE.md draws these layouts. All integers are little-endian and
-//! fixed-width; nothing on disk is a `usize`.
+//! the log: pure encoding and decoding, no I/O. A group's state and its committed offsets are
+//! encoded beside the code that keeps them, in `group/state.rs` and `group/offsets.rs`.
+//! ARCHITECTURE.md draws these layouts. All integers are little-endian and fixed-width; nothing
+//! on disk is a `usize`.
 
 use std::path::Path;
 

@@ -2,8 +2,8 @@
 //! power cut after the rewrite must find the newer record. The background sync of sealed
 //! segments is held back here, as if it had not run yet, which is what made the loss possible.
 
+use crate::group::offsets::offset_log_config;
 use crate::log::partition::Partition;
-use crate::offsets::offset_log_config;
 use crate::sys::clock;
 use crate::{CleanupPolicy, Durability, ProducerConfig, Queue, Record, TopicConfig, TopicPartition};
 
@@ -105,7 +105,7 @@ fn compaction_of_an_offset_log_never_erases_a_sync_commit_for_a_buffered_one() {
 
     let rewritten = store.compact(later_ms(), &|| false).unwrap();
     assert!(rewritten > 0, "nothing was compacted");
-    assert_only_durable_records_decided(log, &crate::offsets::encode_commit_key(&tp), acknowledged, newer);
+    assert_only_durable_records_decided(log, &crate::group::offsets::encode_commit_key(&tp), acknowledged, newer);
     assert_eq!(store.committed(&tp).unwrap(), Some((9, 0)));
     drop((group, queue));
     std::fs::remove_dir_all(&dir).unwrap();

@@ -1,24 +1,5 @@
-//! Consumer groups shared by threads and processes, with no coordinator: the group's state lives
-//! in a file every member's process maps, and any member may change it under its lock.
-//!
-//! A group's directory `groups/<name>/` holds:
-//! - `group`: a mapped head holding a robust process-shared mutex, a change counter that
-//!   consumers sleep on, and one slot per member (its id and heartbeats, read without the
-//!   lock); then the group state — members, subscriptions, the assignment and who owns what —
-//!   in two copies read and written with pread/pwrite under the mutex: a writer fills the
-//!   inactive copy and then flips, so one that dies mid-write leaves the old state in force.
-//!   Like a partition's `state` file it is rebuilt in each new epoch; only the generation and
-//!   the member-id counter carry over.
-//! - `members.lock`: the member in slot `i` holds an exclusive lock on byte `i`. The kernel drops
-//!   it when the member's process dies, so a dead member is seen at once, whatever killed it.
-//! - `offsets/`: the offset store (`offsets.rs`).
-//!
-//! The protocol. Whoever changes membership (a join, a leave, an expulsion found by any
-//! process's keeper thread, a change in the subscribed topics) recomputes the assignment with
-//! the pure assignor and increments the generation. Each member then, from its own `poll`,
-//! releases what it must give up (after its listener's `on_revoked`) and takes what it was
-//! assigned once nobody owns it. The `owned` sets are disjoint and change only under the lock,
-//! so no partition is ever owned by two members.
+//! The group file and the protocol run under its lock: joining, leaving, expelling, taking and
+//! releasing partitions, and fencing commits (the files are described in `group/mod.rs`).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs::File;
@@ -31,11 +12,13 @@ use std::time::Duration;
 use memmap2::MmapOptions;
 use parking_lot::Mutex;
 
-use crate::assignor::{self, MemberInput};
 use crate::error::{Error, IoContext, Result};
 use crate::failpoint::failpoint;
+use crate::group::offsets::OffsetStore;
+use crate::group::state::{
+    GroupState, MemberState, PartitionCounts, current_counts, decode_group_state, encode_group_state, rebalance,
+};
 use crate::log::format::{self, FORMAT_VERSION, GROUP_FILE, GROUP_MAGIC, MEMBERS_LOCK_FILE};
-use crate::offsets::OffsetStore;
 use crate::options::AssignmentStrategy;
 use crate::sys::file::{self, Access};
 use crate::sys::map::SharedMap;
@@ -69,35 +52,6 @@ const SLOT_POLLED_NS: usize = 16;
 const SLOT_SESSION_TIMEOUT_MS: usize = 24;
 const SLOT_MAX_POLL_INTERVAL_MS: usize = 28;
 
-/// The state of a group, as stored in its file.
-#[derive(Debug, Clone, Default)]
-pub(crate) struct GroupState {
-    /// Incremented by every rebalance; commits must carry the current one.
-    pub(crate) generation: u64,
-    pub(crate) next_member_id: u64,
-    /// The strategy every member uses; `None` while the group is empty.
-    pub(crate) strategy: Option<AssignmentStrategy>,
-    /// The partition counts the current assignment was computed for.
-    pub(crate) topics: BTreeMap<String, u32>,
-    pub(crate) members: Vec<MemberState>,
-}
-
-/// One member of a group.
-#[derive(Debug, Clone)]
-pub(crate) struct MemberState {
-    pub(crate) id: u64,
-    pub(crate) slot: u32,
-    pub(crate) pid: u32,
-    pub(crate) session_timeout_ms: u32,
-    pub(crate) max_poll_interval_ms: u32,
-    pub(crate) client_id: String,
-    pub(crate) subscription: Vec<String>,
-    /// What the assignor gave it in the current generation.
-    pub(crate) assigned: Vec<TopicPartition>,
-    /// What it consumes now: a subset of `assigned` once it has caught up.
-    pub(crate) owned: Vec<TopicPartition>,
-}
-
 /// What a consumer asks for when it joins.
 pub(crate) struct JoinRequest<'a> {
     pub(crate) client_id: &'a str,
@@ -124,9 +78,6 @@ pub(crate) enum View {
         owned: Vec<TopicPartition>,
     },
 }
-
-/// Looks up how many partitions a topic has; `None` if it does not exist.
-pub(crate) type PartitionCounts<'a> = &'a dyn Fn(&str) -> Result<Option<u32>>;
 
 /// One group as this process sees it; shared by every consumer of the group in the process.
 pub(crate) struct Group {
@@ -621,52 +572,6 @@ fn read_state(file: &File, path: &Path, half: u64) -> Result<GroupState> {
     decode_group_state(&bytes, path)
 }
 
-/// Recomputes the assignment for the current members and topics, and starts a new generation.
-fn rebalance(state: &mut GroupState, counts: PartitionCounts<'_>) -> Result<()> {
-    let topics = current_counts(state.members.iter().flat_map(|m| &m.subscription), counts, &state.topics);
-    if state.members.is_empty() {
-        state.strategy = None;
-    }
-    let strategy = state.strategy.unwrap_or_default();
-    let inputs: Vec<MemberInput<'_>> =
-        state.members.iter().map(|m| MemberInput { id: m.id, topics: &m.subscription, owned: &m.assigned }).collect();
-    let assignment = assignor::assign(strategy, &inputs, &topics);
-    for (member, assigned) in state.members.iter_mut().zip(assignment) {
-        member.assigned = assigned;
-    }
-    state.topics = topics;
-    state.generation += 1;
-    Ok(())
-}
-
-/// The partition counts of the existing ones among `topics`. A topic whose lookup fails (a
-/// file error, not a missing topic) keeps the count it had in `known`, so that one unreadable
-/// topic neither stops the group nor takes its partitions away.
-fn current_counts<'a>(
-    topics: impl Iterator<Item = &'a String>,
-    counts: PartitionCounts<'_>,
-    known: &BTreeMap<String, u32>,
-) -> BTreeMap<String, u32> {
-    let mut current = BTreeMap::new();
-    for topic in topics {
-        if current.contains_key(topic) {
-            continue;
-        }
-        match counts(topic) {
-            Ok(Some(count)) => {
-                current.insert(topic.clone(), count);
-            }
-            Ok(None) => {}
-            Err(_) => {
-                if let Some(&count) = known.get(topic) {
-                    current.insert(topic.clone(), count);
-                }
-            }
-        }
-    }
-    current
-}
-
 fn open_members_lock(path: &Path) -> Result<File> {
     file::open_file(path, Access::Create)
 }
@@ -720,142 +625,4 @@ fn initialize_group_file(file: &File, path: &Path, epoch: u64, carried: &GroupSt
     mutex.init().during("initialise the group lock in", path)?;
     // The epoch goes last: a crash before it leaves the file to be rebuilt again.
     file.write_all_at(&epoch.to_le_bytes(), EPOCH_AT as u64).during("write", path)
-}
-
-/// A consumer group's state, as one blob (kept in the group file).
-///
-/// ```text
-/// generation u64   next_member_id u64   strategy u8 (0: no members)
-/// topics u32, then per topic: name, partitions u32          (what the assignment was made for)
-/// members u32, then per member: id u64  slot u32  pid u32  session_timeout_ms u32
-///   max_poll_interval_ms u32  client_id  subscription (u32 count, names)
-///   assigned (u32 count, then name and partition u32 each)  owned (the same)
-/// ```
-/// A name is a u16 length and UTF-8 bytes.
-pub(crate) fn encode_group_state(state: &GroupState) -> Vec<u8> {
-    let mut out = Vec::with_capacity(256);
-    let name = |out: &mut Vec<u8>, name: &str| {
-        out.extend_from_slice(&(name.len() as u16).to_le_bytes());
-        out.extend_from_slice(name.as_bytes());
-    };
-    let partitions = |out: &mut Vec<u8>, list: &[TopicPartition]| {
-        out.extend_from_slice(&(list.len() as u32).to_le_bytes());
-        for tp in list {
-            name(out, tp.topic());
-            out.extend_from_slice(&tp.partition().to_le_bytes());
-        }
-    };
-    out.extend_from_slice(&state.generation.to_le_bytes());
-    out.extend_from_slice(&state.next_member_id.to_le_bytes());
-    out.push(state.strategy.map_or(0, AssignmentStrategy::code));
-    out.extend_from_slice(&(state.topics.len() as u32).to_le_bytes());
-    for (topic, count) in &state.topics {
-        name(&mut out, topic);
-        out.extend_from_slice(&count.to_le_bytes());
-    }
-    out.extend_from_slice(&(state.members.len() as u32).to_le_bytes());
-    for member in &state.members {
-        out.extend_from_slice(&member.id.to_le_bytes());
-        for word in [member.slot, member.pid, member.session_timeout_ms, member.max_poll_interval_ms] {
-            out.extend_from_slice(&word.to_le_bytes());
-        }
-        name(&mut out, &member.client_id);
-        out.extend_from_slice(&(member.subscription.len() as u32).to_le_bytes());
-        for topic in &member.subscription {
-            name(&mut out, topic);
-        }
-        partitions(&mut out, &member.assigned);
-        partitions(&mut out, &member.owned);
-    }
-    out
-}
-
-/// Decodes a blob written by `encode_group_state`; any inconsistency is reported as corruption.
-pub(crate) fn decode_group_state(bytes: &[u8], path: &Path) -> Result<GroupState> {
-    let mut reader = Reader { bytes, at: 0, path };
-    let generation = reader.u64()?;
-    let next_member_id = reader.u64()?;
-    let code = reader.take(1)?[0];
-    let strategy = match code {
-        0 => None,
-        code => Some(AssignmentStrategy::from_code(code).ok_or_else(|| reader.corrupt("unknown assignment strategy"))?),
-    };
-    let mut topics = BTreeMap::new();
-    for _ in 0..reader.count()? {
-        let topic = reader.name()?;
-        topics.insert(topic, reader.u32()?);
-    }
-    let mut members = Vec::new();
-    for _ in 0..reader.count()? {
-        let id = reader.u64()?;
-        let (slot, pid, session_timeout_ms, max_poll_interval_ms) = (reader.u32()?, reader.u32()?, reader.u32()?, reader.u32()?);
-        let client_id = reader.name()?;
-        let subscription = (0..reader.count()?).map(|_| reader.name()).collect::<Result<_>>()?;
-        let assigned = reader.partitions()?;
-        let owned = reader.partitions()?;
-        members.push(MemberState {
-            id,
-            slot,
-            pid,
-            session_timeout_ms,
-            max_poll_interval_ms,
-            client_id,
-            subscription,
-            assigned,
-            owned,
-        });
-    }
-    if reader.at != bytes.len() {
-        return Err(reader.corrupt("trailing bytes after the group state"));
-    }
-    Ok(GroupState { generation, next_member_id, strategy, topics, members })
-}
-
-/// Bounds-checked little-endian reading of a blob, for `decode_group_state`.
-struct Reader<'a> {
-    bytes: &'a [u8],
-    at: usize,
-    path: &'a Path,
-}
-
-impl Reader<'_> {
-    fn corrupt(&self, reason: &str) -> Error {
-        Error::corrupt(self.path, self.at as u64, reason)
-    }
-
-    fn take(&mut self, n: usize) -> Result<&[u8]> {
-        let end =
-            self.at.checked_add(n).filter(|&end| end <= self.bytes.len()).ok_or_else(|| self.corrupt("truncated group state"))?;
-        let bytes = &self.bytes[self.at..end];
-        self.at = end;
-        Ok(bytes)
-    }
-
-    fn u32(&mut self) -> Result<u32> {
-        Ok(format::u32_at(self.take(4)?, 0))
-    }
-
-    fn u64(&mut self) -> Result<u64> {
-        Ok(format::u64_at(self.take(8)?, 0))
-    }
-
-    /// A count of following items, each at least two bytes long, so a bad count cannot make
-    /// the caller allocate more than the blob could hold.
-    fn count(&mut self) -> Result<usize> {
-        let count = self.u32()? as usize;
-        if count > (self.bytes.len() - self.at) / 2 {
-            return Err(self.corrupt("a count larger than the group state"));
-        }
-        Ok(count)
-    }
-
-    fn name(&mut self) -> Result<String> {
-        let length = usize::from(format::u16_at(self.take(2)?, 0));
-        let bytes = self.take(length)?;
-        String::from_utf8(bytes.to_vec()).map_err(|_| self.corrupt("a name that is not UTF-8"))
-    }
-
-    fn partitions(&mut self) -> Result<Vec<TopicPartition>> {
-        (0..self.count()?).map(|_| Ok(TopicPartition::new(&self.name()?, self.u32()?))).collect()
-    }
 }
