@@ -4,6 +4,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use crate::catalog::{Catalog, UserHandle};
 use crate::error::{Error, Result};
 use crate::group::file::{Group, JoinRequest, Membership, View};
 use crate::group::offsets::{self, OffsetStore};
@@ -11,7 +12,6 @@ use crate::log::partition::Partition;
 use crate::log::read::Cursor;
 use crate::log::records::Records;
 use crate::options::{ConsumerConfig, OffsetReset, validate_topic_name};
-use crate::queue::Queue;
 use crate::sys::futex;
 use crate::topic::TopicPartition;
 
@@ -108,7 +108,9 @@ struct Assignment {
 /// # Ok(()) }
 /// ```
 pub struct Consumer {
-    queue: Queue,
+    /// Declared first so that it drops first (see `UserHandle`): the catalog outlives it.
+    _handle: Arc<UserHandle>,
+    catalog: Arc<Catalog>,
     config: ConsumerConfig,
     /// The group's committed offsets; its files are created by the first commit.
     offsets: Arc<OffsetStore>,
@@ -126,11 +128,12 @@ pub struct Consumer {
 }
 
 impl Consumer {
-    pub(crate) fn new(queue: Queue, config: ConsumerConfig) -> Result<Self> {
+    pub(crate) fn new(handle: Arc<UserHandle>, catalog: Arc<Catalog>, config: ConsumerConfig) -> Result<Self> {
         config.validate()?;
-        let offsets = queue.inner.offset_store(&config.group)?;
+        let offsets = catalog.offset_store(&config.group)?;
         Ok(Consumer {
-            queue,
+            _handle: handle,
+            catalog,
             config,
             offsets,
             assigned: Vec::new(),
@@ -204,7 +207,7 @@ impl Consumer {
         self.not_in_listener()?;
         let anchored = regex::Regex::new(&format!("^(?:{pattern})$"))
             .map_err(|e| Error::InvalidConfig(format!("invalid topic pattern {pattern:?}: {e}")))?;
-        let topics = self.queue.inner.topic_names()?;
+        let topics = self.catalog.topic_names()?;
         let matching: Vec<&str> = topics.iter().map(String::as_str).filter(|t| anchored.is_match(t)).collect();
         self.subscribe_to(&matching, Some(anchored))
     }
@@ -219,8 +222,8 @@ impl Consumer {
         for topic in &topics {
             validate_topic_name(topic)?;
         }
-        self.queue.inner.start_keeper();
-        let counts = self.queue.inner.partition_counts();
+        self.catalog.start_keeper();
+        let counts = self.catalog.partition_counts();
         if let Some(subscription) = &mut self.subscription {
             if let Some(member) = &subscription.member {
                 // An expelled member learns so in `poll` and rejoins with the new topics.
@@ -230,7 +233,7 @@ impl Consumer {
             subscription.pattern = pattern;
             return Ok(());
         }
-        let group = self.queue.inner.group(&self.config.group)?;
+        let group = self.catalog.group(&self.config.group)?;
         let member = self.join(&group, &topics)?;
         let (_, seen_change) = group.change_word();
         self.subscription = Some(Subscription {
@@ -285,7 +288,7 @@ impl Consumer {
             session_timeout: self.config.session_timeout,
             max_poll_interval: self.config.max_poll_interval,
         };
-        group.join(&request, &self.queue.inner.partition_counts())
+        group.join(&request, &self.catalog.partition_counts())
     }
 
     /// Gives up every partition; a subscribed consumer leaves its group, committing first with
@@ -310,7 +313,7 @@ impl Consumer {
             return Ok(());
         };
         match subscription.member.take() {
-            Some(member) => subscription.group.leave(member, &self.queue.inner.partition_counts()),
+            Some(member) => subscription.group.leave(member, &self.catalog.partition_counts()),
             None => Ok(()),
         }
     }
@@ -399,14 +402,14 @@ impl Consumer {
             None if offsets.is_empty() => return Ok(()),
             None => {
                 // The first commit creates the group's directory and offset log.
-                self.queue.inner.group(&self.config.group)?;
-                store.commit(offsets, 0, 0, |tp| self.queue.inner.topic_id(tp.topic()))?
+                self.catalog.group(&self.config.group)?;
+                store.commit(offsets, 0, 0, |tp| self.catalog.topic_id(tp.topic()))?
             }
             Some(Subscription { group, member: Some(member), generation, revoking, .. }) => {
                 let partitions: Vec<TopicPartition> = offsets.iter().map(|(tp, _)| tp.clone()).collect();
                 let revoking = revoking.then_some(partitions.as_slice());
                 group.fenced(member, *generation, revoking, || {
-                    store.commit(offsets, member.id, *generation, |tp| self.queue.inner.topic_id(tp.topic()))
+                    store.commit(offsets, member.id, *generation, |tp| self.catalog.topic_id(tp.topic()))
                 })?
             }
             Some(Subscription { member: None, .. }) => {
@@ -424,7 +427,7 @@ impl Consumer {
     pub fn committed(&self, partition: &TopicPartition) -> Result<Option<u64>> {
         validate_topic_name(partition.topic())?;
         let entry = self.offsets.committed(partition)?;
-        Ok(offsets::applicable(entry, self.queue.inner.topic_id(partition.topic())))
+        Ok(offsets::applicable(entry, self.catalog.topic_id(partition.topic())))
     }
 
     /// Returns the records available now, or waits up to `timeout` for some to arrive. Records
@@ -513,23 +516,23 @@ impl Consumer {
     /// deleted and created again), and reports the first such topic as `Error::UnknownTopic`.
     /// A subscribed consumer's group then rebalances them away.
     fn drop_deleted_topics(&mut self) -> Result<()> {
-        let version = self.queue.inner.topics_version();
+        let version = self.catalog.topics_version();
         if version == self.topics_version {
             return Ok(());
         }
         self.topics_version = version;
         if let Some(pattern) = self.subscription.as_ref().and_then(|s| s.pattern.clone()) {
-            let topics = self.queue.inner.topic_names()?;
+            let topics = self.catalog.topic_names()?;
             let matching: Vec<&str> = topics.iter().map(String::as_str).filter(|t| pattern.is_match(t)).collect();
             if self.subscription.as_ref().is_some_and(|s| s.topics != matching) {
                 self.subscribe_to(&matching, Some(pattern))?;
             }
         }
-        let queue = &self.queue.inner;
+        let catalog = &self.catalog;
         let mut deleted = None;
         let mut failure = None;
         self.assigned.retain(|a| {
-            let gone = match queue.topic(a.tp.topic()) {
+            let gone = match catalog.topic(a.tp.topic()) {
                 Ok(t) => t.id != a.topic_id || a.tp.partition() >= t.config.partitions,
                 Err(Error::UnknownTopic(_)) => true,
                 // Not known to be gone (a file error): keep reading it, report the error.
@@ -704,7 +707,7 @@ impl Consumer {
         if let Some(subscription) = self.subscription.as_mut()
             && let Some(member) = subscription.member.take()
         {
-            subscription.group.leave(member, &self.queue.inner.partition_counts())?;
+            subscription.group.leave(member, &self.catalog.partition_counts())?;
         }
         if !lost.is_empty() {
             self.notify(&lost, |listener, consumer, partitions| listener.on_lost(consumer, partitions));
@@ -733,7 +736,7 @@ impl Consumer {
     /// A committed offset past the end of the log is clamped to the end and returned as
     /// (committed, end) so the listener can be told.
     fn start(&self, tp: &TopicPartition) -> Result<(Assignment, Option<(u64, u64)>)> {
-        let partition = self.queue.inner.partition(tp)?;
+        let partition = self.catalog.partition(tp)?;
         let committed = self.committed(tp)?;
         let end = partition.tail().end_offset;
         let (position, clamped) = match committed {
@@ -743,7 +746,7 @@ impl Consumer {
             Some(committed) => (Some(committed), None),
             None => (None, None),
         };
-        let topic_id = self.queue.inner.topic_id(tp.topic());
+        let topic_id = self.catalog.topic_id(tp.topic());
         Ok((Assignment { tp: tp.clone(), topic_id, partition, position, processed: None, missed: 0, cursor: None }, clamped))
     }
 

@@ -25,6 +25,7 @@
 //!
 //! See README.md for durability, limits and performance, and ARCHITECTURE.md for how it works.
 
+mod catalog;
 mod consumer;
 mod error;
 mod failpoint;

@@ -3,10 +3,10 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
 
+use crate::catalog::{Catalog, Topic, UserHandle};
 use crate::error::{Error, Result};
 use crate::log::format::{self, BATCH_HEADER_BYTES, TARGET_BATCH_BYTES};
 use crate::options::{Durability, ProducerConfig};
-use crate::queue::{QueueInner, Topic, UserHandle};
 use crate::record::Record;
 use crate::sys::clock;
 
@@ -54,7 +54,7 @@ impl RecordMetadata {
 pub struct Producer {
     /// First, so that it drops before `queue` (see `Queue`'s field of the same kind).
     _handle: Arc<UserHandle>,
-    queue: Arc<QueueInner>,
+    queue: Arc<Catalog>,
     config: ProducerConfig,
     /// Where the next unkeyed record goes; each clone has its own, so threads do not contend.
     round_robin: AtomicU32,
@@ -73,7 +73,7 @@ impl Clone for Producer {
 }
 
 impl Producer {
-    pub(crate) fn new(queue: Arc<QueueInner>, handle: Arc<UserHandle>, config: ProducerConfig) -> Self {
+    pub(crate) fn new(queue: Arc<Catalog>, handle: Arc<UserHandle>, config: ProducerConfig) -> Self {
         let start = std::process::id().wrapping_mul(0x9e37_79b9);
         Producer { queue, config, round_robin: AtomicU32::new(start), _handle: handle }
     }

@@ -1,41 +1,17 @@
-//! The queue directory: opening it (and detecting that this process is alone, which starts a
-//! new epoch and so a recovery of each partition on first use), topics, and the background
-//! flusher for `Durability::Interval`.
+//! `Queue`, the handle users hold on a queue directory: opening it, topic administration,
+//! producers and consumers, offsets and group descriptions. The work is done by the catalog.
 
-use std::collections::HashMap;
-use std::fs::{self, File};
-use std::hash::{BuildHasherDefault, Hasher};
-use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, OnceLock, Weak};
-use std::time::Duration;
+use std::path::Path;
+use std::sync::Arc;
 
-use crossbeam_channel::{RecvTimeoutError, Sender};
-use parking_lot::{Mutex, RwLock};
-
+use crate::catalog::{Catalog, UserHandle};
 use crate::consumer::Consumer;
-use crate::error::{Error, IoContext, Result};
+use crate::error::{Error, Result};
 use crate::group::describe::{GroupDescription, describe};
-use crate::group::file::Group;
-use crate::group::offsets::{self, OffsetStore};
-use crate::log::format::{
-    self, FILE_HEADER_BYTES, GROUPS_DIR, MAINTENANCE_LOCK_FILE, OFFSETS_DIR, OPEN_LOCK_FILE, QUEUE_META_FILE, QUEUE_STATE_FILE,
-    QUEUE_STATE_MAGIC, STAGING_DIR, TOPIC_META_BYTES, TOPIC_META_FILE, TOPICS_DIR, USERS_LOCK_FILE,
-};
-use crate::log::partition::{Partition, Sealer};
-use crate::options::{
-    ConsumerConfig, Durability, ProducerConfig, QueueOptions, validate_group_name, validate_topic_config, validate_topic_name,
-};
+use crate::log::format::GROUPS_DIR;
+use crate::options::{ConsumerConfig, Durability, ProducerConfig, QueueOptions, validate_group_name};
 use crate::producer::Producer;
-use crate::sys::clock;
-use crate::sys::file::{self, Access};
-use crate::sys::lock::{self, AdminLock, DirLock, lock_queue_directory};
-use crate::sys::map::SharedMap;
 use crate::topic::{TopicConfig, TopicPartition};
-
-/// How often each process's keeper thread heartbeats its group members and looks for dead
-/// members and new topics.
-const KEEPER_TICK: Duration = Duration::from_millis(100);
 
 /// A handle on a queue directory. Cheap to clone; every clone shares the same topics and
 /// mappings. Any number of processes may open the same directory at once.
@@ -55,59 +31,7 @@ pub struct Queue {
     /// Declared first so that it drops first: while it stops the background threads, `inner`
     /// still holds the queue, so that the queue's last reference goes on this thread.
     handle: Arc<UserHandle>,
-    pub(crate) inner: Arc<QueueInner>,
-}
-
-/// Held by every handle a user holds (each `Queue` and `Producer`; a consumer holds a
-/// `Queue`). Background threads hold the queue for a moment at each tick, so the user's last
-/// drop may not be the queue's last: when the last user handle goes, the background threads
-/// are stopped and waited for, so that the queue is closed, and its users lock released, before
-/// that drop returns. The next `Queue::open` is then alone and recovers.
-pub(crate) struct UserHandle(Weak<QueueInner>);
-
-impl Drop for UserHandle {
-    fn drop(&mut self) {
-        if let Some(queue) = self.0.upgrade() {
-            queue.stop_background();
-        }
-    }
-}
-
-pub(crate) struct QueueInner {
-    dir: PathBuf,
-    epoch: u64,
-    /// The shared `queue.state` mapping: its counter of topic changes (creations, deletions,
-    /// new settings, added partitions) tells every process when to reload what it cached.
-    shared: SharedMap,
-    /// The topic-change counter this process last reloaded its topics for.
-    topics_version: AtomicU64,
-    users: Arc<DirLock>,
-    sealer: Arc<Sealer>,
-    topics: RwLock<HashMap<String, Arc<Topic>, BuildHasherDefault<NameHasher>>>,
-    flusher: Mutex<Option<Sender<Duration>>>,
-    /// Consumer groups this process has used, opened on first use.
-    groups: Mutex<HashMap<String, Arc<Group>>>,
-    /// The offset stores of the groups this process has used, subscribed or not; each group's
-    /// `Group` shares its store from here.
-    offset_stores: Mutex<HashMap<String, Arc<OffsetStore>>>,
-    /// Dropping this stops the keeper thread, started by the first subscribing consumer.
-    keeper: Mutex<Option<Sender<()>>>,
-    /// Dropping the sender stops the maintenance thread; dropping the queue waits for it.
-    maintenance: Mutex<Option<(Sender<()>, std::thread::JoinHandle<()>)>>,
-    /// The keeper and flusher threads, waited for when the last user handle goes.
-    background: Mutex<Vec<std::thread::JoinHandle<()>>>,
-    /// Set when the last user handle went: maintenance passes give up.
-    closing: AtomicBool,
-}
-
-/// A topic as this process knows it; partitions are opened on first use.
-pub(crate) struct Topic {
-    pub(crate) name: String,
-    pub(crate) config: TopicConfig,
-    /// Unique per creation: a topic deleted and created again under its name gets a new one.
-    pub(crate) id: u64,
-    dir: PathBuf,
-    partitions: Vec<OnceLock<Arc<Partition>>>,
+    pub(crate) inner: Arc<Catalog>,
 }
 
 impl Queue {
@@ -120,52 +44,8 @@ impl Queue {
 
     /// Opens the queue in `dir` with `options`.
     pub fn open_with(dir: impl AsRef<Path>, options: QueueOptions) -> Result<Queue> {
-        let dir = dir.as_ref().to_path_buf();
-        if dir.as_os_str().is_empty() {
-            return Err(Error::InvalidConfig("the queue directory path is empty".into()));
-        }
-        file::create_dir_durably(&dir, &dir)?;
-        let (users, alone) = lock_queue_directory(&dir)?;
-        if alone {
-            // No other handle exists anywhere: start a new epoch, so every partition is
-            // recovered from its files on first use before anyone maps it. `read_epoch`
-            // refuses a foreign directory before anything is created in it.
-            let epoch = read_epoch(&dir)?.unwrap_or(0) + 1;
-            write_epoch(&dir, epoch)?;
-            for sub in [TOPICS_DIR, STAGING_DIR] {
-                file::create_dir_durably(&dir, &dir.join(sub))?;
-            }
-            clear_staging(&dir.join(STAGING_DIR))?;
-            users.unlock().during("unlock", &dir)?;
-            users.lock_shared().during("lock", &dir)?;
-        }
-        // Read under the shared lock, which stops anyone from starting another epoch. The
-        // downgrade above is not atomic: another opener may have found the queue alone in
-        // between and started a newer epoch, which is then the one this handle lives in.
-        let epoch =
-            read_epoch(&dir)?.ok_or_else(|| Error::ForeignFile { path: dir.join(QUEUE_META_FILE), reason: "missing".into() })?;
-        for sub in [TOPICS_DIR, STAGING_DIR] {
-            file::require_directory(&dir.join(sub))?;
-        }
-        let shared = open_queue_state(&dir)?;
-        let topics_version = AtomicU64::new(shared.word64(TOPICS_VERSION_AT).load(Ordering::Acquire));
-        let inner = Arc::new(QueueInner {
-            dir,
-            epoch,
-            shared,
-            topics_version,
-            users: Arc::new(DirLock::new(users)),
-            sealer: Arc::default(),
-            topics: RwLock::new(HashMap::default()),
-            flusher: Mutex::new(None),
-            groups: Mutex::new(HashMap::new()),
-            offset_stores: Mutex::new(HashMap::new()),
-            keeper: Mutex::new(None),
-            maintenance: Mutex::new(None),
-            background: Mutex::new(Vec::new()),
-            closing: AtomicBool::new(false),
-        });
-        let queue = Queue { handle: Arc::new(UserHandle(Arc::downgrade(&inner))), inner };
+        let inner = Catalog::open(dir.as_ref())?;
+        let queue = Queue { handle: Arc::new(UserHandle::new(&inner)), inner };
         queue.inner.start_maintenance(options.maintenance_interval);
         Ok(queue)
     }
@@ -178,40 +58,7 @@ impl Queue {
     /// Creates a topic with the given settings, which are persisted with it. The topic appears
     /// to every process at once, whole, or not at all.
     pub fn create_topic_with(&self, name: &str, config: TopicConfig) -> Result<()> {
-        validate_topic_name(name)?;
-        validate_topic_config(&config)?;
-        let target = self.inner.topic_dir(name);
-        if target.exists() {
-            return Err(Error::TopicExists(name.to_owned()));
-        }
-        let staging = self.inner.staging_path("new");
-        fs::create_dir(&staging).during("create", &staging)?;
-        let staged = (|| {
-            let meta = staging.join(TOPIC_META_FILE);
-            file::write_synced(&meta, &format::encode_topic_meta(&config, new_topic_id()))?;
-            for partition in 0..config.partitions {
-                let path = staging.join(partition.to_string());
-                fs::create_dir(&path).during("create", &path)?;
-            }
-            file::fsync_dir(&staging)?;
-            // rename(2) refuses to replace a non-empty directory, so one creator wins.
-            match fs::rename(&staging, &target) {
-                Ok(()) => Ok(()),
-                Err(e) if target.exists() => {
-                    drop(e);
-                    Err(Error::TopicExists(name.to_owned()))
-                }
-                Err(e) => Err(Error::io("rename into place", &target, e)),
-            }
-        })();
-        if staged.is_err() {
-            let _ = fs::remove_dir_all(&staging);
-        }
-        staged?;
-        let topics = self.inner.dir.join(TOPICS_DIR);
-        file::fsync_dir(&topics)?;
-        self.inner.topics_changed();
-        Ok(())
+        self.inner.create_topic(name, config)
     }
 
     /// Changes a topic's settings: `change` gets the current ones and returns the new ones. The
@@ -229,19 +76,7 @@ impl Queue {
     /// # Ok(()) }
     /// ```
     pub fn alter_topic(&self, name: &str, change: impl FnOnce(TopicConfig) -> TopicConfig) -> Result<()> {
-        let _admin = self.inner.admin_lock()?;
-        let (config, id) = self.inner.read_topic_meta(name)?;
-        let altered = change(config.clone());
-        validate_topic_config(&altered)?;
-        if altered.partitions != config.partitions {
-            return Err(Error::InvalidConfig(format!(
-                "alter_topic cannot change the partition count of {name:?} ({} to {}); use add_partitions",
-                config.partitions, altered.partitions
-            )));
-        }
-        self.inner.write_topic_meta(name, &altered, id)?;
-        self.inner.topics_changed();
-        Ok(())
+        self.inner.alter_topic(name, change)
     }
 
     /// Grows a topic to `partitions` partitions. Partitions are never removed. Keyed records
@@ -249,24 +84,7 @@ impl Queue {
     /// records of a key may go to another partition than its older records did (as in Kafka).
     /// Consumer groups subscribed to the topic rebalance to include the new partitions.
     pub fn add_partitions(&self, name: &str, partitions: u32) -> Result<()> {
-        let _admin = self.inner.admin_lock()?;
-        let (config, id) = self.inner.read_topic_meta(name)?;
-        if partitions <= config.partitions {
-            return Err(Error::InvalidConfig(format!(
-                "topic {name:?} has {} partitions; add_partitions only grows it, not to {partitions}",
-                config.partitions
-            )));
-        }
-        let grown = TopicConfig { partitions, ..config.clone() };
-        validate_topic_config(&grown)?;
-        let dir = self.inner.topic_dir(name);
-        for partition in config.partitions..partitions {
-            file::create_dir_durably(&self.inner.dir, &dir.join(partition.to_string()))?;
-        }
-        // The directories exist before the count that makes them part of the topic.
-        self.inner.write_topic_meta(name, &grown, id)?;
-        self.inner.topics_changed();
-        Ok(())
+        self.inner.add_partitions(name, partitions)
     }
 
     /// Deletes a topic and its records. Producers and consumers using it, in any process, get
@@ -274,26 +92,12 @@ impl Queue {
     /// (files are unlinked, never shortened). Creating the name again starts a fresh log, and
     /// committed offsets of the old topic no longer apply to it.
     pub fn delete_topic(&self, name: &str) -> Result<()> {
-        validate_topic_name(name)?;
-        let _admin = self.inner.admin_lock()?;
-        let dir = self.inner.topic_dir(name);
-        if !dir.join(TOPIC_META_FILE).exists() {
-            return Err(Error::UnknownTopic(name.to_owned()));
-        }
-        let trash = self.inner.staging_path("deleted");
-        fs::rename(&dir, &trash).during("move away", &dir)?;
-        let topics = self.inner.dir.join(TOPICS_DIR);
-        file::fsync_dir(&topics)?;
-        self.inner.topics_changed();
-        self.inner.topics.write().remove(name);
-        // Gone for everyone already; what is left is freeing the space (a crash here leaves it
-        // to the next process that opens the queue alone).
-        fs::remove_dir_all(&trash).during("remove", &trash)
+        self.inner.delete_topic(name)
     }
 
     /// The names of all topics, sorted.
     pub fn topics(&self) -> Result<Vec<String>> {
-        list_topics(&self.inner.dir)
+        self.inner.topic_names()
     }
 
     /// How many partitions a topic has.
@@ -364,7 +168,7 @@ impl Queue {
         if let Durability::Interval(interval) = config.commit_durability {
             self.inner.start_flusher(interval);
         }
-        Consumer::new(self.clone(), config)
+        Consumer::new(Arc::clone(&self.handle), Arc::clone(&self.inner), config)
     }
 
     /// A consumer group as it stands now: its generation, members and what each owns, and for
@@ -389,7 +193,7 @@ impl Queue {
     /// ```
     pub fn describe_group(&self, group: &str) -> Result<GroupDescription> {
         validate_group_name(group)?;
-        if !self.inner.dir.join(GROUPS_DIR).join(group).is_dir() {
+        if !self.inner.dir().join(GROUPS_DIR).join(group).is_dir() {
             return Err(Error::UnknownGroup(group.to_owned()));
         }
         let handle = self.inner.group(group)?;
@@ -407,524 +211,8 @@ impl Queue {
 
     /// The directory this queue lives in.
     pub fn path(&self) -> &Path {
-        &self.inner.dir
+        self.inner.dir()
     }
-}
-
-impl QueueInner {
-    fn topic_dir(&self, name: &str) -> PathBuf {
-        self.dir.join(TOPICS_DIR).join(name)
-    }
-
-    /// A new, unique path in `staging/` for a topic being created or deleted. It does not
-    /// contain the topic's name: a name of up to 249 bytes plus anything more would pass the
-    /// 255 bytes a file name may have, and staging entries need no name (an opener that finds
-    /// itself alone removes them all).
-    fn staging_path(&self, purpose: &str) -> PathBuf {
-        self.dir.join(STAGING_DIR).join(format!("{purpose}.{:016x}", new_topic_id()))
-    }
-
-    /// The named topic, loaded from disk on first use, and again after any process changed
-    /// topics.
-    pub(crate) fn topic(&self, name: &str) -> Result<Arc<Topic>> {
-        let version = self.shared.word64(TOPICS_VERSION_AT).load(Ordering::Acquire);
-        if self.topics_version.load(Ordering::Acquire) != version {
-            self.reload_topics(version)?;
-        }
-        if let Some(topic) = self.topics.read().get(name) {
-            return Ok(Arc::clone(topic));
-        }
-        let (config, id) = self.read_topic_meta(name)?;
-        let partitions = (0..config.partitions).map(|_| OnceLock::new()).collect();
-        let topic = Arc::new(Topic { name: name.to_owned(), config, id, dir: self.topic_dir(name), partitions });
-        Ok(Arc::clone(self.topics.write().entry(name.to_owned()).or_insert(topic)))
-    }
-
-    /// Brings the cached topics up to date after a change by any process: deleted ones are
-    /// forgotten, changed ones get their new settings and partitions (keeping the partitions
-    /// already open).
-    fn reload_topics(&self, version: u64) -> Result<()> {
-        let mut topics = self.topics.write();
-        let names: Vec<String> = topics.keys().cloned().collect();
-        for name in names {
-            let cached = Arc::clone(&topics[&name]);
-            match self.read_topic_meta(&name) {
-                Ok((config, id)) if id == cached.id && config == cached.config => {}
-                Ok((config, id)) if id == cached.id => {
-                    let partitions = (0..config.partitions as usize)
-                        .map(|p| {
-                            let open = cached.partitions.get(p).and_then(OnceLock::get).cloned();
-                            if let Some(partition) = &open {
-                                partition.set_config(config.clone());
-                            }
-                            open.map_or_else(OnceLock::new, OnceLock::from)
-                        })
-                        .collect();
-                    let topic = Topic { name: name.clone(), config, id, dir: cached.dir.clone(), partitions };
-                    topics.insert(name, Arc::new(topic));
-                }
-                Ok(_) | Err(Error::UnknownTopic(_)) => {
-                    topics.remove(&name);
-                }
-                // Unreadable just now: keep what is cached, and look again on the next change.
-                Err(_) => {}
-            }
-        }
-        self.topics_version.store(version, Ordering::Release);
-        Ok(())
-    }
-
-    /// The names of all topics, sorted.
-    pub(crate) fn topic_names(&self) -> Result<Vec<String>> {
-        list_topics(&self.dir)
-    }
-
-    /// The id of a topic, or 0 if it does not exist.
-    pub(crate) fn topic_id(&self, name: &str) -> u64 {
-        self.topic(name).map_or(0, |topic| topic.id)
-    }
-
-    /// Retention and compaction for every partition of every topic, and compaction of every
-    /// group's offset log. A partition that fails (a damaged file) does not stop the others;
-    /// the first error is returned after all were tried. Returns how many segments were
-    /// deleted or rewritten.
-    pub(crate) fn run_maintenance(&self, stop: &dyn Fn() -> bool) -> Result<usize> {
-        let now_ms = clock::wall_clock_ms();
-        let mut changed = 0;
-        let mut first_error = None;
-        for name in list_topics(&self.dir)? {
-            let topic = match self.topic(&name) {
-                Ok(topic) => topic,
-                Err(Error::UnknownTopic(_)) => continue,
-                Err(error) => {
-                    first_error.get_or_insert(error);
-                    continue;
-                }
-            };
-            let policy = topic.config.cleanup_policy;
-            for number in 0..topic.config.partitions {
-                if stop() {
-                    return first_error.map_or(Ok(changed), Err);
-                }
-                let work = topic.partition(number, self).and_then(|p| {
-                    let deleted = if policy.deletes() { p.apply_retention(&topic.config, now_ms)? } else { 0 };
-                    let compacted = if policy.compacts() { p.compact(&topic.config, now_ms, stop)? } else { 0 };
-                    Ok(deleted + compacted)
-                });
-                match work {
-                    Ok(n) => changed += n,
-                    // Deleted by another process since it was listed: its files vanish under
-                    // the pass, which has nothing left to do there.
-                    Err(Error::UnknownTopic(_)) => break,
-                    Err(_) if self.deleted_meanwhile(&topic) => break,
-                    Err(error) => {
-                        first_error.get_or_insert(error);
-                    }
-                }
-            }
-        }
-        // Each group's offset log keeps only the latest commit of each partition.
-        let groups = self.dir.join(GROUPS_DIR);
-        let names: Vec<String> = match fs::read_dir(&groups) {
-            Ok(entries) => entries.filter_map(|e| e.ok()).map(|e| e.file_name().to_string_lossy().into_owned()).collect(),
-            Err(_) => Vec::new(),
-        };
-        for name in names.iter().filter(|n| validate_group_name(n).is_ok()) {
-            if stop() {
-                break;
-            }
-            match self.offset_store(name).and_then(|store| store.compact(now_ms, stop)) {
-                Ok(n) => changed += n,
-                Err(error) => {
-                    first_error.get_or_insert(error);
-                }
-            }
-        }
-        first_error.map_or(Ok(changed), Err)
-    }
-
-    /// Whether `topic` is gone, or its name now belongs to a newer topic.
-    fn deleted_meanwhile(&self, topic: &Topic) -> bool {
-        !matches!(self.read_topic_meta(&topic.name), Ok((_, id)) if id == topic.id)
-    }
-
-    /// Starts the background maintenance thread. Every tick, the process that holds
-    /// `maintenance.lock` (whichever took it first; the kernel releases it when that process
-    /// dies) runs retention and compaction; the others only try for the lock.
-    fn start_maintenance(self: &Arc<Self>, interval: Duration) {
-        let (sender, receiver) = crossbeam_channel::bounded::<()>(0);
-        let queue: Weak<QueueInner> = Arc::downgrade(self);
-        let path = self.dir.join(MAINTENANCE_LOCK_FILE);
-        let thread = std::thread::Builder::new()
-            .name("streamlog-maintenance".into())
-            .spawn(move || {
-                let mut lock: Option<File> = None;
-                while let Err(RecvTimeoutError::Timeout) = receiver.recv_timeout(interval) {
-                    let Some(queue) = queue.upgrade() else { return };
-                    if lock.is_none() {
-                        lock = lock_file(&path).ok().filter(|file| file.try_lock().is_ok());
-                    }
-                    if lock.is_some() {
-                        // Failures surface to producers and consumers through their own calls.
-                        // A pass gives up as soon as this thread holds the last reference:
-                        // the user let go of the queue, and it must not outlive them.
-                        let _ =
-                            queue.run_maintenance(&|| queue.closing.load(Ordering::Relaxed) || Arc::strong_count(&queue) == 1);
-                    }
-                }
-            })
-            .expect("spawning the maintenance thread");
-        *self.maintenance.lock() = Some((sender, thread));
-    }
-
-    /// Tells every process that topics changed.
-    fn topics_changed(&self) {
-        self.shared.word64(TOPICS_VERSION_AT).fetch_add(1, Ordering::AcqRel);
-    }
-
-    /// The counter of topic changes; when it moves, cached topic facts may be stale.
-    pub(crate) fn topics_version(&self) -> u64 {
-        self.shared.word64(TOPICS_VERSION_AT).load(Ordering::Acquire)
-    }
-
-    fn read_topic_meta(&self, name: &str) -> Result<(TopicConfig, u64)> {
-        validate_topic_name(name)?;
-        let dir = self.topic_dir(name);
-        let meta = dir.join(TOPIC_META_FILE);
-        match file::require_directory(&dir).and_then(|()| file::read_capped(&meta, TOPIC_META_BYTES)) {
-            Ok(bytes) => format::decode_topic_meta(&bytes, &meta),
-            Err(e) if file::is_not_found(&e) => Err(Error::UnknownTopic(name.to_owned())),
-            Err(e) => Err(e),
-        }
-    }
-
-    /// Replaces a topic's metadata file atomically (a crash leaves the old one or the new one).
-    fn write_topic_meta(&self, name: &str, config: &TopicConfig, id: u64) -> Result<()> {
-        file::atomic_replace(&self.topic_dir(name).join(TOPIC_META_FILE), &format::encode_topic_meta(config, id))
-    }
-
-    /// Serialises topic changes between processes with an flock on the `topics` directory,
-    /// which, unlike a lock file, nobody deletes or replaces while the queue exists.
-    fn admin_lock(&self) -> Result<AdminLock> {
-        lock::lock_directory(&self.dir.join(TOPICS_DIR))
-    }
-
-    pub(crate) fn partition(&self, tp: &TopicPartition) -> Result<Arc<Partition>> {
-        self.topic(tp.topic())?.partition(tp.partition(), self).cloned()
-    }
-
-    /// How many partitions each topic has, for the group assignor; `None` for a missing topic.
-    pub(crate) fn partition_counts(&self) -> impl Fn(&str) -> Result<Option<u32>> + '_ {
-        |topic| match self.topic(topic) {
-            Ok(topic) => Ok(Some(topic.config.partitions)),
-            Err(Error::UnknownTopic(_)) => Ok(None),
-            Err(error) => Err(error),
-        }
-    }
-
-    /// The named consumer group, opened (and created) on first use.
-    pub(crate) fn group(&self, name: &str) -> Result<Arc<Group>> {
-        validate_group_name(name)?;
-        if let Some(group) = self.groups.lock().get(name) {
-            return Ok(Arc::clone(group));
-        }
-        // Opened without holding the map, which the keeper reads every tick: opening may wait
-        // for file locks (and recover the offset log).
-        let dir = self.dir.join(GROUPS_DIR).join(name);
-        let log_dir = dir.join(OFFSETS_DIR);
-        // Every directory above the offset log's files is synced too: a `Sync` commit must
-        // survive a power cut, and so must the path that leads to it.
-        file::create_dir_durably(&self.dir, &log_dir)?;
-        let group = Arc::new(Group::open(name, &dir, self.epoch, self.offset_store(name)?)?);
-        // Another thread may have opened it meanwhile: everyone uses the first.
-        Ok(Arc::clone(self.groups.lock().entry(name.to_owned()).or_insert(group)))
-    }
-
-    /// The named group's offset store. Getting it creates nothing on disk; its log is created
-    /// by the first commit, in the directory `group` creates.
-    pub(crate) fn offset_store(&self, name: &str) -> Result<Arc<OffsetStore>> {
-        validate_group_name(name)?;
-        let mut stores = self.offset_stores.lock();
-        if let Some(store) = stores.get(name) {
-            return Ok(Arc::clone(store));
-        }
-        let log_dir = self.dir.join(GROUPS_DIR).join(name).join(OFFSETS_DIR);
-        let id = TopicPartition::new(&format!("{name}.offsets"), 0);
-        let log_id = offsets::group_log_id(name);
-        let (dir, epoch, users, sealer) = (log_dir.clone(), self.epoch, Arc::clone(&self.users), Arc::clone(&self.sealer));
-        let open = Box::new(move || {
-            let config = offsets::offset_log_config();
-            Partition::open(id.clone(), log_id, dir.clone(), config, epoch, Arc::clone(&users), Arc::clone(&sealer))
-        });
-        Ok(Arc::clone(stores.entry(name.to_owned()).or_insert_with(|| Arc::new(OffsetStore::new(log_dir, open)))))
-    }
-
-    /// Starts this process's keeper thread, if it is not running: it heartbeats every group
-    /// member in the process, and expels dead or silent members of any process.
-    pub(crate) fn start_keeper(self: &Arc<Self>) {
-        let mut keeper = self.keeper.lock();
-        if keeper.is_some() {
-            return;
-        }
-        let (sender, receiver) = crossbeam_channel::bounded::<()>(0);
-        let queue: Weak<QueueInner> = Arc::downgrade(self);
-        let thread = std::thread::Builder::new()
-            .name("streamlog-keeper".into())
-            .spawn(move || {
-                while let Err(RecvTimeoutError::Timeout) = receiver.recv_timeout(KEEPER_TICK) {
-                    let Some(queue) = queue.upgrade() else { return };
-                    let groups: Vec<Arc<Group>> = queue.groups.lock().values().cloned().collect();
-                    let counts = queue.partition_counts();
-                    for group in groups {
-                        // A failure here (a damaged group file) reaches the consumers through
-                        // their own calls; the keeper just tries again next tick.
-                        let _ = group.tick(&counts);
-                    }
-                }
-            })
-            .expect("spawning the keeper thread");
-        self.background.lock().push(thread);
-        *keeper = Some(sender);
-    }
-
-    fn start_flusher(self: &Arc<Self>, interval: Duration) {
-        let mut flusher = self.flusher.lock();
-        if let Some(sender) = flusher.as_ref() {
-            let _ = sender.send(interval);
-            return;
-        }
-        let (sender, receiver) = crossbeam_channel::unbounded::<Duration>();
-        let queue: Weak<QueueInner> = Arc::downgrade(self);
-        let thread = std::thread::Builder::new()
-            .name("streamlog-flusher".into())
-            .spawn(move || {
-                let mut interval = interval;
-                loop {
-                    let stop = match receiver.recv_timeout(interval) {
-                        Ok(shorter) => {
-                            interval = interval.min(shorter);
-                            continue;
-                        }
-                        Err(RecvTimeoutError::Timeout) => false,
-                        Err(RecvTimeoutError::Disconnected) => true,
-                    };
-                    if let Some(queue) = queue.upgrade() {
-                        // A failed sync poisons its partition, so the next send reports it.
-                        let _ = queue.sync_dirty();
-                    }
-                    if stop {
-                        return;
-                    }
-                }
-            })
-            .expect("spawning the flusher thread");
-        self.background.lock().push(thread);
-        *flusher = Some(sender);
-    }
-
-    /// Syncs every partition this process appended to since its last sync.
-    pub(crate) fn sync_dirty(&self) -> Result<()> {
-        let topics: Vec<Arc<Topic>> = self.topics.read().values().cloned().collect();
-        let mut first_error = None;
-        for topic in topics {
-            for partition in topic.partitions.iter().filter_map(OnceLock::get) {
-                if let Err(e) = partition.sync_if_dirty() {
-                    first_error.get_or_insert(e);
-                }
-            }
-        }
-        let stores: Vec<Arc<OffsetStore>> = self.offset_stores.lock().values().cloned().collect();
-        for store in stores {
-            if let Err(e) = store.sync_if_dirty() {
-                first_error.get_or_insert(e);
-            }
-        }
-        first_error.map_or(Ok(()), Err)
-    }
-}
-
-impl QueueInner {
-    /// Stops the background threads and waits for them (see `UserHandle`). The flusher syncs
-    /// what it would have synced last before it ends.
-    fn stop_background(&self) {
-        self.closing.store(true, Ordering::Relaxed);
-        self.flusher.lock().take();
-        self.keeper.lock().take();
-        let maintenance = self.maintenance.lock().take();
-        let mut threads = std::mem::take(&mut *self.background.lock());
-        if let Some((sender, thread)) = maintenance {
-            drop(sender);
-            threads.push(thread);
-        }
-        for thread in threads {
-            let _ = thread.join();
-        }
-    }
-}
-
-impl Drop for QueueInner {
-    fn drop(&mut self) {
-        // The flusher cannot reach this queue any more (its handle is gone): sync here what it
-        // would have synced last. Dropping the senders stops it and the keeper.
-        if self.flusher.lock().take().is_some() {
-            let _ = self.sync_dirty();
-        }
-        self.keeper.lock().take();
-        // Wait for a maintenance pass under way, so that no file of the queue changes after
-        // its last handle is gone (unless this is that thread, dropping the last handle).
-        if let Some((sender, thread)) = self.maintenance.lock().take() {
-            drop(sender);
-            if thread.thread().id() != std::thread::current().id() {
-                let _ = thread.join();
-            }
-        }
-        self.sealer.wait();
-    }
-}
-
-impl Topic {
-    pub(crate) fn partition(&self, number: u32, queue: &QueueInner) -> Result<&Arc<Partition>> {
-        let cell = self.partitions.get(number as usize).ok_or_else(|| Error::PartitionOutOfRange {
-            topic: self.name.clone(),
-            partition: number,
-            count: self.config.partitions,
-        })?;
-        if let Some(partition) = cell.get() {
-            return Ok(partition);
-        }
-        let id = TopicPartition::new(&self.name, number);
-        let partition = Partition::open(
-            id,
-            format::LogId { topic_id: self.id, partition: number },
-            self.dir.join(number.to_string()),
-            self.config.clone(),
-            queue.epoch,
-            Arc::clone(&queue.users),
-            Arc::clone(&queue.sealer),
-        )?;
-        Ok(cell.get_or_init(|| Arc::new(partition)))
-    }
-}
-
-/// FNV-1a, for the map of topic names: names are short and not attacker-chosen, and every send
-/// looks one up, so a fast hash matters more than flood resistance here.
-#[derive(Default)]
-struct NameHasher(u64);
-
-impl Hasher for NameHasher {
-    fn write(&mut self, bytes: &[u8]) {
-        let mut hash = if self.0 == 0 { 0xcbf2_9ce4_8422_2325 } else { self.0 };
-        for &byte in bytes {
-            hash = (hash ^ u64::from(byte)).wrapping_mul(0x0000_0100_0000_01b3);
-        }
-        self.0 = hash;
-    }
-
-    fn finish(&self) -> u64 {
-        self.0
-    }
-}
-
-/// The names of all topics in the queue directory `dir`, sorted.
-fn list_topics(dir: &Path) -> Result<Vec<String>> {
-    let topics = dir.join(TOPICS_DIR);
-    let mut names = Vec::new();
-    for entry in fs::read_dir(&topics).during("list", &topics)? {
-        let entry = entry.during("list", &topics)?;
-        let name = entry.file_name().to_string_lossy().into_owned();
-        if validate_topic_name(&name).is_ok() && entry.path().join(TOPIC_META_FILE).exists() {
-            names.push(name);
-        }
-    }
-    names.sort();
-    Ok(names)
-}
-
-/// Where `queue.state` keeps its counter of topic changes.
-const TOPICS_VERSION_AT: usize = 16;
-const QUEUE_STATE_BYTES: usize = 4096;
-
-/// A topic id no other topic gets: the clock, the process and a counter, mixed.
-fn new_topic_id() -> u64 {
-    static COUNT: AtomicU64 = AtomicU64::new(0);
-    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos() as u64);
-    let mut id =
-        now ^ (u64::from(std::process::id()) << 32) ^ COUNT.fetch_add(1, Ordering::Relaxed).wrapping_mul(0x9e37_79b9_7f4a_7c15);
-    // SplitMix64's finaliser, so that ids made close together differ in every bit.
-    id = (id ^ (id >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-    id = (id ^ (id >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-    (id ^ (id >> 31)).max(1)
-}
-
-/// Maps `queue.state`, creating it if it is missing. It is never rebuilt or shortened: its one
-/// counter only grows. A new file is written whole and then linked into place, which fails if
-/// another process got there first, so every process maps the same file.
-fn open_queue_state(dir: &Path) -> Result<SharedMap> {
-    let path = dir.join(QUEUE_STATE_FILE);
-    if !path.exists() {
-        let mut bytes = vec![0u8; QUEUE_STATE_BYTES];
-        bytes[0..8].copy_from_slice(&QUEUE_STATE_MAGIC);
-        bytes[8..10].copy_from_slice(&format::FORMAT_VERSION.to_le_bytes());
-        // Whoever links it first made it; the others map that one.
-        file::atomic_create(&path, &bytes)?;
-    }
-    let file = file::open_file(&path, Access::ReadWrite)?;
-    let length = file.metadata().during("stat", &path)?.len();
-    let mut head = [0u8; 64];
-    if length != QUEUE_STATE_BYTES as u64 {
-        return Err(Error::ForeignFile { path, reason: format!("{length} bytes long, not {QUEUE_STATE_BYTES}") });
-    }
-    std::os::unix::fs::FileExt::read_exact_at(&file, &mut head, 0).during("read", &path)?;
-    format::check_magic_version(&head, QUEUE_STATE_MAGIC).map_err(|mismatch| mismatch.into_error(&path))?;
-    let map = memmap2::MmapOptions::new().len(QUEUE_STATE_BYTES).map_raw(&file).during("map", &path)?;
-    Ok(SharedMap(map))
-}
-
-fn lock_file(path: &Path) -> Result<File> {
-    file::open_file(path, Access::Create)
-}
-
-fn read_epoch(dir: &Path) -> Result<Option<u64>> {
-    let path = dir.join(QUEUE_META_FILE);
-    match file::read_capped(&path, FILE_HEADER_BYTES as usize) {
-        Ok(bytes) => format::decode_queue_meta(&bytes, &path).map(Some),
-        Err(e) if file::is_not_found(&e) => {
-            // A new queue, unless the directory already holds something else.
-            let leftover = file::temp_path(Path::new(QUEUE_META_FILE), false);
-            for entry in fs::read_dir(dir).during("list", dir)? {
-                let name = entry.during("list", dir)?.file_name();
-                if !(name == OPEN_LOCK_FILE || name == USERS_LOCK_FILE || name == leftover.as_os_str()) {
-                    return Err(Error::ForeignFile {
-                        path: dir.to_path_buf(),
-                        reason: "a non-empty directory without streamlog.meta".into(),
-                    });
-                }
-            }
-            Ok(None)
-        }
-        Err(e) => Err(e),
-    }
-}
-
-fn write_epoch(dir: &Path, epoch: u64) -> Result<()> {
-    file::atomic_replace(&dir.join(QUEUE_META_FILE), &format::encode_queue_meta(epoch))
-}
-
-/// Removes what topic creations and deletions left in `staging/`. Nothing there is followed:
-/// `staging` itself must be a directory (checked by `create_dir_durably`), a directory in it is
-/// removed with everything inside (`remove_dir_all` does not follow symbolic links), and
-/// anything else (a stray file, a link) is unlinked itself.
-fn clear_staging(staging: &Path) -> Result<()> {
-    for entry in fs::read_dir(staging).during("list", staging)? {
-        let entry = entry.during("list", staging)?;
-        let path = entry.path();
-        if entry.file_type().during("stat", &path)?.is_dir() {
-            fs::remove_dir_all(&path).during("remove leftover", &path)?;
-        } else {
-            fs::remove_file(&path).during("remove leftover", &path)?;
-        }
-    }
-    Ok(())
 }
 
 #[cfg(test)]

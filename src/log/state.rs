@@ -1,7 +1,7 @@
 //! The shared state of one partition: a small file that every process using the partition
 //! maps. It holds the append lock, the published tail of the log, the wake-up word consumers
 //! sleep on, and the group-commit bookkeeping. It is rebuilt from the log whenever a process
-//! opens the queue alone (see `queue.rs`), so nothing in it needs to survive a power cut.
+//! opens the queue alone (see `catalog.rs`), so nothing in it needs to survive a power cut.
 //!
 //! ```text
 //! 0   magic [8]  8 version u16  10 reserved [6]  16 epoch u64  24 poisoned u32  28 waiters u32
