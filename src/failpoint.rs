@@ -16,6 +16,8 @@
 //! | `compaction-index-replaced` | `log/compaction.rs`: the cleaned index is in place, the cleaned log still `.log.swap` |
 //! | `retention-before-unlink` | `log/retention.rs`: the new `log_start` is written, the segments below it not yet unlinked |
 
+#![cfg_attr(feature = "failpoints", expect(unsafe_code, reason = "a failpoint kills its own process"))]
+
 /// Dies here if the failpoint `$name` is the one chosen; nothing without the feature.
 macro_rules! failpoint {
     ($name:literal) => {

@@ -25,8 +25,10 @@
 //!
 //! See README.md for durability, limits and performance, and ARCHITECTURE.md for how it works.
 
+#![deny(unsafe_code)]
+
 mod catalog;
-mod consumer;
+mod client;
 mod error;
 mod failpoint;
 #[cfg(feature = "fuzzing")]
@@ -35,13 +37,13 @@ pub mod fuzzing;
 mod group;
 mod log;
 mod options;
-mod producer;
 mod queue;
 mod record;
 mod sys;
 mod topic;
 
-pub use consumer::{Consumer, RebalanceListener};
+pub use client::consumer::{Consumer, RebalanceListener};
+pub use client::producer::{Producer, RecordMetadata, partition_for_key};
 pub use error::{Error, Result};
 pub use group::describe::{GroupDescription, MemberDescription, PartitionLag};
 pub use group::file::MAX_GROUP_MEMBERS;
@@ -49,7 +51,6 @@ pub use log::records::{ConsumerRecord, Records};
 pub use options::{
     AssignmentStrategy, ConsumerConfig, Durability, MIN_SESSION_TIMEOUT, OffsetReset, ProducerConfig, QueueOptions,
 };
-pub use producer::{Producer, RecordMetadata, partition_for_key};
 pub use queue::Queue;
 pub use record::Record;
 pub use topic::{

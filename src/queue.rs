@@ -5,12 +5,12 @@ use std::path::Path;
 use std::sync::Arc;
 
 use crate::catalog::{Catalog, UserHandle};
-use crate::consumer::Consumer;
+use crate::client::consumer::Consumer;
+use crate::client::producer::Producer;
 use crate::error::{Error, Result};
 use crate::group::describe::{GroupDescription, describe};
 use crate::log::format::GROUPS_DIR;
 use crate::options::{ConsumerConfig, Durability, ProducerConfig, QueueOptions, validate_group_name};
-use crate::producer::Producer;
 use crate::topic::{TopicConfig, TopicPartition};
 
 /// A handle on a queue directory. Cheap to clone; every clone shares the same topics and

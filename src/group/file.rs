@@ -1,6 +1,8 @@
 //! The group file and the protocol run under its lock: joining, leaving, expelling, taking and
 //! releasing partitions, and fencing commits (the files are described in `group/mod.rs`).
 
+#![expect(unsafe_code, reason = "the group mutex and atomics live in the shared group file")]
+
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs::File;
 use std::os::unix::fs::FileExt;

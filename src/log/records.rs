@@ -1,6 +1,8 @@
 //! Records read from the log: zero-copy views into mapped segments, and the batches of them a
 //! poll returns.
 
+#![expect(unsafe_code, reason = "a ConsumerRecord points into the segment mapping it keeps alive")]
+
 use std::fmt;
 use std::ptr::NonNull;
 use std::sync::Arc;

@@ -5,6 +5,8 @@
 //! a bad batch below it, or a segment missing or cut short before one marked as holding synced
 //! data, is damage to durable data and is reported as `Error::Corrupt`, never dropped silently.
 
+#![expect(unsafe_code, reason = "recovery maps a segment while no other process can")]
+
 use std::fs;
 use std::path::Path;
 use std::sync::Arc;

@@ -18,6 +18,8 @@
 //!   hole (`release_unused`), which keeps the file's length: a read there would return zeros,
 //!   not fault, and none happens, since readers of a sealed segment stop at its data's end.
 
+#![expect(unsafe_code, reason = "maps segment files; why that is sound is argued in this module's comment")]
+
 use std::fs::{self, File};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};

@@ -12,6 +12,8 @@
 //! 384 compactions u64 (counts segments replaced by compaction)   392.. reserved
 //! ```
 
+#![expect(unsafe_code, reason = "the state file is shared memory, reached through atomics in its mapping")]
+
 use std::fs::File;
 use std::io;
 use std::os::unix::fs::FileExt;

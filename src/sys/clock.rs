@@ -1,6 +1,8 @@
 //! Clocks: the wall clock records are stamped with, the monotonic clock heartbeats use, and
 //! `timespec` arithmetic for the calls that take deadlines.
 
+#![expect(unsafe_code, reason = "clock_gettime")]
+
 use std::time::Duration;
 
 /// The time on `clock` (`CLOCK_REALTIME`, `CLOCK_MONOTONIC`, ...).

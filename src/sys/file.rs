@@ -12,6 +12,8 @@
 //! holds the calls on open files: space reservation (`fallocate`), hole punching, vectored
 //! writes, and data and directory syncs.
 
+#![expect(unsafe_code, reason = "the Linux file calls (fallocate, hole punching, pwritev, syncs)")]
+
 use std::fs::{self, File, FileType, OpenOptions};
 use std::io::{self, Read, Write};
 use std::os::fd::AsRawFd;

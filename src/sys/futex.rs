@@ -1,6 +1,8 @@
 //! Futex waits and wakes on words in shared mappings: a word is keyed by the mapped file page,
 //! so a wake in one process reaches waiters in every other.
 
+#![expect(unsafe_code, reason = "the futex system calls")]
+
 use std::io;
 use std::sync::atomic::AtomicU32;
 use std::time::{Duration, Instant};

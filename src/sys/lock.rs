@@ -1,6 +1,8 @@
 //! Locks the kernel releases when their holder dies: flocks on the queue directory and on
 //! `topics/`, and open-file-description locks on single bytes (a group's member slots).
 
+#![expect(unsafe_code, reason = "the Linux locking calls")]
+
 use std::fs::{self, File, OpenOptions, TryLockError};
 use std::io;
 use std::os::fd::AsRawFd;

@@ -1,5 +1,7 @@
 //! Shared mappings of files that several processes touch only through atomics.
 
+#![expect(unsafe_code, reason = "shared mappings reached through atomics")]
+
 use std::sync::atomic::{AtomicU32, AtomicU64};
 
 use memmap2::MmapRaw;

@@ -1,6 +1,8 @@
 //! Process-shared robust mutexes in shared mappings, held only through an RAII guard: when a
 //! holder dies, even by SIGKILL, the kernel releases the mutex and the next locker learns so.
 
+#![expect(unsafe_code, reason = "process-shared robust pthread mutexes")]
+
 use std::io;
 use std::time::Duration;
 

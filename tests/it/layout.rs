@@ -19,8 +19,7 @@ const FLOORS: &[(&str, u32)] = &[
     ("log", 3),
     ("group", 4),
     ("catalog", 5),
-    ("producer", 6),
-    ("consumer", 6),
+    ("client", 6),
     ("queue", 7),
     ("fuzzing", 8),
 ];

@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use crate::catalog::{Catalog, UserHandle};
 use crate::error::{Error, Result};
-use crate::group::file::{Group, JoinRequest, Membership, View};
+use crate::group::file::{Group, JoinRequest, Membership};
 use crate::group::offsets::{self, OffsetStore};
 use crate::log::partition::Partition;
 use crate::log::read::Cursor;
@@ -14,6 +14,8 @@ use crate::log::records::Records;
 use crate::options::{ConsumerConfig, OffsetReset, validate_topic_name};
 use crate::sys::futex;
 use crate::topic::TopicPartition;
+
+mod rebalance;
 
 /// Told by a subscribed consumer when its partitions change. Every method is called from inside
 /// `poll` (or `close`), on the consumer's own thread, with the consumer itself so that the
@@ -587,132 +589,6 @@ impl Consumer {
             self.last_auto_commit = Instant::now();
             let _ = self.commit();
         }
-    }
-
-    /// Catches up with the group: rejoins if expelled, gives up revoked partitions and takes
-    /// newly assigned ones that are free, calling the listener for each change.
-    fn sync_group(&mut self) -> Result<()> {
-        let Some(subscription) = &self.subscription else {
-            return Ok(());
-        };
-        if let Some(member) = &subscription.member {
-            subscription.group.note_poll(member);
-        }
-        let (_, change) = subscription.group.change_word();
-        if subscription.member.is_some() && change == subscription.seen_change && subscription.complete {
-            return Ok(());
-        }
-        loop {
-            let subscription = self.subscription.as_mut().expect("checked above");
-            subscription.seen_change = subscription.group.change_word().1;
-            // Until this pass completes, the next poll must look again even if nothing changes.
-            subscription.complete = false;
-            let view = match &subscription.member {
-                Some(member) => subscription.group.view(member)?,
-                None => View::Expelled,
-            };
-            let (generation, assigned, owned) = match view {
-                View::Expelled => {
-                    self.lose_membership()?;
-                    let subscription = self.subscription.as_ref().expect("still subscribed");
-                    let (group, topics) = (Arc::clone(&subscription.group), subscription.topics.clone());
-                    let member = self.join(&group, &topics)?;
-                    let subscription = self.subscription.as_mut().expect("still subscribed");
-                    subscription.member = Some(member);
-                    subscription.generation = 0;
-                    continue;
-                }
-                View::Member { generation, assigned, owned } => (generation, assigned, owned),
-            };
-            let eager = !self.config.assignment_strategy.is_cooperative();
-            let revoked: Vec<TopicPartition> = if eager && generation != subscription.generation {
-                owned
-            } else {
-                owned.into_iter().filter(|tp| !assigned.contains(tp)).collect()
-            };
-            subscription.generation = generation;
-            if !revoked.is_empty() {
-                self.before_revoke(&revoked, Processed::AllReturned);
-                let subscription = self.subscription.as_ref().expect("still subscribed");
-                subscription.group.release(subscription.member.as_ref().expect("a member"), &revoked)?;
-                self.assigned.retain(|a| !revoked.contains(&a.tp));
-            }
-            let subscription = self.subscription.as_ref().expect("still subscribed");
-            let Some((owned, complete)) =
-                subscription.group.acquire(subscription.member.as_ref().expect("a member"), generation)?
-            else {
-                continue;
-            };
-            // Everything owned but not read yet: what was just taken, and anything an earlier
-            // poll took but failed to start (it is retried until it starts).
-            let taken: Vec<TopicPartition> = owned.into_iter().filter(|tp| !self.assigned.iter().any(|a| &a.tp == tp)).collect();
-            self.subscription.as_mut().expect("still subscribed").complete = false;
-            let mut clamped = Vec::new();
-            let mut started = Vec::with_capacity(taken.len());
-            let mut all_started = true;
-            let mut failure = None;
-            for tp in taken {
-                let (assignment, clamp) = match self.start(&tp) {
-                    Ok(started) => started,
-                    // Its topic was just deleted (the group is about to take it away), or it
-                    // cannot be opened now: `complete` stays false, so it is tried again, and
-                    // the partitions that did start are read and announced meanwhile.
-                    Err(Error::UnknownTopic(_) | Error::PartitionOutOfRange { .. }) => {
-                        all_started = false;
-                        continue;
-                    }
-                    Err(error) => {
-                        all_started = false;
-                        failure.get_or_insert(error);
-                        continue;
-                    }
-                };
-                self.assigned.push(assignment);
-                clamped.extend(clamp.map(|(committed, end)| (tp.clone(), committed, end)));
-                started.push(tp);
-            }
-            let taken = started;
-            self.subscription.as_mut().expect("still subscribed").complete = complete && all_started;
-            self.next_first = 0;
-            if !taken.is_empty() {
-                self.notify(&taken, |listener, consumer, partitions| listener.on_assigned(consumer, partitions));
-            }
-            for (tp, committed, end) in clamped {
-                self.notify(&[tp], |listener, consumer, partitions| {
-                    listener.on_offset_clamped(consumer, &partitions[0], committed, end)
-                });
-            }
-            return failure.map_or(Ok(()), Err);
-        }
-    }
-
-    /// Commits (with auto-commit, the positions `processed` names) and calls `on_revoked` for
-    /// partitions about to be given up.
-    fn before_revoke(&mut self, partitions: &[TopicPartition], processed: Processed) {
-        self.subscription.as_mut().expect("subscribed").revoking = true;
-        if self.config.auto_commit.is_some() {
-            self.last_auto_commit = Instant::now();
-            let _ = self.commit_offsets(&self.auto_commit_offsets(partitions, processed));
-        }
-        self.notify(partitions, |listener, consumer, partitions| listener.on_revoked(consumer, partitions));
-        if let Some(subscription) = &mut self.subscription {
-            subscription.revoking = false;
-        }
-    }
-
-    /// Drops every partition after an expulsion and tells the listener they were lost.
-    fn lose_membership(&mut self) -> Result<()> {
-        let lost = self.assignment();
-        self.assigned.clear();
-        if let Some(subscription) = self.subscription.as_mut()
-            && let Some(member) = subscription.member.take()
-        {
-            subscription.group.leave(member, &self.catalog.partition_counts())?;
-        }
-        if !lost.is_empty() {
-            self.notify(&lost, |listener, consumer, partitions| listener.on_lost(consumer, partitions));
-        }
-        Ok(())
     }
 
     /// Calls the listener, if any, with this consumer and `partitions`.
