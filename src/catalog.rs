@@ -8,14 +8,15 @@ pub(crate) mod files;
 use std::collections::HashMap;
 use std::fs::{self, File};
 use std::hash::{BuildHasherDefault, Hasher};
+use std::ops::ControlFlow;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock, Weak};
 use std::time::Duration;
 
-use crossbeam_channel::{RecvTimeoutError, Sender};
 use parking_lot::{Mutex, RwLock};
 
+use crate::background::{Sealer, Ticker};
 use crate::catalog::files::{
     TOPICS_VERSION_AT, clear_staging, list_topics, lock_file, new_topic_id, open_queue_state, read_epoch, write_epoch,
 };
@@ -26,7 +27,7 @@ use crate::log::format::{
     self, GROUPS_DIR, MAINTENANCE_LOCK_FILE, OFFSETS_DIR, QUEUE_META_FILE, STAGING_DIR, TOPIC_META_BYTES, TOPIC_META_FILE,
     TOPICS_DIR,
 };
-use crate::log::partition::{Partition, Sealer};
+use crate::log::partition::Partition;
 use crate::options::{validate_group_name, validate_topic_config, validate_topic_name};
 use crate::sys::clock;
 use crate::sys::file::{self};
@@ -72,18 +73,17 @@ pub(crate) struct Catalog {
     users: Arc<DirLock>,
     sealer: Arc<Sealer>,
     topics: RwLock<HashMap<String, Arc<Topic>, BuildHasherDefault<NameHasher>>>,
-    flusher: Mutex<Option<Sender<Duration>>>,
+    /// Started by the first producer or consumer with `Durability::Interval`.
+    flusher: Mutex<Option<Ticker>>,
     /// Consumer groups this process has used, opened on first use.
     groups: Mutex<HashMap<String, Arc<Group>>>,
     /// The offset stores of the groups this process has used, subscribed or not; each group's
     /// `Group` shares its store from here.
     offset_stores: Mutex<HashMap<String, Arc<OffsetStore>>>,
-    /// Dropping this stops the keeper thread, started by the first subscribing consumer.
-    keeper: Mutex<Option<Sender<()>>>,
-    /// Dropping the sender stops the maintenance thread; dropping the queue waits for it.
-    maintenance: Mutex<Option<(Sender<()>, std::thread::JoinHandle<()>)>>,
-    /// The keeper and flusher threads, waited for when the last user handle goes.
-    background: Mutex<Vec<std::thread::JoinHandle<()>>>,
+    /// Started by the first subscribing consumer.
+    keeper: Mutex<Option<Ticker>>,
+    /// Dropping the queue waits for it.
+    maintenance: Mutex<Option<Ticker>>,
     /// Set when the last user handle went: maintenance passes give up.
     closing: AtomicBool,
 }
@@ -144,7 +144,6 @@ impl Catalog {
             offset_stores: Mutex::new(HashMap::new()),
             keeper: Mutex::new(None),
             maintenance: Mutex::new(None),
-            background: Mutex::new(Vec::new()),
             closing: AtomicBool::new(false),
         }))
     }
@@ -390,29 +389,23 @@ impl Catalog {
     /// `maintenance.lock` (whichever took it first; the kernel releases it when that process
     /// dies) runs retention and compaction; the others only try for the lock.
     pub(crate) fn start_maintenance(self: &Arc<Self>, interval: Duration) {
-        let (sender, receiver) = crossbeam_channel::bounded::<()>(0);
         let queue: Weak<Catalog> = Arc::downgrade(self);
         let path = self.dir.join(MAINTENANCE_LOCK_FILE);
-        let thread = std::thread::Builder::new()
-            .name("streamlog-maintenance".into())
-            .spawn(move || {
-                let mut lock: Option<File> = None;
-                while let Err(RecvTimeoutError::Timeout) = receiver.recv_timeout(interval) {
-                    let Some(queue) = queue.upgrade() else { return };
-                    if lock.is_none() {
-                        lock = lock_file(&path).ok().filter(|file| file.try_lock().is_ok());
-                    }
-                    if lock.is_some() {
-                        // Failures surface to producers and consumers through their own calls.
-                        // A pass gives up as soon as this thread holds the last reference:
-                        // the user let go of the queue, and it must not outlive them.
-                        let _ =
-                            queue.run_maintenance(&|| queue.closing.load(Ordering::Relaxed) || Arc::strong_count(&queue) == 1);
-                    }
-                }
-            })
-            .expect("spawning the maintenance thread");
-        *self.maintenance.lock() = Some((sender, thread));
+        let mut lock: Option<File> = None;
+        let ticker = Ticker::spawn("streamlog-maintenance", interval, false, move || {
+            let Some(queue) = queue.upgrade() else { return ControlFlow::Break(()) };
+            if lock.is_none() {
+                lock = lock_file(&path).ok().filter(|file| file.try_lock().is_ok());
+            }
+            if lock.is_some() {
+                // Failures surface to producers and consumers through their own calls. A pass
+                // gives up as soon as this thread holds the last reference: the user let go
+                // of the queue, and it must not outlive them.
+                let _ = queue.run_maintenance(&|| queue.closing.load(Ordering::Relaxed) || Arc::strong_count(&queue) == 1);
+            }
+            ControlFlow::Continue(())
+        });
+        *self.maintenance.lock() = Some(ticker);
     }
 
     /// Tells every process that topics changed.
@@ -504,60 +497,37 @@ impl Catalog {
         if keeper.is_some() {
             return;
         }
-        let (sender, receiver) = crossbeam_channel::bounded::<()>(0);
         let queue: Weak<Catalog> = Arc::downgrade(self);
-        let thread = std::thread::Builder::new()
-            .name("streamlog-keeper".into())
-            .spawn(move || {
-                while let Err(RecvTimeoutError::Timeout) = receiver.recv_timeout(KEEPER_TICK) {
-                    let Some(queue) = queue.upgrade() else { return };
-                    let groups: Vec<Arc<Group>> = queue.groups.lock().values().cloned().collect();
-                    let counts = queue.partition_counts();
-                    for group in groups {
-                        // A failure here (a damaged group file) reaches the consumers through
-                        // their own calls; the keeper just tries again next tick.
-                        let _ = group.tick(&counts);
-                    }
-                }
-            })
-            .expect("spawning the keeper thread");
-        self.background.lock().push(thread);
-        *keeper = Some(sender);
+        *keeper = Some(Ticker::spawn("streamlog-keeper", KEEPER_TICK, false, move || {
+            let Some(queue) = queue.upgrade() else { return ControlFlow::Break(()) };
+            let groups: Vec<Arc<Group>> = queue.groups.lock().values().cloned().collect();
+            let counts = queue.partition_counts();
+            for group in groups {
+                // A failure here (a damaged group file) reaches the consumers through their
+                // own calls; the keeper just tries again next tick.
+                let _ = group.tick(&counts);
+            }
+            ControlFlow::Continue(())
+        }));
     }
 
+    /// Starts this process's flusher thread, which syncs what this process appended at least
+    /// every `interval` (the shortest any producer or consumer asked for), and once more when
+    /// it stops.
     pub(crate) fn start_flusher(self: &Arc<Self>, interval: Duration) {
         let mut flusher = self.flusher.lock();
-        if let Some(sender) = flusher.as_ref() {
-            let _ = sender.send(interval);
+        if let Some(ticker) = flusher.as_ref() {
+            ticker.shorten(interval);
             return;
         }
-        let (sender, receiver) = crossbeam_channel::unbounded::<Duration>();
         let queue: Weak<Catalog> = Arc::downgrade(self);
-        let thread = std::thread::Builder::new()
-            .name("streamlog-flusher".into())
-            .spawn(move || {
-                let mut interval = interval;
-                loop {
-                    let stop = match receiver.recv_timeout(interval) {
-                        Ok(shorter) => {
-                            interval = interval.min(shorter);
-                            continue;
-                        }
-                        Err(RecvTimeoutError::Timeout) => false,
-                        Err(RecvTimeoutError::Disconnected) => true,
-                    };
-                    if let Some(queue) = queue.upgrade() {
-                        // A failed sync poisons its partition, so the next send reports it.
-                        let _ = queue.sync_dirty();
-                    }
-                    if stop {
-                        return;
-                    }
-                }
-            })
-            .expect("spawning the flusher thread");
-        self.background.lock().push(thread);
-        *flusher = Some(sender);
+        *flusher = Some(Ticker::spawn("streamlog-flusher", interval, true, move || {
+            if let Some(queue) = queue.upgrade() {
+                // A failed sync poisons its partition, so the next send reports it.
+                let _ = queue.sync_dirty();
+            }
+            ControlFlow::Continue(())
+        }));
     }
 
     /// Syncs every partition this process appended to since its last sync.
@@ -586,14 +556,8 @@ impl Catalog {
     /// what it would have synced last before it ends.
     fn stop_background(&self) {
         self.closing.store(true, Ordering::Relaxed);
-        self.flusher.lock().take();
-        self.keeper.lock().take();
-        let maintenance = self.maintenance.lock().take();
-        let mut threads = std::mem::take(&mut *self.background.lock());
-        if let Some((sender, thread)) = maintenance {
-            drop(sender);
-            threads.push(thread);
-        }
+        let tickers = [self.flusher.lock().take(), self.keeper.lock().take(), self.maintenance.lock().take()];
+        let threads: Vec<_> = tickers.into_iter().flatten().map(Ticker::stop).collect();
         for thread in threads {
             let _ = thread.join();
         }
@@ -604,14 +568,17 @@ impl Drop for Catalog {
     fn drop(&mut self) {
         // The flusher cannot reach this queue any more (its handle is gone): sync here what it
         // would have synced last. Dropping the senders stops it and the keeper.
-        if self.flusher.lock().take().is_some() {
+        if let Some(flusher) = self.flusher.lock().take() {
+            drop(flusher.stop());
             let _ = self.sync_dirty();
         }
-        self.keeper.lock().take();
+        if let Some(keeper) = self.keeper.lock().take() {
+            drop(keeper.stop());
+        }
         // Wait for a maintenance pass under way, so that no file of the queue changes after
         // its last handle is gone (unless this is that thread, dropping the last handle).
-        if let Some((sender, thread)) = self.maintenance.lock().take() {
-            drop(sender);
+        if let Some(maintenance) = self.maintenance.lock().take() {
+            let thread = maintenance.stop();
             if thread.thread().id() != std::thread::current().id() {
                 let _ = thread.join();
             }

@@ -27,6 +27,7 @@
 
 #![deny(unsafe_code)]
 
+mod background;
 mod catalog;
 mod client;
 mod error;

@@ -8,6 +8,7 @@ use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 
 use parking_lot::{Mutex, RwLock};
 
+use crate::background::Sealer;
 use crate::error::{Error, IoContext, Result};
 use crate::failpoint::failpoint;
 use crate::log::dir::{list_segments, new_segment, remove_segment_files};
@@ -35,45 +36,6 @@ struct Writer {
     /// The topic's settings, which `Queue::alter_topic` may change; segment sizes apply from
     /// the next segment on.
     config: TopicConfig,
-}
-
-/// The background threads that make sealed segments durable. Dropping the queue waits for
-/// them, so that a clean shutdown leaves every sealed segment marked synced (otherwise the next
-/// recovery scans it whole).
-#[derive(Default)]
-pub(crate) struct Sealer(
-    Mutex<Vec<std::thread::JoinHandle<()>>>,
-    /// Set by tests to stand for background work that has not run yet.
-    #[cfg(test)]
-    AtomicBool,
-);
-
-impl Sealer {
-    fn spawn(&self, work: impl FnOnce() + Send + 'static) {
-        #[cfg(test)]
-        if self.1.load(Ordering::Relaxed) {
-            return;
-        }
-        let mut threads = self.0.lock();
-        threads.retain(|thread| !thread.is_finished());
-        // If no thread can be had the segment stays unsynced, which recovery copes with.
-        if let Ok(thread) = std::thread::Builder::new().name("streamlog-seal".into()).spawn(work) {
-            threads.push(thread);
-        }
-    }
-
-    /// Makes later work stand for background work that has not run yet: it is dropped.
-    #[cfg(test)]
-    pub(super) fn hold_back(&self) {
-        self.1.store(true, Ordering::Relaxed);
-    }
-
-    pub(crate) fn wait(&self) {
-        let threads = std::mem::take(&mut *self.0.lock());
-        for thread in threads {
-            let _ = thread.join();
-        }
-    }
 }
 
 pub(crate) struct Partition {

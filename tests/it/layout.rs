@@ -16,6 +16,7 @@ const FLOORS: &[(&str, u32)] = &[
     ("failpoint", 0),
     ("options", 0),
     ("sys", 1),
+    ("background", 2),
     ("log", 3),
     ("group", 4),
     ("catalog", 5),
