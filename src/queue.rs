@@ -34,6 +34,12 @@ pub struct Queue {
     pub(crate) inner: Arc<Catalog>,
 }
 
+impl std::fmt::Debug for Queue {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Queue").field("path", &self.inner.dir()).finish_non_exhaustive()
+    }
+}
+
 impl Queue {
     /// Opens the queue in `dir`, creating the directory if it is missing, with default options.
     /// A directory that holds anything but a queue is refused (`Error::ForeignFile`), and
@@ -236,6 +242,27 @@ mod tests {
             assert!(synced.contains(&parent), "{} was never synced", parent.display());
         }
         drop((consumer, queue));
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn handles_show_their_queue_and_what_they_do() {
+        let dir = std::env::temp_dir().join(format!("streamlog-unit-debug-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let queue = Queue::open(&dir).unwrap();
+        queue.create_topic("t", 1).unwrap();
+        let producer = queue.producer();
+        let mut consumer = queue.consumer(ConsumerConfig::new("billing").client_id("c-1")).unwrap();
+        consumer.assign(&[TopicPartition::new("t", 0)]).unwrap();
+        let path = format!("{:?}", dir);
+        assert!(format!("{queue:?}").starts_with("Queue") && format!("{queue:?}").contains(&path), "{queue:?}");
+        let shown = format!("{producer:?}");
+        assert!(shown.contains(&path) && shown.contains("Buffered"), "{shown}");
+        let shown = format!("{consumer:?}");
+        for part in [path.as_str(), "billing", "c-1", "t", "partition: 0"] {
+            assert!(shown.contains(part), "{part} is missing from {shown}");
+        }
+        drop((consumer, producer, queue));
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -129,6 +129,19 @@ pub struct Consumer {
     spinning_pays: bool,
 }
 
+impl std::fmt::Debug for Consumer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let subscription = self.subscription.as_ref().map(|s| &s.topics);
+        f.debug_struct("Consumer")
+            .field("queue", &self.catalog.dir())
+            .field("group", &self.config.group)
+            .field("client_id", &self.config.client_id)
+            .field("subscription", &subscription)
+            .field("assignment", &self.assignment())
+            .finish_non_exhaustive()
+    }
+}
+
 impl Consumer {
     pub(crate) fn new(handle: Arc<UserHandle>, catalog: Arc<Catalog>, config: ConsumerConfig) -> Result<Self> {
         config.validate()?;

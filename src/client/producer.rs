@@ -60,6 +60,12 @@ pub struct Producer {
     round_robin: AtomicU32,
 }
 
+impl std::fmt::Debug for Producer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Producer").field("queue", &self.queue.dir()).field("config", &self.config).finish_non_exhaustive()
+    }
+}
+
 impl Clone for Producer {
     fn clone(&self) -> Self {
         let start = self.round_robin.load(Ordering::Relaxed).wrapping_add(0x9e37_79b9);

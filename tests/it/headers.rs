@@ -141,7 +141,7 @@ fn files_of_the_previous_format_version_are_refused() {
     let mut bytes = fs::read(&meta).unwrap();
     bytes[8] = 2;
     fs::write(&meta, &bytes).unwrap();
-    let error = Queue::open(dir.path()).err().expect("an old queue must be refused");
+    let error = Queue::open(dir.path()).expect_err("an old queue must be refused");
     assert!(matches!(&error, Error::IncompatibleVersion { path, found: 2, supported: 3 } if *path == meta), "{error}");
 }
 

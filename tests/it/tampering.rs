@@ -69,7 +69,7 @@ fn queue_metadata_that_is_a_fifo_or_a_link_to_dev_zero_is_refused() {
     let error = without_hanging(move || Queue::open(&path).err()).expect("the FIFO was refused");
     assert!(is_unexpected(&error, "a FIFO"), "{error}");
     plant_link(&meta, Path::new("/dev/zero"));
-    let error = Queue::open(dir.path()).err().expect("the link was refused");
+    let error = Queue::open(dir.path()).expect_err("the link was refused");
     assert!(is_unexpected(&error, "a symbolic link"), "{error}");
 }
 
@@ -114,7 +114,7 @@ fn a_staging_directory_that_is_a_link_is_refused_and_its_target_kept() {
     }
     drop(Queue::open(dir.path()).unwrap());
     plant_link(&dir.path().join("staging"), outside.path());
-    let error = Queue::open(dir.path()).err().expect("the link was refused");
+    let error = Queue::open(dir.path()).expect_err("the link was refused");
     assert!(is_unexpected(&error, "a symbolic link"), "{error}");
     assert!(outside.path().join("a").is_dir() && outside.path().join("b").is_dir(), "files outside the queue were deleted");
 }
