@@ -8,6 +8,7 @@ use crate::topic::{MAX_PARTITIONS, MAX_RECORD_BYTES_LIMIT, MAX_SEGMENT_BYTES, MI
 
 /// When a sent record is on stable storage.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
 pub enum Durability {
     /// `send` returns once the record is in the shared file (the page cache): it survives the
     /// crash of any process, but not a power cut or kernel crash.
@@ -46,6 +47,7 @@ pub const MIN_SESSION_TIMEOUT: Duration = Duration::from_millis(500);
 
 /// Where a consumer starts when it has no valid position.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
 pub enum OffsetReset {
     /// At the first record still in the log.
     Earliest,
@@ -188,6 +190,7 @@ impl ConsumerConfig {
 
 /// How a consumer group divides partitions among its members (Kafka's `partition.assignment.strategy`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
 pub enum AssignmentStrategy {
     /// Kafka's RangeAssignor: per topic, consecutive ranges of partitions to members in member-id order.
     /// Eager: every rebalance revokes everything.

@@ -12,6 +12,7 @@ pub const MAX_RECORD_BYTES_LIMIT: u32 = 64 << 20;
 
 /// What happens to old records of a topic (Kafka's `cleanup.policy`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
 pub enum CleanupPolicy {
     /// Whole old segments are deleted by time (`retention_ms`) and size (`retention_bytes`).
     #[default]

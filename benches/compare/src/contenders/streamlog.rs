@@ -20,6 +20,7 @@ impl Contender for Streamlog {
             Durability::Buffered => "streamlog".into(),
             Durability::Interval(every) => format!("streamlog (fsync every {} ms)", every.as_millis()),
             Durability::Sync => "streamlog (fsync)".into(),
+            other => format!("streamlog ({other:?})"),
         }
     }
 
