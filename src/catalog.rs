@@ -104,7 +104,7 @@ impl Catalog {
     pub(crate) fn open(dir: &Path) -> Result<Arc<Catalog>> {
         let dir = dir.to_path_buf();
         if dir.as_os_str().is_empty() {
-            return Err(Error::InvalidConfig("the queue directory path is empty".into()));
+            return Err(Error::InvalidPath { path: dir, reason: "it is empty" });
         }
         file::create_dir_durably(&dir, &dir)?;
         let (users, alone) = lock_queue_directory(&dir)?;

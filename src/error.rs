@@ -3,6 +3,7 @@
 use std::io;
 use std::path::{Path, PathBuf};
 
+use crate::options::AssignmentStrategy;
 use crate::topic::TopicPartition;
 
 /// What went wrong. Each variant's message is a sentence that names the place of the problem.
@@ -25,9 +26,23 @@ pub enum Error {
     /// A record larger than the topic's `max_record_bytes`.
     #[error("a record of {size_bytes} bytes exceeds the limit of {max_bytes} bytes for topic {topic:?}")]
     RecordTooLarge { topic: String, size_bytes: u64, max_bytes: u64 },
-    /// A configuration value outside its allowed range.
+    /// A record with more headers than one record can carry.
+    #[error("a record for topic {topic:?} has {headers} headers, more than the {max_headers} one record can carry")]
+    TooManyHeaders { topic: String, headers: usize, max_headers: usize },
+    /// A header name longer than one record can carry.
+    #[error("a record for topic {topic:?} has a header name of {name_bytes} bytes, more than the {max_bytes} allowed")]
+    HeaderNameTooLong { topic: String, name_bytes: usize, max_bytes: usize },
+    /// A configuration value outside its allowed range (of a topic, a consumer, a producer or
+    /// the queue).
     #[error("invalid configuration: {0}")]
     InvalidConfig(String),
+    /// A path that cannot name a queue directory or a place inside it, such as an empty one or
+    /// one that climbs out with `..`.
+    #[error("invalid path {path:?}: {reason}")]
+    InvalidPath { path: PathBuf, reason: &'static str },
+    /// A topic pattern given to `subscribe_pattern` that is not a valid regular expression.
+    #[error("invalid topic pattern {pattern:?}: {reason}")]
+    InvalidPattern { pattern: String, reason: String },
     /// A file written by a format version this build cannot read.
     #[error("{path}: written in format version {found}, but this build reads only version {supported}")]
     IncompatibleVersion { path: PathBuf, found: u16, supported: u16 },
@@ -77,6 +92,19 @@ pub enum Error {
     /// `describe_group` named a group that no consumer ever subscribed to or committed for.
     #[error("unknown consumer group {0:?}")]
     UnknownGroup(String),
+    /// A consumer cannot join a group that has `MAX_GROUP_MEMBERS` live members already.
+    #[error("group {group:?} already has {max_members} members; no more can join")]
+    GroupFull { group: String, max_members: usize },
+    /// A consumer asked to join a group whose live members use another assignment strategy;
+    /// every member of a group uses the same one.
+    #[error("group {group:?} uses the {group_strategy:?} assignment strategy; a member asking for {requested:?} cannot join")]
+    StrategyMismatch { group: String, group_strategy: AssignmentStrategy, requested: AssignmentStrategy },
+    /// A group's state (members and their assignments) would not fit in its group file; use
+    /// fewer members, topics or partitions in the group.
+    #[error(
+        "group {group:?} needs {size_bytes} bytes of state, more than the {max_bytes} its file holds; use fewer members or partitions"
+    )]
+    GroupStateTooLarge { group: String, size_bytes: usize, max_bytes: usize },
     /// A group member's commit was refused because the member is a zombie: the group moved to a
     /// new generation it has not joined yet, or it is no longer a member at all.
     #[error("commit to group {group:?} refused: {reason}")]

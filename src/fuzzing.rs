@@ -9,6 +9,7 @@
 //! formats read a mode byte first: with its low bit set, the target recomputes the checksum
 //! before decoding, so that the fuzzer reaches the checks behind it.
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::fs;
 use std::io;
@@ -150,8 +151,8 @@ pub fn batch(data: &[u8]) -> usize {
                     Some(value) => Record::new(value),
                     None => Record { value: None, ..Record::new(b"") },
                 };
-                record.key = r.key;
-                record.headers = r.headers.clone();
+                record.key = r.key.map(Cow::Borrowed);
+                record.headers = r.headers.iter().map(|&(name, value)| (Cow::Borrowed(name), Cow::Borrowed(value))).collect();
                 record
             })
             .collect();

@@ -1,40 +1,106 @@
-//! The record a producer sends: value, key, headers and timestamp, borrowed from the caller.
+//! The record a producer sends: value, key, headers and timestamp, borrowed from the caller or
+//! owned.
 
-/// A record to send. It borrows its bytes; `send` copies them into the log.
+use std::borrow::Cow;
+
+/// A record to send. It holds its bytes borrowed (`&[u8]`, `&str`) or owned (`Vec<u8>`,
+/// `String`); `send` copies them into the log either way, so a transform loop can map owned
+/// values straight into a `Vec<Record<'static>>` for `send_batch`.
 ///
 /// ```
 /// use streamlog::Record;
-/// let record = Record::new(b"42 EUR").key(b"customer-7").header("trace", b"abc").partition(1);
+/// let record = Record::new(b"42 EUR").key("customer-7").header("trace", b"abc").partition(1);
+/// let owned: Vec<Record<'static>> = vec![String::from("a"), String::from("b")]
+///     .into_iter()
+///     .map(|value| Record::new(value).key(vec![7u8]))
+///     .collect();
+/// assert_eq!(owned.len(), 2);
 /// ```
 #[derive(Debug, Clone)]
 pub struct Record<'a> {
-    pub(crate) key: Option<&'a [u8]>,
-    pub(crate) value: Option<&'a [u8]>,
-    pub(crate) headers: Vec<(&'a str, &'a [u8])>,
+    pub(crate) key: Option<Cow<'a, [u8]>>,
+    pub(crate) value: Option<Cow<'a, [u8]>>,
+    pub(crate) headers: Vec<(Cow<'a, str>, Cow<'a, [u8]>)>,
     pub(crate) partition: Option<u32>,
     pub(crate) timestamp_ms: Option<u64>,
 }
 
+/// Bytes a [`Record`] can hold: borrowed (`&[u8]`, `&[u8; N]`, `&str`, `&Vec<u8>`, `&String`)
+/// or owned (`Vec<u8>`, `String`, `Cow<[u8]>`).
+pub trait IntoBytes<'a> {
+    /// The bytes, borrowed where they were borrowed.
+    fn into_bytes(self) -> Cow<'a, [u8]>;
+}
+
+impl<'a> IntoBytes<'a> for &'a [u8] {
+    fn into_bytes(self) -> Cow<'a, [u8]> {
+        Cow::Borrowed(self)
+    }
+}
+
+impl<'a, const N: usize> IntoBytes<'a> for &'a [u8; N] {
+    fn into_bytes(self) -> Cow<'a, [u8]> {
+        Cow::Borrowed(self)
+    }
+}
+
+impl<'a> IntoBytes<'a> for &'a Vec<u8> {
+    fn into_bytes(self) -> Cow<'a, [u8]> {
+        Cow::Borrowed(self)
+    }
+}
+
+impl<'a> IntoBytes<'a> for &'a str {
+    fn into_bytes(self) -> Cow<'a, [u8]> {
+        Cow::Borrowed(self.as_bytes())
+    }
+}
+
+impl<'a> IntoBytes<'a> for &'a String {
+    fn into_bytes(self) -> Cow<'a, [u8]> {
+        Cow::Borrowed(self.as_bytes())
+    }
+}
+
+impl<'a> IntoBytes<'a> for Vec<u8> {
+    fn into_bytes(self) -> Cow<'a, [u8]> {
+        Cow::Owned(self)
+    }
+}
+
+impl<'a> IntoBytes<'a> for String {
+    fn into_bytes(self) -> Cow<'a, [u8]> {
+        Cow::Owned(self.into_bytes())
+    }
+}
+
+impl<'a> IntoBytes<'a> for Cow<'a, [u8]> {
+    fn into_bytes(self) -> Cow<'a, [u8]> {
+        self
+    }
+}
+
 impl<'a> Record<'a> {
     /// A record with this value, no key, and the send time as its timestamp.
-    pub fn new(value: &'a [u8]) -> Self {
-        Record { key: None, value: Some(value), headers: Vec::new(), partition: None, timestamp_ms: None }
+    pub fn new(value: impl IntoBytes<'a>) -> Self {
+        Record { key: None, value: Some(value.into_bytes()), headers: Vec::new(), partition: None, timestamp_ms: None }
     }
 
     /// A record with a key and no value: under compaction it deletes the key.
-    pub fn tombstone(key: &'a [u8]) -> Self {
-        Record { key: Some(key), value: None, headers: Vec::new(), partition: None, timestamp_ms: None }
+    pub fn tombstone(key: impl IntoBytes<'a>) -> Self {
+        Record { key: Some(key.into_bytes()), value: None, headers: Vec::new(), partition: None, timestamp_ms: None }
     }
 
     /// Sets the key; keyed records go to the partition the key hashes to.
-    pub fn key(mut self, key: &'a [u8]) -> Self {
-        self.key = Some(key);
+    pub fn key(mut self, key: impl IntoBytes<'a>) -> Self {
+        self.key = Some(key.into_bytes());
         self
     }
 
-    /// Adds a header. Names are UTF-8; a record may carry up to 65,535 headers.
-    pub fn header(mut self, name: &'a str, value: &'a [u8]) -> Self {
-        self.headers.push((name, value));
+    /// Adds a header. Names are UTF-8 of at most 65,535 bytes; a record may carry up to
+    /// 65,535 headers, and several may share a name.
+    pub fn header(mut self, name: impl Into<Cow<'a, str>>, value: impl IntoBytes<'a>) -> Self {
+        self.headers.push((name.into(), value.into_bytes()));
         self
     }
 
@@ -48,5 +114,15 @@ impl<'a> Record<'a> {
     pub fn timestamp(mut self, timestamp_ms: u64) -> Self {
         self.timestamp_ms = Some(timestamp_ms);
         self
+    }
+
+    /// The key, if the record has one.
+    pub(crate) fn key_bytes(&self) -> Option<&[u8]> {
+        self.key.as_deref()
+    }
+
+    /// The value; empty for a tombstone.
+    pub(crate) fn value_bytes(&self) -> &[u8] {
+        self.value.as_deref().unwrap_or_default()
     }
 }

@@ -221,7 +221,7 @@ impl Consumer {
     pub fn subscribe_pattern(&mut self, pattern: &str) -> Result<()> {
         self.not_in_listener()?;
         let anchored = regex::Regex::new(&format!("^(?:{pattern})$"))
-            .map_err(|e| Error::InvalidConfig(format!("invalid topic pattern {pattern:?}: {e}")))?;
+            .map_err(|e| Error::InvalidPattern { pattern: pattern.to_owned(), reason: e.to_string() })?;
         let topics = self.catalog.topic_names()?;
         let matching: Vec<&str> = topics.iter().map(String::as_str).filter(|t| anchored.is_match(t)).collect();
         self.subscribe_to(&matching, Some(anchored))

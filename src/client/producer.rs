@@ -179,14 +179,14 @@ impl Producer {
 /// The partition an explicit number or a key sends a record to; `None` for round-robin.
 fn fixed_partition(topic: &Topic, record: &Record<'_>) -> Result<Option<u32>> {
     let count = topic.config.partitions;
-    match (record.partition, record.key) {
+    match (record.partition, record.key_bytes()) {
         (Some(partition), _) if partition >= count => {
             Err(Error::PartitionOutOfRange { topic: topic.name.clone(), partition, count })
         }
         (Some(partition), _) => Ok(Some(partition)),
         // Any hash modulo 1 is 0: skip hashing the key.
         (None, Some(_)) if count == 1 => Ok(Some(0)),
-        (None, Some(key)) => Ok(Some(partition_for_key(key, count))),
+        (None, Some(key)) => Ok(Some(key_partition(key, count))),
         (None, None) => Ok(None),
     }
 }
@@ -198,11 +198,12 @@ fn check_size(topic: &Topic, record: &Record<'_>) -> Result<u64> {
     if size_bytes > max_bytes {
         return Err(Error::RecordTooLarge { topic: topic.name.clone(), size_bytes, max_bytes });
     }
-    if record.headers.len() > usize::from(u16::MAX) || record.headers.iter().any(|(name, _)| name.len() > usize::from(u16::MAX)) {
-        return Err(Error::InvalidConfig(format!(
-            "a record for topic {:?} has too many headers or too long a header name",
-            topic.name
-        )));
+    let max = usize::from(u16::MAX);
+    if record.headers.len() > max {
+        return Err(Error::TooManyHeaders { topic: topic.name.clone(), headers: record.headers.len(), max_headers: max });
+    }
+    if let Some((name, _)) = record.headers.iter().find(|(name, _)| name.len() > max) {
+        return Err(Error::HeaderNameTooLong { topic: topic.name.clone(), name_bytes: name.len(), max_bytes: max });
     }
     Ok(size_bytes)
 }
@@ -210,7 +211,25 @@ fn check_size(topic: &Topic, record: &Record<'_>) -> Result<u64> {
 /// The partition a key goes to: Kafka's default partitioner (murmur2 of the key, sign bit
 /// cleared, modulo the partition count), so keys land where a Kafka producer would put them.
 /// It never changes between releases; it does change when partitions are added.
-pub fn partition_for_key(key: &[u8], partitions: u32) -> u32 {
+///
+/// ```
+/// # fn main() -> Result<(), streamlog::Error> {
+/// let partition = streamlog::partition_for_key(b"customer-7", 4)?;
+/// assert!(partition < 4);
+/// # Ok(()) }
+/// ```
+///
+/// # Errors
+/// [`Error::InvalidConfig`] when `partitions` is 0: no topic has zero partitions.
+pub fn partition_for_key(key: &[u8], partitions: u32) -> Result<u32> {
+    if partitions == 0 {
+        return Err(Error::InvalidConfig("partition_for_key needs a partition count of at least 1".into()));
+    }
+    Ok(key_partition(key, partitions))
+}
+
+/// `partition_for_key` for a count known to be at least 1.
+fn key_partition(key: &[u8], partitions: u32) -> u32 {
     (murmur2(key) & 0x7fff_ffff) % partitions
 }
 
@@ -264,10 +283,16 @@ mod tests {
         let mut counts = [0u32; 8];
         for i in 0..8000u32 {
             let key = i.to_le_bytes();
-            let partition = partition_for_key(&key, 8);
-            assert_eq!(partition, partition_for_key(&key, 8));
+            let partition = partition_for_key(&key, 8).unwrap();
+            assert_eq!(partition, partition_for_key(&key, 8).unwrap());
             counts[partition as usize] += 1;
         }
         assert!(counts.iter().all(|&c| (800..1200).contains(&c)), "{counts:?}");
+    }
+
+    #[test]
+    fn no_partition_for_zero_partitions() {
+        assert!(matches!(partition_for_key(b"k", 0), Err(Error::InvalidConfig(_))));
+        assert_eq!(partition_for_key(b"k", 1).unwrap(), 0);
     }
 }

@@ -242,10 +242,11 @@ impl Group {
         }
         match state.strategy {
             Some(strategy) if !state.members.is_empty() && strategy != request.strategy => {
-                return Err(Error::InvalidConfig(format!(
-                    "group {:?} uses the {strategy:?} assignment strategy; a member asking for {:?} cannot join",
-                    self.name, request.strategy
-                )));
+                return Err(Error::StrategyMismatch {
+                    group: self.name.clone(),
+                    group_strategy: strategy,
+                    requested: request.strategy,
+                });
             }
             _ => state.strategy = Some(request.strategy),
         }
@@ -258,8 +259,7 @@ impl Group {
                 break;
             }
         }
-        let slot =
-            slot.ok_or_else(|| Error::InvalidConfig(format!("group {:?} already has {MAX_GROUP_MEMBERS} members", self.name)))?;
+        let slot = slot.ok_or_else(|| Error::GroupFull { group: self.name.clone(), max_members: MAX_GROUP_MEMBERS })?;
         let id = state.next_member_id.max(1);
         state.next_member_id = id + 1;
         let limit_ms = |d: Duration| d.as_millis().clamp(1, u128::from(u32::MAX)) as u32;
@@ -528,12 +528,11 @@ impl GroupGuard<'_> {
         let group = self.group;
         let bytes = encode_group_state(state);
         if bytes.len() > BLOB_BYTES - 8 {
-            return Err(Error::InvalidConfig(format!(
-                "group {:?} needs {} bytes of state, more than the {} its file holds; use fewer members or partitions",
-                group.name,
-                bytes.len(),
-                BLOB_BYTES - 8
-            )));
+            return Err(Error::GroupStateTooLarge {
+                group: group.name.clone(),
+                size_bytes: bytes.len(),
+                max_bytes: BLOB_BYTES - 8,
+            });
         }
         let active = group.map.word64(ACTIVE_HALF_AT);
         let next = (active.load(Ordering::Relaxed) + 1) & 1;

@@ -447,8 +447,8 @@ pub(crate) fn record_bytes(record: &Record<'_>) -> u64 {
         .map(|(name, value)| u64::from(HEADER_ENTRY_OVERHEAD) + name.len() as u64 + value.len() as u64)
         .sum();
     u64::from(RECORD_HEADER_BYTES)
-        + record.key.map_or(0, |k| k.len() as u64)
-        + record.value.map_or(0, |v| v.len() as u64)
+        + record.key_bytes().map_or(0, |k| k.len() as u64)
+        + record.value_bytes().len() as u64
         + headers
 }
 
@@ -460,8 +460,8 @@ pub(crate) fn write_batch(out: &mut [u8], base_offset: u64, records: &[Record<'_
     for (record, &timestamp) in records.iter().zip(timestamps_ms) {
         max_timestamp = max_timestamp.max(timestamp);
         let start = at;
-        let key = record.key.unwrap_or_default();
-        let value = record.value.unwrap_or_default();
+        let key = record.key_bytes().unwrap_or_default();
+        let value = record.value_bytes();
         let flags = if record.key.is_some() { FLAG_HAS_KEY } else { 0 } | if record.value.is_none() { FLAG_TOMBSTONE } else { 0 };
         at += RECORD_HEADER_BYTES as usize;
         put(out, &mut at, key);
@@ -504,8 +504,8 @@ pub(crate) fn frame_single_record(
     record: &Record<'_>,
     timestamp_ms: u64,
 ) {
-    let key = record.key.unwrap_or_default();
-    let value = record.value.unwrap_or_default();
+    let key = record.key_bytes().unwrap_or_default();
+    let value = record.value_bytes();
     suffix.clear();
     for (name, header_value) in &record.headers {
         suffix.extend_from_slice(&(name.len() as u16).to_le_bytes());
@@ -725,7 +725,7 @@ mod tests {
             write_batch(&mut batch, 9, std::slice::from_ref(&record), &[42]);
             let (mut prefix, mut suffix) = (Vec::new(), Vec::new());
             frame_single_record(&mut prefix, &mut suffix, 9, &record, 42);
-            let framed = [prefix.as_slice(), record.value.unwrap_or_default(), suffix.as_slice()].concat();
+            let framed = [prefix.as_slice(), record.value_bytes(), suffix.as_slice()].concat();
             assert_eq!(framed, batch);
         }
     }

@@ -260,7 +260,7 @@ impl Partition {
             segment.pwrite_unpublished(
                 &guard,
                 tail.end_position,
-                &[buffer.as_slice(), record.value.unwrap_or_default(), suffix.as_slice()],
+                &[buffer.as_slice(), record.value_bytes(), suffix.as_slice()],
             )?;
             *timestamp_ms
         } else if batch_bytes >= PWRITE_MIN_BATCH_BYTES {

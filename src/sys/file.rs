@@ -173,7 +173,10 @@ pub(crate) fn create_dir_durably(root: &Path, dir: &Path) -> Result<()> {
     let mut path = root.to_path_buf();
     for component in relative.components() {
         let Component::Normal(name) = component else {
-            return Err(Error::InvalidConfig(format!("{} is not a plain path inside {}", dir.display(), root.display())));
+            return Err(Error::InvalidPath {
+                path: dir.to_path_buf(),
+                reason: "it is not a plain path inside the queue directory",
+            });
         };
         let parent = path.clone();
         path.push(name);

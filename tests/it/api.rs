@@ -15,7 +15,7 @@ fn send_and_poll_round_trip_every_field() {
     let meta = producer
         .send("orders", Record::new(b"value").key(b"customer-7").header("trace", b"x").header("h2", b"").timestamp(1234))
         .unwrap();
-    assert_eq!(meta.partition(), streamlog::partition_for_key(b"customer-7", 4));
+    assert_eq!(meta.partition(), streamlog::partition_for_key(b"customer-7", 4).unwrap());
     assert_eq!((meta.offset(), meta.timestamp()), (0, 1234));
 
     let mut consumer = consumer_from_start(&queue, "orders", 4);
@@ -62,7 +62,7 @@ fn keyed_records_keep_order_per_partition_and_unkeyed_ones_spread() {
     for (partition, _, key, value) in records {
         match key {
             Some(key) => {
-                assert_eq!(partition, streamlog::partition_for_key(&key, 4));
+                assert_eq!(partition, streamlog::partition_for_key(&key, 4).unwrap());
                 let value = u32::from_le_bytes(value.try_into().unwrap());
                 if let Some(previous) = last.insert(key, value) {
                     assert!(previous < value, "per-key order broken");
@@ -156,6 +156,14 @@ fn bad_input_gets_typed_errors() {
     ));
     let big = vec![0u8; 1 << 20];
     assert!(matches!(producer.send("t", Record::new(&big)), Err(Error::RecordTooLarge { .. })));
+    let crowded = (0..=u16::MAX as usize).fold(Record::new(b"x"), |record, _| record.header("h", b""));
+    assert!(matches!(producer.send("t", crowded), Err(Error::TooManyHeaders { headers: 65_536, max_headers: 65_535, .. })));
+    let long_name = "n".repeat(65_536);
+    assert!(matches!(
+        producer.send("t", Record::new(b"x").header(long_name, b"")),
+        Err(Error::HeaderNameTooLong { name_bytes: 65_536, max_bytes: 65_535, .. })
+    ));
+    assert_eq!(queue.offsets(&TopicPartition::new("t", 0)).unwrap(), (0, 0), "a refused record was written");
     let mut consumer = queue.consumer(ConsumerConfig::new("g")).unwrap();
     assert!(matches!(consumer.assign(&[TopicPartition::new("nope", 0)]), Err(Error::UnknownTopic(_))));
     assert!(matches!(consumer.assign(&[TopicPartition::new("t", 5)]), Err(Error::PartitionOutOfRange { .. })));

@@ -296,7 +296,26 @@ fn eager_strategies_revoke_everything_and_follow_kafkas_range_assignor() {
     assert_eq!(names, [("assigned", vec![0, 1, 2]), ("revoked", vec![0, 1, 2]), ("assigned", vec![0, 1])]);
     // A member asking for another strategy cannot join this group.
     let mut odd = queue.consumer(config("g").assignment_strategy(AssignmentStrategy::RoundRobin)).unwrap();
-    assert!(matches!(odd.subscribe(&["orders"]), Err(Error::InvalidConfig(_))));
+    assert!(matches!(odd.subscribe(&["orders"]), Err(Error::StrategyMismatch { .. })));
+}
+
+#[test]
+fn a_full_group_refuses_one_more_member() {
+    let dir = TempDir::new("full-group");
+    let queue = Queue::open(dir.path()).unwrap();
+    queue.create_topic("orders", 1).unwrap();
+    let members: Vec<Consumer> = (0..streamlog::MAX_GROUP_MEMBERS)
+        .map(|_| {
+            let mut member = queue.consumer(config("g")).unwrap();
+            member.subscribe(&["orders"]).unwrap();
+            member
+        })
+        .collect();
+    let mut one_more = queue.consumer(config("g")).unwrap();
+    let error = one_more.subscribe(&["orders"]).unwrap_err();
+    assert!(matches!(&error, Error::GroupFull { group, max_members: 1024 } if group == "g"), "{error}");
+    drop(members);
+    one_more.subscribe(&["orders"]).unwrap();
 }
 
 #[test]

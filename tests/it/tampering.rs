@@ -142,7 +142,7 @@ fn a_foreign_directory_is_refused_and_left_as_it_was() {
 #[test]
 fn the_empty_path_is_refused() {
     let here: Vec<PathBuf> = std::fs::read_dir(".").unwrap().map(|e| e.unwrap().path()).collect();
-    assert!(matches!(Queue::open(""), Err(Error::InvalidConfig(_))));
+    assert!(matches!(Queue::open(""), Err(Error::InvalidPath { .. })));
     let after: Vec<PathBuf> = std::fs::read_dir(".").unwrap().map(|e| e.unwrap().path()).collect();
     assert!(after.iter().all(|p| here.contains(p)), "files were created in the working directory: {after:?}");
 }
