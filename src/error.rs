@@ -3,7 +3,6 @@
 use std::io;
 use std::path::{Path, PathBuf};
 
-use crate::options::AssignmentStrategy;
 use crate::topic::TopicPartition;
 
 /// What went wrong. Each variant's message is a sentence that names the place of the problem.
@@ -96,9 +95,10 @@ pub enum Error {
     #[error("group {group:?} already has {max_members} members; no more can join")]
     GroupFull { group: String, max_members: usize },
     /// A consumer asked to join a group whose live members use another assignment strategy;
-    /// every member of a group uses the same one.
-    #[error("group {group:?} uses the {group_strategy:?} assignment strategy; a member asking for {requested:?} cannot join")]
-    StrategyMismatch { group: String, group_strategy: AssignmentStrategy, requested: AssignmentStrategy },
+    /// every member of a group uses the same one. The strategies are named as Kafka names them
+    /// (`range`, `roundrobin`, `cooperative-sticky`).
+    #[error("group {group:?} uses the {group_strategy} assignment strategy; a member asking for {requested} cannot join")]
+    StrategyMismatch { group: String, group_strategy: &'static str, requested: &'static str },
     /// A group's state (members and their assignments) would not fit in its group file; use
     /// fewer members, topics or partitions in the group.
     #[error(

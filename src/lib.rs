@@ -43,17 +43,18 @@ mod record;
 mod sys;
 mod topic;
 
-pub use client::consumer::{Consumer, RebalanceListener};
+pub use client::consumer::Consumer;
+pub use client::listener::RebalanceListener;
 pub use client::producer::{Producer, RecordMetadata, partition_for_key};
 pub use error::{Error, Result};
 pub use group::describe::{GroupDescription, MemberDescription, PartitionLag};
 pub use group::file::MAX_GROUP_MEMBERS;
-pub use log::records::{ConsumerRecord, Records};
+pub use log::records::{ConsumerRecord, Records, RecordsIntoIter, RecordsIter};
 pub use options::{
     AssignmentStrategy, ConsumerConfig, Durability, MIN_SESSION_TIMEOUT, OffsetReset, ProducerConfig, QueueOptions,
 };
 pub use queue::Queue;
-pub use record::Record;
+pub use record::{IntoBytes, Record};
 pub use topic::{
     CleanupPolicy, MAX_PARTITIONS, MAX_RECORD_BYTES_LIMIT, MAX_SEGMENT_BYTES, MAX_TOPIC_NAME_BYTES, TopicConfig, TopicPartition,
 };

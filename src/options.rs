@@ -210,6 +210,15 @@ impl AssignmentStrategy {
         matches!(self, Self::CooperativeSticky)
     }
 
+    /// The name Kafka's consumers give the strategy in the group protocol.
+    pub(crate) fn kafka_name(self) -> &'static str {
+        match self {
+            Self::Range => "range",
+            Self::RoundRobin => "roundrobin",
+            Self::CooperativeSticky => "cooperative-sticky",
+        }
+    }
+
     /// Stable one-byte code for the on-disk group state; `from_code` inverts it (None for unknown).
     pub(crate) fn code(self) -> u8 {
         match self {

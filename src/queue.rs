@@ -44,11 +44,21 @@ impl Queue {
     /// Opens the queue in `dir`, creating the directory if it is missing, with default options.
     /// A directory that holds anything but a queue is refused (`Error::ForeignFile`), and
     /// nothing is created in it.
+    ///
+    /// # Errors
+    /// - [`Error::InvalidPath`]: `dir` is empty.
+    /// - [`Error::ForeignFile`], [`Error::UnexpectedFileType`]: `dir` holds something that is
+    ///   not a queue, or a symbolic link, FIFO or device where a queue file belongs.
+    /// - [`Error::IncompatibleVersion`]: the queue was written by another format version.
+    /// - the [file errors](crate#errors): [`Error::Io`], [`Error::DiskFull`], [`Error::Corrupt`].
     pub fn open(dir: impl AsRef<Path>) -> Result<Queue> {
         Self::open_with(dir, QueueOptions::default())
     }
 
     /// Opens the queue in `dir` with `options`.
+    ///
+    /// # Errors
+    /// As [`open`](Self::open).
     pub fn open_with(dir: impl AsRef<Path>, options: QueueOptions) -> Result<Queue> {
         let inner = Catalog::open(dir.as_ref())?;
         let queue = Queue { handle: Arc::new(UserHandle::new(&inner)), inner };
@@ -57,12 +67,24 @@ impl Queue {
     }
 
     /// Creates a topic with `partitions` partitions and default settings.
+    ///
+    /// # Errors
+    /// As [`create_topic_with`](Self::create_topic_with).
     pub fn create_topic(&self, name: &str, partitions: u32) -> Result<()> {
         self.create_topic_with(name, TopicConfig::new(partitions))
     }
 
     /// Creates a topic with the given settings, which are persisted with it. The topic appears
     /// to every process at once, whole, or not at all.
+    ///
+    /// # Errors
+    /// - [`Error::InvalidTopicName`]: see [`MAX_TOPIC_NAME_BYTES`](crate::MAX_TOPIC_NAME_BYTES)
+    ///   and the allowed characters.
+    /// - [`Error::TopicExists`]: a topic of that name exists.
+    /// - [`Error::InvalidConfig`]: a setting outside its range (0 or more than
+    ///   [`MAX_PARTITIONS`](crate::MAX_PARTITIONS) partitions, a segment size outside 256 B to
+    ///   [`MAX_SEGMENT_BYTES`](crate::MAX_SEGMENT_BYTES), and so on).
+    /// - the [file errors](crate#errors).
     pub fn create_topic_with(&self, name: &str, config: TopicConfig) -> Result<()> {
         self.inner.create_topic(name, config)
     }
@@ -77,10 +99,14 @@ impl Queue {
     /// let queue = streamlog::Queue::open(&dir)?;
     /// queue.create_topic("users", 1)?;
     /// queue.alter_topic("users", |config| config.retention_ms(3600 * 1000))?;
-    /// assert_eq!(queue.topic_config("users")?.retention(), 3600 * 1000);
+    /// assert_eq!(queue.topic_config("users")?.get_retention_ms(), 3600 * 1000);
     /// # drop(queue); std::fs::remove_dir_all(&dir).unwrap();
     /// # Ok(()) }
     /// ```
+    ///
+    /// # Errors
+    /// [`Error::UnknownTopic`]; [`Error::InvalidConfig`] when the new settings are out of range
+    /// or change the partition count; the [file errors](crate#errors).
     pub fn alter_topic(&self, name: &str, change: impl FnOnce(TopicConfig) -> TopicConfig) -> Result<()> {
         self.inner.alter_topic(name, change)
     }
@@ -89,6 +115,10 @@ impl Queue {
     /// go to the partition of their key's hash modulo the partition count, so after this, new
     /// records of a key may go to another partition than its older records did (as in Kafka).
     /// Consumer groups subscribed to the topic rebalance to include the new partitions.
+    ///
+    /// # Errors
+    /// [`Error::UnknownTopic`]; [`Error::InvalidConfig`] when `partitions` is not more than
+    /// the topic has, or more than [`MAX_PARTITIONS`](crate::MAX_PARTITIONS); the [file errors](crate#errors).
     pub fn add_partitions(&self, name: &str, partitions: u32) -> Result<()> {
         self.inner.add_partitions(name, partitions)
     }
@@ -97,21 +127,79 @@ impl Queue {
     /// `Error::UnknownTopic` on their next call; readers holding its records keep them valid
     /// (files are unlinked, never shortened). Creating the name again starts a fresh log, and
     /// committed offsets of the old topic no longer apply to it.
+    ///
+    /// # Errors
+    /// [`Error::InvalidTopicName`], [`Error::UnknownTopic`], the [file errors](crate#errors).
     pub fn delete_topic(&self, name: &str) -> Result<()> {
         self.inner.delete_topic(name)
     }
 
     /// The names of all topics, sorted.
+    ///
+    /// # Errors
+    /// the [file errors](crate#errors) from listing the topics directory.
     pub fn topics(&self) -> Result<Vec<String>> {
         self.inner.topic_names()
     }
 
     /// How many partitions a topic has.
+    ///
+    /// # Errors
+    /// [`Error::InvalidTopicName`], [`Error::UnknownTopic`], the [file errors](crate#errors) from reading its settings.
     pub fn partition_count(&self, topic: &str) -> Result<u32> {
         Ok(self.inner.topic(topic)?.config.partitions)
     }
 
-    /// The settings a topic was created with.
+    /// Every partition of a topic, in order: what [`Consumer::assign`] takes to read the whole
+    /// topic.
+    ///
+    /// # Errors
+    /// As [`partition_count`](Self::partition_count).
+    pub fn partitions(&self, topic: &str) -> Result<Vec<TopicPartition>> {
+        let count = self.partition_count(topic)?;
+        Ok((0..count).map(|partition| TopicPartition::new(topic, partition)).collect())
+    }
+
+    /// The first offset still in each partition of a topic, as [`offsets`](Self::offsets)
+    /// gives it.
+    ///
+    /// # Errors
+    /// As [`offsets`](Self::offsets), for the first partition that fails.
+    pub fn beginning_offsets(&self, topic: &str) -> Result<Vec<(TopicPartition, u64)>> {
+        self.partitions(topic)?.into_iter().map(|tp| Ok((tp.clone(), self.offsets(&tp)?.0))).collect()
+    }
+
+    /// The end of each partition of a topic (the offset its next record will get), as
+    /// [`offsets`](Self::offsets) gives it. As a list of next offsets to read, it is what
+    /// [`Consumer::commit_offsets`] takes to skip a group past everything sent so far.
+    ///
+    /// ```
+    /// # fn main() -> Result<(), streamlog::Error> {
+    /// # let dir = std::env::temp_dir().join(format!("streamlog-doc-end-offsets-{}", std::process::id()));
+    /// use streamlog::{ConsumerConfig, Queue, Record};
+    /// let queue = Queue::open(&dir)?;
+    /// queue.create_topic("orders", 2)?;
+    /// queue.producer().send("orders", Record::new(b"x").partition(1))?;
+    /// let ends = queue.end_offsets("orders")?;
+    /// assert_eq!(ends.iter().map(|(_, end)| *end).collect::<Vec<_>>(), [0, 1]);
+    /// let mut consumer = queue.consumer(ConsumerConfig::new("late-joiner"))?;
+    /// consumer.assign(&queue.partitions("orders")?)?;
+    /// consumer.commit_offsets(&ends)?;
+    /// # drop((consumer, queue)); std::fs::remove_dir_all(&dir).unwrap();
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// # Errors
+    /// As [`offsets`](Self::offsets), for the first partition that fails.
+    pub fn end_offsets(&self, topic: &str) -> Result<Vec<(TopicPartition, u64)>> {
+        self.partitions(topic)?.into_iter().map(|tp| Ok((tp.clone(), self.offsets(&tp)?.1))).collect()
+    }
+
+    /// A topic's current settings: those it was created with, as changed since by
+    /// `alter_topic` and `add_partitions` from any process.
+    ///
+    /// # Errors
+    /// As [`partition_count`](Self::partition_count).
     pub fn topic_config(&self, topic: &str) -> Result<TopicConfig> {
         Ok(self.inner.topic(topic)?.config.clone())
     }
@@ -119,6 +207,10 @@ impl Queue {
     /// The first offset still in a partition's log and the offset the next record will get.
     /// Both come from the partition's shared state, checked against its segments first: a
     /// damaged state file is `Error::Corrupt` naming it.
+    ///
+    /// # Errors
+    /// [`Error::InvalidTopicName`], [`Error::UnknownTopic`], [`Error::PartitionOutOfRange`],
+    /// and the [file errors](crate#errors) of the partition (opening it may recover it first).
     pub fn offsets(&self, partition: &TopicPartition) -> Result<(u64, u64)> {
         let partition = self.inner.partition(partition)?;
         let (start, tail) = partition.checked_offsets().map_err(|e| partition.explain(e))?;
@@ -143,6 +235,9 @@ impl Queue {
     /// # drop(queue); std::fs::remove_dir_all(&dir).unwrap();
     /// # Ok(()) }
     /// ```
+    ///
+    /// # Errors
+    /// As [`offsets`](Self::offsets).
     pub fn offset_for_time(&self, partition: &TopicPartition, timestamp_ms: u64) -> Result<Option<u64>> {
         self.inner.partition(partition)?.offset_for_time(timestamp_ms)
     }
@@ -151,6 +246,10 @@ impl Queue {
     /// segments were deleted or rewritten. A background thread also does this (every 30 seconds unless
     /// `QueueOptions::maintenance_interval` says otherwise) in one of the processes that have
     /// the queue open.
+    ///
+    /// # Errors
+    /// The first error met (the [file errors](crate#errors) of a damaged partition or offset log); every other
+    /// partition was still maintained.
     pub fn run_maintenance(&self) -> Result<usize> {
         self.inner.run_maintenance(&|| false)
     }
@@ -170,6 +269,10 @@ impl Queue {
 
     /// A consumer in `config`'s group; give it partitions with `subscribe` or `assign`. It
     /// creates no file: the group's files appear with its first `subscribe` or commit.
+    ///
+    /// # Errors
+    /// [`Error::InvalidGroupName`]; [`Error::InvalidConfig`] for a session timeout below
+    /// [`MIN_SESSION_TIMEOUT`](crate::MIN_SESSION_TIMEOUT) or another setting out of range.
     pub fn consumer(&self, config: ConsumerConfig) -> Result<Consumer> {
         if let Durability::Interval(interval) = config.commit_durability {
             self.inner.start_flusher(interval);
@@ -197,6 +300,10 @@ impl Queue {
     /// # drop((consumer, queue)); std::fs::remove_dir_all(&dir).unwrap();
     /// # Ok(()) }
     /// ```
+    ///
+    /// # Errors
+    /// [`Error::InvalidGroupName`], [`Error::UnknownGroup`], and the [file errors](crate#errors) of the group file and
+    /// offset log.
     pub fn describe_group(&self, group: &str) -> Result<GroupDescription> {
         validate_group_name(group)?;
         if !self.inner.dir().join(GROUPS_DIR).join(group).is_dir() {

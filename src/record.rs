@@ -25,40 +25,17 @@ pub struct Record<'a> {
     pub(crate) timestamp_ms: Option<u64>,
 }
 
-/// Bytes a [`Record`] can hold: borrowed (`&[u8]`, `&[u8; N]`, `&str`, `&Vec<u8>`, `&String`)
-/// or owned (`Vec<u8>`, `String`, `Cow<[u8]>`).
+/// Bytes a [`Record`] can hold: borrowed (a reference to anything that is `AsRef<[u8]>`:
+/// `&[u8]`, `&[u8; N]`, `&str`, `&Vec<u8>`, `&String`) or owned (`Vec<u8>`, `String`,
+/// `Cow<[u8]>`).
 pub trait IntoBytes<'a> {
     /// The bytes, borrowed where they were borrowed.
     fn into_bytes(self) -> Cow<'a, [u8]>;
 }
 
-impl<'a> IntoBytes<'a> for &'a [u8] {
+impl<'a, T: AsRef<[u8]> + ?Sized> IntoBytes<'a> for &'a T {
     fn into_bytes(self) -> Cow<'a, [u8]> {
-        Cow::Borrowed(self)
-    }
-}
-
-impl<'a, const N: usize> IntoBytes<'a> for &'a [u8; N] {
-    fn into_bytes(self) -> Cow<'a, [u8]> {
-        Cow::Borrowed(self)
-    }
-}
-
-impl<'a> IntoBytes<'a> for &'a Vec<u8> {
-    fn into_bytes(self) -> Cow<'a, [u8]> {
-        Cow::Borrowed(self)
-    }
-}
-
-impl<'a> IntoBytes<'a> for &'a str {
-    fn into_bytes(self) -> Cow<'a, [u8]> {
-        Cow::Borrowed(self.as_bytes())
-    }
-}
-
-impl<'a> IntoBytes<'a> for &'a String {
-    fn into_bytes(self) -> Cow<'a, [u8]> {
-        Cow::Borrowed(self.as_bytes())
+        Cow::Borrowed(self.as_ref())
     }
 }
 

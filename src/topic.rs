@@ -49,7 +49,11 @@ impl CleanupPolicy {
 }
 
 /// Settings of one topic, persisted with it; all but the partition count can be changed later
-/// with `Queue::alter_topic`.
+/// with `Queue::alter_topic`, and `Queue::topic_config` reads the current ones back.
+///
+/// One naming rule for every setting: the builder method is the setting's name with its unit
+/// (`retention_ms`, `segment_bytes`), as in Kafka's `retention.ms` and `segment.bytes`, and the
+/// getter is the same name with `get_` (`get_retention_ms`), as `std::process::Command` does.
 ///
 /// ```
 /// use streamlog::{CleanupPolicy, TopicConfig};
@@ -58,7 +62,8 @@ impl CleanupPolicy {
 ///     .retention_ms(7 * 24 * 3600 * 1000)
 ///     .retention_bytes(10 << 30)
 ///     .cleanup_policy(CleanupPolicy::Delete);
-/// assert_eq!(config.partitions(), 4);
+/// assert_eq!(config.get_partitions(), 4);
+/// assert_eq!(config.get_retention_bytes(), 10 << 30);
 /// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TopicConfig {
@@ -137,16 +142,6 @@ impl TopicConfig {
         self
     }
 
-    /// The cleanup policy.
-    pub fn policy(&self) -> CleanupPolicy {
-        self.cleanup_policy
-    }
-
-    /// The time-based retention, in milliseconds.
-    pub fn retention(&self) -> u64 {
-        self.retention_ms
-    }
-
     /// A new segment starts once the active one holds this many bytes (256 B to 1 GiB).
     pub fn segment_bytes(mut self, bytes: u64) -> Self {
         self.segment_bytes = bytes;
@@ -172,8 +167,59 @@ impl TopicConfig {
     }
 
     /// The number of partitions.
-    pub fn partitions(&self) -> u32 {
+    pub fn get_partitions(&self) -> u32 {
         self.partitions
+    }
+
+    /// See [`segment_bytes`](Self::segment_bytes).
+    pub fn get_segment_bytes(&self) -> u64 {
+        self.segment_bytes
+    }
+
+    /// See [`segment_ms`](Self::segment_ms).
+    pub fn get_segment_ms(&self) -> u64 {
+        self.segment_ms
+    }
+
+    /// See [`max_record_bytes`](Self::max_record_bytes).
+    pub fn get_max_record_bytes(&self) -> u32 {
+        self.max_record_bytes
+    }
+
+    /// See [`index_interval_bytes`](Self::index_interval_bytes).
+    pub fn get_index_interval_bytes(&self) -> u32 {
+        self.index_interval_bytes
+    }
+
+    /// See [`retention_ms`](Self::retention_ms).
+    pub fn get_retention_ms(&self) -> u64 {
+        self.retention_ms
+    }
+
+    /// See [`retention_bytes`](Self::retention_bytes).
+    pub fn get_retention_bytes(&self) -> u64 {
+        self.retention_bytes
+    }
+
+    /// See [`cleanup_policy`](Self::cleanup_policy).
+    pub fn get_cleanup_policy(&self) -> CleanupPolicy {
+        self.cleanup_policy
+    }
+
+    /// See [`min_compaction_lag_ms`](Self::min_compaction_lag_ms).
+    pub fn get_min_compaction_lag_ms(&self) -> u64 {
+        self.min_compaction_lag_ms
+    }
+
+    /// See [`delete_retention_ms`](Self::delete_retention_ms).
+    pub fn get_delete_retention_ms(&self) -> u64 {
+        self.delete_retention_ms
+    }
+
+    /// See [`min_cleanable_dirty_ratio`](Self::min_cleanable_dirty_ratio); stored to a
+    /// millionth.
+    pub fn get_min_cleanable_dirty_ratio(&self) -> f64 {
+        f64::from(self.min_cleanable_dirty_ppm) / 1e6
     }
 }
 

@@ -5,45 +5,21 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::catalog::{Catalog, UserHandle};
+use crate::client::listener::RebalanceListener;
 use crate::error::{Error, Result};
 use crate::group::file::{Group, JoinRequest, Membership};
-use crate::group::offsets::{self, OffsetStore};
+use crate::group::offsets::OffsetStore;
 use crate::log::partition::Partition;
 use crate::log::read::Cursor;
 use crate::log::records::Records;
-use crate::options::{ConsumerConfig, OffsetReset, validate_topic_name};
-use crate::sys::futex;
+use crate::options::{ConsumerConfig, validate_topic_name};
 use crate::topic::TopicPartition;
 
+mod commit;
+mod fetch;
 mod rebalance;
 
-/// Told by a subscribed consumer when its partitions change. Every method is called from inside
-/// `poll` (or `close`), on the consumer's own thread, with the consumer itself so that the
-/// listener can commit or seek.
-pub trait RebalanceListener: Send {
-    /// The consumer now owns `partitions`; it reads them from their committed offsets.
-    fn on_assigned(&mut self, consumer: &mut Consumer, partitions: &[TopicPartition]) {
-        let _ = (consumer, partitions);
-    }
-
-    /// The consumer is about to give up `partitions`, which another member will read next:
-    /// the last chance to commit what was processed.
-    fn on_revoked(&mut self, consumer: &mut Consumer, partitions: &[TopicPartition]) {
-        let _ = (consumer, partitions);
-    }
-
-    /// `partitions` were taken away without a revoke (this member was expelled): another
-    /// member may already be reading them, so do not commit; a commit would be refused.
-    fn on_lost(&mut self, consumer: &mut Consumer, partitions: &[TopicPartition]) {
-        let _ = (consumer, partitions);
-    }
-
-    /// The committed offset of `partition` lies beyond the end of its log (the log lost its
-    /// unsynced tail in a crash that the commit survived), so reading starts at `end` instead.
-    fn on_offset_clamped(&mut self, consumer: &mut Consumer, partition: &TopicPartition, committed: u64, end: u64) {
-        let _ = (consumer, partition, committed, end);
-    }
-}
+use fetch::{SPIN_BEFORE_SLEEP, valid_position};
 
 /// A consumer's membership of its group, while it is subscribed.
 struct Subscription {
@@ -164,6 +140,11 @@ impl Consumer {
     /// Reads exactly these partitions from now on, outside any group rebalancing. Partitions
     /// already assigned keep their positions; new ones start at the group's committed offset,
     /// or per the reset policy.
+    ///
+    /// # Errors
+    /// - [`Error::IllegalState`]: the consumer is subscribed, or this is a rebalance listener.
+    /// - [`Error::InvalidTopicName`], [`Error::UnknownTopic`], [`Error::PartitionOutOfRange`].
+    /// - the [file errors](crate#errors) from opening a partition or reading the committed offsets.
     pub fn assign(&mut self, partitions: &[TopicPartition]) -> Result<()> {
         self.not_in_listener()?;
         if self.subscription.is_some() {
@@ -192,6 +173,15 @@ impl Consumer {
     /// Joins the consumer group and reads the partitions of `topics` that the group gives this
     /// member. Topics may be created later; the group rebalances when they appear. Calling it
     /// again replaces the subscription.
+    ///
+    /// # Errors
+    /// - [`Error::IllegalState`]: partitions were assigned by hand, or this is a rebalance
+    ///   listener.
+    /// - [`Error::InvalidTopicName`].
+    /// - [`Error::GroupFull`]: the group has [`MAX_GROUP_MEMBERS`](crate::MAX_GROUP_MEMBERS)
+    ///   live members.
+    /// - [`Error::StrategyMismatch`]: the group's members use another assignment strategy.
+    /// - [`Error::GroupStateTooLarge`], and the [file errors](crate#errors) of the group's files.
     pub fn subscribe(&mut self, topics: &[&str]) -> Result<()> {
         self.not_in_listener()?;
         self.subscribe_to(topics, None)
@@ -218,6 +208,10 @@ impl Consumer {
     /// # drop((consumer, queue)); std::fs::remove_dir_all(&dir).unwrap();
     /// # Ok(()) }
     /// ```
+    ///
+    /// # Errors
+    /// [`Error::InvalidPattern`] when `pattern` is not a regular expression, and as
+    /// [`subscribe`](Self::subscribe).
     pub fn subscribe_pattern(&mut self, pattern: &str) -> Result<()> {
         self.not_in_listener()?;
         let anchored = regex::Regex::new(&format!("^(?:{pattern})$"))
@@ -266,6 +260,9 @@ impl Consumer {
     }
 
     /// As `subscribe`, with a listener told of every change of the partitions this consumer owns.
+    ///
+    /// # Errors
+    /// As [`subscribe`](Self::subscribe).
     pub fn subscribe_with(&mut self, topics: &[&str], listener: impl RebalanceListener + 'static) -> Result<()> {
         self.subscribe(topics)?;
         if let Some(subscription) = &mut self.subscription {
@@ -276,6 +273,9 @@ impl Consumer {
 
     /// Leaves the group (revoking every partition, after an automatic commit of every position
     /// if enabled); the consumer can then `assign` or `subscribe` again.
+    ///
+    /// # Errors
+    /// [`Error::IllegalState`] inside a rebalance listener, and the [file errors](crate#errors) of the group file.
     pub fn unsubscribe(&mut self) -> Result<()> {
         self.not_in_listener()?;
         self.leave_group(Processed::AllReturned)
@@ -291,6 +291,10 @@ impl Consumer {
     /// poll began (everything every earlier poll returned), and while the thread is panicking
     /// it commits nothing and calls no rebalance listener. A consumer of assigned partitions
     /// commits only in `poll` (and when told to), never when it is closed or dropped.
+    ///
+    /// # Errors
+    /// the [file errors](crate#errors) of the group file, from leaving the group. A refused automatic commit is not an
+    /// error (the next owner reads those records again).
     pub fn close(mut self) -> Result<()> {
         self.leave_group(Processed::AllReturned)
     }
@@ -333,27 +337,48 @@ impl Consumer {
         }
     }
 
-    /// The offsets an automatic commit of `partitions` stores.
-    fn auto_commit_offsets(&self, partitions: &[TopicPartition], processed: Processed) -> Vec<(TopicPartition, u64)> {
-        self.assigned
-            .iter()
-            .filter(|a| partitions.contains(&a.tp))
-            .filter_map(|a| {
-                match processed {
-                    Processed::AllReturned => a.position,
-                    Processed::BeforeLastPoll => a.processed,
-                }
-                .map(|p| (a.tp.clone(), p))
-            })
-            .collect()
-    }
-
     /// The partitions this consumer reads now.
     pub fn assignment(&self) -> Vec<TopicPartition> {
         self.assigned.iter().map(|a| a.tp.clone()).collect()
     }
 
-    /// Makes `offset` the next record `poll` returns from `partition`.
+    /// The topics this consumer is subscribed to, sorted (with `subscribe_pattern`, those that
+    /// match now); empty when it is not subscribed.
+    pub fn subscription(&self) -> Vec<String> {
+        self.subscription.as_ref().map(|s| s.topics.clone()).unwrap_or_default()
+    }
+
+    /// The group generation whose assignment this consumer has caught up with; `None` when it
+    /// is not subscribed, was expelled, or has not polled since joining. Every rebalance starts
+    /// a new generation, and commits are fenced by it.
+    ///
+    /// ```
+    /// # fn main() -> Result<(), streamlog::Error> {
+    /// # let dir = std::env::temp_dir().join(format!("streamlog-doc-generation-{}", std::process::id()));
+    /// use std::time::Duration;
+    /// use streamlog::{ConsumerConfig, Queue};
+    /// let queue = Queue::open(&dir)?;
+    /// queue.create_topic("orders", 2)?;
+    /// let mut consumer = queue.consumer(ConsumerConfig::new("billing"))?;
+    /// assert_eq!(consumer.generation(), None);
+    /// consumer.subscribe(&["orders"])?;
+    /// consumer.poll(Duration::from_millis(10))?;
+    /// assert_eq!(consumer.subscription(), ["orders"]);
+    /// assert!(consumer.generation().is_some());
+    /// # drop((consumer, queue)); std::fs::remove_dir_all(&dir).unwrap();
+    /// # Ok(()) }
+    /// ```
+    pub fn generation(&self) -> Option<u64> {
+        let subscription = self.subscription.as_ref()?;
+        subscription.member.as_ref()?;
+        (subscription.generation > 0).then_some(subscription.generation)
+    }
+
+    /// Makes `offset` the next record `poll` returns from `partition`. An offset outside the
+    /// log is reset per `auto_offset_reset` when it is next used.
+    ///
+    /// # Errors
+    /// [`Error::NotAssigned`], [`Error::InvalidTopicName`].
     pub fn seek(&mut self, partition: &TopicPartition, offset: u64) -> Result<()> {
         let assignment = self.assignment_mut(partition)?;
         assignment.position = Some(offset);
@@ -365,12 +390,18 @@ impl Consumer {
     }
 
     /// Moves to the first record still in the log.
+    ///
+    /// # Errors
+    /// As [`seek`](Self::seek).
     pub fn seek_to_beginning(&mut self, partition: &TopicPartition) -> Result<()> {
         let start = self.assignment_mut(partition)?.partition.start_offset();
         self.seek(partition, start)
     }
 
     /// Moves to the end of the log: only records sent later are returned.
+    ///
+    /// # Errors
+    /// As [`seek`](Self::seek).
     pub fn seek_to_end(&mut self, partition: &TopicPartition) -> Result<()> {
         let end = self.assignment_mut(partition)?.partition.tail().end_offset;
         self.seek(partition, end)
@@ -379,6 +410,10 @@ impl Consumer {
     /// The offset of the next record `poll` will return from `partition`. A position outside
     /// the log is reset here, per `auto_offset_reset`; records that skips are reported by the
     /// next poll's `Records::missed`.
+    ///
+    /// # Errors
+    /// As [`seek`](Self::seek); with `OffsetReset::None`, [`Error::NoOffset`] when there is no
+    /// position and [`Error::OffsetOutOfRange`] when it lies outside the log.
     pub fn position(&mut self, partition: &TopicPartition) -> Result<u64> {
         let reset = self.config.auto_offset_reset;
         let group = self.config.group.clone();
@@ -391,63 +426,20 @@ impl Consumer {
         self.assigned.iter_mut().find(|a| &a.tp == partition).ok_or_else(|| Error::NotAssigned(partition.clone()))
     }
 
-    /// Commits the position of every assigned partition: everything `poll` returned so far
-    /// counts as processed. See `commit_offsets`.
-    pub fn commit(&mut self) -> Result<()> {
-        let offsets: Vec<(TopicPartition, u64)> =
-            self.assigned.iter().filter_map(|a| a.position.map(|p| (a.tp.clone(), p))).collect();
-        self.commit_offsets(&offsets)
-    }
-
-    /// Commits `offsets` (each the next offset to read) for the group, all at once or not at
-    /// all. A subscribed consumer may commit only partitions it owns, and only while it is a
-    /// member of the group's current generation: otherwise it fails with
-    /// `Error::CommitFailed` (poll, then retry) and commits nothing.
-    pub fn commit_offsets(&mut self, offsets: &[(TopicPartition, u64)]) -> Result<()> {
-        for (tp, _) in offsets {
-            validate_topic_name(tp.topic())?;
-        }
-        if let Some((tp, _)) =
-            offsets.iter().find(|(tp, _)| self.subscription.is_some() && !self.assigned.iter().any(|a| &a.tp == tp))
-        {
-            return Err(Error::NotAssigned(tp.clone()));
-        }
-        let store = &self.offsets;
-        let end = match &self.subscription {
-            None if offsets.is_empty() => return Ok(()),
-            None => {
-                // The first commit creates the group's directory and offset log.
-                self.catalog.group(&self.config.group)?;
-                store.commit(offsets, 0, 0, |tp| self.catalog.topic_id(tp.topic()))?
-            }
-            Some(Subscription { group, member: Some(member), generation, revoking, .. }) => {
-                let partitions: Vec<TopicPartition> = offsets.iter().map(|(tp, _)| tp.clone()).collect();
-                let revoking = revoking.then_some(partitions.as_slice());
-                group.fenced(member, *generation, revoking, || {
-                    store.commit(offsets, member.id, *generation, |tp| self.catalog.topic_id(tp.topic()))
-                })?
-            }
-            Some(Subscription { member: None, .. }) => {
-                return Err(Error::CommitFailed {
-                    group: self.config.group.clone(),
-                    reason: "this consumer was removed from the group; poll to rejoin".into(),
-                });
-            }
-        };
-        store.make_durable(end, self.config.commit_durability)
-    }
-
-    /// The group's committed offset for `partition` (the next offset to read), from any
-    /// thread or process; `None` if none was committed.
-    pub fn committed(&self, partition: &TopicPartition) -> Result<Option<u64>> {
-        validate_topic_name(partition.topic())?;
-        let entry = self.offsets.committed(partition)?;
-        Ok(offsets::applicable(entry, self.catalog.topic_id(partition.topic())))
-    }
-
     /// Returns the records available now, or waits up to `timeout` for some to arrive. Records
     /// sent by any thread or process wake the wait at once. A subscribed consumer also takes
     /// part in its group here: it joins, gives up and takes partitions, and calls its listener.
+    ///
+    /// An error of one partition does not hold up the others: it is returned only by a poll
+    /// that has no records to return, and that partition's position stays where it failed.
+    ///
+    /// # Errors
+    /// - [`Error::IllegalState`] inside a rebalance listener.
+    /// - [`Error::UnknownTopic`]: an assigned topic was deleted (it is dropped from the
+    ///   assignment; the next poll goes on with the rest).
+    /// - With `OffsetReset::None`: [`Error::NoOffset`], [`Error::OffsetOutOfRange`].
+    /// - [`Error::Corrupt`] naming the file and byte of a damaged record, and the other
+    ///   the [file errors](crate#errors) of partitions and group files.
     pub fn poll(&mut self, timeout: Duration) -> Result<Records> {
         self.not_in_listener()?;
         let deadline = Instant::now().checked_add(timeout).unwrap_or_else(far_future);
@@ -496,35 +488,6 @@ impl Consumer {
                 self.spinning_pays = slept.elapsed() < 2 * SPIN_BEFORE_SLEEP;
             }
         }
-    }
-
-    /// Watches the assigned partitions' tails for a short while before going to sleep, as
-    /// crossbeam-channel and parking_lot do: at high rates the next record usually comes within
-    /// microseconds, and catching it here saves the few microseconds a futex wake-up costs.
-    /// It yields the processor between looks, so that on a busy machine the producer it waits
-    /// for gets to run; `poll` stops spinning while records come too rarely for it to pay.
-    /// Returns whether a record arrived.
-    fn spin_for_records(&self, deadline: Instant) -> bool {
-        if self.assigned.is_empty() {
-            return false;
-        }
-        let until = deadline.min(Instant::now() + SPIN_BEFORE_SLEEP);
-        for round in 0u32.. {
-            if self.assigned.iter().any(|a| a.position.is_some_and(|p| p < a.partition.tail().end_offset)) {
-                return true;
-            }
-            if round < 6 {
-                for _ in 0..1 << round {
-                    std::hint::spin_loop();
-                }
-            } else {
-                std::thread::yield_now();
-            }
-            if Instant::now() >= until {
-                break;
-            }
-        }
-        false
     }
 
     /// After any process changed topics: stops reading partitions whose topic was deleted (or
@@ -595,15 +558,6 @@ impl Consumer {
         }
     }
 
-    /// Commits the current positions, ignoring a refusal (the group moved on; the next owner
-    /// starts from the last successful commit, so at worst records are delivered again).
-    fn auto_commit_now(&mut self) {
-        if self.config.auto_commit.is_some() {
-            self.last_auto_commit = Instant::now();
-            let _ = self.commit();
-        }
-    }
-
     /// Calls the listener, if any, with this consumer and `partitions`.
     fn notify(
         &mut self,
@@ -638,61 +592,6 @@ impl Consumer {
         let topic_id = self.catalog.topic_id(tp.topic());
         Ok((Assignment { tp: tp.clone(), topic_id, partition, position, processed: None, missed: 0, cursor: None }, clamped))
     }
-
-    /// Reads what is available from every assigned partition, up to `max_poll_records`. A
-    /// partition that fails does not hold up the others: its error is returned only when no
-    /// partition had records, and its position stays at the failing offset.
-    fn fetch(&mut self, records: &mut Records) -> Result<()> {
-        let count = self.assigned.len();
-        let max = self.config.max_poll_records;
-        let mut first_error = None;
-        for i in 0..count {
-            if records.len() >= max {
-                break;
-            }
-            let assignment = &mut self.assigned[(self.next_first + i) % count];
-            if let Err(error) = fetch_partition(assignment, &self.config, records) {
-                first_error.get_or_insert(assignment.partition.explain(error));
-            }
-        }
-        if count > 0 {
-            self.next_first = (self.next_first + 1) % count;
-        }
-        match first_error {
-            Some(error) if records.is_empty() => Err(error),
-            _ => Ok(()),
-        }
-    }
-
-    /// Sleeps until a record arrives in an assigned partition, the group changes, or the
-    /// deadline passes. A subscribed consumer wakes at least every second to note that it is
-    /// still polling.
-    fn wait(&self, deadline: Instant) {
-        let mut words: Vec<_> = self.assigned.iter().map(|a| a.partition.begin_wait()).collect();
-        let mut deadline = deadline;
-        if let Some(subscription) = &self.subscription {
-            let (word, change) = subscription.group.change_word();
-            words.insert(0, (word, subscription.seen_change));
-            if change != subscription.seen_change {
-                deadline = Instant::now();
-            }
-            // Wake in time to note the poll before `max_poll_interval` runs out.
-            deadline = deadline.min(Instant::now() + (self.config.max_poll_interval / 2).min(Duration::from_secs(1)));
-        }
-        // Re-check after registering: a record published before registration is seen here,
-        // and one published after it wakes the futex.
-        let nothing_new = self.assigned.iter().all(|a| a.position.is_some_and(|p| p >= a.partition.tail().end_offset));
-        if nothing_new {
-            if words.is_empty() {
-                std::thread::sleep(deadline.saturating_duration_since(Instant::now()));
-            } else {
-                futex::futex_wait_any(&words, deadline);
-            }
-        }
-        for assignment in &self.assigned {
-            assignment.partition.end_wait();
-        }
-    }
 }
 
 /// Dropping a subscribed consumer leaves its group at once. With auto-commit it first commits
@@ -720,71 +619,7 @@ enum Processed {
     BeforeLastPoll,
 }
 
-/// How long `poll` watches for records before it sleeps.
-const SPIN_BEFORE_SLEEP: Duration = Duration::from_micros(20);
-
 /// A deadline no poll reaches: about thirty years from now.
 fn far_future() -> Instant {
     Instant::now() + Duration::from_secs(30 * 365 * 24 * 3600)
-}
-
-/// Reads what is available from one partition into `records`, up to `max_poll_records` in all.
-fn fetch_partition(assignment: &mut Assignment, config: &ConsumerConfig, records: &mut Records) -> Result<()> {
-    let position = valid_position(assignment, config.auto_offset_reset, &config.group)?;
-    let partition = &assignment.partition;
-    let tail = partition.tail();
-    if position >= tail.end_offset {
-        return Ok(());
-    }
-    let mut cursor = match assignment.cursor.take() {
-        Some(cursor) if cursor.offset() == position => cursor,
-        _ => match partition.cursor_at(position, &tail, config.check_crcs) {
-            Ok(cursor) => cursor,
-            // Retention deleted the segment meanwhile: the next fetch applies the reset policy.
-            Err(_) if position < partition.start_offset() => return Ok(()),
-            Err(error) => return Err(error),
-        },
-    };
-    let result = partition.advance(&mut cursor, &tail, u64::MAX, Some((records, config.max_poll_records)), config.check_crcs);
-    assignment.position = Some(cursor.offset());
-    if result.is_err() && cursor.offset() < partition.start_offset() {
-        // Retention deleted what the cursor was about to read: the next fetch resets.
-        assignment.cursor = None;
-        return Ok(());
-    }
-    assignment.cursor = Some(cursor);
-    result
-}
-
-/// The assignment's position, applying the reset policy if it has none or lies outside the log.
-/// A reset from below the log start (retention deleted records not read yet) adds what it
-/// skips to the records the next poll reports missed.
-fn valid_position(assignment: &mut Assignment, reset: OffsetReset, group: &str) -> Result<u64> {
-    let start = assignment.partition.start_offset();
-    let end = assignment.partition.tail().end_offset;
-    match assignment.position {
-        Some(position) if (start..=end).contains(&position) => Ok(position),
-        position => {
-            let reset_to = match reset {
-                OffsetReset::Earliest => start,
-                OffsetReset::Latest => end,
-                OffsetReset::None => {
-                    let partition = assignment.tp.clone();
-                    return Err(match position {
-                        // Without a position there was no committed offset to start from.
-                        None => Error::NoOffset { group: group.to_owned(), partition },
-                        Some(offset) => Error::OffsetOutOfRange { partition, offset, start, end },
-                    });
-                }
-            };
-            if let Some(old) = position
-                && old < start
-            {
-                assignment.missed += reset_to - old;
-            }
-            assignment.position = Some(reset_to);
-            assignment.cursor = None;
-            Ok(reset_to)
-        }
-    }
 }

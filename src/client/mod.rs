@@ -3,4 +3,5 @@
 //! live.
 
 pub(crate) mod consumer;
+pub(crate) mod listener;
 pub(crate) mod producer;

@@ -86,6 +86,15 @@ impl Producer {
 
     /// Appends one record and returns where it landed. With `Durability::Sync` it returns
     /// only once the record is on stable storage.
+    ///
+    /// # Errors
+    /// - [`Error::InvalidTopicName`], [`Error::UnknownTopic`], [`Error::PartitionOutOfRange`]
+    ///   (an explicit partition the topic does not have).
+    /// - [`Error::RecordTooLarge`], [`Error::TooManyHeaders`], [`Error::HeaderNameTooLong`]:
+    ///   nothing was written.
+    /// - [`Error::Poisoned`]: an earlier fsync of the partition failed; reopen the queue.
+    /// - [`Error::DiskFull`] (nothing acknowledged was harmed; retry once space is freed) and
+    ///   the other the [file errors](crate#errors).
     pub fn send(&self, topic: &str, record: Record<'_>) -> Result<RecordMetadata> {
         let topic = self.queue.topic(topic)?;
         let partition_number = match fixed_partition(&topic, &record)? {
@@ -109,6 +118,10 @@ impl Producer {
     /// Appends many records, grouped into one batch per partition (cut at 1 MiB): one lock
     /// and one write per batch. Returns each record's metadata in the order given. Records to
     /// one partition keep their order; if an error occurs, batches already written stay.
+    ///
+    /// # Errors
+    /// As [`send`](Self::send); every record is checked before the first batch is written, so
+    /// a record too large or with bad headers fails the call with nothing written.
     pub fn send_batch<'a>(&self, topic: &str, records: impl IntoIterator<Item = Record<'a>>) -> Result<Vec<RecordMetadata>> {
         let topic = self.queue.topic(topic)?;
         let now_ms = clock::wall_clock_ms();
@@ -168,6 +181,10 @@ impl Producer {
 
     /// Makes everything this process sent so far durable as the durability mode promises:
     /// with `Interval` it syncs now instead of waiting; `Buffered` and `Sync` need nothing.
+    ///
+    /// # Errors
+    /// The first failed fsync ([`Error::Io`], or [`Error::Poisoned`] for a partition whose
+    /// earlier fsync failed); the failed partitions refuse writes from then on.
     pub fn flush(&self) -> Result<()> {
         match self.config.durability {
             Durability::Interval(_) => self.queue.sync_dirty(),

@@ -244,8 +244,8 @@ impl Group {
             Some(strategy) if !state.members.is_empty() && strategy != request.strategy => {
                 return Err(Error::StrategyMismatch {
                     group: self.name.clone(),
-                    group_strategy: strategy,
-                    requested: request.strategy,
+                    group_strategy: strategy.kafka_name(),
+                    requested: request.strategy.kafka_name(),
                 });
             }
             _ => state.strategy = Some(request.strategy),

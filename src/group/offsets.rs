@@ -200,6 +200,14 @@ impl OffsetStore {
         Ok(view.committed.get(partition).copied())
     }
 
+    /// The committed offsets of `partitions`, as `committed` gives them, all as of one moment:
+    /// a commit of several partitions is seen whole or not at all.
+    pub(crate) fn committed_many(&self, partitions: &[TopicPartition]) -> Result<Vec<Option<(u64, u64)>>> {
+        let mut view = self.view.lock();
+        self.catch_up(&mut view)?;
+        Ok(partitions.iter().map(|partition| view.committed.get(partition).copied()).collect())
+    }
+
     /// Every committed offset.
     pub(crate) fn all(&self) -> Result<HashMap<TopicPartition, (u64, u64)>> {
         let mut view = self.view.lock();

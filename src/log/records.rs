@@ -91,6 +91,29 @@ impl ConsumerRecord {
         format::parse_headers(&self.body()[start..])
     }
 
+    /// The value of the last header named `name` (as Kafka's `Headers.lastHeader`), if the
+    /// record has one; [`headers`](Self::headers) gives every header, repeated names too.
+    ///
+    /// ```
+    /// # fn main() -> Result<(), streamlog::Error> {
+    /// # let dir = std::env::temp_dir().join(format!("streamlog-doc-header-{}", std::process::id()));
+    /// # use streamlog::{ConsumerConfig, OffsetReset, Queue, Record, TopicPartition};
+    /// # let queue = Queue::open(&dir)?;
+    /// # queue.create_topic("t", 1)?;
+    /// queue.producer().send("t", Record::new(b"v").header("trace", b"a").header("trace", b"b"))?;
+    /// # let mut consumer = queue.consumer(ConsumerConfig::new("g").auto_offset_reset(OffsetReset::Earliest))?;
+    /// # consumer.assign(&[TopicPartition::new("t", 0)])?;
+    /// let records = consumer.poll(std::time::Duration::from_secs(1))?;
+    /// let record = records.iter().next().unwrap();
+    /// assert_eq!(record.header("trace"), Some(&b"b"[..]));
+    /// assert_eq!(record.header("missing"), None);
+    /// # drop((consumer, queue)); std::fs::remove_dir_all(&dir).unwrap();
+    /// # Ok(()) }
+    /// ```
+    pub fn header(&self, name: &str) -> Option<&[u8]> {
+        self.headers().filter(|&(n, _)| n == name).last().map(|(_, value)| value)
+    }
+
     /// This record, owning a strong count of its segment.
     pub(crate) fn into_owned(mut self) -> Self {
         if !self.owns_segment {
@@ -198,10 +221,59 @@ impl Records {
     }
 
     /// The records, partition by partition, each partition's in offset order.
-    pub fn iter(&self) -> std::slice::Iter<'_, ConsumerRecord> {
-        self.records.iter()
+    pub fn iter(&self) -> RecordsIter<'_> {
+        RecordsIter(self.records.iter())
     }
 }
+
+/// The records of a [`Records`], by reference (from [`Records::iter`]).
+#[derive(Debug, Clone)]
+pub struct RecordsIter<'r>(std::slice::Iter<'r, ConsumerRecord>);
+
+impl<'r> Iterator for RecordsIter<'r> {
+    type Item = &'r ConsumerRecord;
+    fn next(&mut self) -> Option<Self::Item> {
+        self.0.next()
+    }
+    fn size_hint(&self) -> (usize, Option<usize>) {
+        self.0.size_hint()
+    }
+}
+
+impl DoubleEndedIterator for RecordsIter<'_> {
+    fn next_back(&mut self) -> Option<Self::Item> {
+        self.0.next_back()
+    }
+}
+
+impl ExactSizeIterator for RecordsIter<'_> {}
+
+impl std::iter::FusedIterator for RecordsIter<'_> {}
+
+/// The records of a [`Records`], taken out (from `Records::into_iter`): each keeps its segment
+/// mapped by itself, so it may outlive the `Records` and move to another thread.
+#[derive(Debug)]
+pub struct RecordsIntoIter(std::vec::IntoIter<ConsumerRecord>);
+
+impl Iterator for RecordsIntoIter {
+    type Item = ConsumerRecord;
+    fn next(&mut self) -> Option<Self::Item> {
+        self.0.next()
+    }
+    fn size_hint(&self) -> (usize, Option<usize>) {
+        self.0.size_hint()
+    }
+}
+
+impl DoubleEndedIterator for RecordsIntoIter {
+    fn next_back(&mut self) -> Option<Self::Item> {
+        self.0.next_back()
+    }
+}
+
+impl ExactSizeIterator for RecordsIntoIter {}
+
+impl std::iter::FusedIterator for RecordsIntoIter {}
 
 impl fmt::Debug for Records {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -211,19 +283,19 @@ impl fmt::Debug for Records {
 
 impl IntoIterator for Records {
     type Item = ConsumerRecord;
-    type IntoIter = std::vec::IntoIter<ConsumerRecord>;
+    type IntoIter = RecordsIntoIter;
     fn into_iter(mut self) -> Self::IntoIter {
         // Every record takes its own count of its segment before `segments` lets go.
         let records: Vec<ConsumerRecord> =
             std::mem::take(&mut self.records).into_iter().map(ConsumerRecord::into_owned).collect();
-        records.into_iter()
+        RecordsIntoIter(records.into_iter())
     }
 }
 
 impl<'r> IntoIterator for &'r Records {
     type Item = &'r ConsumerRecord;
-    type IntoIter = std::slice::Iter<'r, ConsumerRecord>;
+    type IntoIter = RecordsIter<'r>;
     fn into_iter(self) -> Self::IntoIter {
-        self.records.iter()
+        self.iter()
     }
 }

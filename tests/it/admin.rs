@@ -9,15 +9,49 @@ use crate::TempDir;
 use crate::child::{self, Reaper};
 
 #[test]
+fn every_setting_reads_back_as_last_set_from_another_handle() {
+    let dir = TempDir::new("admin-read-back");
+    let queue = Queue::open(dir.path()).unwrap();
+    let other = Queue::open(dir.path()).unwrap();
+    queue.create_topic("t", 3).unwrap();
+    let defaults = other.topic_config("t").unwrap();
+    assert_eq!(defaults, TopicConfig::new(3));
+    queue
+        .alter_topic("t", |c| {
+            c.segment_bytes(1 << 20)
+                .segment_ms(60_000)
+                .max_record_bytes(4096)
+                .index_interval_bytes(512)
+                .retention_ms(120_000)
+                .retention_bytes(1 << 30)
+                .cleanup_policy(CleanupPolicy::DeleteAndCompact)
+                .min_compaction_lag_ms(5_000)
+                .delete_retention_ms(7_000)
+                .min_cleanable_dirty_ratio(0.25)
+        })
+        .unwrap();
+    queue.add_partitions("t", 5).unwrap();
+    let seen = other.topic_config("t").unwrap();
+    assert_eq!(seen.get_partitions(), 5);
+    assert_eq!((seen.get_segment_bytes(), seen.get_segment_ms()), (1 << 20, 60_000));
+    assert_eq!((seen.get_max_record_bytes(), seen.get_index_interval_bytes()), (4096, 512));
+    assert_eq!((seen.get_retention_ms(), seen.get_retention_bytes()), (120_000, 1 << 30));
+    assert_eq!(seen.get_cleanup_policy(), CleanupPolicy::DeleteAndCompact);
+    assert_eq!((seen.get_min_compaction_lag_ms(), seen.get_delete_retention_ms()), (5_000, 7_000));
+    assert_eq!(seen.get_min_cleanable_dirty_ratio(), 0.25);
+    assert_eq!(defaults.get_retention_bytes(), u64::MAX, "the default sets no size limit");
+}
+
+#[test]
 fn altered_settings_persist_and_reach_every_handle() {
     let dir = TempDir::new("admin-alter");
     let queue = Queue::open(dir.path()).unwrap();
     let other = Queue::open(dir.path()).unwrap();
     queue.create_topic_with("users", TopicConfig::new(2).cleanup_policy(CleanupPolicy::Compact)).unwrap();
-    assert_eq!(other.topic_config("users").unwrap().policy(), CleanupPolicy::Compact);
+    assert_eq!(other.topic_config("users").unwrap().get_cleanup_policy(), CleanupPolicy::Compact);
     queue.alter_topic("users", |c| c.retention_ms(3_600_000).cleanup_policy(CleanupPolicy::DeleteAndCompact)).unwrap();
     let seen = other.topic_config("users").unwrap();
-    assert_eq!((seen.retention(), seen.policy()), (3_600_000, CleanupPolicy::DeleteAndCompact));
+    assert_eq!((seen.get_retention_ms(), seen.get_cleanup_policy()), (3_600_000, CleanupPolicy::DeleteAndCompact));
     queue.alter_topic("users", |c| c.segment_bytes(4096)).unwrap();
     assert!(matches!(queue.alter_topic("users", |_| TopicConfig::new(3)), Err(Error::InvalidConfig(_))));
     assert!(matches!(queue.alter_topic("nope", |c| c), Err(Error::UnknownTopic(_))));

@@ -81,7 +81,7 @@ fn seek_position_and_batches() {
     queue.create_topic_with("t", TopicConfig::new(1).segment_bytes(4096).index_interval_bytes(256)).unwrap();
     let producer = queue.producer();
     let values: Vec<Vec<u8>> = (0..2000u32).map(|i| format!("value-{i}").into_bytes()).collect();
-    let metas = producer.send_batch("t", values[..1000].iter().map(|v| Record::new(v))).unwrap();
+    let metas = producer.send_batch("t", values[..1000].iter().map(Record::new)).unwrap();
     assert!(metas.iter().enumerate().all(|(i, m)| m.offset() == i as u64 && m.partition() == 0));
     for v in &values[1000..] {
         producer.send("t", Record::new(v)).unwrap();
@@ -265,7 +265,7 @@ fn large_records_round_trip() {
         let meta = producer.send("t", Record::new(value).key(key.as_bytes()).header("n", key.as_bytes())).unwrap();
         assert_eq!(meta.offset(), i as u64);
     }
-    producer.send_batch("t", values.iter().map(|v| Record::new(v))).unwrap();
+    producer.send_batch("t", values.iter().map(Record::new)).unwrap();
     let mut consumer = consumer_from_start(&queue, "t", 1);
     let records = read_exactly(&mut consumer, 40);
     for (i, (_, offset, key, value)) in records.iter().enumerate() {

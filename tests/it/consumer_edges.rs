@@ -110,7 +110,7 @@ fn a_reset_by_position_is_reported_by_the_next_poll() {
     queue.create_topic_with("t", TopicConfig::new(1).segment_bytes(4096)).unwrap();
     let producer = queue.producer();
     for i in 0..200u32 {
-        producer.send("t", Record::new(&i.to_le_bytes().repeat(50))).unwrap();
+        producer.send("t", Record::new(i.to_le_bytes().repeat(50))).unwrap();
     }
     let tp = TopicPartition::new("t", 0);
     let config = ConsumerConfig::new("g").auto_commit(None).auto_offset_reset(OffsetReset::Earliest);

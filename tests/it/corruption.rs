@@ -16,7 +16,7 @@ fn write_log(dir: &Path, count: u32, config: TopicConfig) {
     queue.create_topic_with("t", config).unwrap();
     let producer = queue.producer();
     for i in 0..count {
-        producer.send("t", Record::new(&value(i)).partition(0)).unwrap();
+        producer.send("t", Record::new(value(i)).partition(0)).unwrap();
     }
 }
 
@@ -26,7 +26,7 @@ fn write_synced_log(dir: &Path, count: u32, config: TopicConfig) {
     queue.create_topic_with("t", config).unwrap();
     let producer = queue.producer_with(ProducerConfig::new().durability(Durability::Interval(Duration::from_secs(3600))));
     for i in 0..count {
-        producer.send("t", Record::new(&value(i)).partition(0)).unwrap();
+        producer.send("t", Record::new(value(i)).partition(0)).unwrap();
     }
     producer.flush().unwrap();
 }
@@ -110,7 +110,7 @@ fn damage_to_synced_data_is_reported_even_past_the_last_index_entry() {
         queue.create_topic_with("t", TopicConfig::new(1).index_interval_bytes(1 << 20)).unwrap();
         let producer = queue.producer_with(ProducerConfig::new().durability(Durability::Sync));
         for i in 0..1000 {
-            producer.send("t", Record::new(&value(i)).partition(0)).unwrap();
+            producer.send("t", Record::new(value(i)).partition(0)).unwrap();
         }
     }
     flip_bit(&segments(dir.path())[0], 64 + 990 * BATCH_BYTES + 70);
@@ -144,7 +144,7 @@ fn a_checksum_is_checked_when_a_read_starts_inside_a_batch() {
         // Later records, so that the damage is in the middle of the log (recovery checks synced
         // records only from the last index entry; reads check everything).
         for i in 0..20 {
-            producer.send("t", Record::new(&value(i))).unwrap();
+            producer.send("t", Record::new(value(i))).unwrap();
         }
         producer.flush().unwrap();
     }
@@ -170,8 +170,8 @@ fn a_damaged_partition_does_not_starve_the_others() {
         queue.create_topic_with("t", TopicConfig::new(2).index_interval_bytes(64)).unwrap();
         let producer = queue.producer_with(ProducerConfig::new().durability(Durability::Interval(Duration::from_secs(3600))));
         for i in 0..10 {
-            producer.send("t", Record::new(&value(i)).partition(0)).unwrap();
-            producer.send("t", Record::new(&value(i)).partition(1)).unwrap();
+            producer.send("t", Record::new(value(i)).partition(0)).unwrap();
+            producer.send("t", Record::new(value(i)).partition(1)).unwrap();
         }
         producer.flush().unwrap();
     }
@@ -200,7 +200,7 @@ fn a_truncated_sealed_segment_is_reported() {
         queue.create_topic_with("t", TopicConfig::new(1).segment_bytes(4096)).unwrap();
         let producer = queue.producer_with(ProducerConfig::new().durability(Durability::Sync));
         for i in 0..200 {
-            producer.send("t", Record::new(&value(i)).partition(0)).unwrap();
+            producer.send("t", Record::new(value(i)).partition(0)).unwrap();
         }
     }
     let logs = segments(dir.path());

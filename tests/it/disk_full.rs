@@ -223,7 +223,7 @@ fn a_send_failing_after_its_roll_still_seals_the_old_segment() {
     // reservation (1 MiB): whether that happened before the batch asks for its space is up to
     // the scheduler, so the outcome must not hang on it.
     std::fs::write(fs.mount_point.join("filler"), vec![1u8; (free_bytes(&fs.mount_point) - (3 << 19)) as usize]).unwrap();
-    let error = producer.send("t", Record::new(&vec![2u8; 3 << 20])).expect_err("no room for the batch");
+    let error = producer.send("t", Record::new(vec![2u8; 3 << 20])).expect_err("no room for the batch");
     assert!(matches!(error, Error::DiskFull { ref path, .. } if path.ends_with("00000000000000000001.log")), "{error}");
     std::fs::remove_file(fs.mount_point.join("filler")).unwrap();
     drop((producer, queue)); // waits for the background sealing
@@ -260,7 +260,7 @@ fn a_rolling_send_gets_the_space_its_roll_gives_back() {
         let filler = fs.mount_point.join("filler");
         std::fs::write(&filler, vec![1u8; (free_bytes(&fs.mount_point) - (3 << 19)) as usize]).unwrap();
         let meta = producer
-            .send("t", Record::new(&vec![2u8; 3 << 19]))
+            .send("t", Record::new(vec![2u8; 3 << 19]))
             .unwrap_or_else(|e| panic!("round {round}: the batch did not get the space its roll gave back: {e}"));
         assert_eq!(meta.offset(), 1);
         let first_path = dir.join("topics/t/0/00000000000000000000.log");

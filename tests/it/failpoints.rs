@@ -84,7 +84,7 @@ fn a_writer_dying_between_its_data_write_and_the_tail_publish_loses_only_its_una
             // The lock the writer died holding keeps working for every later writer, not just
             // the first (one that is not marked consistent again becomes unusable once released).
             for i in 0..3 {
-                let sent = producer.send("crash", Record::new(&child::value_for(8, i)).partition(partition)).unwrap();
+                let sent = producer.send("crash", Record::new(child::value_for(8, i)).partition(partition)).unwrap();
                 assert_eq!(sent.offset(), end + i, "round {round}: send {i} after the dead writer");
             }
             let log = read_log(&queue, &TopicPartition::new("crash", partition));

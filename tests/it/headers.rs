@@ -24,7 +24,7 @@ fn index_path(dir: &Path, partition: u32, base: u64) -> PathBuf {
 /// Creates topic "t" with `config` and sends `count` records of 100 bytes to each partition.
 fn write_topic(dir: &Path, config: TopicConfig, count: u32) {
     let queue = Queue::open(dir).unwrap();
-    let partitions = config.partitions();
+    let partitions = config.get_partitions();
     queue.create_topic_with("t", config).unwrap();
     let producer = queue.producer();
     for partition in 0..partitions {

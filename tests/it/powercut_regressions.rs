@@ -303,7 +303,7 @@ fn the_log_start_retention_reported_survives_a_clean_cut() {
     sync_tree(&dir);
     let producer = queue.producer_with(ProducerConfig::new().durability(Durability::Sync));
     for i in 0..200 {
-        assert_eq!(producer.send("t", Record::new(&numbered(i)).partition(0)).unwrap().offset(), i);
+        assert_eq!(producer.send("t", Record::new(numbered(i)).partition(0)).unwrap().offset(), i);
     }
     assert!(queue.run_maintenance().unwrap() > 0, "retention deleted nothing");
     let (start, end) = queue.offsets(&tp).unwrap();

@@ -40,7 +40,7 @@ fn write_synced(dir: &Path) {
     queue.create_topic_with("t", TopicConfig::new(1).segment_bytes(4096)).unwrap();
     let producer = queue.producer_with(ProducerConfig::new().durability(Durability::Sync));
     for i in 0..200 {
-        producer.send("t", Record::new(&value(i))).unwrap();
+        producer.send("t", Record::new(value(i))).unwrap();
     }
 }
 
@@ -104,7 +104,7 @@ fn a_missing_first_segment_is_reported_but_retention_is_not() {
     let old_ms = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as u64 - 7_200_000;
     let producer = queue.producer();
     for i in 0..200 {
-        producer.send("t", Record::new(&value(i)).timestamp(old_ms)).unwrap();
+        producer.send("t", Record::new(value(i)).timestamp(old_ms)).unwrap();
     }
     assert!(queue.run_maintenance().unwrap() > 0);
     let (start, end) = queue.offsets(&TopicPartition::new("t", 0)).unwrap();
@@ -123,7 +123,7 @@ fn segments_retention_deleted_stay_deleted_when_their_unlinks_are_undone() {
     let old_ms = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as u64 - 7_200_000;
     let producer = queue.producer_with(ProducerConfig::new().durability(Durability::Sync));
     for i in 0..200 {
-        producer.send("t", Record::new(&value(i)).timestamp(old_ms)).unwrap();
+        producer.send("t", Record::new(value(i)).timestamp(old_ms)).unwrap();
     }
     let saved = TempDir::new("retention-undone-copy");
     fs::create_dir_all(saved.path()).unwrap();
@@ -159,7 +159,7 @@ fn a_torn_unsynced_tail_is_cut_at_the_first_bad_batch() {
         queue.create_topic_with("t", TopicConfig::new(1).index_interval_bytes(1024)).unwrap();
         let producer = queue.producer();
         for i in 0..200 {
-            producer.send("t", Record::new(&value(i))).unwrap();
+            producer.send("t", Record::new(value(i))).unwrap();
         }
     }
     // One single-record batch of a `value` takes 40 + 24 + 100 bytes; zero 100 bytes of record
@@ -233,7 +233,7 @@ fn a_synced_segment_that_becomes_active_again_opens_under_contention() {
                     let producer = queue.producer();
                     s.spawn(move || {
                         for i in 0..20 {
-                            producer.send("t", Record::new(&value(sender * 100 + i))).unwrap();
+                            producer.send("t", Record::new(value(sender * 100 + i))).unwrap();
                         }
                     });
                 }
@@ -250,7 +250,7 @@ fn a_synced_segment_that_becomes_active_again_opens_under_contention() {
         // off, whichever segment they went to (no marker may claim them).
         let producer = queue.producer();
         for i in 0..10 {
-            producer.send("t", Record::new(&value(i))).unwrap();
+            producer.send("t", Record::new(value(i))).unwrap();
         }
         drop((producer, consumer, queue));
         let last = files(dir.path(), "log").pop().unwrap();
@@ -292,7 +292,7 @@ fn the_last_handle_dropped_leaves_the_queue_to_the_next_opener() {
             queue.create_topic_with("t", TopicConfig::new(1).index_interval_bytes(1 << 20)).unwrap();
             let producer = queue.producer_with(ProducerConfig::new().durability(Durability::Sync));
             for i in 0..20 {
-                producer.send("t", Record::new(&value(i))).unwrap();
+                producer.send("t", Record::new(value(i))).unwrap();
             }
         }
         // Damage to synced data, which only recovery looks for.

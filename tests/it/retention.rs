@@ -236,7 +236,7 @@ fn maintenance_does_not_keep_every_segment_mapped() {
         queue.create_topic_with("t", TopicConfig::new(4).segment_bytes(4096)).unwrap();
         let producer = queue.producer();
         for i in 0..16_000u32 {
-            producer.send("t", Record::new(&i.to_le_bytes().repeat(50)).partition(i % 4)).unwrap();
+            producer.send("t", Record::new(i.to_le_bytes().repeat(50)).partition(i % 4)).unwrap();
         }
     }
     let descriptors = || std::fs::read_dir("/proc/self/fd").unwrap().count();

@@ -30,7 +30,7 @@ impl Consumer {
                 continue;
             };
             self.revoke_moved(generation, &assigned, owned)?;
-            let subscription = self.subscription();
+            let subscription = self.joined();
             let Some((owned, complete)) = subscription.group.acquire(subscription.member(), generation)? else {
                 continue;
             };
@@ -40,14 +40,14 @@ impl Consumer {
 
     /// The subscription; only called while there is one (`sync_group` checks first, and no
     /// listener may unsubscribe).
-    fn subscription(&mut self) -> &mut Subscription {
+    fn joined(&mut self) -> &mut Subscription {
         self.subscription.as_mut().expect("sync_group runs only while subscribed")
     }
 
     /// Notes the group's change counter and reads what the group says of this member: its
     /// generation, assignment and owned partitions, or that it is no member (expelled).
     fn look_at_group(&mut self) -> Result<View> {
-        let subscription = self.subscription();
+        let subscription = self.joined();
         subscription.seen_change = subscription.group.change_word().1;
         // Until this pass completes, the next poll must look again even if nothing changes.
         subscription.complete = false;
@@ -60,10 +60,10 @@ impl Consumer {
     /// Joins the group again after losing membership (and every partition with it).
     fn rejoin(&mut self) -> Result<()> {
         self.lose_membership()?;
-        let subscription = self.subscription();
+        let subscription = self.joined();
         let (group, topics) = (Arc::clone(&subscription.group), subscription.topics.clone());
         let member = self.join(&group, &topics)?;
-        let subscription = self.subscription();
+        let subscription = self.joined();
         subscription.member = Some(member);
         subscription.generation = 0;
         Ok(())
@@ -73,14 +73,14 @@ impl Consumer {
     /// of them in a new generation of an eager strategy), after `on_revoked`.
     fn revoke_moved(&mut self, generation: u64, assigned: &[TopicPartition], owned: Vec<TopicPartition>) -> Result<()> {
         let eager = !self.config.assignment_strategy.is_cooperative();
-        let subscription = self.subscription();
+        let subscription = self.joined();
         let revoked = to_revoke(eager && generation != subscription.generation, owned, assigned);
         subscription.generation = generation;
         if revoked.is_empty() {
             return Ok(());
         }
         self.before_revoke(&revoked, Processed::AllReturned);
-        let subscription = self.subscription();
+        let subscription = self.joined();
         subscription.group.release(subscription.member(), &revoked)?;
         self.assigned.retain(|a| !revoked.contains(&a.tp));
         Ok(())
@@ -92,7 +92,7 @@ impl Consumer {
     fn start_owned(&mut self, owned: Vec<TopicPartition>, complete: bool) -> Result<()> {
         let reading: Vec<TopicPartition> = self.assigned.iter().map(|a| a.tp.clone()).collect();
         let taken = to_start(owned, &reading);
-        self.subscription().complete = false;
+        self.joined().complete = false;
         let mut clamped = Vec::new();
         let mut started = Vec::with_capacity(taken.len());
         let mut all_started = true;
@@ -117,7 +117,7 @@ impl Consumer {
             clamped.extend(clamp.map(|(committed, end)| (tp.clone(), committed, end)));
             started.push(tp);
         }
-        self.subscription().complete = complete && all_started;
+        self.joined().complete = complete && all_started;
         self.next_first = 0;
         if !started.is_empty() {
             self.notify(&started, |listener, consumer, partitions| listener.on_assigned(consumer, partitions));
