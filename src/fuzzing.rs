@@ -18,6 +18,7 @@ use std::path::{Component, Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
+use crate::catalog::files;
 use crate::log::format::{
     self, BATCH_HEADER_BYTES, BatchHeader, FILE_HEADER_BYTES, FileHeader, INDEX_MAGIC, RECORD_HEADER_BYTES, RecordLayout,
     SEGMENT_MAGIC,
@@ -64,9 +65,9 @@ pub fn queue_meta(data: &[u8]) {
         let crc = crc32fast::hash(&bytes[0..60]);
         put_crc(&mut bytes, 60, crc);
     }
-    if let Ok(epoch) = format::decode_queue_meta(&bytes, Path::new("fuzz")) {
+    if let Ok(epoch) = files::decode_queue_meta(&bytes, Path::new("fuzz")) {
         assert_eq!(epoch, format::u64_at(&bytes, 16));
-        assert_eq!(format::decode_queue_meta(&format::encode_queue_meta(epoch), Path::new("fuzz")).ok(), Some(epoch));
+        assert_eq!(files::decode_queue_meta(&files::encode_queue_meta(epoch), Path::new("fuzz")).ok(), Some(epoch));
     }
 }
 
@@ -103,8 +104,8 @@ pub fn topic_meta(data: &[u8]) {
         let crc = crc32fast::hash(&bytes[0..124]);
         put_crc(&mut bytes, 124, crc);
     }
-    if let Ok((config, topic_id)) = format::decode_topic_meta(&bytes, Path::new("fuzz")) {
-        let encoded = format::encode_topic_meta(&config, topic_id);
+    if let Ok((config, topic_id)) = files::decode_topic_meta(&bytes, Path::new("fuzz")) {
+        let encoded = files::encode_topic_meta(&config, topic_id);
         // Reserved bytes are written as zeros; every other byte must come back as it was.
         let mut expected = bytes.clone();
         for range in [10..12, 57..60, 88..124] {
@@ -563,7 +564,7 @@ fn reseal_headers(dir: &Path) {
             put_crc(bytes, crc_at, crc);
             let _ = file.write_all_at(&bytes[crc_at..crc_at + 4], file_at + crc_at as u64);
         };
-        if name == format::GROUP_FILE {
+        if name == crate::group::file::GROUP_FILE {
             for half in 0..2 {
                 let at = crate::group::file::blob_at(half);
                 let mut prefix = [0u8; 8];
@@ -575,7 +576,7 @@ fn reseal_headers(dir: &Path) {
                     reseal(&mut prefix, crc32fast::hash(&blob), 4, at);
                 }
             }
-        } else if name == format::TOPIC_META_FILE && head_bytes >= 128 {
+        } else if name == files::TOPIC_META_FILE && head_bytes >= 128 {
             let crc = crc32fast::hash(&head[0..124]);
             reseal(&mut head, crc, 124, 0);
         } else if head_bytes >= 64 {
@@ -594,7 +595,7 @@ fn reseal_headers(dir: &Path) {
                         reseal(&mut head[at..at + 64], crc, 60, at as u64);
                     }
                 }
-                _ if name == format::QUEUE_META_FILE => {
+                _ if name == files::QUEUE_META_FILE => {
                     let crc = crc32fast::hash(&head[0..60]);
                     reseal(&mut head, crc, 60, 0);
                 }
@@ -703,9 +704,9 @@ pub fn write_seeds(out: &Path) -> io::Result<()> {
             format::PartitionFile::Index(_) => seeds.entry("file_header").or_default().push(with_mode(&bytes[..64])),
             format::PartitionFile::State => seeds.entry("state_header").or_default().push(bytes[..64].to_vec()),
             format::PartitionFile::LogStart => seeds.entry("log_start").or_default().push(with_mode(&bytes)),
-            _ if name == format::QUEUE_META_FILE => seeds.entry("queue_meta").or_default().push(with_mode(&bytes)),
-            _ if name == format::TOPIC_META_FILE => seeds.entry("topic_meta").or_default().push(with_mode(&bytes)),
-            _ if name == format::GROUP_FILE => {
+            _ if name == files::QUEUE_META_FILE => seeds.entry("queue_meta").or_default().push(with_mode(&bytes)),
+            _ if name == files::TOPIC_META_FILE => seeds.entry("topic_meta").or_default().push(with_mode(&bytes)),
+            _ if name == crate::group::file::GROUP_FILE => {
                 let file_bytes = fs::read(dir.path.join("queue").join(&file.path))?;
                 for half in 0..2 {
                     let at = crate::group::file::blob_at(half) as usize;

@@ -20,13 +20,19 @@ use crate::group::offsets::OffsetStore;
 use crate::group::state::{
     GroupState, MemberState, PartitionCounts, current_counts, decode_group_state, encode_group_state, rebalance,
 };
-use crate::log::format::{self, FORMAT_VERSION, GROUP_FILE, GROUP_MAGIC, MEMBERS_LOCK_FILE};
+use crate::log::format::{self, FORMAT_VERSION};
 use crate::options::AssignmentStrategy;
 use crate::sys::file::{self, Access};
 use crate::sys::map::SharedMap;
 use crate::sys::mutex::{RobustGuard, RobustMutex};
 use crate::sys::{clock, futex, lock};
 use crate::topic::TopicPartition;
+
+pub(crate) const GROUP_MAGIC: [u8; 8] = *b"SLOGGRP\0";
+/// The group's shared file, in its directory under `groups/`.
+pub(crate) const GROUP_FILE: &str = "group";
+/// Member `i` holds an exclusive lock on byte `i` of this file while its process lives.
+pub(crate) const MEMBERS_LOCK_FILE: &str = "members.lock";
 
 /// The most members one group can have.
 pub const MAX_GROUP_MEMBERS: usize = 1024;

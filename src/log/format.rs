@@ -1,59 +1,45 @@
 //! Every byte of the log's files (segments, indexes, batches, records, the partition state and
-//! log start) and of the queue's and topics' headers, every file name, and every size limit of
-//! the log: pure encoding and decoding, no I/O. A group's state and its committed offsets are
-//! encoded beside the code that keeps them, in `group/state.rs` and `group/offsets.rs`.
+//! log start), their names, and every size limit of the log: pure encoding and decoding, no I/O.
+//! Also the one magic-and-version check and the little-endian readers every other file's codec
+//! uses too. The queue directory's own files (`streamlog.meta`, `queue.state`, `topic.meta`,
+//! the lock files and folders) are encoded and named in `catalog/files.rs`; a group's file, its
+//! state and its committed offsets beside the code that keeps them, in `group/`.
 //! ARCHITECTURE.md draws these layouts. All integers are little-endian and fixed-width; nothing
 //! on disk is a `usize`.
 
 use std::path::Path;
 
 use crate::error::{Error, Result};
-use crate::options::validate_topic_config;
 use crate::record::Record;
-use crate::topic::{CleanupPolicy, MAX_RECORD_BYTES_LIMIT, TopicConfig};
+use crate::topic::{MAX_RECORD_BYTES_LIMIT, TopicConfig};
 
 /// The format version this build writes and the only one it reads. Version 3 added the log id
 /// (topic id and partition) to segment and index headers; a queue of an older version is
 /// refused as a whole (`Error::IncompatibleVersion` on its `streamlog.meta`), never half read.
 pub(crate) const FORMAT_VERSION: u16 = 3;
 
-pub(crate) const QUEUE_MAGIC: [u8; 8] = *b"SLOGQUE\0";
-pub(crate) const TOPIC_MAGIC: [u8; 8] = *b"SLOGTOP\0";
 pub(crate) const SEGMENT_MAGIC: [u8; 8] = *b"SLOGSEG\0";
 pub(crate) const INDEX_MAGIC: [u8; 8] = *b"SLOGIDX\0";
 pub(crate) const STATE_MAGIC: [u8; 8] = *b"SLOGSTA\0";
-pub(crate) const GROUP_MAGIC: [u8; 8] = *b"SLOGGRP\0";
-pub(crate) const QUEUE_STATE_MAGIC: [u8; 8] = *b"SLOGQST\0";
 pub(crate) const LOG_START_MAGIC: [u8; 8] = *b"SLOGLST\0";
 
-pub(crate) const QUEUE_META_FILE: &str = "streamlog.meta";
-pub(crate) const QUEUE_STATE_FILE: &str = "queue.state";
-/// Lock files of earlier versions, which locked these instead of the directories: a directory
-/// holding only them is still a new queue.
-pub(crate) const OPEN_LOCK_FILE: &str = "open.lock";
-pub(crate) const USERS_LOCK_FILE: &str = "users.lock";
-pub(crate) const MAINTENANCE_LOCK_FILE: &str = "maintenance.lock";
-pub(crate) const TOPICS_DIR: &str = "topics";
-pub(crate) const STAGING_DIR: &str = "staging";
-pub(crate) const TOPIC_META_FILE: &str = "topic.meta";
 pub(crate) const STATE_FILE: &str = "state";
 /// A partition's log start checkpoint (see `encode_log_start`).
 pub(crate) const LOG_START_FILE: &str = "log_start";
 /// Size of the log start checkpoint: two slots of `FILE_HEADER_BYTES`.
 pub(crate) const LOG_START_FILE_BYTES: usize = 2 * FILE_HEADER_BYTES as usize;
+/// The queue directory's folder of consumer groups. A name of the queue's, not of the log's: it
+/// belongs with the others in `catalog/files.rs`, and stays here only because `queue.rs` takes
+/// it from here.
 pub(crate) const GROUPS_DIR: &str = "groups";
-pub(crate) const GROUP_FILE: &str = "group";
-pub(crate) const MEMBERS_LOCK_FILE: &str = "members.lock";
-pub(crate) const OFFSETS_DIR: &str = "offsets";
 
-/// Every segment, index, queue and topic file starts with a header of this size.
+/// Every segment and index file starts with a header of this size; a slot of the log start
+/// checkpoint and `streamlog.meta` are this size too.
 pub(crate) const FILE_HEADER_BYTES: u32 = 64;
 pub(crate) const BATCH_HEADER_BYTES: u32 = 40;
 pub(crate) const RECORD_HEADER_BYTES: u32 = 24;
 pub(crate) const HEADER_ENTRY_OVERHEAD: u32 = 6;
 pub(crate) const INDEX_ENTRY_BYTES: u32 = 16;
-/// Size of a topic's metadata file.
-pub(crate) const TOPIC_META_BYTES: usize = 128;
 
 /// The largest batch ever written: one record of the largest allowed size, or many small ones.
 pub(crate) const MAX_BATCH_BYTES: u64 = MAX_RECORD_BYTES_LIMIT as u64 + BATCH_HEADER_BYTES as u64;
@@ -267,35 +253,11 @@ pub(crate) fn check_magic_version(head: &[u8], magic: [u8; 8]) -> std::result::R
 }
 
 /// Checks that `bytes` hold a whole file header of the kind `magic` names, of this version.
-fn check_file_header(bytes: &[u8], magic: [u8; 8], path: &Path) -> Result<()> {
+pub(crate) fn check_file_header(bytes: &[u8], magic: [u8; 8], path: &Path) -> Result<()> {
     if bytes.len() < FILE_HEADER_BYTES as usize {
         return Err(Error::ForeignFile { path: path.to_path_buf(), reason: "shorter than a file header".into() });
     }
     check_magic_version(bytes, magic).map_err(|mismatch| mismatch.into_error(path))
-}
-
-/// The queue directory's metadata file: magic, version, and the open epoch.
-///
-/// ```text
-/// 0 magic [8]   8 version u16   10 reserved [6]   16 epoch u64   24 reserved [36]   60 crc32
-/// ```
-pub(crate) fn encode_queue_meta(epoch: u64) -> [u8; FILE_HEADER_BYTES as usize] {
-    let mut out = [0u8; FILE_HEADER_BYTES as usize];
-    out[0..8].copy_from_slice(&QUEUE_MAGIC);
-    out[8..10].copy_from_slice(&FORMAT_VERSION.to_le_bytes());
-    out[16..24].copy_from_slice(&epoch.to_le_bytes());
-    let crc = crc32fast::hash(&out[0..60]);
-    out[60..64].copy_from_slice(&crc.to_le_bytes());
-    out
-}
-
-/// Returns the epoch stored in a queue metadata file.
-pub(crate) fn decode_queue_meta(bytes: &[u8], path: &Path) -> Result<u64> {
-    check_file_header(bytes, QUEUE_MAGIC, path)?;
-    if crc32fast::hash(&bytes[0..60]) != u32_at(bytes, 60) {
-        return Err(Error::corrupt(path, 0, "queue metadata checksum mismatch"));
-    }
-    Ok(u64_at(bytes, 16))
 }
 
 /// One slot of a partition's log start checkpoint: the first offset retention kept. Retention
@@ -327,61 +289,6 @@ pub(crate) fn decode_log_start(bytes: &[u8], path: &Path) -> Result<u64> {
         return Err(Error::corrupt(path, 0, "log start checkpoint checksum mismatch"));
     }
     Ok(u64_at(bytes, 16))
-}
-
-/// A topic's persisted configuration.
-///
-/// ```text
-/// 0 magic [8]   8 version u16   10 reserved u16   12 partitions u32
-/// 16 segment_bytes u64   24 segment_ms u64   32 max_record_bytes u32   36 index_interval_bytes u32
-/// 40 retention_ms u64   48 retention_bytes u64   56 cleanup_policy u8   57 reserved [3]
-/// 60 min_cleanable_dirty_ppm u32   64 min_compaction_lag_ms u64   72 delete_retention_ms u64
-/// 80 topic_id u64 (unique per creation: a topic deleted and created again is another topic)
-/// 88 reserved [36]   124 crc32 of bytes 0..124
-/// ```
-pub(crate) fn encode_topic_meta(config: &TopicConfig, topic_id: u64) -> [u8; TOPIC_META_BYTES] {
-    let mut out = [0u8; TOPIC_META_BYTES];
-    out[0..8].copy_from_slice(&TOPIC_MAGIC);
-    out[8..10].copy_from_slice(&FORMAT_VERSION.to_le_bytes());
-    out[12..16].copy_from_slice(&config.partitions.to_le_bytes());
-    out[16..24].copy_from_slice(&config.segment_bytes.to_le_bytes());
-    out[24..32].copy_from_slice(&config.segment_ms.to_le_bytes());
-    out[32..36].copy_from_slice(&config.max_record_bytes.to_le_bytes());
-    out[36..40].copy_from_slice(&config.index_interval_bytes.to_le_bytes());
-    out[40..48].copy_from_slice(&config.retention_ms.to_le_bytes());
-    out[48..56].copy_from_slice(&config.retention_bytes.to_le_bytes());
-    out[56] = config.cleanup_policy.code();
-    out[60..64].copy_from_slice(&config.min_cleanable_dirty_ppm.to_le_bytes());
-    out[64..72].copy_from_slice(&config.min_compaction_lag_ms.to_le_bytes());
-    out[72..80].copy_from_slice(&config.delete_retention_ms.to_le_bytes());
-    out[80..88].copy_from_slice(&topic_id.to_le_bytes());
-    let crc = crc32fast::hash(&out[0..124]);
-    out[124..128].copy_from_slice(&crc.to_le_bytes());
-    out
-}
-
-/// Returns a topic's configuration and id.
-pub(crate) fn decode_topic_meta(bytes: &[u8], path: &Path) -> Result<(TopicConfig, u64)> {
-    check_file_header(bytes, TOPIC_MAGIC, path)?;
-    if bytes.len() != TOPIC_META_BYTES {
-        return Err(Error::corrupt(path, 0, format!("topic metadata is {} bytes, expected {TOPIC_META_BYTES}", bytes.len())));
-    }
-    if crc32fast::hash(&bytes[0..124]) != u32_at(bytes, 124) {
-        return Err(Error::corrupt(path, 0, "topic metadata checksum mismatch"));
-    }
-    let config = TopicConfig::new(u32_at(bytes, 12))
-        .segment_bytes(u64_at(bytes, 16))
-        .segment_ms(u64_at(bytes, 24))
-        .max_record_bytes(u32_at(bytes, 32))
-        .index_interval_bytes(u32_at(bytes, 36))
-        .retention_ms(u64_at(bytes, 40))
-        .retention_bytes(u64_at(bytes, 48))
-        .cleanup_policy(CleanupPolicy::from_code(bytes[56]).ok_or_else(|| Error::corrupt(path, 56, "unknown cleanup policy"))?)
-        .min_compaction_lag_ms(u64_at(bytes, 64))
-        .delete_retention_ms(u64_at(bytes, 72));
-    let config = TopicConfig { min_cleanable_dirty_ppm: u32_at(bytes, 60), ..config };
-    validate_topic_config(&config).map_err(|e| Error::corrupt(path, 12, e.to_string()))?;
-    Ok((config, u64_at(bytes, 80)))
 }
 
 /// The fixed part of a record batch.
