@@ -18,15 +18,13 @@ use parking_lot::{Mutex, RwLock};
 
 use crate::background::{Sealer, Ticker};
 use crate::catalog::files::{
+    MAINTENANCE_LOCK_FILE, OFFSETS_DIR, QUEUE_META_FILE, STAGING_DIR, TOPIC_META_BYTES, TOPIC_META_FILE, TOPICS_DIR,
     TOPICS_VERSION_AT, clear_staging, list_topics, lock_file, new_topic_id, open_queue_state, read_epoch, write_epoch,
 };
 use crate::error::{Error, IoContext, Result};
 use crate::group::file::Group;
 use crate::group::offsets::{self, OffsetStore};
-use crate::log::format::{
-    self, GROUPS_DIR, MAINTENANCE_LOCK_FILE, OFFSETS_DIR, QUEUE_META_FILE, STAGING_DIR, TOPIC_META_BYTES, TOPIC_META_FILE,
-    TOPICS_DIR,
-};
+use crate::log::format::{self, GROUPS_DIR};
 use crate::log::partition::Partition;
 use crate::options::{validate_group_name, validate_topic_config, validate_topic_name};
 use crate::sys::clock;
@@ -160,7 +158,7 @@ impl Catalog {
         fs::create_dir(&staging).during("create", &staging)?;
         let staged = (|| {
             let meta = staging.join(TOPIC_META_FILE);
-            file::write_synced(&meta, &format::encode_topic_meta(&config, new_topic_id()))?;
+            file::write_synced(&meta, &files::encode_topic_meta(&config, new_topic_id()))?;
             for partition in 0..config.partitions {
                 let path = staging.join(partition.to_string());
                 fs::create_dir(&path).during("create", &path)?;
@@ -423,7 +421,7 @@ impl Catalog {
         let dir = self.topic_dir(name);
         let meta = dir.join(TOPIC_META_FILE);
         match file::require_directory(&dir).and_then(|()| file::read_capped(&meta, TOPIC_META_BYTES)) {
-            Ok(bytes) => format::decode_topic_meta(&bytes, &meta),
+            Ok(bytes) => files::decode_topic_meta(&bytes, &meta),
             Err(e) if file::is_not_found(&e) => Err(Error::UnknownTopic(name.to_owned())),
             Err(e) => Err(e),
         }
@@ -431,7 +429,7 @@ impl Catalog {
 
     /// Replaces a topic's metadata file atomically (a crash leaves the old one or the new one).
     fn write_topic_meta(&self, name: &str, config: &TopicConfig, id: u64) -> Result<()> {
-        file::atomic_replace(&self.topic_dir(name).join(TOPIC_META_FILE), &format::encode_topic_meta(config, id))
+        file::atomic_replace(&self.topic_dir(name).join(TOPIC_META_FILE), &files::encode_topic_meta(config, id))
     }
 
     /// Serialises topic changes between processes with an flock on the `topics` directory,

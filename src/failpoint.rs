@@ -8,7 +8,7 @@
 //!
 //! | name | where |
 //! |---|---|
-//! | `append-before-publish` | `log/partition.rs`: a batch is written, its tail not yet published |
+//! | `append-before-publish` | `log/partition/append.rs`: a batch is written, its tail not yet published |
 //! | `group-store-before-switch` | `group/file.rs`, holding the group lock: the new state is written to the inactive half, not yet made active |
 //! | `group-store-after-switch` | `group/file.rs`, holding the group lock: the new state is active, its mirrors in the head not yet updated |
 //! | `compaction-index-swapped` | `log/compaction.rs`: the cleaned index is `.index.swap`, the log still `.cleaning.tmp` |

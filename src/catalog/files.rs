@@ -1,18 +1,38 @@
-//! The queue directory's own files: `streamlog.meta` (the epoch), `queue.state` (the shared
-//! counter of topic changes), the topic listing, lock files and the staging area.
+//! The queue directory's own files: their names, `streamlog.meta` (the epoch) and `topic.meta`
+//! (a topic's settings and id) with their encodings, `queue.state` (the shared counter of topic
+//! changes), the topic listing, lock files and the staging area. The files of a partition and
+//! the shared header check are the log's (`log/format.rs`); ARCHITECTURE.md draws every layout.
 
 use std::fs::{self, File};
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use crate::error::{Error, IoContext, Result};
-use crate::log::format::{
-    self, FILE_HEADER_BYTES, OPEN_LOCK_FILE, QUEUE_META_FILE, QUEUE_STATE_FILE, QUEUE_STATE_MAGIC, TOPIC_META_FILE, TOPICS_DIR,
-    USERS_LOCK_FILE,
-};
-use crate::options::validate_topic_name;
+use crate::log::format::{self, FILE_HEADER_BYTES, FORMAT_VERSION, check_file_header, u32_at, u64_at};
+use crate::options::{validate_topic_config, validate_topic_name};
 use crate::sys::file::{self, Access};
 use crate::sys::map::SharedMap;
+use crate::topic::{CleanupPolicy, TopicConfig};
+
+pub(crate) const QUEUE_MAGIC: [u8; 8] = *b"SLOGQUE\0";
+pub(crate) const TOPIC_MAGIC: [u8; 8] = *b"SLOGTOP\0";
+pub(crate) const QUEUE_STATE_MAGIC: [u8; 8] = *b"SLOGQST\0";
+
+pub(crate) const QUEUE_META_FILE: &str = "streamlog.meta";
+pub(crate) const QUEUE_STATE_FILE: &str = "queue.state";
+/// Lock files of earlier versions, which locked these instead of the directories: a directory
+/// holding only them is still a new queue.
+pub(crate) const OPEN_LOCK_FILE: &str = "open.lock";
+pub(crate) const USERS_LOCK_FILE: &str = "users.lock";
+pub(crate) const MAINTENANCE_LOCK_FILE: &str = "maintenance.lock";
+pub(crate) const TOPICS_DIR: &str = "topics";
+pub(crate) const STAGING_DIR: &str = "staging";
+pub(crate) const TOPIC_META_FILE: &str = "topic.meta";
+/// A group's offset store, inside its directory under `groups/`.
+pub(crate) const OFFSETS_DIR: &str = "offsets";
+
+/// Size of a topic's metadata file.
+pub(crate) const TOPIC_META_BYTES: usize = 128;
 
 /// The names of all topics in the queue directory `dir`, sorted.
 pub(crate) fn list_topics(dir: &Path) -> Result<Vec<String>> {
@@ -53,7 +73,7 @@ pub(crate) fn open_queue_state(dir: &Path) -> Result<SharedMap> {
     if !path.exists() {
         let mut bytes = vec![0u8; QUEUE_STATE_BYTES];
         bytes[0..8].copy_from_slice(&QUEUE_STATE_MAGIC);
-        bytes[8..10].copy_from_slice(&format::FORMAT_VERSION.to_le_bytes());
+        bytes[8..10].copy_from_slice(&FORMAT_VERSION.to_le_bytes());
         // Whoever links it first made it; the others map that one.
         file::atomic_create(&path, &bytes)?;
     }
@@ -76,7 +96,7 @@ pub(crate) fn lock_file(path: &Path) -> Result<File> {
 pub(crate) fn read_epoch(dir: &Path) -> Result<Option<u64>> {
     let path = dir.join(QUEUE_META_FILE);
     match file::read_capped(&path, FILE_HEADER_BYTES as usize) {
-        Ok(bytes) => format::decode_queue_meta(&bytes, &path).map(Some),
+        Ok(bytes) => decode_queue_meta(&bytes, &path).map(Some),
         Err(e) if file::is_not_found(&e) => {
             // A new queue, unless the directory already holds something else.
             let leftover = file::temp_path(Path::new(QUEUE_META_FILE), false);
@@ -96,7 +116,86 @@ pub(crate) fn read_epoch(dir: &Path) -> Result<Option<u64>> {
 }
 
 pub(crate) fn write_epoch(dir: &Path, epoch: u64) -> Result<()> {
-    file::atomic_replace(&dir.join(QUEUE_META_FILE), &format::encode_queue_meta(epoch))
+    file::atomic_replace(&dir.join(QUEUE_META_FILE), &encode_queue_meta(epoch))
+}
+
+/// The queue directory's metadata file: magic, version, and the open epoch.
+///
+/// ```text
+/// 0 magic [8]   8 version u16   10 reserved [6]   16 epoch u64   24 reserved [36]   60 crc32
+/// ```
+pub(crate) fn encode_queue_meta(epoch: u64) -> [u8; FILE_HEADER_BYTES as usize] {
+    let mut out = [0u8; FILE_HEADER_BYTES as usize];
+    out[0..8].copy_from_slice(&QUEUE_MAGIC);
+    out[8..10].copy_from_slice(&FORMAT_VERSION.to_le_bytes());
+    out[16..24].copy_from_slice(&epoch.to_le_bytes());
+    let crc = crc32fast::hash(&out[0..60]);
+    out[60..64].copy_from_slice(&crc.to_le_bytes());
+    out
+}
+
+/// Returns the epoch stored in a queue metadata file.
+pub(crate) fn decode_queue_meta(bytes: &[u8], path: &Path) -> Result<u64> {
+    check_file_header(bytes, QUEUE_MAGIC, path)?;
+    if crc32fast::hash(&bytes[0..60]) != u32_at(bytes, 60) {
+        return Err(Error::corrupt(path, 0, "queue metadata checksum mismatch"));
+    }
+    Ok(u64_at(bytes, 16))
+}
+
+/// A topic's persisted configuration.
+///
+/// ```text
+/// 0 magic [8]   8 version u16   10 reserved u16   12 partitions u32
+/// 16 segment_bytes u64   24 segment_ms u64   32 max_record_bytes u32   36 index_interval_bytes u32
+/// 40 retention_ms u64   48 retention_bytes u64   56 cleanup_policy u8   57 reserved [3]
+/// 60 min_cleanable_dirty_ppm u32   64 min_compaction_lag_ms u64   72 delete_retention_ms u64
+/// 80 topic_id u64 (unique per creation: a topic deleted and created again is another topic)
+/// 88 reserved [36]   124 crc32 of bytes 0..124
+/// ```
+pub(crate) fn encode_topic_meta(config: &TopicConfig, topic_id: u64) -> [u8; TOPIC_META_BYTES] {
+    let mut out = [0u8; TOPIC_META_BYTES];
+    out[0..8].copy_from_slice(&TOPIC_MAGIC);
+    out[8..10].copy_from_slice(&FORMAT_VERSION.to_le_bytes());
+    out[12..16].copy_from_slice(&config.partitions.to_le_bytes());
+    out[16..24].copy_from_slice(&config.segment_bytes.to_le_bytes());
+    out[24..32].copy_from_slice(&config.segment_ms.to_le_bytes());
+    out[32..36].copy_from_slice(&config.max_record_bytes.to_le_bytes());
+    out[36..40].copy_from_slice(&config.index_interval_bytes.to_le_bytes());
+    out[40..48].copy_from_slice(&config.retention_ms.to_le_bytes());
+    out[48..56].copy_from_slice(&config.retention_bytes.to_le_bytes());
+    out[56] = config.cleanup_policy.code();
+    out[60..64].copy_from_slice(&config.min_cleanable_dirty_ppm.to_le_bytes());
+    out[64..72].copy_from_slice(&config.min_compaction_lag_ms.to_le_bytes());
+    out[72..80].copy_from_slice(&config.delete_retention_ms.to_le_bytes());
+    out[80..88].copy_from_slice(&topic_id.to_le_bytes());
+    let crc = crc32fast::hash(&out[0..124]);
+    out[124..128].copy_from_slice(&crc.to_le_bytes());
+    out
+}
+
+/// Returns a topic's configuration and id.
+pub(crate) fn decode_topic_meta(bytes: &[u8], path: &Path) -> Result<(TopicConfig, u64)> {
+    check_file_header(bytes, TOPIC_MAGIC, path)?;
+    if bytes.len() != TOPIC_META_BYTES {
+        return Err(Error::corrupt(path, 0, format!("topic metadata is {} bytes, expected {TOPIC_META_BYTES}", bytes.len())));
+    }
+    if crc32fast::hash(&bytes[0..124]) != u32_at(bytes, 124) {
+        return Err(Error::corrupt(path, 0, "topic metadata checksum mismatch"));
+    }
+    let config = TopicConfig::new(u32_at(bytes, 12))
+        .segment_bytes(u64_at(bytes, 16))
+        .segment_ms(u64_at(bytes, 24))
+        .max_record_bytes(u32_at(bytes, 32))
+        .index_interval_bytes(u32_at(bytes, 36))
+        .retention_ms(u64_at(bytes, 40))
+        .retention_bytes(u64_at(bytes, 48))
+        .cleanup_policy(CleanupPolicy::from_code(bytes[56]).ok_or_else(|| Error::corrupt(path, 56, "unknown cleanup policy"))?)
+        .min_compaction_lag_ms(u64_at(bytes, 64))
+        .delete_retention_ms(u64_at(bytes, 72));
+    let config = TopicConfig { min_cleanable_dirty_ppm: u32_at(bytes, 60), ..config };
+    validate_topic_config(&config).map_err(|e| Error::corrupt(path, 12, e.to_string()))?;
+    Ok((config, u64_at(bytes, 80)))
 }
 
 /// Removes what topic creations and deletions left in `staging/`. Nothing there is followed:

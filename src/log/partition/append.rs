@@ -1,0 +1,440 @@
+//! Appending to a partition under the cross-process lock: writing a batch past the published
+//! tail, indexing and publishing it, rolling to a new segment, sealing the old one in the
+//! background, and the group-commit syncs that make appends durable. The steps are drawn in
+//! ARCHITECTURE.md ("The append protocol").
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use super::{Partition, Writer};
+use crate::error::{Error, Result};
+use crate::failpoint::failpoint;
+use crate::log::dir::{list_segments, new_segment, remove_segment_files};
+use crate::log::format::{
+    self, FILE_HEADER_BYTES, INDEX_ENTRY_BYTES, INDEX_RESERVE_STEP_BYTES, IndexEntry, LOG_RESERVE_STEP_BYTES, MAX_BATCH_BYTES,
+    PWRITE_MIN_BATCH_BYTES,
+};
+use crate::log::segment::Segment;
+use crate::log::state::{AppendGuard, Tail};
+use crate::record::Record;
+use crate::topic::TopicConfig;
+
+impl Partition {
+    /// Appends `records` (already checked against the size limits) as one batch and returns
+    /// the offset of the first. `batch_bytes` is the encoded size of the batch.
+    pub(crate) fn append(
+        self: &Arc<Self>,
+        records: &[Record<'_>],
+        timestamps_ms: &[u64],
+        batch_bytes: u64,
+        now_ms: u64,
+    ) -> Result<u64> {
+        debug_assert!(batch_bytes <= MAX_BATCH_BYTES && !records.is_empty());
+        let mut writer = self.writer.lock();
+        let guard = self.state.lock_append(|| self.repair())?;
+        if self.state.is_poisoned() {
+            return Err(Error::Poisoned(self.id.clone()));
+        }
+        let mut tail = self.state.tail();
+        let mut segment = self.writer_segment(&mut writer.active, tail.active_base)?;
+        // Writers in other processes may have reserved more of the file than this one knows,
+        // and a damaged state file may claim more than any did: the files have the last word.
+        segment.note_reserved(tail.log_reserved_bytes, tail.index_reserved_bytes);
+        tail.log_reserved_bytes = tail.log_reserved_bytes.min(segment.log_reserved_bytes());
+        tail.index_reserved_bytes = tail.index_reserved_bytes.min(segment.index_length());
+        let header_bytes = u64::from(FILE_HEADER_BYTES);
+        let empty = tail.end_position == header_bytes;
+        // A segment made before `segment_bytes` grew is bounded by its own capacity.
+        let segment_bytes =
+            writer.config.segment_bytes.min(segment.capacity_bytes().saturating_sub(header_bytes + MAX_BATCH_BYTES));
+        let too_big = tail.end_position + batch_bytes > header_bytes + segment_bytes;
+        let too_old = now_ms.saturating_sub(segment.created_ms()) >= writer.config.segment_ms;
+        // The segment to seal, with where its data ends (its log bytes and index entries).
+        let sealed = (!empty && (too_big || too_old)).then(|| (Arc::clone(&segment), tail.end_position, tail.index_count));
+        if let Some((sealed, log_bytes, index_entries)) = sealed {
+            let Writer { active, config, .. } = &mut *writer;
+            segment = self.roll(&guard, &mut tail, active, config, now_ms)?;
+            // The roll is published: the old segment is sealed whether or not this batch then
+            // fits (a full disk fails the reservation below), so it gives back the space
+            // reserved past its data now, before this batch asks for more: left to a
+            // background thread, whether that space is back in time would be up to the
+            // scheduler, and a producer rolling faster than those threads run would fill the
+            // disk with reservations nothing uses. It is one hole punched per segment (no
+            // sync), and a failure leaves the space allocated and the data as it was: nothing
+            // to report. Its fsync and marker follow in the background (a thread start under
+            // the append lock, once per segment).
+            let _ = sealed.release_unused(log_bytes, index_entries);
+            self.seal_in_background(sealed.base_offset());
+        }
+
+        let end = tail.end_position + batch_bytes;
+        if end > tail.log_reserved_bytes {
+            let wanted = end.next_multiple_of(LOG_RESERVE_STEP_BYTES).min(segment.capacity_bytes());
+            segment.reserve_log(wanted)?;
+            tail.log_reserved_bytes = wanted;
+        }
+        let base_offset = tail.end_offset;
+        let max_timestamp_ms = if let ([record], [timestamp_ms]) = (records, timestamps_ms)
+            && batch_bytes >= PWRITE_MIN_BATCH_BYTES
+        {
+            // One large record: write its value straight from the caller's memory.
+            let Writer { buffer, suffix, .. } = &mut *writer;
+            format::frame_single_record(buffer, suffix, base_offset, record, *timestamp_ms);
+            segment.pwrite_unpublished(
+                &guard,
+                tail.end_position,
+                &[buffer.as_slice(), record.value_bytes(), suffix.as_slice()],
+            )?;
+            *timestamp_ms
+        } else if batch_bytes >= PWRITE_MIN_BATCH_BYTES {
+            // The buffer only grows: `write_batch` sets every byte of what it is given, so
+            // zeroing it again for each batch would be wasted work.
+            let buffer = &mut writer.buffer;
+            if buffer.len() < batch_bytes as usize {
+                buffer.resize(batch_bytes as usize, 0);
+            }
+            let out = &mut buffer[..batch_bytes as usize];
+            let max_timestamp_ms = format::write_batch(out, base_offset, records, timestamps_ms);
+            segment.pwrite_unpublished(&guard, tail.end_position, &[out])?;
+            max_timestamp_ms
+        } else {
+            let mut max_timestamp_ms = 0;
+            segment.write_unpublished(&guard, tail.end_position, batch_bytes, |out| {
+                max_timestamp_ms = format::write_batch(out, base_offset, records, timestamps_ms);
+            })?;
+            max_timestamp_ms
+        };
+        self.index_batch(&segment, &mut tail, base_offset, writer.config.index_interval_bytes)?;
+        tail.end_offset += records.len() as u64;
+        tail.end_position = end;
+        tail.max_timestamp_ms = tail.max_timestamp_ms.max(max_timestamp_ms);
+        failpoint!("append-before-publish");
+        self.state.publish(&guard, tail);
+        drop(guard);
+        drop(writer);
+        if !self.dirty.load(Ordering::Relaxed) {
+            self.dirty.store(true, Ordering::Relaxed);
+        }
+        Ok(base_offset)
+    }
+
+    /// Makes sealed segment `base` durable off the append path: a 1 GiB fsync takes seconds,
+    /// and nothing waits for it except `Durability::Sync` senders, whose `sync_through` covers
+    /// every segment since the last sync anyway. Recovery treats a segment not marked fully
+    /// synced as possibly torn.
+    fn seal_in_background(self: &Arc<Self>, base: u64) {
+        let partition = Arc::clone(self);
+        let sealed_end = self.tail().active_base.max(base + 1);
+        // The thread holds no mapping of the segment while it waits: retention may delete it
+        // meanwhile, and a mapping held would keep its space from coming back. A failure
+        // poisons the partition, which the next send reports.
+        self.sealer.spawn(move || {
+            let _ = partition.seal(base, sealed_end);
+        });
+    }
+
+    /// Makes sealed segment `base`, which ends at `sealed_end`, durable and marks it fully
+    /// synced, durably. The records go through the group commit, so that this fsync and a
+    /// sender's never race on one file (Linux reports a writeback error to one fsync only). That
+    /// returns at once when a `Sync` sender's round already covered them while the segment was
+    /// active, which marked only the bytes it had then; and a marker becomes durable only with
+    /// the file's next fsync. So the segment is marked whole and synced once more here (one
+    /// page), under the sync lock like every fsync and marker write of the partition: recovery
+    /// relies on the marker to tell a lost segment from a torn one.
+    fn seal(&self, base: u64, sealed_end: u64) -> Result<()> {
+        self.sync_through(sealed_end)?;
+        self.state.under_sync_lock(|| {
+            if self.state.is_poisoned() {
+                return Err(Error::Poisoned(self.id.clone()));
+            }
+            if self.start_offset() >= sealed_end {
+                // Retention deleted it meanwhile: nothing to mark.
+                return Ok(());
+            }
+            let sealed = self.segment(base)?;
+            sealed.record_synced(format::FULLY_SYNCED);
+            self.sync_or_poison(&sealed)
+        })
+    }
+
+    /// Adds an index entry for the batch about to be published at the tail, if one is due.
+    fn index_batch(&self, segment: &Segment, tail: &mut Tail, base_offset: u64, interval_bytes: u32) -> Result<()> {
+        let due = tail.end_position - tail.last_indexed_position >= u64::from(interval_bytes);
+        if !due || tail.index_count >= segment.index_capacity_entries() {
+            return Ok(());
+        }
+        let needed = u64::from(FILE_HEADER_BYTES) + (tail.index_count + 1) * u64::from(INDEX_ENTRY_BYTES);
+        if needed > tail.index_reserved_bytes {
+            let wanted = needed.next_multiple_of(INDEX_RESERVE_STEP_BYTES);
+            segment.reserve_index(wanted)?;
+            tail.index_reserved_bytes = wanted;
+        }
+        let entry = IndexEntry {
+            relative_offset: (base_offset - segment.base_offset()) as u32,
+            position: tail.end_position as u32,
+            max_timestamp_before_ms: tail.max_timestamp_ms,
+        };
+        segment.write_index_entry(tail.index_count, entry);
+        tail.index_count += 1;
+        tail.last_indexed_position = tail.end_position;
+        Ok(())
+    }
+
+    fn writer_segment(&self, active: &mut Option<Arc<Segment>>, base: u64) -> Result<Arc<Segment>> {
+        match active {
+            Some(segment) if segment.base_offset() == base => Ok(Arc::clone(segment)),
+            _ => {
+                let segment = self.segment(base)?;
+                *active = Some(Arc::clone(&segment));
+                Ok(segment)
+            }
+        }
+    }
+
+    /// Starts a new segment at the tail; the caller makes the old one durable.
+    fn roll(
+        &self,
+        guard: &AppendGuard<'_>,
+        tail: &mut Tail,
+        active: &mut Option<Arc<Segment>>,
+        config: &TopicConfig,
+        now_ms: u64,
+    ) -> Result<Arc<Segment>> {
+        self.still_current()?;
+        // Let go of segments other processes deleted (retention), so their space returns
+        // before this one asks for more.
+        self.refresh_segments(tail.active_base)?;
+        // A writer that died (or failed) half-way through a roll may have left the files of a
+        // segment it never published. They must go before a later segment is published, or
+        // readers listing the directory would take them for part of the log.
+        for base in list_segments(&self.dir)?.into_iter().filter(|&b| b > tail.active_base) {
+            remove_segment_files(&self.dir, base)?;
+        }
+        let (segment, new_tail) = new_segment(&self.dir, &self.id, self.log_id, config, tail.end_offset, now_ms, &self.users)?;
+        let segment = Arc::new(segment);
+        *tail = new_tail;
+        self.state.publish(guard, *tail);
+        self.refresh_segments(tail.active_base)?;
+        self.segments.write().insert(tail.active_base, Some(Arc::clone(&segment)));
+        *active = Some(Arc::clone(&segment));
+        Ok(segment)
+    }
+
+    /// Runs after a writer died holding the append lock. The published tail is whole (it is
+    /// switched atomically), bytes past it are overwritten by the next append, and the only
+    /// other thing a dead writer can leave is one index entry past the published count. Zeroing
+    /// it is tidiness, not correctness (readers check entries against the log), so a failure
+    /// to map the segment is ignored.
+    fn repair(&self) {
+        let tail = self.state.tail();
+        if let Ok(segment) = self.segment(tail.active_base) {
+            segment.note_reserved(tail.log_reserved_bytes, tail.index_reserved_bytes);
+            let empty = IndexEntry { relative_offset: 0, position: 0, max_timestamp_before_ms: 0 };
+            segment.write_index_entry(tail.index_count, empty);
+        }
+    }
+
+    fn sync_or_poison(&self, segment: &Segment) -> Result<()> {
+        segment.sync().inspect_err(|_| self.state.poison())
+    }
+
+    /// Makes everything below `end_offset` durable, sharing fsyncs among concurrent callers in
+    /// every process (group commit).
+    pub(crate) fn sync_through(&self, end_offset: u64) -> Result<()> {
+        self.state.sync_through(end_offset, || {
+            if self.state.is_poisoned() {
+                // The failed fsync may have dropped pages that a later fsync would not report.
+                return Err(Error::Poisoned(self.id.clone()));
+            }
+            let tail = self.state.tail();
+            // Every segment that may hold unsynced records: from the one holding the first
+            // unsynced offset to the active one (sealed segments are synced in the background,
+            // which may not have happened yet).
+            let from = self.state.synced_offset().max(self.start_offset()).min(tail.active_base);
+            if self.known_base_at_or_before(from).is_none_or(|b| b < self.start_offset()) {
+                // The list may hold segments retention deleted since, or miss newer ones.
+                self.refresh_segments(tail.active_base)?;
+            } else {
+                self.list_through(tail.active_base)?;
+            }
+            let first = self.known_base_at_or_before(from).unwrap_or(tail.active_base);
+            let bases: Vec<u64> = self.segments.read().range(first..=tail.active_base).map(|(&b, _)| b).collect();
+            for base in bases {
+                let segment = match self.segment(base) {
+                    Ok(segment) => segment,
+                    // Retention (in any process: it takes the maintenance lock, not this one)
+                    // raises the log start before it unlinks a segment, so a segment gone since
+                    // the list was made lies below it: its records left the log, nothing to sync.
+                    Err(Error::Io { source, .. })
+                        if source.kind() == std::io::ErrorKind::NotFound && base < self.start_offset() =>
+                    {
+                        continue;
+                    }
+                    Err(error) => return Err(error),
+                };
+                self.sync_or_poison(&segment)?;
+                segment.record_synced(if base == tail.active_base { tail.end_position } else { format::FULLY_SYNCED });
+            }
+            if self.state.is_poisoned() {
+                // Another fsync of these files failed meanwhile; this one may not have seen it.
+                return Err(Error::Poisoned(self.id.clone()));
+            }
+            Ok(tail.end_offset)
+        })
+    }
+
+    /// Syncs if this process appended since the last call; for the background flusher.
+    pub(crate) fn sync_if_dirty(&self) -> Result<()> {
+        if self.dirty.swap(false, Ordering::Relaxed) {
+            let synced = self.sync_through(self.tail().end_offset);
+            if synced.is_err() {
+                // Still not synced: the next flush must fail too (poisoned), not report success.
+                self.dirty.store(true, Ordering::Relaxed);
+            }
+            return synced;
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use crate::{Durability, Error, ProducerConfig, Queue, Record, TopicConfig, TopicPartition};
+
+    fn queue(name: &str) -> (Queue, std::path::PathBuf) {
+        let dir = std::env::temp_dir().join(format!("streamlog-unit-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        (Queue::open(&dir).unwrap(), dir)
+    }
+
+    #[test]
+    fn a_half_made_roll_is_never_taken_for_part_of_the_log() {
+        // A writer that died after creating a segment's files but before publishing it leaves
+        // them behind. Another handle opening the partition must not list them, and the next
+        // real roll removes them.
+        let (queue, dir) = queue("half-roll");
+        queue.create_topic_with("t", TopicConfig::new(1).segment_bytes(1024)).unwrap();
+        let producer = queue.producer();
+        producer.send("t", Record::new(&[1u8; 300])).unwrap();
+        let partition = queue.inner.partition(&TopicPartition::new("t", 0)).unwrap();
+        let partition_dir = dir.join("topics/t/0");
+        let leftover_base = partition.tail().end_offset;
+        let config = queue.topic_config("t").unwrap();
+        drop(
+            crate::log::dir::new_segment(
+                &partition_dir,
+                &partition.id,
+                partition.log_id,
+                &config,
+                leftover_base,
+                0,
+                &partition.users,
+            )
+            .unwrap(),
+        );
+        let other = Queue::open(&dir).unwrap();
+        for _ in 0..10 {
+            producer.send("t", Record::new(&[2u8; 300])).unwrap();
+        }
+        assert!(
+            !partition_dir.join(crate::log::format::segment_file_name(leftover_base)).exists()
+                || partition.tail().active_base == leftover_base
+        );
+        let mut consumer =
+            other.consumer(crate::ConsumerConfig::new("g").auto_offset_reset(crate::OffsetReset::Earliest)).unwrap();
+        consumer.assign(&[TopicPartition::new("t", 0)]).unwrap();
+        let records = consumer.poll(Duration::from_millis(100)).unwrap();
+        assert_eq!(records.len(), 11);
+        drop((consumer, other, producer, partition, queue));
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn sync_and_interval_modes_make_sends_durable() {
+        let (queue, dir) = queue("durable");
+        queue.create_topic("t", 1).unwrap();
+        let partition = queue.inner.partition(&TopicPartition::new("t", 0)).unwrap();
+        queue.producer().send("t", Record::new(b"buffered")).unwrap();
+        assert_eq!(partition.state.synced_offset(), 0, "buffered sends do not fsync");
+        let sync = queue.producer_with(ProducerConfig::new().durability(Durability::Sync));
+        sync.send("t", Record::new(b"sync")).unwrap();
+        assert_eq!(partition.state.synced_offset(), 2);
+        let interval = queue.producer_with(ProducerConfig::new().durability(Durability::Interval(Duration::from_millis(20))));
+        interval.send("t", Record::new(b"interval")).unwrap();
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        while partition.state.synced_offset() < 3 {
+            assert!(std::time::Instant::now() < deadline, "the flusher never synced");
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        interval.send("t", Record::new(b"flushed")).unwrap();
+        interval.flush().unwrap();
+        assert_eq!(partition.state.synced_offset(), 4);
+        drop((sync, interval, partition, queue));
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn a_topic_deleted_and_created_again_during_a_roll_is_an_unknown_topic() {
+        // Another handle (as another process would) deletes the topic and creates it again
+        // while this one is half-way through a roll: the new file cannot be renamed into the
+        // directory that moved away, and the directory of the same name exists again.
+        let (queue, dir) = queue("roll-delete");
+        queue.create_topic_with("t", TopicConfig::new(1).segment_bytes(1024)).unwrap();
+        let producer = queue.producer();
+        for _ in 0..2 {
+            producer.send("t", Record::new(&[1u8; 300])).unwrap();
+        }
+        let other = Queue::open(&dir).unwrap();
+        let recreate = move || {
+            other.delete_topic("t").unwrap();
+            other.create_topic("t", 1).unwrap();
+        };
+        *crate::log::segment::BEFORE_RENAME_UNDER.lock() = Some((dir.join("topics/t/0"), Box::new(recreate)));
+        let sent = producer.send("t", Record::new(&[2u8; 300]));
+        assert!(crate::log::segment::BEFORE_RENAME_UNDER.lock().is_none(), "the send rolled");
+        assert!(matches!(&sent, Err(Error::UnknownTopic(t)) if t == "t"), "{sent:?}");
+        // The next send goes to the new topic.
+        assert_eq!(producer.send("t", Record::new(b"new")).unwrap().offset(), 0);
+        drop((producer, queue));
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn the_first_sync_after_a_reopen_syncs_only_what_is_not_known_durable() {
+        // Buffered sends over many segments: each sealed one is synced and marked in the
+        // background. After a reopen, a sync must not fsync them all again.
+        let (queue, dir) = queue("reopen-sync");
+        queue.create_topic_with("t", TopicConfig::new(1).segment_bytes(4096)).unwrap();
+        let producer = queue.producer();
+        for _ in 0..300 {
+            producer.send("t", Record::new(&[7u8; 100])).unwrap();
+        }
+        drop((producer, queue));
+        let segments = crate::log::dir::list_segments(&dir.join("topics/t/0")).unwrap().len();
+        assert!(segments > 10, "{segments} segments");
+        let queue = Queue::open(&dir).unwrap();
+        let sync = queue.producer_with(ProducerConfig::new().durability(Durability::Sync));
+        *crate::log::segment::SYNCS_UNDER.lock() = Some((dir.clone(), 0));
+        sync.send("t", Record::new(b"one more")).unwrap();
+        let (_, fsyncs) = crate::log::segment::SYNCS_UNDER.lock().take().unwrap();
+        assert_eq!(fsyncs, 1, "only the active segment needed an fsync, of {segments}");
+        drop((sync, queue));
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn segments_roll_by_age() {
+        let (queue, dir) = queue("age");
+        queue.create_topic_with("t", TopicConfig::new(1).segment_ms(30)).unwrap();
+        let producer = queue.producer();
+        producer.send("t", Record::new(b"first")).unwrap();
+        std::thread::sleep(Duration::from_millis(50));
+        producer.send("t", Record::new(b"second")).unwrap();
+        let partition = queue.inner.partition(&TopicPartition::new("t", 0)).unwrap();
+        assert_eq!(partition.tail().active_base, 1, "the old segment rolled before the second send");
+        drop((producer, partition, queue));
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}
