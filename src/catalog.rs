@@ -18,13 +18,13 @@ use parking_lot::{Mutex, RwLock};
 
 use crate::background::{Sealer, Ticker};
 use crate::catalog::files::{
-    MAINTENANCE_LOCK_FILE, OFFSETS_DIR, QUEUE_META_FILE, STAGING_DIR, TOPIC_META_BYTES, TOPIC_META_FILE, TOPICS_DIR,
+    GROUPS_DIR, MAINTENANCE_LOCK_FILE, OFFSETS_DIR, QUEUE_META_FILE, STAGING_DIR, TOPIC_META_BYTES, TOPIC_META_FILE, TOPICS_DIR,
     TOPICS_VERSION_AT, clear_staging, list_topics, lock_file, new_topic_id, open_queue_state, read_epoch, write_epoch,
 };
 use crate::error::{Error, IoContext, Result};
 use crate::group::file::Group;
 use crate::group::offsets::{self, OffsetStore};
-use crate::log::format::{self, GROUPS_DIR};
+use crate::log::format;
 use crate::log::partition::Partition;
 use crate::options::{validate_group_name, validate_topic_config, validate_topic_name};
 use crate::sys::clock;
@@ -451,6 +451,11 @@ impl Catalog {
         }
     }
 
+    /// Whether any consumer ever subscribed to or committed for the group named `name`.
+    pub(crate) fn has_group(&self, name: &str) -> bool {
+        self.dir.join(GROUPS_DIR).join(name).is_dir()
+    }
+
     /// The named consumer group, opened (and created) on first use.
     pub(crate) fn group(&self, name: &str) -> Result<Arc<Group>> {
         validate_group_name(name)?;
@@ -526,6 +531,33 @@ impl Catalog {
             }
             ControlFlow::Continue(())
         }));
+    }
+
+    /// What `Queue::close` reports: it waits for the segments being sealed, syncs what the
+    /// flusher has yet to sync (if `Durability::Interval` is in use), and returns the first
+    /// failure among those syncs and every earlier one (a failed fsync poisons its partition
+    /// or offset log).
+    pub(crate) fn final_sync(&self) -> Result<()> {
+        self.sealer.wait();
+        let mut first_error = None;
+        if self.flusher.lock().is_some()
+            && let Err(error) = self.sync_dirty()
+        {
+            first_error = Some(error);
+        }
+        let topics: Vec<Arc<Topic>> = self.topics.read().values().cloned().collect();
+        for partition in topics.iter().flat_map(|topic| topic.partitions.iter().filter_map(OnceLock::get)) {
+            if let Err(error) = partition.check_not_poisoned() {
+                first_error.get_or_insert(error);
+            }
+        }
+        let stores: Vec<Arc<OffsetStore>> = self.offset_stores.lock().values().cloned().collect();
+        for store in stores {
+            if let Err(error) = store.check_not_poisoned() {
+                first_error.get_or_insert(error);
+            }
+        }
+        first_error.map_or(Ok(()), Err)
     }
 
     /// Syncs every partition this process appended to since its last sync.

@@ -78,7 +78,7 @@
 //! let producer = queue.producer();
 //!
 //! let keyed = producer.send("orders", Record::new(b"42 EUR").key(b"customer-7"))?;
-//! assert_eq!(keyed.partition(), partition_for_key(b"customer-7", 4));
+//! assert_eq!(keyed.partition(), partition_for_key(b"customer-7", 4)?);
 //!
 //! let mut spread = BTreeSet::new();
 //! for _ in 0..4 {
@@ -114,7 +114,7 @@
 //! assert_eq!(queue.partition_count("orders")?, 8);
 //!
 //! queue.alter_topic("orders", |config| config.retention_ms(3_600_000))?;
-//! assert_eq!(queue.topic_config("orders")?.retention(), 3_600_000);
+//! assert_eq!(queue.topic_config("orders")?.get_retention_ms(), 3_600_000);
 //!
 //! queue.delete_topic("orders")?;
 //! assert!(queue.topics()?.is_empty());
@@ -215,6 +215,7 @@
 //! let records = consumer.poll(Duration::from_millis(100))?;
 //! assert_eq!(records.len(), 3);
 //! let first = records.iter().next().expect("three records");
+//! assert_eq!(first.header("currency"), Some(&b"EUR"[..]));
 //! assert_eq!(first.headers().collect::<Vec<_>>(), [("currency", &b"EUR"[..])]);
 //! assert_eq!(consumer.position(&tp)?, 3);
 //!
@@ -480,17 +481,26 @@
 //!
 //! - [`Error::UnknownTopic`], [`Error::TopicExists`]: the topic is missing (perhaps deleted by
 //!   another process), or already there.
-//! - [`Error::InvalidTopicName`], [`Error::InvalidGroupName`], [`Error::InvalidConfig`],
-//!   [`Error::PartitionOutOfRange`], [`Error::RecordTooLarge`]: an argument outside its limits.
+//! - [`Error::InvalidTopicName`], [`Error::InvalidGroupName`], [`Error::InvalidConfig`] (of a
+//!   topic, consumer or queue setting), [`Error::InvalidPath`], [`Error::InvalidPattern`],
+//!   [`Error::PartitionOutOfRange`]: an argument outside its limits.
+//! - [`Error::RecordTooLarge`], [`Error::TooManyHeaders`], [`Error::HeaderNameTooLong`]: a
+//!   record that cannot be sent; nothing was written.
+//! - [`Error::GroupFull`], [`Error::StrategyMismatch`], [`Error::GroupStateTooLarge`]: a
+//!   consumer that cannot join its group.
 //! - [`Error::NoOffset`], [`Error::OffsetOutOfRange`]: with [`OffsetReset::None`], a consumer
 //!   has nowhere to start; seek first.
 //! - [`Error::CommitFailed`]: the group moved on without this member; poll, then commit again.
 //! - [`Error::NotAssigned`], [`Error::IllegalState`]: a call that does not fit the consumer's
 //!   partitions or state, such as [`Consumer::assign`] while subscribed.
 //! - [`Error::DiskFull`]: nothing acknowledged was harmed; retry once there is space.
-//! - [`Error::Io`], [`Error::Corrupt`], [`Error::Poisoned`], [`Error::ForeignFile`]: a file
-//!   operation failed, stored data is damaged, an fsync failed earlier, or the directory holds
-//!   files streamlog did not write.
+//! - The file errors: [`Error::Io`], [`Error::Corrupt`], [`Error::Poisoned`],
+//!   [`Error::ForeignFile`], [`Error::UnexpectedFileType`], [`Error::IncompatibleVersion`]: a
+//!   file operation failed, stored data is damaged (the message names the file and byte), an
+//!   fsync failed earlier, the directory holds files streamlog did not write or a symbolic link
+//!   or FIFO where a file belongs, or another format version wrote the queue. The `# Errors`
+//!   section of each method lists what it returns; "the file errors" there means these and
+//!   [`Error::DiskFull`].
 //!
 //! ```
 //! # fn main() -> Result<(), streamlog::Error> {
@@ -545,9 +555,9 @@
 //! | partitions per topic | [`MAX_PARTITIONS`] (100,000) |
 //! | topic and group names | [`MAX_TOPIC_NAME_BYTES`] (249) bytes of `[A-Za-z0-9._-]`, not `.` or `..` |
 //! | one record, counting key, value, headers and 24 bytes of overhead | the topic's [`max_record_bytes`](TopicConfig::max_record_bytes): 1 MiB by default, at most [`MAX_RECORD_BYTES_LIMIT`] (64 MiB) |
-//! | headers per record | 65,535, each name at most 65,535 bytes of UTF-8 |
+//! | headers per record | 65,535, each name at most 65,535 bytes of UTF-8 ([`Error::TooManyHeaders`], [`Error::HeaderNameTooLong`] beyond) |
 //! | one segment | the topic's [`segment_bytes`](TopicConfig::segment_bytes): 256 B to [`MAX_SEGMENT_BYTES`] (1 GiB, the default) |
-//! | members per group | [`MAX_GROUP_MEMBERS`] (1,024) |
+//! | members per group | [`MAX_GROUP_MEMBERS`] (1,024; [`Error::GroupFull`] beyond) |
 //! | `session_timeout`, `max_poll_interval` | at least [`MIN_SESSION_TIMEOUT`] (500 ms) |
 //! | one commit | 64 MiB: about 60 bytes plus the topic name per partition ([`Error::CommitTooLarge`] beyond) |
 //!
@@ -600,8 +610,7 @@ mod record;
 mod sys;
 mod topic;
 
-pub use client::consumer::Consumer;
-pub use client::listener::RebalanceListener;
+pub use client::consumer::{Consumer, RebalanceListener};
 pub use client::producer::{Producer, RecordMetadata, partition_for_key};
 pub use error::{Error, Result};
 pub use group::describe::{GroupDescription, MemberDescription, PartitionLag};

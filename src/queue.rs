@@ -9,7 +9,6 @@ use crate::client::consumer::Consumer;
 use crate::client::producer::Producer;
 use crate::error::{Error, Result};
 use crate::group::describe::{GroupDescription, describe};
-use crate::log::format::GROUPS_DIR;
 use crate::options::{ConsumerConfig, Durability, ProducerConfig, QueueOptions, validate_group_name};
 use crate::topic::{TopicConfig, TopicPartition};
 
@@ -306,7 +305,7 @@ impl Queue {
     /// offset log.
     pub fn describe_group(&self, group: &str) -> Result<GroupDescription> {
         validate_group_name(group)?;
-        if !self.inner.dir().join(GROUPS_DIR).join(group).is_dir() {
+        if !self.inner.has_group(group) {
             return Err(Error::UnknownGroup(group.to_owned()));
         }
         let handle = self.inner.group(group)?;
@@ -320,6 +319,35 @@ impl Queue {
             Err(error) => Err(error),
         };
         describe(group, state, &committed, end_offset, |topic| self.inner.topic_id(topic))
+    }
+
+    /// Closes this handle, reporting what a drop cannot: it waits for the background syncs of
+    /// sealed segments, syncs what `Durability::Interval` has yet to sync, and returns the
+    /// first failed fsync of any partition or offset log this process used (then the data it
+    /// covered may be lost; see [`Error::Poisoned`]). With `Buffered` and `Sync` nothing is
+    /// left to sync. Producers, consumers and other clones of this queue keep it open; the
+    /// last of them to go stops the background threads, as a drop does.
+    ///
+    /// ```
+    /// # fn main() -> Result<(), streamlog::Error> {
+    /// # let dir = std::env::temp_dir().join(format!("streamlog-doc-close-{}", std::process::id()));
+    /// use std::time::Duration;
+    /// use streamlog::{Durability, ProducerConfig, Queue, Record};
+    /// let queue = Queue::open(&dir)?;
+    /// queue.create_topic("orders", 1)?;
+    /// let producer = queue.producer_with(ProducerConfig::new().durability(Durability::Interval(Duration::from_secs(1))));
+    /// producer.send("orders", Record::new(b"x"))?;
+    /// drop(producer);
+    /// queue.close()?; // synced, or the error that says it is not
+    /// # std::fs::remove_dir_all(&dir).unwrap();
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// # Errors
+    /// [`Error::Poisoned`] for a partition or offset log whose fsync failed, now or earlier,
+    /// and [`Error::Io`] or [`Error::DiskFull`] from the final sync.
+    pub fn close(self) -> Result<()> {
+        self.inner.final_sync()
     }
 
     /// The directory this queue lives in.

@@ -128,8 +128,8 @@ impl TopicConfig {
         self
     }
 
-    /// How long a tombstone stays after compaction reached it (milliseconds), so that
-    /// consumers get to see the deletion; default one day.
+    /// How long compaction keeps a tombstone, counted from the tombstone's own timestamp
+    /// (milliseconds), so that consumers get to see the deletion; default one day.
     pub fn delete_retention_ms(mut self, ms: u64) -> Self {
         self.delete_retention_ms = ms;
         self

@@ -28,6 +28,7 @@ pub(crate) const MAINTENANCE_LOCK_FILE: &str = "maintenance.lock";
 pub(crate) const TOPICS_DIR: &str = "topics";
 pub(crate) const STAGING_DIR: &str = "staging";
 pub(crate) const TOPIC_META_FILE: &str = "topic.meta";
+pub(crate) const GROUPS_DIR: &str = "groups";
 /// A group's offset store, inside its directory under `groups/`.
 pub(crate) const OFFSETS_DIR: &str = "offsets";
 

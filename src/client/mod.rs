@@ -3,5 +3,4 @@
 //! live.
 
 pub(crate) mod consumer;
-pub(crate) mod listener;
 pub(crate) mod producer;

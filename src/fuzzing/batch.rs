@@ -67,7 +67,7 @@ pub fn batch(data: &[u8]) -> usize {
 /// targets' checksum mode and for tests that must show a checker catching a record that was
 /// never written.
 pub fn forge_batch_checksum(batch: &mut [u8]) {
-    let crc = format::checksum(&batch[8..]);
+    let crc = format::batch::checksum(&batch[8..]);
     put_crc(batch, 4, crc);
 }
 

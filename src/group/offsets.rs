@@ -192,6 +192,14 @@ impl OffsetStore {
         }
     }
 
+    /// `Error::Poisoned` if an fsync of the offset log failed; nothing if it is not open here.
+    pub(crate) fn check_not_poisoned(&self) -> Result<()> {
+        match self.log.lock().clone() {
+            Some(log) => log.check_not_poisoned(),
+            None => Ok(()),
+        }
+    }
+
     /// The committed offset of `partition` and the id of the topic it was committed for,
     /// including every commit published so far by any thread or process.
     pub(crate) fn committed(&self, partition: &TopicPartition) -> Result<Option<(u64, u64)>> {

@@ -192,6 +192,15 @@ impl Partition {
         Ok((start, tail))
     }
 
+    /// `Error::Poisoned` if an fsync of this partition failed, in any process, since the
+    /// queue was last opened alone.
+    pub(crate) fn check_not_poisoned(&self) -> Result<()> {
+        match self.state.is_poisoned() {
+            true => Err(Error::Poisoned(self.id.clone())),
+            false => Ok(()),
+        }
+    }
+
     /// The first offset still in the log.
     pub(crate) fn start_offset(&self) -> u64 {
         self.state.log_start()

@@ -10,9 +10,10 @@ use std::io::{BufRead, BufReader, Read, Write};
 use std::os::fd::AsRawFd;
 use std::os::unix::fs::{FileExt, FileTypeExt, MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use powercut::{Cut, PowerCutFs};
-use streamlog::{Durability, Error, ProducerConfig, Queue, Record, TopicPartition};
+use streamlog::{ConsumerConfig, Durability, Error, OffsetReset, ProducerConfig, Queue, Record, TopicPartition};
 
 use crate::TempDir;
 
@@ -549,6 +550,37 @@ fn a_failed_fsync_poisons_the_partition() {
     for value in [&b"fine"[..], b"elsewhere", b"after reopen"] {
         assert!(values.iter().any(|v| v == value), "{value:?} in {values:?}");
     }
+}
+
+#[test]
+fn close_reports_a_failed_background_sync_that_a_drop_would_hide() {
+    let mut m = Mounted::new("testfs-close");
+    let dir = m.path("q");
+    let queue = Queue::open(&dir).unwrap();
+    queue.create_topic("t", 2).unwrap();
+    // The flusher would sync within an hour; close syncs now.
+    let producer = queue.producer_with(ProducerConfig::new().durability(Durability::Interval(Duration::from_secs(3600))));
+    producer.send("t", Record::new(b"synced by close").partition(1)).unwrap();
+    producer.send("t", Record::new(b"opens partition 0").partition(0)).unwrap();
+    m.fs.fail_fsync("q/topics/t/0", 1);
+    producer.send("t", Record::new(b"not synced").partition(0)).unwrap();
+    drop(producer);
+    let error = queue.close().unwrap_err();
+    assert!(matches!(&error, Error::Io { .. } | Error::Poisoned(_)), "{error}");
+    assert_eq!(m.fs.stats().failed_fsyncs, 1);
+    // What close did sync survives a power cut.
+    m.cut();
+    let queue = crate::open_alone(&dir).unwrap();
+    let mut consumer = queue.consumer(ConsumerConfig::new("g").auto_offset_reset(OffsetReset::Earliest)).unwrap();
+    consumer.assign(&[TopicPartition::new("t", 1)]).unwrap();
+    let values: Vec<Vec<u8>> = crate::read_exactly(&mut consumer, 1).into_iter().map(|r| r.3).collect();
+    assert_eq!(values, [b"synced by close".to_vec()]);
+    // And a close with nothing failed says so.
+    drop(consumer);
+    let producer = queue.producer_with(ProducerConfig::new().durability(Durability::Interval(Duration::from_secs(3600))));
+    producer.send("t", Record::new(b"again").partition(0)).unwrap();
+    drop(producer);
+    queue.close().unwrap();
 }
 
 #[test]

@@ -13,7 +13,7 @@
 //! group's file, its state and its committed offsets beside the code that keeps them, in
 //! `group/`. The partition `state` file is shared memory, drawn in `log/state.rs`.
 
-mod batch;
+pub(crate) mod batch;
 mod header;
 mod names;
 
@@ -23,15 +23,13 @@ use crate::error::{Error, Result};
 
 pub(crate) use batch::{
     BATCH_HEADER_BYTES, BatchHeader, FLAG_HAS_KEY, FLAG_TOMBSTONE, MAX_BATCH_BYTES, RECORD_HEADER_BYTES, RecordLayout,
-    TARGET_BATCH_BYTES, batch_checksum_ok, checksum, frame_single_record, parse_headers, record_bytes, write_batch,
+    TARGET_BATCH_BYTES, batch_checksum_ok, frame_single_record, parse_headers, record_bytes, write_batch,
 };
 pub(crate) use header::{
     FULLY_SYNCED, FileHeader, INDEX_ENTRY_BYTES, IndexEntry, LOG_ID_AT, LOG_START_FILE_BYTES, LogId, SEGMENT_COMPACTED,
     SYNCED_MARKER_AT, decode_log_start, encode_log_start, index_capacity_bytes, synced_marker,
 };
-pub(crate) use names::{
-    GROUPS_DIR, LOG_START_FILE, PartitionFile, STATE_FILE, classify, index_file_name, segment_file_name, swap_file_name,
-};
+pub(crate) use names::{LOG_START_FILE, PartitionFile, STATE_FILE, classify, index_file_name, segment_file_name, swap_file_name};
 
 /// The format version this build writes and the only one it reads. Version 3 added the log id
 /// (topic id and partition) to segment and index headers; a queue of an older version is

@@ -3,10 +3,6 @@
 pub(crate) const STATE_FILE: &str = "state";
 /// A partition's log start checkpoint (see `encode_log_start`).
 pub(crate) const LOG_START_FILE: &str = "log_start";
-/// The queue directory's folder of consumer groups. A name of the queue's, not of the log's: it
-/// belongs with the others in `catalog/files.rs`, and stays here only because `queue.rs` takes
-/// it from here.
-pub(crate) const GROUPS_DIR: &str = "groups";
 
 /// What a file in a partition directory is, judged by its name.
 #[derive(Debug, PartialEq, Eq)]
