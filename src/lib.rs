@@ -592,6 +592,8 @@
 //! ARCHITECTURE.md has the codemap, the invariants, every byte on disk, and the append, wake-up
 //! and recovery protocols.
 
+// The file's length is the guided tour above; its code is the `mod` and `pub use` lines below.
+
 #![deny(unsafe_code)]
 
 mod background;
