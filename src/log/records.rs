@@ -221,6 +221,7 @@ impl Records {
     }
 
     /// The records, partition by partition, each partition's in offset order.
+    #[inline]
     pub fn iter(&self) -> RecordsIter<'_> {
         RecordsIter(self.records.iter())
     }
@@ -232,15 +233,18 @@ pub struct RecordsIter<'r>(std::slice::Iter<'r, ConsumerRecord>);
 
 impl<'r> Iterator for RecordsIter<'r> {
     type Item = &'r ConsumerRecord;
+    #[inline]
     fn next(&mut self) -> Option<Self::Item> {
         self.0.next()
     }
+    #[inline]
     fn size_hint(&self) -> (usize, Option<usize>) {
         self.0.size_hint()
     }
 }
 
 impl DoubleEndedIterator for RecordsIter<'_> {
+    #[inline]
     fn next_back(&mut self) -> Option<Self::Item> {
         self.0.next_back()
     }
@@ -257,15 +261,18 @@ pub struct RecordsIntoIter(std::vec::IntoIter<ConsumerRecord>);
 
 impl Iterator for RecordsIntoIter {
     type Item = ConsumerRecord;
+    #[inline]
     fn next(&mut self) -> Option<Self::Item> {
         self.0.next()
     }
+    #[inline]
     fn size_hint(&self) -> (usize, Option<usize>) {
         self.0.size_hint()
     }
 }
 
 impl DoubleEndedIterator for RecordsIntoIter {
+    #[inline]
     fn next_back(&mut self) -> Option<Self::Item> {
         self.0.next_back()
     }
@@ -295,6 +302,7 @@ impl IntoIterator for Records {
 impl<'r> IntoIterator for &'r Records {
     type Item = &'r ConsumerRecord;
     type IntoIter = RecordsIter<'r>;
+    #[inline]
     fn into_iter(self) -> Self::IntoIter {
         self.iter()
     }
