@@ -1,6 +1,6 @@
 //! The catalog of an open queue directory in one process: the epoch, the topics and their
-//! partitions, the consumer groups and offset stores in use, topic administration, and the
-//! background threads (maintenance, the keeper of group members, the flusher for
+//! partitions, the consumer groups and offset stores in use, topic administration (in
+//! `admin.rs`), and the background threads (maintenance, the keeper of group members, the flusher for
 //! `Durability::Interval`). `Queue` is its public face.
 
 mod admin;
@@ -414,28 +414,20 @@ impl Catalog {
         }));
     }
 
-    /// What `Queue::close` reports: it waits for the segments being sealed, syncs what the
-    /// flusher has yet to sync (if `Durability::Interval` is in use), and returns the first
-    /// failure among those syncs and every earlier one (a failed fsync poisons its partition
-    /// or offset log).
+    /// What `Queue::close` reports: it waits for the segments being sealed, makes every record
+    /// of every partition and offset log this process opened durable (waiting for a sync under
+    /// way in any thread or process, so that its outcome counts too), and returns the first
+    /// failure, which includes every earlier one: a failed fsync poisons its partition.
     pub(crate) fn final_sync(&self) -> Result<()> {
         self.sealer.wait();
         let mut first_error = None;
-        if self.flusher.lock().is_some()
-            && let Err(error) = self.sync_dirty()
-        {
-            first_error = Some(error);
-        }
         let topics: Vec<Arc<Topic>> = self.topics.read().values().cloned().collect();
-        for partition in topics.iter().flat_map(|topic| topic.partitions.iter().filter_map(OnceLock::get)) {
-            if let Err(error) = partition.check_not_poisoned() {
-                first_error.get_or_insert(error);
-            }
-        }
         let stores: Vec<Arc<OffsetStore>> = self.offset_stores.lock().values().cloned().collect();
-        for store in stores {
-            if let Err(error) = store.check_not_poisoned() {
-                first_error.get_or_insert(error);
+        let partitions = topics.iter().flat_map(|topic| topic.partitions.iter().filter_map(OnceLock::get).cloned());
+        for partition in partitions.chain(stores.iter().filter_map(|store| store.opened_log())) {
+            let synced = partition.sync_through(partition.tail().end_offset).and_then(|()| partition.check_not_poisoned());
+            if let Err(error) = synced {
+                first_error.get_or_insert(partition.explain(error));
             }
         }
         first_error.map_or(Ok(()), Err)

@@ -30,13 +30,12 @@ pub enum Error {
     TooManyHeaders { topic: String, headers: usize, max_headers: usize },
     /// A header name longer than one record can carry.
     #[error("a record for topic {topic:?} has a header name of {name_bytes} bytes, more than the {max_bytes} allowed")]
-    HeaderNameTooLong { topic: String, name_bytes: usize, max_bytes: usize },
+    HeaderNameTooLong { topic: String, name_bytes: u64, max_bytes: u64 },
     /// A configuration value outside its allowed range (of a topic, a consumer, a producer or
     /// the queue).
     #[error("invalid configuration: {0}")]
     InvalidConfig(String),
-    /// A path that cannot name a queue directory or a place inside it, such as an empty one or
-    /// one that climbs out with `..`.
+    /// A path that cannot name a queue directory, such as the empty path.
     #[error("invalid path {path:?}: {reason}")]
     InvalidPath { path: PathBuf, reason: &'static str },
     /// A topic pattern given to `subscribe_pattern` that is not a valid regular expression.
@@ -104,7 +103,7 @@ pub enum Error {
     #[error(
         "group {group:?} needs {size_bytes} bytes of state, more than the {max_bytes} its file holds; use fewer members or partitions"
     )]
-    GroupStateTooLarge { group: String, size_bytes: usize, max_bytes: usize },
+    GroupStateTooLarge { group: String, size_bytes: u64, max_bytes: u64 },
     /// A group member's commit was refused because the member is a zombie: the group moved to a
     /// new generation it has not joined yet, or it is no longer a member at all.
     #[error("commit to group {group:?} refused: {reason}")]

@@ -104,7 +104,7 @@ impl Queue {
     /// ```
     ///
     /// # Errors
-    /// [`Error::UnknownTopic`]; [`Error::InvalidConfig`] when the new settings are out of range
+    /// [`Error::InvalidTopicName`], [`Error::UnknownTopic`]; [`Error::InvalidConfig`] when the new settings are out of range
     /// or change the partition count; the [file errors](crate#errors).
     pub fn alter_topic(&self, name: &str, change: impl FnOnce(TopicConfig) -> TopicConfig) -> Result<()> {
         self.inner.alter_topic(name, change)
@@ -116,7 +116,7 @@ impl Queue {
     /// Consumer groups subscribed to the topic rebalance to include the new partitions.
     ///
     /// # Errors
-    /// [`Error::UnknownTopic`]; [`Error::InvalidConfig`] when `partitions` is not more than
+    /// [`Error::InvalidTopicName`], [`Error::UnknownTopic`]; [`Error::InvalidConfig`] when `partitions` is not more than
     /// the topic has, or more than [`MAX_PARTITIONS`](crate::MAX_PARTITIONS); the [file errors](crate#errors).
     pub fn add_partitions(&self, name: &str, partitions: u32) -> Result<()> {
         self.inner.add_partitions(name, partitions)
@@ -169,7 +169,8 @@ impl Queue {
     }
 
     /// The end of each partition of a topic (the offset its next record will get), as
-    /// [`offsets`](Self::offsets) gives it. As a list of next offsets to read, it is what
+    /// [`offsets`](Self::offsets) gives it. Each partition is read at its own moment, so with
+    /// appends going on the ends are lower bounds. As a list of next offsets to read, it is what
     /// [`Consumer::commit_offsets`] takes to skip a group past everything sent so far.
     ///
     /// ```
@@ -321,12 +322,14 @@ impl Queue {
         describe(group, state, &committed, end_offset, |topic| self.inner.topic_id(topic))
     }
 
-    /// Closes this handle, reporting what a drop cannot: it waits for the background syncs of
-    /// sealed segments, syncs what `Durability::Interval` has yet to sync, and returns the
-    /// first failed fsync of any partition or offset log this process used (then the data it
-    /// covered may be lost; see [`Error::Poisoned`]). With `Buffered` and `Sync` nothing is
-    /// left to sync. Producers, consumers and other clones of this queue keep it open; the
-    /// last of them to go stops the background threads, as a drop does.
+    /// Closes this handle, reporting what a drop cannot. It waits for the background syncs of
+    /// sealed segments, makes every record of every partition and offset log this process
+    /// opened durable, whatever the producers' `Durability` (waiting for a sync under way in
+    /// another thread or process, so that its outcome counts), and returns the first failed
+    /// fsync among them, now or earlier, in any process (then the data it covered may be
+    /// lost; see [`Error::Poisoned`]). `Ok` means every record those partitions held survives
+    /// a power cut. Producers, consumers and other clones of this queue keep it open; the last
+    /// of them to go stops the background threads, as a drop does.
     ///
     /// ```
     /// # fn main() -> Result<(), streamlog::Error> {

@@ -1,5 +1,6 @@
-//! Topic administration: creating, altering, growing and deleting topics, one process at a
-//! time under the admin lock, each change atomic on disk and announced to every process.
+//! Topic administration: creating, altering, growing and deleting topics, each change atomic
+//! on disk and announced to every process. Altering, growing and deleting take the admin lock;
+//! creating needs none, since the rename that publishes a topic succeeds for one creator only.
 
 use std::fs;
 use std::path::PathBuf;

@@ -1,7 +1,7 @@
 //! The queue directory's own files: their names, `streamlog.meta` (the epoch) and `topic.meta`
 //! (a topic's settings and id) with their encodings, `queue.state` (the shared counter of topic
 //! changes), the topic listing, lock files and the staging area. The files of a partition and
-//! the shared header check are the log's (`log/format.rs`); ARCHITECTURE.md draws every layout.
+//! the shared header check are the log's (`log/format/`); ARCHITECTURE.md draws every layout.
 
 use std::fs::{self, File};
 use std::path::Path;

@@ -1,5 +1,6 @@
-//! Reading records: partitions assigned by hand or by a consumer group, positions, commits,
-//! and polls that sleep until data (or a change in the group) arrives from any thread or process.
+//! Reading records: the `Consumer`, its assignment and positions, and the `poll` loop. Joining
+//! and leaving the group are in `membership.rs`, catching up with a rebalance in
+//! `rebalance.rs`, commits in `commit.rs`, and reading and sleeping in `fetch.rs`.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -209,9 +210,11 @@ impl Consumer {
         self.subscription.as_ref().map(|s| s.topics.clone()).unwrap_or_default()
     }
 
-    /// The group generation whose assignment this consumer has caught up with; `None` when it
-    /// is not subscribed, was expelled, or has not polled since joining. Every rebalance starts
-    /// a new generation, and commits are fenced by it.
+    /// The latest group generation this member saw in a poll; `None` when it is not
+    /// subscribed, has not polled since joining, or learned in a poll that it was expelled.
+    /// Every rebalance starts a new generation, and commits are fenced by it. Under the
+    /// cooperative strategy the member may still wait for partitions of that generation that
+    /// their previous owner has not given up yet, and an expulsion shows only at the next poll.
     ///
     /// ```
     /// # fn main() -> Result<(), streamlog::Error> {
@@ -299,8 +302,10 @@ impl Consumer {
     /// - [`Error::UnknownTopic`]: an assigned topic was deleted (it is dropped from the
     ///   assignment; the next poll goes on with the rest).
     /// - With `OffsetReset::None`: [`Error::NoOffset`], [`Error::OffsetOutOfRange`].
+    /// - [`Error::GroupFull`], [`Error::StrategyMismatch`], [`Error::GroupStateTooLarge`]: a
+    ///   member that was expelled rejoins here, as in `subscribe`.
     /// - [`Error::Corrupt`] naming the file and byte of a damaged record, and the other
-    ///   the [file errors](crate#errors) of partitions and group files.
+    ///   [file errors](crate#errors) of partitions and group files.
     pub fn poll(&mut self, timeout: Duration) -> Result<Records> {
         self.not_in_listener()?;
         let deadline = Instant::now().checked_add(timeout).unwrap_or_else(far_future);

@@ -220,7 +220,7 @@ fn check_size(topic: &Topic, record: &Record<'_>) -> Result<u64> {
         return Err(Error::TooManyHeaders { topic: topic.name.clone(), headers: record.headers.len(), max_headers: max });
     }
     if let Some((name, _)) = record.headers.iter().find(|(name, _)| name.len() > max) {
-        return Err(Error::HeaderNameTooLong { topic: topic.name.clone(), name_bytes: name.len(), max_bytes: max });
+        return Err(Error::HeaderNameTooLong { topic: topic.name.clone(), name_bytes: name.len() as u64, max_bytes: max as u64 });
     }
     Ok(size_bytes)
 }

@@ -218,8 +218,8 @@ impl GroupGuard<'_> {
         if bytes.len() > BLOB_BYTES - 8 {
             return Err(Error::GroupStateTooLarge {
                 group: group.name.clone(),
-                size_bytes: bytes.len(),
-                max_bytes: BLOB_BYTES - 8,
+                size_bytes: bytes.len() as u64,
+                max_bytes: (BLOB_BYTES - 8) as u64,
             });
         }
         let active = group.map.word64(ACTIVE_HALF_AT);

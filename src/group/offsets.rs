@@ -192,12 +192,9 @@ impl OffsetStore {
         }
     }
 
-    /// `Error::Poisoned` if an fsync of the offset log failed; nothing if it is not open here.
-    pub(crate) fn check_not_poisoned(&self) -> Result<()> {
-        match self.log.lock().clone() {
-            Some(log) => log.check_not_poisoned(),
-            None => Ok(()),
-        }
+    /// The offset log, if this process has opened it.
+    pub(crate) fn opened_log(&self) -> Option<Arc<Partition>> {
+        self.log.lock().clone()
     }
 
     /// The committed offset of `partition` and the id of the topic it was committed for,

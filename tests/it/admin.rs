@@ -153,6 +153,8 @@ fn a_pattern_subscription_follows_topics_created_and_deleted_anywhere() {
         queue.consumer(ConsumerConfig::new("g").auto_commit(None).auto_offset_reset(OffsetReset::Earliest)).unwrap();
     consumer.subscribe_pattern("orders-.*").unwrap();
     assert!(matches!(consumer.subscribe_pattern("orders-("), Err(Error::InvalidPattern { .. })));
+    // Valid only once anchored as `^(?:a)|(b)$`, which would match any name starting with `a`.
+    assert!(matches!(consumer.subscribe_pattern("a)|(b"), Err(Error::InvalidPattern { .. })));
     other.create_topic("orders-us", 2).unwrap();
     other.create_topic("xorders-us", 1).unwrap();
     let give_up = Instant::now() + Duration::from_secs(20);

@@ -30,6 +30,72 @@ fn send_and_poll_round_trip_every_field() {
 }
 
 #[test]
+fn owned_records_headers_by_name_and_topic_wide_offsets() {
+    let dir = TempDir::new("topic-wide");
+    let queue = Queue::open(dir.path()).unwrap();
+    queue.create_topic("t", 3).unwrap();
+    let producer = queue.producer();
+    // Owned values and keys map straight into records that outlive their sources.
+    let owned: Vec<Record<'static>> = (0..5u32)
+        .map(|i| Record::new(format!("v{i}")).key(i.to_le_bytes().to_vec()).header("n", i.to_string()).header("n", "last"))
+        .map(|record| record.partition(1))
+        .collect();
+    producer.send_batch("t", owned).unwrap();
+    producer.send("t", Record::new(String::from("p2")).partition(2)).unwrap();
+    let partitions = queue.partitions("t").unwrap();
+    assert_eq!(partitions, (0..3).map(|p| TopicPartition::new("t", p)).collect::<Vec<_>>());
+    let ends: Vec<u64> = queue.end_offsets("t").unwrap().into_iter().map(|(_, end)| end).collect();
+    assert_eq!(ends, [0, 5, 1]);
+    let starts: Vec<u64> = queue.beginning_offsets("t").unwrap().into_iter().map(|(_, start)| start).collect();
+    assert_eq!(starts, [0, 0, 0]);
+    assert!(matches!(queue.end_offsets("nope"), Err(Error::UnknownTopic(_))));
+
+    let mut consumer = queue.consumer(ConsumerConfig::new("g").auto_offset_reset(OffsetReset::Earliest)).unwrap();
+    consumer.assign(&partitions).unwrap();
+    let records = consumer.poll(Duration::from_secs(1)).unwrap();
+    let in_one: Vec<&streamlog::ConsumerRecord> = records.iter().filter(|r| r.partition() == 1).collect();
+    assert_eq!(in_one.len(), 5);
+    assert_eq!(in_one[3].value(), b"v3");
+    assert_eq!(in_one[3].header("n"), Some(&b"last"[..]), "the last header of a name, as Kafka's lastHeader");
+    assert_eq!(in_one[3].headers().filter(|(name, _)| *name == "n").count(), 2);
+    assert_eq!(in_one[3].header("missing"), None);
+    assert_eq!(records.iter().len(), 6);
+    assert_eq!(records.iter().rev().count(), 6);
+
+    // Skipping the group to the end is the end offsets, committed.
+    consumer.commit_offsets(&queue.end_offsets("t").unwrap()).unwrap();
+    let committed: Vec<Option<u64>> = consumer.committed_offsets(&partitions).unwrap().into_iter().map(|(_, o)| o).collect();
+    assert_eq!(committed, [Some(0), Some(5), Some(1)]);
+    assert!(consumer.subscription().is_empty() && consumer.generation().is_none(), "an assigned consumer is in no generation");
+}
+
+#[test]
+fn a_subscribed_consumer_shows_its_subscription_and_generation() {
+    let dir = TempDir::new("generation");
+    let queue = Queue::open(dir.path()).unwrap();
+    queue.create_topic("b", 2).unwrap();
+    queue.create_topic("a", 2).unwrap();
+    let config = || ConsumerConfig::new("g").session_timeout(Duration::from_secs(10));
+    let mut first = queue.consumer(config()).unwrap();
+    first.subscribe(&["b", "a", "b"]).unwrap();
+    assert_eq!(first.subscription(), ["a", "b"], "sorted, without repeats");
+    first.poll(Duration::from_millis(50)).unwrap();
+    let before = first.generation().expect("a member that polled is in a generation");
+    let mut second = queue.consumer(config()).unwrap();
+    second.subscribe(&["a", "b"]).unwrap();
+    // The second member's join starts a new generation, which both see in their polls.
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while first.generation() == Some(before) || second.generation().is_none() {
+        assert!(std::time::Instant::now() < deadline, "no new generation seen");
+        first.poll(Duration::from_millis(10)).unwrap();
+        second.poll(Duration::from_millis(10)).unwrap();
+    }
+    assert!(first.generation().unwrap() > before);
+    second.unsubscribe().unwrap();
+    assert!(second.subscription().is_empty() && second.generation().is_none());
+}
+
+#[test]
 fn records_outlive_the_consumer_and_move_between_threads() {
     let dir = TempDir::new("outlive");
     let queue = Queue::open(dir.path()).unwrap();

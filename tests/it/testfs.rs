@@ -584,6 +584,25 @@ fn close_reports_a_failed_background_sync_that_a_drop_would_hide() {
 }
 
 #[test]
+fn close_reports_a_failed_sync_that_the_flusher_ran() {
+    // With a flusher that syncs every millisecond, the failing fsync is most likely the
+    // flusher's, perhaps still under way when close looks: close must wait for it and say so.
+    let m = Mounted::new("testfs-close-flusher");
+    let dir = m.path("q");
+    let queue = Queue::open(&dir).unwrap();
+    queue.create_topic("t", 1).unwrap();
+    let producer = queue.producer_with(ProducerConfig::new().durability(Durability::Interval(Duration::from_millis(1))));
+    producer.send("t", Record::new(b"opens the partition")).unwrap();
+    producer.flush().unwrap();
+    m.fs.fail_fsync("q/topics/t/0", 1);
+    producer.send("t", Record::new(b"its sync fails")).unwrap();
+    drop(producer);
+    let error = queue.close().unwrap_err();
+    assert!(matches!(&error, Error::Io { .. } | Error::Poisoned(_)), "{error}");
+    assert_eq!(m.fs.stats().failed_fsyncs, 1);
+}
+
+#[test]
 fn a_sync_after_a_failed_fsync_is_refused() {
     // Linux reports a writeback error once: an fsync after a failed one may succeed even though
     // the failed one's pages are gone. Nothing may be made to look synced after it.

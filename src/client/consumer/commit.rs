@@ -72,8 +72,8 @@ impl Consumer {
     /// thread or process; `None` if none was committed.
     ///
     /// # Errors
-    /// [`Error::InvalidTopicName`], or [`Error::Corrupt`] and [`Error::Io`] from reading the
-    /// group's offset log.
+    /// [`Error::InvalidTopicName`], or the [file errors](crate#errors) of the group's offset
+    /// log.
     pub fn committed(&self, partition: &TopicPartition) -> Result<Option<u64>> {
         validate_topic_name(partition.topic())?;
         let entry = self.offsets.committed(partition)?;

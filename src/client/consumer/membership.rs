@@ -51,8 +51,10 @@ impl Consumer {
     /// [`subscribe`](Self::subscribe).
     pub fn subscribe_pattern(&mut self, pattern: &str) -> Result<()> {
         self.not_in_listener()?;
-        let anchored = regex::Regex::new(&format!("^(?:{pattern})$"))
-            .map_err(|e| Error::InvalidPattern { pattern: pattern.to_owned(), reason: e.to_string() })?;
+        let invalid = |e: regex::Error| Error::InvalidPattern { pattern: pattern.to_owned(), reason: e.to_string() };
+        // Checked alone first: `a)|(b` is no pattern, but would be one inside the anchors.
+        regex::Regex::new(pattern).map_err(invalid)?;
+        let anchored = regex::Regex::new(&format!("^(?:{pattern})$")).map_err(invalid)?;
         let topics = self.catalog.topic_names()?;
         let matching: Vec<&str> = topics.iter().map(String::as_str).filter(|t| anchored.is_match(t)).collect();
         self.subscribe_to(&matching, Some(anchored))
