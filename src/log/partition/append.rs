@@ -32,9 +32,7 @@ impl Partition {
         debug_assert!(batch_bytes <= MAX_BATCH_BYTES && !records.is_empty());
         let mut writer = self.writer.lock();
         let guard = self.state.lock_append(|| self.repair())?;
-        if self.state.is_poisoned() {
-            return Err(Error::Poisoned(self.id.clone()));
-        }
+        self.check_not_poisoned()?;
         let mut tail = self.state.tail();
         let mut segment = self.writer_segment(&mut writer.active, tail.active_base)?;
         // Writers in other processes may have reserved more of the file than this one knows,
@@ -144,9 +142,7 @@ impl Partition {
     fn seal(&self, base: u64, sealed_end: u64) -> Result<()> {
         self.sync_through(sealed_end)?;
         self.state.under_sync_lock(|| {
-            if self.state.is_poisoned() {
-                return Err(Error::Poisoned(self.id.clone()));
-            }
+            self.check_not_poisoned()?;
             if self.start_offset() >= sealed_end {
                 // Retention deleted it meanwhile: nothing to mark.
                 return Ok(());
@@ -242,10 +238,8 @@ impl Partition {
     /// every process (group commit).
     pub(crate) fn sync_through(&self, end_offset: u64) -> Result<()> {
         self.state.sync_through(end_offset, || {
-            if self.state.is_poisoned() {
-                // The failed fsync may have dropped pages that a later fsync would not report.
-                return Err(Error::Poisoned(self.id.clone()));
-            }
+            // The failed fsync may have dropped pages that a later fsync would not report.
+            self.check_not_poisoned()?;
             let tail = self.state.tail();
             // Every segment that may hold unsynced records: from the one holding the first
             // unsynced offset to the active one (sealed segments are synced in the background,
@@ -275,10 +269,8 @@ impl Partition {
                 self.sync_or_poison(&segment)?;
                 segment.record_synced(if base == tail.active_base { tail.end_position } else { format::FULLY_SYNCED });
             }
-            if self.state.is_poisoned() {
-                // Another fsync of these files failed meanwhile; this one may not have seen it.
-                return Err(Error::Poisoned(self.id.clone()));
-            }
+            // Another fsync of these files failed meanwhile; this one may not have seen it.
+            self.check_not_poisoned()?;
             Ok(tail.end_offset)
         })
     }
