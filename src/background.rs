@@ -1,6 +1,6 @@
-//! Background threads: the sealer's, which make sealed segments durable, and the tickers that
-//! run a piece of work every interval until they are stopped (the catalog's maintenance, keeper
-//! and flusher).
+//! Background threads: the sealers, which make sealed segments durable, the prefaulter, which
+//! maps pages ahead of the appends, and the tickers that run a piece of work every interval
+//! until they are stopped (the catalog's maintenance, keeper and flusher).
 
 use std::ops::ControlFlow;
 #[cfg(test)]
@@ -11,24 +11,29 @@ use std::time::Duration;
 use crossbeam_channel::{RecvTimeoutError, Sender};
 use parking_lot::Mutex;
 
-/// The background threads that make sealed segments durable. Dropping the queue waits for
-/// them, so that a clean shutdown leaves every sealed segment marked synced (otherwise the next
-/// recovery scans it whole).
+/// The background threads partitions hand work to: the sealers, which make sealed segments
+/// durable (one short-lived thread per segment), and the prefaulter, which maps the pages just
+/// past each active tail before appends reach them (one thread, started on first use).
+/// Dropping the queue waits for both, so that a clean shutdown leaves every sealed segment
+/// marked synced (otherwise the next recovery scans it whole) and no mapping outlives it.
 #[derive(Default)]
-pub(crate) struct Sealer(
-    Mutex<Vec<JoinHandle<()>>>,
-    /// Set by tests to stand for background work that has not run yet.
+pub(crate) struct Background {
+    sealers: Mutex<Vec<JoinHandle<()>>>,
+    prefaulter: Mutex<Option<(Sender<Job>, JoinHandle<()>)>>,
+    /// Set by tests to stand for sealing that has not run yet.
     #[cfg(test)]
-    AtomicBool,
-);
+    held_back: AtomicBool,
+}
 
-impl Sealer {
-    pub(crate) fn spawn(&self, work: impl FnOnce() + Send + 'static) {
+type Job = Box<dyn FnOnce() + Send>;
+
+impl Background {
+    pub(crate) fn seal(&self, work: impl FnOnce() + Send + 'static) {
         #[cfg(test)]
-        if self.1.load(Ordering::Relaxed) {
+        if self.held_back.load(Ordering::Relaxed) {
             return;
         }
-        let mut threads = self.0.lock();
+        let mut threads = self.sealers.lock();
         threads.retain(|thread| !thread.is_finished());
         // If no thread can be had the segment stays unsynced, which recovery copes with.
         if let Ok(thread) = std::thread::Builder::new().name("streamlog-seal".into()).spawn(work) {
@@ -36,15 +41,39 @@ impl Sealer {
         }
     }
 
-    /// Makes later work stand for background work that has not run yet: it is dropped.
-    #[cfg(test)]
-    pub(crate) fn hold_back(&self) {
-        self.1.store(true, Ordering::Relaxed);
+    /// Runs `work` on the prefaulter thread, after the work handed to it before. Work that
+    /// cannot be run (no thread could be started) is dropped: prefaulting only saves time.
+    pub(crate) fn prefault(&self, work: impl FnOnce() + Send + 'static) {
+        let mut prefaulter = self.prefaulter.lock();
+        if prefaulter.is_none() {
+            let (sender, receiver) = crossbeam_channel::unbounded::<Job>();
+            let thread = std::thread::Builder::new().name("streamlog-prefault".into()).spawn(move || {
+                for job in receiver {
+                    job();
+                }
+            });
+            *prefaulter = thread.ok().map(|thread| (sender, thread));
+        }
+        if let Some((sender, _)) = &*prefaulter {
+            let _ = sender.send(Box::new(work));
+        }
     }
 
+    /// Makes later sealing stand for background work that has not run yet: it is dropped.
+    #[cfg(test)]
+    pub(crate) fn hold_back(&self) {
+        self.held_back.store(true, Ordering::Relaxed);
+    }
+
+    /// Waits for the sealers and for the prefaulter to finish what it was given (a later
+    /// `prefault` starts it again).
     pub(crate) fn wait(&self) {
-        let threads = std::mem::take(&mut *self.0.lock());
+        let threads = std::mem::take(&mut *self.sealers.lock());
         for thread in threads {
+            let _ = thread.join();
+        }
+        if let Some((sender, thread)) = self.prefaulter.lock().take() {
+            drop(sender);
             let _ = thread.join();
         }
     }

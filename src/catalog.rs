@@ -17,7 +17,7 @@ use std::time::Duration;
 
 use parking_lot::{Mutex, RwLock};
 
-use crate::background::{Sealer, Ticker};
+use crate::background::{Background, Ticker};
 use crate::catalog::files::{
     GROUPS_DIR, MAINTENANCE_LOCK_FILE, OFFSETS_DIR, QUEUE_META_FILE, STAGING_DIR, TOPIC_META_BYTES, TOPIC_META_FILE, TOPICS_DIR,
     TOPICS_VERSION_AT, clear_staging, list_topics, lock_file, open_queue_state, read_epoch, write_epoch,
@@ -70,7 +70,7 @@ pub(crate) struct Catalog {
     /// The topic-change counter this process last reloaded its topics for.
     topics_version: AtomicU64,
     users: Arc<DirLock>,
-    sealer: Arc<Sealer>,
+    background: Arc<Background>,
     topics: RwLock<HashMap<String, Arc<Topic>, BuildHasherDefault<NameHasher>>>,
     /// Started by the first producer or consumer with `Durability::Interval`.
     flusher: Mutex<Option<Ticker>>,
@@ -136,7 +136,7 @@ impl Catalog {
             shared,
             topics_version,
             users: Arc::new(DirLock::new(users)),
-            sealer: Arc::default(),
+            background: Arc::default(),
             topics: RwLock::new(HashMap::default()),
             flusher: Mutex::new(None),
             groups: Mutex::new(HashMap::new()),
@@ -366,10 +366,11 @@ impl Catalog {
         let log_dir = self.dir.join(GROUPS_DIR).join(name).join(OFFSETS_DIR);
         let id = TopicPartition::new(&format!("{name}.offsets"), 0);
         let log_id = offsets::group_log_id(name);
-        let (dir, epoch, users, sealer) = (log_dir.clone(), self.epoch, Arc::clone(&self.users), Arc::clone(&self.sealer));
+        let (dir, epoch, users, background) =
+            (log_dir.clone(), self.epoch, Arc::clone(&self.users), Arc::clone(&self.background));
         let open = Box::new(move || {
             let config = offsets::offset_log_config();
-            Partition::open(id.clone(), log_id, dir.clone(), config, epoch, Arc::clone(&users), Arc::clone(&sealer))
+            Partition::open(id.clone(), log_id, dir.clone(), config, epoch, Arc::clone(&users), Arc::clone(&background))
         });
         Ok(Arc::clone(stores.entry(name.to_owned()).or_insert_with(|| Arc::new(OffsetStore::new(log_dir, open)))))
     }
@@ -419,7 +420,7 @@ impl Catalog {
     /// way in any thread or process, so that its outcome counts too), and returns the first
     /// failure, which includes every earlier one: a failed fsync poisons its partition.
     pub(crate) fn final_sync(&self) -> Result<()> {
-        self.sealer.wait();
+        self.background.wait();
         let mut first_error = None;
         let topics: Vec<Arc<Topic>> = self.topics.read().values().cloned().collect();
         let stores: Vec<Arc<OffsetStore>> = self.offset_stores.lock().values().cloned().collect();
@@ -486,7 +487,7 @@ impl Drop for Catalog {
                 let _ = thread.join();
             }
         }
-        self.sealer.wait();
+        self.background.wait();
     }
 }
 
@@ -508,7 +509,7 @@ impl Topic {
             self.config.clone(),
             queue.epoch,
             Arc::clone(&queue.users),
-            Arc::clone(&queue.sealer),
+            Arc::clone(&queue.background),
         )?;
         Ok(cell.get_or_init(|| Arc::new(partition)))
     }

@@ -13,7 +13,7 @@ use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 
 use parking_lot::{Mutex, RwLock};
 
-use crate::background::Sealer;
+use crate::background::Background;
 use crate::error::{Error, IoContext, Result};
 use crate::log::dir::list_segments;
 use crate::log::format::{self, BATCH_HEADER_BYTES, BatchHeader, FILE_HEADER_BYTES, LogId};
@@ -49,7 +49,7 @@ pub(crate) struct Partition {
     /// This process's writers take turns here before taking the cross-process append lock.
     writer: Mutex<Writer>,
     pub(super) users: Arc<DirLock>,
-    pub(super) sealer: Arc<Sealer>,
+    pub(super) background: Arc<Background>,
     /// Set when this process appended since the last background sync.
     dirty: AtomicBool,
     /// The compaction count (see `SharedState::compactions`) this process's mappings are from.
@@ -66,7 +66,7 @@ impl Partition {
         config: TopicConfig,
         epoch: u64,
         users: Arc<DirLock>,
-        sealer: Arc<Sealer>,
+        background: Arc<Background>,
     ) -> Result<Self> {
         let state_path = dir.join(format::STATE_FILE);
         match file::require_directory(&dir) {
@@ -99,6 +99,9 @@ impl Partition {
         })();
         file.unlock().during("unlock", &state_path)?;
         let (state, segments, active) = result?;
+        if let Some(active) = &active {
+            active.expect_appends();
+        }
         Ok(Partition {
             id,
             log_id,
@@ -107,7 +110,7 @@ impl Partition {
             segments: RwLock::new(segments),
             writer: Mutex::new(Writer { active, buffer: Vec::new(), suffix: Vec::new(), config }),
             users,
-            sealer,
+            background,
             dirty: AtomicBool::new(false),
             compactions_seen: AtomicU64::new(0),
         })

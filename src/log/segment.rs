@@ -8,6 +8,8 @@
 //!   the active segment (written, and so allocated, before it was published), or the length of
 //!   a sealed segment's file. Writers touch only bytes they reserved with `fallocate` first, so
 //!   a full disk fails the reservation with an error instead of raising SIGBUS on a page fault.
+//!   Prefaulting (`prefault`) maps only reserved bytes, and does it with `madvise`, which
+//!   reports a page it cannot map as an error instead of a signal.
 //! - Bytes below the published end never change again: the log is append-only, and writers
 //!   hold the append lock (the write functions take its guard as proof) and write only past the
 //!   published end, which they check.
@@ -26,7 +28,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use memmap2::{MmapOptions, MmapRaw};
+use memmap2::{Advice, MmapOptions, MmapRaw};
 
 use crate::error::{Error, IoContext, Result};
 use crate::log::format::{
@@ -205,6 +207,9 @@ pub(crate) struct Segment {
     /// Bytes of the log below this are published, so no process writes them again: reads stay
     /// below it. Raised from the partition's shared state (`note_published`).
     published_bytes: AtomicU64,
+    /// How far this process has asked for the log's pages to be mapped ahead of the tail
+    /// (`claim_prefault`).
+    prefaulted_bytes: AtomicU64,
     /// Opened by recovery, which knows that no other process maps the files (`open_alone`).
     alone: bool,
     _users: Arc<DirLock>,
@@ -227,7 +232,7 @@ impl Segment {
             .inspect_err(|_| drop(fs::remove_file(&index_path)))?;
         file::fsync_dir(dir)?;
         let published_bytes = AtomicU64::new(u64::from(FILE_HEADER_BYTES));
-        Ok(Segment { partition, log, index, published_bytes, alone: false, _users: users })
+        Ok(Segment { partition, log, index, published_bytes, prefaulted_bytes: AtomicU64::new(0), alone: false, _users: users })
     }
 
     /// Maps an existing segment of log `log`, checking both headers: their base offsets against
@@ -262,7 +267,15 @@ impl Segment {
             }
         }
         let published_bytes = AtomicU64::new(u64::from(FILE_HEADER_BYTES));
-        Ok(Segment { partition, log: log_file, index, published_bytes, alone: false, _users: users })
+        Ok(Segment {
+            partition,
+            log: log_file,
+            index,
+            published_bytes,
+            prefaulted_bytes: AtomicU64::new(0),
+            alone: false,
+            _users: users,
+        })
     }
 
     /// Opens a segment as `open` does, for recovery: all of it may be read, and it may be
@@ -393,6 +406,45 @@ impl Segment {
             ));
         }
         Ok(())
+    }
+
+    /// Tells the kernel that this process appends to the segment: a fault on its mapping maps
+    /// one page instead of reading around it. Read-around is what a reader of old data wants,
+    /// but for a writer it fills the page cache with zeroed pages past the tail, up to the
+    /// disk's read-ahead size (often megabytes) per segment, which with thousands of active
+    /// partitions costs gigabytes and most of the time of a send.
+    pub(crate) fn expect_appends(&self) {
+        // Advice only changes how fast faults are; failing to give it changes nothing else.
+        let _ = self.log.map.advise(Advice::Random);
+    }
+
+    /// Gives back the read-around `expect_appends` turned off, once the segment is sealed.
+    pub(crate) fn expect_reads(&self) {
+        let _ = self.log.map.advise(Advice::Normal);
+    }
+
+    /// The range of log bytes to map ahead of a tail at `end`, if the pages there are not
+    /// mapped or asked for yet; `prefault` maps it. The window ahead grows with what the
+    /// segment holds, from `PREFAULT_MIN_BYTES` to `PREFAULT_MAX_BYTES`, so that a partition
+    /// written slowly holds little page cache past its data, and it is asked for again when
+    /// the tail has used half of it. It stays inside the reserved part of the file.
+    pub(crate) fn claim_prefault(&self, end: u64) -> Option<(u64, u64)> {
+        let window = (end - u64::from(FILE_HEADER_BYTES)).clamp(format::PREFAULT_MIN_BYTES, format::PREFAULT_MAX_BYTES);
+        if self.prefaulted_bytes.load(Ordering::Relaxed) >= end + window / 2 {
+            return None;
+        }
+        let to = (end + window).min(self.log_reserved_bytes());
+        let from = self.prefaulted_bytes.fetch_max(to, Ordering::Relaxed).max(end);
+        (from < to).then_some((from, to))
+    }
+
+    /// Maps the log bytes `[from, to)` (from `claim_prefault`) writable in this process, so
+    /// that the appends that reach them do not fault. It only maps pages: what they hold stays
+    /// as it is (zeros past the tail), so it may run while writers and readers use the
+    /// segment. A range the file does not back fails without touching it (the kernel reports
+    /// the fault as an error, not a signal), which changes nothing but speed.
+    pub(crate) fn prefault(&self, (from, to): (u64, u64)) {
+        let _ = self.log.map.advise_range(Advice::PopulateWrite, from as usize, (to - from) as usize);
     }
 
     fn index_words(&self, entry: u64) -> Option<(&AtomicU64, &AtomicU64)> {
@@ -551,6 +603,46 @@ impl Segment {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn prefault_claims_follow_the_tail_without_overlap_and_stay_in_the_reserved_file() {
+        let dir = std::env::temp_dir().join(format!("streamlog-unit-prefault-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&dir);
+        fs::create_dir_all(&dir).unwrap();
+        let log = LogId { topic_id: 1, partition: 0 };
+        let header = FileHeader { magic: SEGMENT_MAGIC, capacity_bytes: 4 << 20, base_offset: 0, created_ms: 0, flags: 0, log };
+        let users = Arc::new(DirLock::new(File::open(&dir).unwrap()));
+        let reserved = 1 << 20;
+        let segment = Segment::create(&dir, TopicPartition::new("t", 0), header, 4096, reserved, users).unwrap();
+        let header_bytes = u64::from(FILE_HEADER_BYTES);
+        let mut claimed = Vec::new();
+        let mut end = header_bytes;
+        while end < reserved {
+            end += 164;
+            if let Some(range) = segment.claim_prefault(end) {
+                segment.prefault(range);
+                claimed.push(range);
+            }
+        }
+        assert_eq!(
+            claimed[0],
+            (header_bytes + 164, header_bytes + 164 + format::PREFAULT_MIN_BYTES),
+            "the first window is the least"
+        );
+        for pair in claimed.windows(2) {
+            assert_eq!(pair[0].1, pair[1].0, "each claim starts where the last ended: {claimed:?}");
+        }
+        let last = claimed.last().unwrap();
+        assert_eq!(last.1, reserved, "claims stop at the reserved end");
+        let widest = claimed.iter().map(|(from, to)| to - from).max().unwrap();
+        assert!(widest <= format::PREFAULT_MAX_BYTES, "a claim of {widest} bytes");
+        assert!(claimed.len() < 40, "{} claims for 1 MiB: the window did not grow", claimed.len());
+        // Prefaulting mapped the pages without changing what they hold.
+        segment.published_bytes.store(reserved, Ordering::Release);
+        assert!(segment.read(header_bytes, reserved - header_bytes).unwrap().iter().all(|&b| b == 0));
+        drop(segment);
+        fs::remove_dir_all(&dir).unwrap();
+    }
 
     #[test]
     fn no_read_touches_the_file_header() {

@@ -61,7 +61,7 @@ fn compaction_removes_a_synced_record_only_for_a_durable_newer_one() {
     let config = TopicConfig::new(1).segment_bytes(1024).cleanup_policy(CleanupPolicy::Compact);
     queue.create_topic_with("t", config).unwrap();
     let partition = queue.inner.partition(&TopicPartition::new("t", 0)).unwrap();
-    partition.sealer.hold_back();
+    partition.background.hold_back();
     let sync = queue.producer_with(ProducerConfig::new().durability(Durability::Sync));
     let buffered = queue.producer();
     let value = [7u8; 100];
@@ -87,7 +87,7 @@ fn compaction_of_an_offset_log_never_erases_a_sync_commit_for_a_buffered_one() {
     let group = queue.inner.group("g").unwrap();
     let store = &group.offsets;
     let log = &store.log();
-    log.sealer.hold_back();
+    log.background.hold_back();
     // Small segments, so that a few commits fill one (they apply to the open segment at once).
     log.set_config(offset_log_config().segment_bytes(1024));
     let tp = TopicPartition::new("t", 0);

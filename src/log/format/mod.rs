@@ -47,6 +47,10 @@ pub(crate) const FILE_HEADER_BYTES: u32 = 64;
 
 /// Log files grow on disk in steps of this size.
 pub(crate) const LOG_RESERVE_STEP_BYTES: u64 = 1 << 20;
+/// The least and the most of a segment's log a writer keeps mapped ahead of its tail (see
+/// `Segment::claim_prefault`). Writers reserve space at least the most ahead of the tail.
+pub(crate) const PREFAULT_MIN_BYTES: u64 = 16 << 10;
+pub(crate) const PREFAULT_MAX_BYTES: u64 = 256 << 10;
 /// Index files grow on disk in steps of this size.
 pub(crate) const INDEX_RESERVE_STEP_BYTES: u64 = 64 << 10;
 

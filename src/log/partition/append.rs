@@ -12,7 +12,7 @@ use crate::failpoint::failpoint;
 use crate::log::dir::{list_segments, new_segment, remove_segment_files};
 use crate::log::format::{
     self, FILE_HEADER_BYTES, INDEX_ENTRY_BYTES, INDEX_RESERVE_STEP_BYTES, IndexEntry, LOG_RESERVE_STEP_BYTES, MAX_BATCH_BYTES,
-    PWRITE_MIN_BATCH_BYTES,
+    PREFAULT_MAX_BYTES, PWRITE_MIN_BATCH_BYTES,
 };
 use crate::log::segment::Segment;
 use crate::log::state::{AppendGuard, Tail};
@@ -62,14 +62,21 @@ impl Partition {
             // to report. Its fsync and marker follow in the background (a thread start under
             // the append lock, once per segment).
             let _ = sealed.release_unused(log_bytes, index_entries);
+            sealed.expect_reads();
             self.seal_in_background(sealed.base_offset());
         }
 
         let end = tail.end_position + batch_bytes;
-        if end > tail.log_reserved_bytes {
-            let wanted = end.next_multiple_of(LOG_RESERVE_STEP_BYTES).min(segment.capacity_bytes());
-            segment.reserve_log(wanted)?;
-            tail.log_reserved_bytes = wanted;
+        // Reserve ahead of the tail by as much as is prefaulted, so that the prefaulter never
+        // waits for this path. Only what this batch needs must succeed: on a full disk the
+        // sends go on until the reserved space runs out.
+        if end + PREFAULT_MAX_BYTES > tail.log_reserved_bytes && tail.log_reserved_bytes < segment.capacity_bytes() {
+            let wanted = (end + PREFAULT_MAX_BYTES).next_multiple_of(LOG_RESERVE_STEP_BYTES).min(segment.capacity_bytes());
+            match segment.reserve_log(wanted) {
+                Ok(()) => tail.log_reserved_bytes = wanted,
+                Err(_) if end <= tail.log_reserved_bytes => {}
+                Err(error) => return Err(error),
+            }
         }
         let base_offset = tail.end_offset;
         let max_timestamp_ms = if let ([record], [timestamp_ms]) = (records, timestamps_ms)
@@ -110,6 +117,12 @@ impl Partition {
         self.state.publish(&guard, tail);
         drop(guard);
         drop(writer);
+        // Only writes through the mapping fault; large batches go through `pwrite`, which a
+        // prefaulter running beside it would only slow down (both fill the same pages).
+        let prefault = (batch_bytes < PWRITE_MIN_BATCH_BYTES).then(|| segment.claim_prefault(end)).flatten();
+        if let Some(range) = prefault {
+            self.background.prefault(move || segment.prefault(range));
+        }
         if !self.dirty.load(Ordering::Relaxed) {
             self.dirty.store(true, Ordering::Relaxed);
         }
@@ -126,7 +139,7 @@ impl Partition {
         // The thread holds no mapping of the segment while it waits: retention may delete it
         // meanwhile, and a mapping held would keep its space from coming back. A failure
         // poisons the partition, which the next send reports.
-        self.sealer.spawn(move || {
+        self.background.seal(move || {
             let _ = partition.seal(base, sealed_end);
         });
     }
@@ -181,6 +194,7 @@ impl Partition {
             Some(segment) if segment.base_offset() == base => Ok(Arc::clone(segment)),
             _ => {
                 let segment = self.segment(base)?;
+                segment.expect_appends();
                 *active = Some(Arc::clone(&segment));
                 Ok(segment)
             }
@@ -212,6 +226,7 @@ impl Partition {
         self.state.publish(guard, *tail);
         self.refresh_segments(tail.active_base)?;
         self.segments.write().insert(tail.active_base, Some(Arc::clone(&segment)));
+        segment.expect_appends();
         *active = Some(Arc::clone(&segment));
         Ok(segment)
     }
