@@ -8,6 +8,7 @@ mod common;
 use std::fs::File;
 use std::hint::black_box;
 use std::io::Write;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use common::{Report, ScratchDir, megabytes_per_second, millions_per_second, per_second};
@@ -42,6 +43,17 @@ fn main() {
     report.add(&batch_what, millions_per_second(batch_rate), "≥ 15 M/s", Some(batch_rate >= 15e6));
     report.add("slowest `send_batch` of those", format!("{:.1} ms", slowest_batch.as_secs_f64() * 1e3), "", None);
 
+    let limit_rate = limit_probe(records);
+    report.add(
+        "limit probe: prefaulted mapping, `fetch_add`, 16 B header, CRC32, release store",
+        millions_per_second(limit_rate),
+        "",
+        None,
+    );
+    let share = |rate: f64| format!("{:.0} %", 100.0 * rate / limit_rate);
+    report.add("`send` ÷ limit probe", share(send_rate), "≥ 33 %", Some(send_rate >= limit_rate / 3.0));
+    report.add("`send_batch` ÷ limit probe", share(batch_rate), "≥ 80 %", Some(batch_rate >= 0.8 * limit_rate));
+
     let channel_rate = crossbeam_send_recv(records);
     report.add("reference: crossbeam-channel send+recv of 100 B `Vec`s", millions_per_second(channel_rate), "", None);
 
@@ -66,6 +78,38 @@ fn main() {
     report.add("64 KiB `send` ÷ file `write_all`", format!("{:.0} %", ratio * 100.0), "≥ 70 %", Some(ratio >= 0.7));
 
     report.print("Throughput", full);
+}
+
+/// Records per second of the fastest append a shared log file allows, as the limit streamlog's
+/// append path is measured against: records of a 16-byte header (length, CRC32, sequence) and a
+/// value, written into a file mapping whose pages are all mapped writable beforehand, each
+/// reserved with one atomic `fetch_add` and published with one release store.
+fn limit_probe(records: u64) -> f64 {
+    const HEADER_BYTES: usize = 16;
+    let frame = HEADER_BYTES + VALUE_BYTES;
+    let dir = ScratchDir::new("limit");
+    std::fs::create_dir_all(dir.path()).expect("create the directory");
+    let file = File::options().read(true).write(true).create_new(true).open(dir.path().join("log")).expect("create the file");
+    file.set_len(records * frame as u64).expect("size the file");
+    // SAFETY: the file was just created in this run's own scratch directory; nothing else maps,
+    // writes or shortens it while the mapping lives.
+    let mut map = unsafe { memmap2::MmapMut::map_mut(&file) }.expect("map the file");
+    map.fill(0); // maps every page writable
+    let (reserved, published) = (AtomicUsize::new(0), AtomicUsize::new(0));
+    let value = value_of(3);
+    let start = Instant::now();
+    for sequence in 0..records {
+        let at = reserved.fetch_add(frame, Ordering::Relaxed);
+        let (header, body) = map[at..at + frame].split_at_mut(HEADER_BYTES);
+        body.copy_from_slice(&value);
+        header[..4].copy_from_slice(&(VALUE_BYTES as u32).to_le_bytes());
+        header[4..8].copy_from_slice(&crc32fast::hash(body).to_le_bytes());
+        header[8..].copy_from_slice(&sequence.to_le_bytes());
+        published.store(at + frame, Ordering::Release);
+    }
+    let rate = per_second(records, start.elapsed());
+    assert_eq!(black_box(published.load(Ordering::Acquire)), map.len());
+    rate
 }
 
 fn value_of(fill: u8) -> [u8; VALUE_BYTES] {
