@@ -8,10 +8,9 @@ mod common;
 use std::fs::File;
 use std::hint::black_box;
 use std::io::Write;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use common::{Report, ScratchDir, megabytes_per_second, millions_per_second, per_second};
+use common::{ProbeLog, Report, ScratchDir, megabytes_per_second, millions_per_second, per_second};
 use streamlog::{ConsumerConfig, OffsetReset, Queue, Record, TopicPartition};
 
 const TOPIC: &str = "bench";
@@ -80,35 +79,19 @@ fn main() {
     report.print("Throughput", full);
 }
 
-/// Records per second of the fastest append a shared log file allows, as the limit streamlog's
-/// append path is measured against: records of a 16-byte header (length, CRC32, sequence) and a
-/// value, written into a file mapping whose pages are all mapped writable beforehand, each
-/// reserved with one atomic `fetch_add` and published with one release store.
+/// Records per second of the limit probe (`common::ProbeLog`) appending `records` records.
 fn limit_probe(records: u64) -> f64 {
-    const HEADER_BYTES: usize = 16;
-    let frame = HEADER_BYTES + VALUE_BYTES;
     let dir = ScratchDir::new("limit");
     std::fs::create_dir_all(dir.path()).expect("create the directory");
-    let file = File::options().read(true).write(true).create_new(true).open(dir.path().join("log")).expect("create the file");
-    file.set_len(records * frame as u64).expect("size the file");
-    // SAFETY: the file was just created in this run's own scratch directory; nothing else maps,
-    // writes or shortens it while the mapping lives.
-    let mut map = unsafe { memmap2::MmapMut::map_mut(&file) }.expect("map the file");
-    map.fill(0); // maps every page writable
-    let (reserved, published) = (AtomicUsize::new(0), AtomicUsize::new(0));
+    let frame = ProbeLog::HEADER_BYTES + VALUE_BYTES;
+    let mut log = ProbeLog::create(&dir.path().join("log"), records as usize * frame);
     let value = value_of(3);
     let start = Instant::now();
     for sequence in 0..records {
-        let at = reserved.fetch_add(frame, Ordering::Relaxed);
-        let (header, body) = map[at..at + frame].split_at_mut(HEADER_BYTES);
-        body.copy_from_slice(&value);
-        header[..4].copy_from_slice(&(VALUE_BYTES as u32).to_le_bytes());
-        header[4..8].copy_from_slice(&crc32fast::hash(body).to_le_bytes());
-        header[8..].copy_from_slice(&sequence.to_le_bytes());
-        published.store(at + frame, Ordering::Release);
+        log.append(&value, sequence);
     }
     let rate = per_second(records, start.elapsed());
-    assert_eq!(black_box(published.load(Ordering::Acquire)), map.len());
+    assert_eq!(log.published(), records as usize * frame);
     rate
 }
 

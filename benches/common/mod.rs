@@ -1,5 +1,5 @@
 //! What the benchmarks share: tiny or full mode, scratch directories, a clock every process
-//! agrees on, percentiles, and the results table.
+//! agrees on, percentiles, the results table, and the limit probe.
 
 #![allow(dead_code, reason = "each benchmark uses a different part of this module")]
 
@@ -125,5 +125,47 @@ impl Report {
             println!("| {what} | {measured} | {target} | {verdict} |");
         }
         println!();
+    }
+}
+
+/// The limit probe the append path is measured against: the fastest append a shared log file
+/// allows. Each record is a 16-byte header (length, CRC32, sequence) and its value, reserved
+/// with one atomic `fetch_add` and published with one release store, in a file mapping whose
+/// pages are all mapped writable beforehand.
+pub struct ProbeLog {
+    map: memmap2::MmapMut,
+    reserved: std::sync::atomic::AtomicUsize,
+    published: std::sync::atomic::AtomicUsize,
+}
+
+impl ProbeLog {
+    pub const HEADER_BYTES: usize = 16;
+
+    /// A new file of `bytes` at `path`, mapped and prefaulted.
+    pub fn create(path: &Path, bytes: usize) -> ProbeLog {
+        let file = std::fs::File::options().read(true).write(true).create_new(true).open(path).expect("create a file");
+        file.set_len(bytes as u64).expect("size a file");
+        // SAFETY: the file was just created in this run's own scratch directory; nothing else
+        // maps, writes or shortens it while the mapping lives.
+        let mut map = unsafe { memmap2::MmapMut::map_mut(&file) }.expect("map a file");
+        map.fill(0); // maps every page writable
+        ProbeLog { map, reserved: Default::default(), published: Default::default() }
+    }
+
+    #[inline]
+    pub fn append(&mut self, value: &[u8], sequence: u64) {
+        let frame = Self::HEADER_BYTES + value.len();
+        let at = self.reserved.fetch_add(frame, Ordering::Relaxed);
+        let (header, body) = self.map[at..at + frame].split_at_mut(Self::HEADER_BYTES);
+        body.copy_from_slice(value);
+        header[..4].copy_from_slice(&(value.len() as u32).to_le_bytes());
+        header[4..8].copy_from_slice(&crc32fast::hash(body).to_le_bytes());
+        header[8..].copy_from_slice(&sequence.to_le_bytes());
+        self.published.store(at + frame, Ordering::Release);
+    }
+
+    /// Bytes published so far.
+    pub fn published(&self) -> usize {
+        std::hint::black_box(self.published.load(Ordering::Acquire))
     }
 }
