@@ -72,7 +72,8 @@ impl Background {
         for thread in threads {
             let _ = thread.join();
         }
-        if let Some((sender, thread)) = self.prefaulter.lock().take() {
+        let prefaulter = self.prefaulter.lock().take();
+        if let Some((sender, thread)) = prefaulter {
             drop(sender);
             let _ = thread.join();
         }
