@@ -121,7 +121,15 @@ impl Partition {
         // prefaulter running beside it would only slow down (both fill the same pages).
         let prefault = (batch_bytes < PWRITE_MIN_BATCH_BYTES).then(|| segment.claim_prefault(end)).flatten();
         if let Some(range) = prefault {
-            self.background.prefault(move || segment.prefault(range));
+            let partition = Arc::clone(self);
+            // A segment rolled meanwhile (here or in another process) has had the space past its
+            // data punched out: mapping pages there would allocate it again. A roll between this
+            // look and the mapping can still do that, for at most one window per segment.
+            self.background.prefault(move || {
+                if partition.tail().active_base == segment.base_offset() {
+                    segment.prefault(range);
+                }
+            });
         }
         if !self.dirty.load(Ordering::Relaxed) {
             self.dirty.store(true, Ordering::Relaxed);
