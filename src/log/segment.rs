@@ -604,13 +604,18 @@ impl Segment {
 mod tests {
     use super::*;
 
-    #[test]
-    fn prefault_claims_follow_the_tail_without_overlap_and_stay_in_the_reserved_file() {
-        let dir = std::env::temp_dir().join(format!("streamlog-unit-prefault-{}", std::process::id()));
+    /// An empty directory for test `name`, and the header of a segment of `capacity_bytes`.
+    fn scratch(name: &str, capacity_bytes: u32) -> (PathBuf, FileHeader) {
+        let dir = std::env::temp_dir().join(format!("streamlog-unit-{name}-{}", std::process::id()));
         let _ = fs::remove_dir_all(&dir);
         fs::create_dir_all(&dir).unwrap();
         let log = LogId { topic_id: 1, partition: 0 };
-        let header = FileHeader { magic: SEGMENT_MAGIC, capacity_bytes: 4 << 20, base_offset: 0, created_ms: 0, flags: 0, log };
+        (dir, FileHeader { magic: SEGMENT_MAGIC, capacity_bytes, base_offset: 0, created_ms: 0, flags: 0, log })
+    }
+
+    #[test]
+    fn prefault_claims_follow_the_tail_without_overlap_and_stay_in_the_reserved_file() {
+        let (dir, header) = scratch("prefault", 4 << 20);
         let users = Arc::new(DirLock::new(File::open(&dir).unwrap()));
         let reserved = 1 << 20;
         let segment = Segment::create(&dir, TopicPartition::new("t", 0), header, 4096, reserved, users).unwrap();
@@ -646,11 +651,7 @@ mod tests {
 
     #[test]
     fn no_read_touches_the_file_header() {
-        let dir = std::env::temp_dir().join(format!("streamlog-unit-header-reads-{}", std::process::id()));
-        let _ = fs::remove_dir_all(&dir);
-        fs::create_dir_all(&dir).unwrap();
-        let log = LogId { topic_id: 1, partition: 0 };
-        let header = FileHeader { magic: SEGMENT_MAGIC, capacity_bytes: 4096, base_offset: 0, created_ms: 0, flags: 0, log };
+        let (dir, header) = scratch("header-reads", 4096);
         let file = MappedFile::create(&dir.join(format::segment_file_name(0)), header, 4096).unwrap();
         for (start, len) in [(0, 8), (32, 16), (40, 40), (63, 1)] {
             assert!(matches!(file.bytes(start, len), Err(Error::Corrupt { .. })), "bytes {start}+{len} were handed out");
