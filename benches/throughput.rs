@@ -1,5 +1,6 @@
-//! Throughput of one thread sending and one consumer reading, against in-memory and plain-file
-//! references measured in the same run.
+//! Throughput of one thread sending and one consumer reading, against the limit probe,
+//! commitlog (a Kafka-style log crate) and in-memory and plain-file references, all measured
+//! in the same run.
 //!
 //! `cargo bench --bench throughput` prints the table; `cargo test` runs it tiny, as a test.
 
@@ -29,9 +30,24 @@ fn main() {
     let large_rounds = if full { 3 } else { 1 };
     let mut report = Report::default();
 
-    let (send_rate, slowest_sends) = send_one_by_one(records);
-    report.add("`send`, 1 thread, 100 B values", millions_per_second(send_rate), "≥ 5 M/s", Some(send_rate >= 5e6));
+    let (send_rate, slowest_sends, poll_single_rate) = send_one_by_one(records);
+    report.add("`send`, 1 thread, 100 B values", millions_per_second(send_rate), "≥ 10 M/s", Some(send_rate >= 10e6));
     report.add("slowest 1,000 `send`s of those", format!("{:.1} ms", slowest_sends.as_secs_f64() * 1e3), "", None);
+    let what = "`poll` of those (one-record batches), CRC checked";
+    report.add(what, millions_per_second(poll_single_rate), "≥ 40 M/s", Some(poll_single_rate >= 40e6));
+    let (commitlog_send, commitlog_batch, commitlog_read) = commitlog_rates(records);
+    report.add("commitlog `append` of one 100 B record at a time", millions_per_second(commitlog_send), "", None);
+    report.add(&format!("commitlog `append` of {BATCH_RECORDS} at a time"), millions_per_second(commitlog_batch), "", None);
+    report.add("commitlog `read` of its log, 1 MiB at a time", millions_per_second(commitlog_read), "", None);
+    let times = |ours: f64, theirs: f64| format!("{:.1}×", ours / theirs);
+    report.add(
+        "`send` ÷ commitlog one at a time",
+        times(send_rate, commitlog_send),
+        "≥ 8×",
+        Some(send_rate >= 8.0 * commitlog_send),
+    );
+    let what = "`poll` of one-record batches ÷ commitlog `read`";
+    report.add(what, times(poll_single_rate, commitlog_read), "≥ 1.5×", Some(poll_single_rate >= 1.5 * commitlog_read));
 
     // One log serves both the `send_batch` and the `poll` measurements.
     let dir = ScratchDir::new("throughput");
@@ -40,6 +56,7 @@ fn main() {
     let (batch_rate, slowest_batch) = send_in_batches(&queue, records);
     let batch_what = format!("`send_batch` of {BATCH_RECORDS}, 1 thread, 100 B values");
     report.add(&batch_what, millions_per_second(batch_rate), "≥ 15 M/s", Some(batch_rate >= 15e6));
+    report.add(&format!("`send_batch` ÷ commitlog {BATCH_RECORDS} at a time"), times(batch_rate, commitlog_batch), "", None);
     report.add("slowest `send_batch` of those", format!("{:.1} ms", slowest_batch.as_secs_f64() * 1e3), "", None);
 
     let limit_rate = limit_probe(records);
@@ -58,8 +75,12 @@ fn main() {
 
     for check_crcs in [true, false] {
         let poll_rate = poll_all(&queue, records, check_crcs);
-        let what = format!("`poll` of a warm log, max_poll_records 10,000, check_crcs {check_crcs}");
-        report.add(&what, millions_per_second(poll_rate), "≥ 40 M/s", Some(poll_rate >= 40e6));
+        let what = format!("`poll` of the `send_batch` log, max_poll_records 10,000, check_crcs {check_crcs}");
+        report.add(&what, millions_per_second(poll_rate), "≥ 60 M/s", Some(poll_rate >= 60e6));
+        if check_crcs {
+            let what = "`poll` of the `send_batch` log, CRC checked ÷ commitlog `read`";
+            report.add(what, times(poll_rate, commitlog_read), "≥ 1.5×", Some(poll_rate >= 1.5 * commitlog_read));
+        }
     }
     drop(queue);
     drop(dir);
@@ -99,9 +120,10 @@ fn value_of(fill: u8) -> [u8; VALUE_BYTES] {
     [fill; VALUE_BYTES]
 }
 
-/// Records per second for `records` single-record sends to a fresh one-partition topic, and
-/// the longest time 1,000 consecutive sends took (timing each send would cost more than one).
-fn send_one_by_one(records: u64) -> (f64, Duration) {
+/// Records per second for `records` single-record sends to a fresh one-partition topic, the
+/// longest time 1,000 consecutive sends took (timing each send would cost more than one), and
+/// records per second reading them back with CRCs checked.
+fn send_one_by_one(records: u64) -> (f64, Duration, f64) {
     let dir = ScratchDir::new("send");
     let queue = Queue::open(dir.path()).expect("open the queue");
     queue.create_topic(TOPIC, 1).expect("create the topic");
@@ -121,8 +143,62 @@ fn send_one_by_one(records: u64) -> (f64, Duration) {
     }
     let elapsed = start.elapsed();
     assert_eq!(queue.offsets(&TopicPartition::new(TOPIC, 0)).expect("offsets"), (0, records));
-    assert_eq!(read_back(&queue, records, true), records);
-    (per_second(records, elapsed), slowest)
+    (per_second(records, elapsed), slowest, poll_all(&queue, records, true))
+}
+
+/// commitlog in the same run: records per second appending `records` 100-byte values one at a
+/// time, then as many `BATCH_RECORDS` at a time to a second log, then reading that log back
+/// (each value touched, as `read_back` does).
+fn commitlog_rates(records: u64) -> (f64, f64, f64) {
+    use commitlog::message::{MessageBuf, MessageSet};
+    use commitlog::{CommitLog, LogOptions, ReadLimit};
+    let open = |dir: &ScratchDir| {
+        let mut options = LogOptions::new(dir.path());
+        // As streamlog's default segment; its message limit counts a whole append.
+        options.segment_max_bytes(1 << 30).message_max_bytes(1 << 30);
+        CommitLog::new(options).expect("open commitlog")
+    };
+    let value = value_of(4);
+    let single_dir = ScratchDir::new("commitlog-single");
+    let mut log = open(&single_dir);
+    let start = Instant::now();
+    for _ in 0..records {
+        let mut one = MessageBuf::default();
+        one.push(black_box(&value)).expect("a 100 B message");
+        log.append(&mut one).expect("append");
+    }
+    let single = per_second(records, start.elapsed());
+    drop(log);
+    drop(single_dir);
+
+    let batch_dir = ScratchDir::new("commitlog-batch");
+    let mut log = open(&batch_dir);
+    let start = Instant::now();
+    let mut sent = 0;
+    while sent < records {
+        let batch = (records - sent).min(BATCH_RECORDS as u64);
+        let mut messages = MessageBuf::default();
+        for _ in 0..batch {
+            messages.push(black_box(&value)).expect("a 100 B message");
+        }
+        log.append(&mut messages).expect("append");
+        sent += batch;
+    }
+    let batched = per_second(records, start.elapsed());
+
+    let start = Instant::now();
+    let (mut next_offset, mut first_bytes) = (0u64, 0u64);
+    while next_offset < records {
+        let messages = log.read(next_offset, ReadLimit::max_bytes(1 << 20)).expect("read");
+        assert!(!messages.is_empty(), "commitlog's log ended at {next_offset} of {records}");
+        for message in messages.iter() {
+            assert_eq!((message.offset(), message.payload().len()), (next_offset, VALUE_BYTES));
+            first_bytes += u64::from(message.payload()[0]);
+            next_offset += 1;
+        }
+    }
+    black_box(first_bytes);
+    (single, batched, per_second(records, start.elapsed()))
 }
 
 /// Records per second for `records` records sent `BATCH_RECORDS` at a time to `queue`'s

@@ -44,6 +44,10 @@ pub enum Error {
     /// A file written by a format version this build cannot read.
     #[error("{path}: written in format version {found}, but this build reads only version {supported}")]
     IncompatibleVersion { path: PathBuf, found: u16, supported: u16 },
+    /// Records compressed with a codec this build was compiled without (a topic set to
+    /// `Compression::Zstd` needs the crate's `zstd` feature, to write and to read).
+    #[error("records compressed with {codec}, which this build cannot do (enable streamlog's `{codec}` feature)")]
+    CompressionUnavailable { codec: &'static str },
     /// A file in the queue directory that streamlog did not write.
     #[error("{path}: not a streamlog file ({reason})")]
     ForeignFile { path: PathBuf, reason: String },

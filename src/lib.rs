@@ -547,6 +547,27 @@
 //!
 //! # Limits
 //!
+//! A topic may compress its batches ([`TopicConfig::compression`], Kafka's codec names:
+//! [`Compression::Lz4`], or [`Compression::Zstd`] with the crate's `zstd` feature). Each batch
+//! `send_batch` writes is compressed before the partition's lock is taken; records sent one at
+//! a time by `send` are stored as they are. Consumers decompress transparently, once per batch;
+//! their records then point into that expanded batch, a copy, instead of into the mapped log.
+//!
+//! ```
+//! # fn main() -> Result<(), streamlog::Error> {
+//! # let dir = std::env::temp_dir().join(format!("streamlog-doc-lib-compress-{}", std::process::id()));
+//! # let _ = std::fs::remove_dir_all(&dir);
+//! use streamlog::{Compression, Queue, Record, TopicConfig};
+//!
+//! let queue = Queue::open(&dir)?;
+//! queue.create_topic_with("clicks", TopicConfig::new(1).compression(Compression::Lz4))?;
+//! let clicks = (0..1000).map(|i| Record::new(format!(r#"{{"user":{},"page":"/home"}}"#, i % 50).into_bytes()));
+//! queue.producer().send_batch("clicks", clicks)?;
+//! assert_eq!(queue.topic_config("clicks")?.get_compression().name(), "lz4");
+//! # drop(queue); std::fs::remove_dir_all(&dir).unwrap();
+//! # Ok(()) }
+//! ```
+//!
 //! Every size and count has a limit, and a value beyond it is refused with an error where it is
 //! passed in:
 //!
@@ -554,7 +575,7 @@
 //! |---|---|
 //! | partitions per topic | [`MAX_PARTITIONS`] (100,000) |
 //! | topic and group names | [`MAX_TOPIC_NAME_BYTES`] (249) bytes of `[A-Za-z0-9._-]`, not `.` or `..` |
-//! | one record, counting key, value, headers and 24 bytes of overhead | the topic's [`max_record_bytes`](TopicConfig::max_record_bytes): 1 MiB by default, at most [`MAX_RECORD_BYTES_LIMIT`] (64 MiB) |
+//! | one record, counting key, value, headers and their framing (5 bytes for a small record without key or headers) | the topic's [`max_record_bytes`](TopicConfig::max_record_bytes): 1 MiB by default, at most [`MAX_RECORD_BYTES_LIMIT`] (64 MiB) |
 //! | headers per record | 65,535, each name at most 65,535 bytes of UTF-8 ([`Error::TooManyHeaders`], [`Error::HeaderNameTooLong`] beyond) |
 //! | one segment | the topic's [`segment_bytes`](TopicConfig::segment_bytes): 256 B to [`MAX_SEGMENT_BYTES`] (1 GiB, the default) |
 //! | members per group | [`MAX_GROUP_MEMBERS`] (1,024; [`Error::GroupFull`] beyond) |
@@ -624,5 +645,6 @@ pub use options::{
 pub use queue::Queue;
 pub use record::{IntoBytes, Record};
 pub use topic::{
-    CleanupPolicy, MAX_PARTITIONS, MAX_RECORD_BYTES_LIMIT, MAX_SEGMENT_BYTES, MAX_TOPIC_NAME_BYTES, TopicConfig, TopicPartition,
+    CleanupPolicy, Compression, MAX_PARTITIONS, MAX_RECORD_BYTES_LIMIT, MAX_SEGMENT_BYTES, MAX_TOPIC_NAME_BYTES, TopicConfig,
+    TopicPartition,
 };

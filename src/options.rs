@@ -4,7 +4,9 @@
 use std::time::Duration;
 
 use crate::error::{Error, Result};
-use crate::topic::{MAX_PARTITIONS, MAX_RECORD_BYTES_LIMIT, MAX_SEGMENT_BYTES, MIN_SEGMENT_BYTES, TopicConfig, check_name};
+use crate::topic::{
+    Compression, MAX_PARTITIONS, MAX_RECORD_BYTES_LIMIT, MAX_SEGMENT_BYTES, MIN_SEGMENT_BYTES, TopicConfig, check_name,
+};
 
 /// When a sent record is on stable storage.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -282,6 +284,9 @@ pub(crate) fn validate_topic_config(config: &TopicConfig) -> Result<()> {
     }
     if !(64..=1 << 20).contains(&config.index_interval_bytes) {
         return fail(format!("index_interval_bytes must be 64 to {}, not {}", 1 << 20, config.index_interval_bytes));
+    }
+    if config.compression == Compression::Zstd && !cfg!(feature = "zstd") {
+        return Err(Error::CompressionUnavailable { codec: "zstd" });
     }
     Ok(())
 }

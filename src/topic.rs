@@ -48,6 +48,52 @@ impl CleanupPolicy {
     }
 }
 
+/// How `send_batch` compresses a topic's batches (Kafka's `compression.type`, with its codec
+/// names). Only batches compress, so records sent one at a time by `send` are stored as they
+/// are; consumers decompress transparently, but records of a compressed batch are copied out
+/// of it once per poll instead of being read in place.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum Compression {
+    /// Batches are stored as they are.
+    #[default]
+    None,
+    /// LZ4 (block format), fast on both sides.
+    Lz4,
+    /// Zstandard (level 3): smaller, slower to compress. Needs the crate's `zstd` feature to
+    /// write or read.
+    Zstd,
+}
+
+impl Compression {
+    /// Kafka's name of the codec: `none`, `lz4` or `zstd`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Compression::None => "none",
+            Compression::Lz4 => "lz4",
+            Compression::Zstd => "zstd",
+        }
+    }
+
+    /// The codec Kafka calls `name`, if streamlog has it.
+    pub fn from_name(name: &str) -> Option<Self> {
+        [Compression::None, Compression::Lz4, Compression::Zstd].into_iter().find(|c| c.name() == name)
+    }
+
+    /// Kafka's number for the codec, as batch attributes and `topic.meta` store it.
+    pub(crate) fn code(self) -> u8 {
+        match self {
+            Compression::None => 0,
+            Compression::Lz4 => 3,
+            Compression::Zstd => 4,
+        }
+    }
+
+    pub(crate) fn from_code(code: u8) -> Option<Self> {
+        [Compression::None, Compression::Lz4, Compression::Zstd].into_iter().find(|c| c.code() == code)
+    }
+}
+
 /// Settings of one topic, persisted with it; all but the partition count can be changed later
 /// with `Queue::alter_topic`, and `Queue::topic_config` reads the current ones back.
 ///
@@ -75,6 +121,7 @@ pub struct TopicConfig {
     pub(crate) retention_ms: u64,
     pub(crate) retention_bytes: u64,
     pub(crate) cleanup_policy: CleanupPolicy,
+    pub(crate) compression: Compression,
     pub(crate) min_compaction_lag_ms: u64,
     pub(crate) delete_retention_ms: u64,
     /// `min_cleanable_dirty_ratio` in millionths.
@@ -95,6 +142,7 @@ impl TopicConfig {
             retention_ms: 7 * 24 * 3600 * 1000,
             retention_bytes: u64::MAX,
             cleanup_policy: CleanupPolicy::Delete,
+            compression: Compression::None,
             min_compaction_lag_ms: 0,
             delete_retention_ms: 24 * 3600 * 1000,
             min_cleanable_dirty_ppm: 500_000,
@@ -119,6 +167,12 @@ impl TopicConfig {
     /// Whether old records are deleted, compacted, or both.
     pub fn cleanup_policy(mut self, policy: CleanupPolicy) -> Self {
         self.cleanup_policy = policy;
+        self
+    }
+
+    /// How batches are compressed from now on (batches already written stay as they are).
+    pub fn compression(mut self, compression: Compression) -> Self {
+        self.compression = compression;
         self
     }
 
@@ -204,6 +258,11 @@ impl TopicConfig {
     /// See [`cleanup_policy`](Self::cleanup_policy).
     pub fn get_cleanup_policy(&self) -> CleanupPolicy {
         self.cleanup_policy
+    }
+
+    /// See [`compression`](Self::compression).
+    pub fn get_compression(&self) -> Compression {
+        self.compression
     }
 
     /// See [`min_compaction_lag_ms`](Self::min_compaction_lag_ms).

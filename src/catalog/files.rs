@@ -12,7 +12,7 @@ use crate::log::format::{self, FILE_HEADER_BYTES, FORMAT_VERSION, check_file_hea
 use crate::options::{validate_topic_config, validate_topic_name};
 use crate::sys::file::{self, Access};
 use crate::sys::map::SharedMap;
-use crate::topic::{CleanupPolicy, TopicConfig};
+use crate::topic::{CleanupPolicy, Compression, TopicConfig};
 
 pub(crate) const QUEUE_MAGIC: [u8; 8] = *b"SLOGQUE\0";
 pub(crate) const TOPIC_MAGIC: [u8; 8] = *b"SLOGTOP\0";
@@ -149,7 +149,7 @@ pub(crate) fn decode_queue_meta(bytes: &[u8], path: &Path) -> Result<u64> {
 /// ```text
 /// 0 magic [8]   8 version u16   10 reserved u16   12 partitions u32
 /// 16 segment_bytes u64   24 segment_ms u64   32 max_record_bytes u32   36 index_interval_bytes u32
-/// 40 retention_ms u64   48 retention_bytes u64   56 cleanup_policy u8   57 reserved [3]
+/// 40 retention_ms u64   48 retention_bytes u64   56 cleanup_policy u8   57 compression u8 (Kafka's codec number)   58 reserved [2]
 /// 60 min_cleanable_dirty_ppm u32   64 min_compaction_lag_ms u64   72 delete_retention_ms u64
 /// 80 topic_id u64 (unique per creation: a topic deleted and created again is another topic)
 /// 88 reserved [36]   124 crc32 of bytes 0..124
@@ -166,6 +166,7 @@ pub(crate) fn encode_topic_meta(config: &TopicConfig, topic_id: u64) -> [u8; TOP
     out[40..48].copy_from_slice(&config.retention_ms.to_le_bytes());
     out[48..56].copy_from_slice(&config.retention_bytes.to_le_bytes());
     out[56] = config.cleanup_policy.code();
+    out[57] = config.compression.code();
     out[60..64].copy_from_slice(&config.min_cleanable_dirty_ppm.to_le_bytes());
     out[64..72].copy_from_slice(&config.min_compaction_lag_ms.to_le_bytes());
     out[72..80].copy_from_slice(&config.delete_retention_ms.to_le_bytes());
@@ -192,6 +193,7 @@ pub(crate) fn decode_topic_meta(bytes: &[u8], path: &Path) -> Result<(TopicConfi
         .retention_ms(u64_at(bytes, 40))
         .retention_bytes(u64_at(bytes, 48))
         .cleanup_policy(CleanupPolicy::from_code(bytes[56]).ok_or_else(|| Error::corrupt(path, 56, "unknown cleanup policy"))?)
+        .compression(Compression::from_code(bytes[57]).ok_or_else(|| Error::corrupt(path, 57, "unknown compression codec"))?)
         .min_compaction_lag_ms(u64_at(bytes, 64))
         .delete_retention_ms(u64_at(bytes, 72));
     let config = TopicConfig { min_cleanable_dirty_ppm: u32_at(bytes, 60), ..config };

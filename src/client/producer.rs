@@ -9,6 +9,7 @@ use crate::log::format::{self, BATCH_HEADER_BYTES, TARGET_BATCH_BYTES};
 use crate::options::{Durability, ProducerConfig};
 use crate::record::Record;
 use crate::sys::clock;
+use crate::topic::Compression;
 
 /// Where a sent record landed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -129,13 +130,12 @@ impl Producer {
         let count = records.len();
         let mut next_round_robin = self.round_robin.fetch_add(count as u32, Ordering::Relaxed);
         let mut partitions = Vec::with_capacity(count);
-        let mut sizes = Vec::with_capacity(count);
         for record in &records {
             partitions.push(fixed_partition(&topic, record)?.unwrap_or_else(|| {
                 next_round_robin = next_round_robin.wrapping_add(1);
                 next_round_robin.wrapping_sub(1) % topic.config.partitions
             }));
-            sizes.push(check_size(&topic, record)?);
+            check_size(&topic, record)?;
         }
         // Group the records by partition (keeping their order within each) so that every batch
         // is a contiguous slice; `order[i]` is where the i-th record of the grouping was given.
@@ -145,10 +145,10 @@ impl Producer {
             let mut slots: Vec<Option<Record<'a>>> = records.into_iter().map(Some).collect();
             records = order.iter().map(|&i| slots[i].take().expect("each record once")).collect();
             partitions = order.iter().map(|&i| partitions[i]).collect();
-            sizes = order.iter().map(|&i| sizes[i]).collect();
         }
         let timestamps: Vec<u64> = records.iter().map(|r| r.timestamp_ms.unwrap_or(now_ms)).collect();
         let mut metadata = vec![RecordMetadata { partition: 0, offset: 0, timestamp_ms: 0 }; count];
+        let (mut encoded, mut scratch) = (Vec::new(), Vec::new());
         let mut start = 0;
         while start < count {
             let partition_number = partitions[start];
@@ -156,15 +156,24 @@ impl Producer {
             let partition = topic.partition(partition_number, &self.queue)?;
             let mut at = start;
             while at < end {
-                let mut batch_bytes = u64::from(BATCH_HEADER_BYTES) + sizes[at];
+                // A record's size depends on its timestamp's distance from the batch's first.
+                let size = |i: usize| format::record_bytes(&records[i], timestamps[i], timestamps[at]);
+                let mut batch_bytes = u64::from(BATCH_HEADER_BYTES) + size(at);
                 let mut batch_end = at + 1;
-                while batch_end < end && batch_bytes + sizes[batch_end] <= TARGET_BATCH_BYTES {
-                    batch_bytes += sizes[batch_end];
+                while batch_end < end && batch_bytes + size(batch_end) <= TARGET_BATCH_BYTES {
+                    batch_bytes += size(batch_end);
                     batch_end += 1;
                 }
-                let base = partition
-                    .append(&records[at..batch_end], &timestamps[at..batch_end], batch_bytes, now_ms)
-                    .map_err(|e| partition.explain(e))?;
+                let (batch, batch_timestamps) = (&records[at..batch_end], &timestamps[at..batch_end]);
+                let base = match topic.config.compression {
+                    Compression::None => partition.append(batch, batch_timestamps, batch_bytes, now_ms),
+                    compression => {
+                        // Compressed here, before the partition's lock is taken.
+                        format::write_compressed_batch(&mut encoded, &mut scratch, compression, batch, batch_timestamps);
+                        partition.append_encoded(&mut encoded, now_ms)
+                    }
+                }
+                .map_err(|e| partition.explain(e))?;
                 for i in at..batch_end {
                     let offset = base + (i - at) as u64;
                     metadata[order[i]] = RecordMetadata { partition: partition_number, offset, timestamp_ms: timestamps[i] };
@@ -208,9 +217,11 @@ fn fixed_partition(topic: &Topic, record: &Record<'_>) -> Result<Option<u32>> {
     }
 }
 
-/// Checks a record against the topic's limits and returns its encoded size.
+/// Checks a record against the topic's limits and returns its encoded size, as it takes it
+/// alone in a batch (in a batch of others it may take up to 9 bytes more, for a timestamp far
+/// from the batch's first).
 fn check_size(topic: &Topic, record: &Record<'_>) -> Result<u64> {
-    let size_bytes = format::record_bytes(record);
+    let size_bytes = format::record_bytes(record, 0, 0);
     let max_bytes = u64::from(topic.config.max_record_bytes);
     if size_bytes > max_bytes {
         return Err(Error::RecordTooLarge { topic: topic.name.clone(), size_bytes, max_bytes });

@@ -79,7 +79,7 @@ pub fn topic_meta(data: &[u8]) {
         let encoded = files::encode_topic_meta(&config, topic_id);
         // Reserved bytes are written as zeros; every other byte must come back as it was.
         let mut expected = bytes.clone();
-        for range in [10..12, 57..60, 88..124] {
+        for range in [10..12, 58..60, 88..124] {
             expected[range].fill(0);
         }
         if expected == bytes {

@@ -11,7 +11,7 @@ use super::FuzzDir;
 use super::tree::{TreeFile, encode_tree, read_tree};
 use crate::catalog::files;
 use crate::log::format::{self, BATCH_HEADER_BYTES, BatchHeader, FILE_HEADER_BYTES};
-use crate::{CleanupPolicy, ConsumerConfig, OffsetReset, Queue, QueueOptions, Record, TopicConfig, TopicPartition};
+use crate::{CleanupPolicy, Compression, ConsumerConfig, OffsetReset, Queue, QueueOptions, Record, TopicConfig, TopicPartition};
 
 /// A record as the seed queues hold it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -50,7 +50,27 @@ fn seed_topics() -> Vec<(&'static str, TopicConfig, u64)> {
             40,
         ),
         ("sized", TopicConfig::new(1).segment_bytes(256).retention_bytes(600).retention_ms(u64::MAX), 25),
+        ("squeezed", TopicConfig::new(1).segment_bytes(1024).compression(Compression::Lz4).retention_ms(u64::MAX), 30),
     ]
+}
+
+/// Records of a compressed seed topic are sent this many at a time (only batches compress).
+const SEED_BATCH: u64 = 6;
+
+/// The record `seed` describes, with its timestamp.
+fn seed_as_record(seed: SeedRecord) -> Record<'static> {
+    let SeedRecord { key, value, headers, timestamp_ms } = seed;
+    let mut record = match value {
+        Some(value) => Record::new(value),
+        None => Record::tombstone(key.clone().unwrap_or_default()),
+    };
+    if let Some(key) = key {
+        record = record.key(key);
+    }
+    for (name, value) in headers {
+        record = record.header(name, value);
+    }
+    record.timestamp(timestamp_ms)
 }
 
 /// Makes a real queue in `dir` that `directory` accepts as its origin: the seed topics with
@@ -60,22 +80,18 @@ pub fn write_seed_queue(dir: &Path) -> crate::Result<Vec<TreeFile>> {
     let queue = Queue::open_with(dir, QueueOptions::new().maintenance_interval(Duration::from_secs(3600)))?;
     let producer = queue.producer();
     for (name, config, count) in seed_topics() {
-        let partitions = config.partitions;
+        let (partitions, compresses) = (config.partitions, config.compression != Compression::None);
         queue.create_topic_with(name, config)?;
         for partition in 0..partitions {
-            for offset in 0..count {
-                let SeedRecord { key, value, headers, timestamp_ms } = seed_record(partition, offset);
-                let mut record = match &value {
-                    Some(value) => Record::new(value),
-                    None => Record::tombstone(key.as_deref().unwrap_or_default()),
-                };
-                if let Some(key) = &key {
-                    record = record.key(key);
+            let records: Vec<Record<'static>> = (0..count).map(|offset| seed_as_record(seed_record(partition, offset))).collect();
+            if compresses {
+                for chunk in records.chunks(SEED_BATCH as usize) {
+                    producer.send_batch(name, chunk.iter().map(|r| r.clone().partition(partition)))?;
                 }
-                for (name, value) in &headers {
-                    record = record.header(name, value);
+            } else {
+                for record in records {
+                    producer.send(name, record.partition(partition))?;
                 }
-                producer.send(name, record.partition(partition).timestamp(timestamp_ms))?;
             }
         }
     }

@@ -16,7 +16,7 @@ use std::sync::Arc;
 use parking_lot::Mutex;
 
 use crate::error::{Error, Result};
-use crate::log::format::{self, BATCH_HEADER_BYTES, LogId, MAX_BATCH_BYTES};
+use crate::log::format::{self, LogId, MAX_BATCH_BYTES};
 use crate::log::partition::Partition;
 use crate::log::read::Cursor;
 use crate::options::Durability;
@@ -152,7 +152,7 @@ impl OffsetStore {
         let records: Vec<Record<'_>> = keys.iter().zip(&values).map(|(key, value)| Record::new(value).key(key)).collect();
         let now_ms = clock::wall_clock_ms();
         let timestamps = vec![now_ms; records.len()];
-        let batch_bytes = u64::from(BATCH_HEADER_BYTES) + records.iter().map(format::record_bytes).sum::<u64>();
+        let batch_bytes = format::batch_bytes(&records, &timestamps);
         if batch_bytes > MAX_BATCH_BYTES {
             return Err(Error::CommitTooLarge { partitions: offsets.len(), size_bytes: batch_bytes, max_bytes: MAX_BATCH_BYTES });
         }

@@ -30,7 +30,7 @@ use crate::log::records::ConsumerRecord;
 use crate::log::state::Tail;
 use crate::record::Record;
 use crate::sys::file::{self, Access};
-use crate::topic::TopicConfig;
+use crate::topic::{Compression, TopicConfig};
 
 /// The newest offset of every key in the part of the log being compacted.
 pub(crate) type LatestOffsets = HashMap<Vec<u8>, u64>;
@@ -54,6 +54,8 @@ pub(crate) struct CleanedSegment {
     log_id: LogId,
     created_ms: u64,
     index_interval_bytes: u64,
+    /// The topic's codec: cleaned batches are compressed as the topic's new batches are.
+    compression: Compression,
     log: BufWriter<File>,
     log_path: std::path::PathBuf,
     index_path: std::path::PathBuf,
@@ -66,13 +68,15 @@ pub(crate) struct CleanedSegment {
     pending: Vec<ConsumerRecord>,
     pending_bytes: u64,
     buffer: Vec<u8>,
+    /// The records of a batch before they are compressed.
+    scratch: Vec<u8>,
 }
 
 /// Batches of a cleaned segment are cut at this size.
 const CLEANED_BATCH_BYTES: u64 = 256 << 10;
 
 impl CleanedSegment {
-    pub(crate) fn create(dir: &Path, base: u64, log_id: LogId, created_ms: u64, index_interval_bytes: u32) -> Result<Self> {
+    pub(crate) fn create(dir: &Path, base: u64, log_id: LogId, created_ms: u64, config: &TopicConfig) -> Result<Self> {
         let cleaning = |name: String| file::temp_path(&dir.join(format!("{name}.cleaning")), false);
         let log_path = cleaning(format::segment_file_name(base));
         let index_path = cleaning(format::index_file_name(base));
@@ -84,7 +88,8 @@ impl CleanedSegment {
             base,
             log_id,
             created_ms,
-            index_interval_bytes: u64::from(index_interval_bytes),
+            index_interval_bytes: u64::from(config.index_interval_bytes),
+            compression: config.compression,
             log,
             log_path,
             index_path,
@@ -95,18 +100,25 @@ impl CleanedSegment {
             pending: Vec::new(),
             pending_bytes: 0,
             buffer: Vec::new(),
+            scratch: Vec::new(),
         })
     }
 
     /// Adds the next record kept (offsets must increase).
     pub(crate) fn push(&mut self, record: ConsumerRecord) -> Result<()> {
         let follows = self.pending.last().is_none_or(|last| last.offset() + 1 == record.offset());
-        let bytes = format::record_bytes(&as_record(&record));
+        // Sized against the batch's first timestamp, or as the first if this record starts one.
+        let first_ms = self.pending.first().map_or(record.timestamp(), ConsumerRecord::timestamp);
+        let alone = format::record_bytes(&as_record(&record), record.timestamp(), record.timestamp());
+        let bytes = format::record_bytes(&as_record(&record), record.timestamp(), first_ms);
         // A batch never outgrows what recovery accepts, however large one record is.
-        let room = CLEANED_BATCH_BYTES.max(bytes).min(MAX_BATCH_BYTES - u64::from(format::BATCH_HEADER_BYTES));
-        if !follows || self.pending_bytes + bytes > room {
+        let room = CLEANED_BATCH_BYTES.max(alone).min(MAX_BATCH_BYTES - u64::from(format::BATCH_HEADER_BYTES));
+        let bytes = if !follows || self.pending_bytes + bytes > room {
             self.flush_batch()?;
-        }
+            alone
+        } else {
+            bytes
+        };
         self.pending_bytes += bytes;
         self.pending.push(record.into_owned());
         Ok(())
@@ -128,12 +140,19 @@ impl CleanedSegment {
             });
             self.last_indexed = self.position;
         }
-        self.buffer.clear();
-        self.buffer.resize(batch_bytes as usize, 0);
-        let max_timestamp_ms = format::write_batch(&mut self.buffer, base_offset, &records, &timestamps);
+        let max_timestamp_ms = if self.compression == Compression::None {
+            self.buffer.clear();
+            self.buffer.resize(batch_bytes as usize, 0);
+            format::write_batch(&mut self.buffer, base_offset, &records, &timestamps)
+        } else {
+            let max =
+                format::write_compressed_batch(&mut self.buffer, &mut self.scratch, self.compression, &records, &timestamps);
+            format::set_base_offset(&mut self.buffer, base_offset);
+            max
+        };
         self.log.write_all(&self.buffer).during("write", &self.log_path)?;
         self.max_timestamp_ms = self.max_timestamp_ms.max(max_timestamp_ms);
-        self.position += batch_bytes;
+        self.position += self.buffer.len() as u64;
         drop(records);
         self.pending.clear();
         self.pending_bytes = 0;
@@ -308,8 +327,7 @@ impl Partition {
         if removable.is_none() {
             return Ok(false);
         }
-        let mut cleaned =
-            CleanedSegment::create(&self.dir, base, self.log_id, segment.created_ms(), config.index_interval_bytes)?;
+        let mut cleaned = CleanedSegment::create(&self.dir, base, self.log_id, segment.created_ms(), config)?;
         let written = (|| {
             let mut cursor = self.cursor_at(base.max(self.start_offset()), tail, true)?;
             self.scan(&mut cursor, tail, next, 4096, |records, _| {

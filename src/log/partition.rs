@@ -172,9 +172,8 @@ impl Partition {
                 tail.last_indexed_position, tail.end_position, tail.log_reserved_bytes
             ));
         }
-        // Every record takes at least a record header of the active segment's data.
         let (records, data_bytes) = (tail.end_offset - tail.active_base, tail.end_position - header_bytes);
-        if records > data_bytes / u64::from(format::RECORD_HEADER_BYTES) {
+        if records > format::max_records_in(data_bytes) {
             return damaged(format!("{records} records cannot fit in {data_bytes} bytes of segment"));
         }
         if !list_segments(&self.dir)?.contains(&tail.active_base) {
@@ -224,7 +223,7 @@ impl Partition {
             self.compactions_seen.store(compactions, Ordering::Release);
         }
         if let Some(Some(segment)) = self.segments.read().get(&base) {
-            segment.note_published(&self.state);
+            segment.note_published(&self.state.tail());
             return Ok(Arc::clone(segment));
         }
         if !self.segments.read().contains_key(&base) {
@@ -233,11 +232,11 @@ impl Partition {
         }
         let mut segments = self.segments.write();
         if let Some(Some(segment)) = segments.get(&base) {
-            segment.note_published(&self.state);
+            segment.note_published(&self.state.tail());
             return Ok(Arc::clone(segment));
         }
         let segment = Arc::new(Segment::open(&self.dir, base, self.id.clone(), self.log_id, Arc::clone(&self.users))?);
-        segment.note_published(&self.state);
+        segment.note_published(&self.state.tail());
         segments.insert(base, Some(Arc::clone(&segment)));
         Ok(segment)
     }

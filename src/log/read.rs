@@ -6,11 +6,13 @@ use std::ops::ControlFlow;
 use std::sync::Arc;
 
 use crate::error::{Error, Result};
-use crate::log::format::{self, BATCH_HEADER_BYTES, BatchHeader, FILE_HEADER_BYTES, IndexEntry, RecordLayout};
+use crate::log::format::codec::{self, ExpandError};
+use crate::log::format::{self, BATCH_HEADER_BYTES, BatchHeader, FILE_HEADER_BYTES, IndexEntry, MAX_BATCH_BYTES, RecordLayout};
 use crate::log::partition::Partition;
-use crate::log::records::Records;
+use crate::log::records::{ExpandedBatch, Records};
 use crate::log::segment::Segment;
 use crate::log::state::Tail;
+use crate::topic::Compression;
 
 /// Where a reader is in a partition's log.
 pub(crate) struct Cursor {
@@ -23,12 +25,25 @@ pub(crate) struct Cursor {
     batch_end: u64,
     /// Offset after the current batch's last record.
     batch_end_offset: u64,
+    /// The current batch's first timestamp, which its records' timestamps are relative to.
+    first_timestamp_ms: u64,
+    /// The records of the current batch when it is compressed, expanded, and how far into
+    /// them the cursor is (`position` then stays at the batch's start).
+    expanded: Option<(Arc<ExpandedBatch>, usize)>,
 }
 
 impl Cursor {
     fn at_start(segment: Arc<Segment>) -> Self {
         let offset = segment.base_offset();
-        Cursor { segment, position: u64::from(FILE_HEADER_BYTES), offset, batch_end: 0, batch_end_offset: 0 }
+        Cursor {
+            segment,
+            position: u64::from(FILE_HEADER_BYTES),
+            offset,
+            batch_end: 0,
+            batch_end_offset: 0,
+            first_timestamp_ms: 0,
+            expanded: None,
+        }
     }
 
     /// The offset of the next record this cursor reads.
@@ -119,27 +134,45 @@ impl Partition {
             if !Arc::ptr_eq(&segment, &cursor.segment) {
                 segment = Arc::clone(&cursor.segment);
             }
-            let batch = segment.read(cursor.position, cursor.batch_end - cursor.position)?;
             let wanted = (until.min(cursor.batch_end_offset) - cursor.offset).min(room as u64);
+            let records = match &cursor.expanded {
+                Some((batch, at)) => &batch.records[*at..],
+                None => segment.read(cursor.position, cursor.batch_end - cursor.position)?,
+            };
+            // One loop per kind of holder, so that the choice is made once per batch.
+            let (first_timestamp_ms, offset) = (cursor.first_timestamp_ms, &mut cursor.offset);
             let mut at = 0usize;
-            for _ in 0..wanted {
-                let Some(layout) = RecordLayout::parse(&batch[at..]) else {
-                    cursor.position += at as u64;
-                    return Err(cursor_corrupt(cursor, "a record does not fit in its batch"));
-                };
-                if let Some((records, _)) = &mut out {
-                    records.push(&segment, batch, cursor.position, cursor.position + at as u64, cursor.offset, &layout);
+            let whole = match (&mut out, &cursor.expanded) {
+                (Some((out, _)), None) => walk(records, wanted, first_timestamp_ms, offset, &mut at, |record, offset, layout| {
+                    out.push_mapped(&segment, record, offset, layout)
+                }),
+                (Some((out, _)), Some((batch, _))) => {
+                    walk(records, wanted, first_timestamp_ms, offset, &mut at, |record, offset, layout| {
+                        out.push_expanded(batch, record, offset, layout)
+                    })
                 }
-                at += layout.record_bytes as usize;
-                cursor.offset += 1;
+                (None, _) => walk(records, wanted, first_timestamp_ms, offset, &mut at, |_, _, _| {}),
+            };
+            if !whole {
+                return Err(record_corrupt(cursor, at, "a record does not fit in its batch"));
             }
-            cursor.position += at as u64;
-            let batch_done = cursor.position == cursor.batch_end;
+            let batch_done = match &mut cursor.expanded {
+                Some((batch, read)) => {
+                    *read += at;
+                    *read == batch.records.len()
+                }
+                None => {
+                    cursor.position += at as u64;
+                    cursor.position == cursor.batch_end
+                }
+            };
             if batch_done != (cursor.offset == cursor.batch_end_offset) {
-                return Err(cursor_corrupt(cursor, "a batch's record count disagrees with its size"));
+                return Err(record_corrupt(cursor, 0, "a batch's record count disagrees with its size"));
             }
             if batch_done {
+                cursor.position = cursor.batch_end;
                 cursor.batch_end = 0;
+                cursor.expanded = None;
             }
         }
         Ok(())
@@ -172,8 +205,8 @@ impl Partition {
     /// when the cursor moved without entering a batch (call again).
     fn enter_batch(&self, cursor: &mut Cursor, tail: &Tail, until: u64, reading: bool, check_crc: bool) -> Result<bool> {
         let base = cursor.segment.base_offset();
-        // The state's tail is at least as new as `tail`, so the batches below it become readable.
-        cursor.segment.note_published(&self.state);
+        // The batches below `tail`'s end are published (the state's tail is at least as new).
+        cursor.segment.note_published(tail);
         let limit = if base == tail.active_base {
             cursor.segment.note_reserved(tail.log_reserved_bytes, tail.index_reserved_bytes);
             tail.end_position
@@ -220,12 +253,25 @@ impl Partition {
             cursor.offset = header.next_offset();
             return Ok(false);
         }
-        if check_crc && !format::batch_checksum_ok(cursor.segment.read(cursor.position, u64::from(header.batch_bytes))?) {
+        let batch = cursor.segment.read(cursor.position, u64::from(header.batch_bytes))?;
+        if check_crc && !format::batch_checksum_ok(batch) {
             return Err(cursor_corrupt(cursor, format!("checksum mismatch in the batch at offset {}", header.base_offset)));
         }
         cursor.batch_end = cursor.position + u64::from(header.batch_bytes);
+        let compression = header.compression().expect("a plausible header names a codec");
+        if compression != Compression::None {
+            let records =
+                codec::expand(compression, &batch[BATCH_HEADER_BYTES as usize..], MAX_BATCH_BYTES).map_err(|e| match e {
+                    ExpandError::Unavailable(codec) => Error::CompressionUnavailable { codec },
+                    ExpandError::Damaged(reason) => cursor_corrupt(cursor, format!("compressed records: {reason}")),
+                })?;
+            let segment = Arc::clone(&cursor.segment);
+            cursor.expanded = Some((Arc::new(ExpandedBatch { segment, records: records.into_boxed_slice() }), 0));
+        } else {
+            cursor.position += u64::from(BATCH_HEADER_BYTES);
+        }
         cursor.batch_end_offset = header.next_offset();
-        cursor.position += u64::from(BATCH_HEADER_BYTES);
+        cursor.first_timestamp_ms = header.first_timestamp_ms;
         cursor.offset = header.base_offset;
         Ok(true)
     }
@@ -270,6 +316,40 @@ impl Partition {
     fn published_index(&self, segment: &Segment, tail: &Tail) -> Vec<IndexEntry> {
         segment.note_reserved(tail.log_reserved_bytes, tail.index_reserved_bytes);
         (0..tail.index_count).map_while(|n| segment.index_entry(n)).collect()
+    }
+}
+
+/// Parses `wanted` records from `records[*at..]`, handing each to `push` with its offset (from
+/// `*offset` on, which it advances, as it advances `*at`). False if a record does not parse.
+#[inline(always)]
+fn walk(
+    records: &[u8],
+    wanted: u64,
+    first_timestamp_ms: u64,
+    offset: &mut u64,
+    at: &mut usize,
+    mut push: impl FnMut(&[u8], u64, &RecordLayout),
+) -> bool {
+    for _ in 0..wanted {
+        let Some(layout) = RecordLayout::parse(&records[*at..], first_timestamp_ms) else {
+            return false;
+        };
+        push(&records[*at..*at + layout.record_bytes as usize], *offset, &layout);
+        *at += layout.record_bytes as usize;
+        *offset += 1;
+    }
+    true
+}
+
+/// The error for a damaged record `at` bytes into what is left of the cursor's batch.
+fn record_corrupt(cursor: &Cursor, at: usize, reason: &str) -> Error {
+    match &cursor.expanded {
+        Some((_, read)) => Error::corrupt(
+            cursor.segment.path(),
+            cursor.position,
+            format!("{reason} (at byte {} of the batch's expanded records)", read + at),
+        ),
+        None => Error::corrupt(cursor.segment.path(), cursor.position + at as u64, reason),
     }
 }
 

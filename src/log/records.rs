@@ -7,46 +7,72 @@ use std::fmt;
 use std::ptr::NonNull;
 use std::sync::Arc;
 
-use crate::log::format::{self, FLAG_HAS_KEY, FLAG_TOMBSTONE, RECORD_HEADER_BYTES, RecordLayout};
+use crate::log::format::{self, FLAG_HAS_KEY, FLAG_TOMBSTONE, RecordLayout};
 use crate::log::segment::Segment;
 use crate::topic::TopicPartition;
 
-/// A record read from the log. It points into the mapped segment rather than holding a copy.
-/// Inside [`Records`] it borrows the segment mapping the `Records` keep alive; a record taken out
-/// (by `into_iter` or `clone`) keeps the mapping alive itself, so it can be stored or moved to
+/// A record read from the log. It points into the mapped segment rather than holding a copy
+/// (or, for a record of a compressed batch, into the batch's records expanded on the heap).
+/// Inside [`Records`] it borrows the memory the `Records` keep alive; a record taken out (by
+/// `into_iter` or `clone`) keeps its memory alive itself, so it can be stored or moved to
 /// another thread freely.
 pub struct ConsumerRecord {
-    segment: NonNull<Segment>,
-    /// Whether this record owns one strong count of `segment` (see `Records`).
-    owns_segment: bool,
-    /// The first byte after the record's fixed header, inside `segment`'s mapping.
-    body: NonNull<u8>,
-    body_bytes: u32,
+    holder: Holder,
+    /// Whether this record owns one strong count of its holder (see `Records`).
+    owns_holder: bool,
+    /// The record's first byte, inside its holder's memory.
+    record: NonNull<u8>,
+    record_bytes: u32,
+    key_at: u32,
     key_bytes: u32,
+    value_at: u32,
     value_bytes: u32,
-    flags: u16,
+    flags: u8,
     offset: u64,
     timestamp_ms: u64,
 }
 
-// SAFETY: the pointers target a `Segment` (which is Send + Sync) and bytes of its mapping that
-// never change once published; the segment outlives the record (see `ConsumerRecord::body`).
+/// The memory a record's bytes live in, as a pointer that came from `Arc::as_ptr` (so that the
+/// strong count may be reached through it).
+#[derive(Clone, Copy)]
+enum Holder {
+    Mapped(NonNull<Segment>),
+    Expanded(NonNull<ExpandedBatch>),
+}
+
+/// The records of one compressed batch, expanded on the heap, with the segment they came from.
+pub(crate) struct ExpandedBatch {
+    pub(crate) segment: Arc<Segment>,
+    pub(crate) records: Box<[u8]>,
+}
+
+// SAFETY: the pointers target a `Segment` or an `ExpandedBatch` (both Send + Sync) and bytes of
+// theirs that never change once published; the holder outlives the record (see
+// `ConsumerRecord::bytes`).
 unsafe impl Send for ConsumerRecord {}
 // SAFETY: as above; the record only ever reads through its pointers.
 unsafe impl Sync for ConsumerRecord {}
 
 impl ConsumerRecord {
-    fn body(&self) -> &[u8] {
-        // SAFETY: `body` and `body_bytes` were taken from a bounds-checked slice of published,
-        // never-changing bytes of the mapping. The mapping lives as long as its `Segment`, and
-        // the segment outlives this record: either the record owns a strong count, or it lives
-        // inside a `Records` that holds one for it and hands it out only by reference.
-        unsafe { std::slice::from_raw_parts(self.body.as_ptr(), self.body_bytes as usize) }
+    fn bytes(&self, at: u32, len: u32) -> &[u8] {
+        debug_assert!(at + len <= self.record_bytes);
+        // SAFETY: `record` and `record_bytes` were taken from a bounds-checked slice of
+        // published, never-changing bytes of the holder (a mapping, which lives as long as its
+        // `Segment`, or an expanded batch), and `RecordLayout::parse` placed every part inside
+        // them. The holder outlives this record: either the record owns a strong count, or it
+        // lives inside a `Records` that holds one for it and hands it out only by reference.
+        unsafe { std::slice::from_raw_parts(self.record.as_ptr().add(at as usize), len as usize) }
     }
 
     fn segment(&self) -> &Segment {
-        // SAFETY: the segment outlives the record, as argued in `body`.
-        unsafe { self.segment.as_ref() }
+        // SAFETY: the holder outlives the record, as argued in `bytes`; an expanded batch holds
+        // its segment.
+        unsafe {
+            match self.holder {
+                Holder::Mapped(segment) => segment.as_ref(),
+                Holder::Expanded(batch) => &batch.as_ref().segment,
+            }
+        }
     }
 
     /// The topic the record was read from.
@@ -66,13 +92,12 @@ impl ConsumerRecord {
 
     /// The key, if the record has one.
     pub fn key(&self) -> Option<&[u8]> {
-        (self.flags & FLAG_HAS_KEY != 0).then(|| &self.body()[..self.key_bytes as usize])
+        (self.flags & FLAG_HAS_KEY != 0).then(|| self.bytes(self.key_at, self.key_bytes))
     }
 
     /// The value; empty for a tombstone.
     pub fn value(&self) -> &[u8] {
-        let start = self.key_bytes as usize;
-        &self.body()[start..start + self.value_bytes as usize]
+        self.bytes(self.value_at, self.value_bytes)
     }
 
     /// Whether the record is a tombstone: a key with no value.
@@ -87,8 +112,8 @@ impl ConsumerRecord {
 
     /// The headers, in the order they were added.
     pub fn headers(&self) -> impl Iterator<Item = (&str, &[u8])> {
-        let start = (self.key_bytes + self.value_bytes) as usize;
-        format::parse_headers(&self.body()[start..])
+        let start = self.value_at + self.value_bytes;
+        format::parse_headers(self.bytes(start, self.record_bytes - start))
     }
 
     /// The value of the last header named `name` (as Kafka's `Headers.lastHeader`), if the
@@ -114,12 +139,17 @@ impl ConsumerRecord {
         self.headers().filter(|&(n, _)| n == name).last().map(|(_, value)| value)
     }
 
-    /// This record, owning a strong count of its segment.
+    /// This record, owning a strong count of its holder.
     pub(crate) fn into_owned(mut self) -> Self {
-        if !self.owns_segment {
-            // SAFETY: the segment is alive (see `body`), and its pointer came from `Arc::as_ptr`.
-            unsafe { Arc::increment_strong_count(self.segment.as_ptr()) };
-            self.owns_segment = true;
+        if !self.owns_holder {
+            // SAFETY: the holder is alive (see `bytes`), and its pointer came from `Arc::as_ptr`.
+            unsafe {
+                match self.holder {
+                    Holder::Mapped(segment) => Arc::increment_strong_count(segment.as_ptr()),
+                    Holder::Expanded(batch) => Arc::increment_strong_count(batch.as_ptr()),
+                }
+            }
+            self.owns_holder = true;
         }
         self
     }
@@ -127,16 +157,21 @@ impl ConsumerRecord {
 
 impl Clone for ConsumerRecord {
     fn clone(&self) -> Self {
-        let copy = ConsumerRecord { owns_segment: false, ..*self };
+        let copy = ConsumerRecord { owns_holder: false, ..*self };
         copy.into_owned()
     }
 }
 
 impl Drop for ConsumerRecord {
     fn drop(&mut self) {
-        if self.owns_segment {
-            // SAFETY: this record owns one strong count of the segment, taken in `into_owned`.
-            unsafe { Arc::decrement_strong_count(self.segment.as_ptr()) };
+        if self.owns_holder {
+            // SAFETY: this record owns one strong count of its holder, taken in `into_owned`.
+            unsafe {
+                match self.holder {
+                    Holder::Mapped(segment) => Arc::decrement_strong_count(segment.as_ptr()),
+                    Holder::Expanded(batch) => Arc::decrement_strong_count(batch.as_ptr()),
+                }
+            }
         }
     }
 }
@@ -155,18 +190,20 @@ impl fmt::Debug for ConsumerRecord {
 }
 
 /// The records one `poll` returned. They point into the mapped log; the `Records` keep the
-/// segments they point into mapped, once for all the records rather than once per record.
+/// segments they point into mapped (and the compressed batches they came from expanded), once
+/// for all the records rather than once per record.
 #[derive(Default)]
 pub struct Records {
-    // Declared first so that it drops first: its records borrow the segments below.
+    // Declared first so that it drops first: its records borrow the holders below.
     records: Vec<ConsumerRecord>,
     segments: Vec<Arc<Segment>>,
+    expanded: Vec<Arc<ExpandedBatch>>,
     missed: Vec<(TopicPartition, u64)>,
 }
 
 impl Records {
     pub(crate) fn with_capacity(capacity: usize) -> Self {
-        Records { records: Vec::with_capacity(capacity), segments: Vec::new(), missed: Vec::new() }
+        Records { records: Vec::with_capacity(capacity), segments: Vec::new(), expanded: Vec::new(), missed: Vec::new() }
     }
 
     pub(crate) fn note_missed(&mut self, partition: TopicPartition, count: u64) {
@@ -180,29 +217,34 @@ impl Records {
         &self.missed
     }
 
-    /// Adds the record laid out at `record_position` of `segment`'s published bytes `batch`,
-    /// which start at `batch_position`.
-    pub(crate) fn push(
-        &mut self,
-        segment: &Arc<Segment>,
-        batch: &[u8],
-        batch_position: u64,
-        record_position: u64,
-        offset: u64,
-        layout: &RecordLayout,
-    ) {
+    /// Adds the record `layout` describes, whose bytes `record` are published bytes of
+    /// `segment`'s mapping.
+    #[inline(always)]
+    pub(crate) fn push_mapped(&mut self, segment: &Arc<Segment>, record: &[u8], offset: u64, layout: &RecordLayout) {
         if !self.segments.last().is_some_and(|last| Arc::ptr_eq(last, segment)) {
             self.segments.push(Arc::clone(segment));
         }
-        let body_at = (record_position - batch_position) as usize + RECORD_HEADER_BYTES as usize;
-        let body = &batch[body_at..body_at + (layout.record_bytes - RECORD_HEADER_BYTES) as usize];
+        self.push(Holder::Mapped(arc_pointer(segment)), record, offset, layout);
+    }
+
+    /// Adds the record `layout` describes, whose bytes `record` lie in `batch`'s records.
+    pub(crate) fn push_expanded(&mut self, batch: &Arc<ExpandedBatch>, record: &[u8], offset: u64, layout: &RecordLayout) {
+        if !self.expanded.last().is_some_and(|last| Arc::ptr_eq(last, batch)) {
+            self.expanded.push(Arc::clone(batch));
+        }
+        self.push(Holder::Expanded(arc_pointer(batch)), record, offset, layout);
+    }
+
+    #[inline(always)]
+    fn push(&mut self, holder: Holder, record: &[u8], offset: u64, layout: &RecordLayout) {
         self.records.push(ConsumerRecord {
-            // From `Arc::as_ptr`, so that the strong count may be reached through it.
-            segment: NonNull::new(Arc::as_ptr(segment).cast_mut()).expect("an Arc is never null"),
-            owns_segment: false,
-            body: NonNull::from(body).cast(),
-            body_bytes: body.len() as u32,
+            holder,
+            owns_holder: false,
+            record: NonNull::from(record).cast(),
+            record_bytes: layout.record_bytes,
+            key_at: layout.key_at,
             key_bytes: layout.key_bytes,
+            value_at: layout.value_at,
             value_bytes: layout.value_bytes,
             flags: layout.flags,
             offset,
@@ -282,6 +324,11 @@ impl ExactSizeIterator for RecordsIntoIter {}
 
 impl std::iter::FusedIterator for RecordsIntoIter {}
 
+/// The pointer `Arc::as_ptr` gives, through which the strong count may be reached later.
+fn arc_pointer<T>(arc: &Arc<T>) -> NonNull<T> {
+    NonNull::new(Arc::as_ptr(arc).cast_mut()).expect("an Arc is never null")
+}
+
 impl fmt::Debug for Records {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_list().entries(&self.records).finish()
@@ -292,7 +339,7 @@ impl IntoIterator for Records {
     type Item = ConsumerRecord;
     type IntoIter = RecordsIntoIter;
     fn into_iter(mut self) -> Self::IntoIter {
-        // Every record takes its own count of its segment before `segments` lets go.
+        // Every record takes its own count of its holder before `segments` and `expanded` let go.
         let records: Vec<ConsumerRecord> =
             std::mem::take(&mut self.records).into_iter().map(ConsumerRecord::into_owned).collect();
         RecordsIntoIter(records.into_iter())

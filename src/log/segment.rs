@@ -35,7 +35,7 @@ use crate::log::format::{
     self, BATCH_HEADER_BYTES, FILE_HEADER_BYTES, FileHeader, HOLE_ALIGN_BYTES, INDEX_ENTRY_BYTES, INDEX_MAGIC, IndexEntry, LogId,
     MAX_BATCH_BYTES, SEGMENT_MAGIC,
 };
-use crate::log::state::{AppendGuard, SharedState};
+use crate::log::state::{AppendGuard, Tail};
 use crate::sys::file::{self, Access};
 use crate::sys::lock::DirLock;
 use crate::topic::{MAX_SEGMENT_BYTES, MIN_SEGMENT_BYTES, TopicPartition};
@@ -339,17 +339,21 @@ impl Segment {
         self.log.bytes(start, len)
     }
 
-    /// Learns from the partition's shared state how much of this segment is published: its
-    /// published end while it is the active segment, all of it once a later one is.
-    pub(crate) fn note_published(&self, state: &SharedState) {
-        let tail = state.tail();
+    /// Learns from a tail read from the partition's shared state how much of this segment is
+    /// published: its published end while it is the active segment, all of it once a later
+    /// one is.
+    #[inline]
+    pub(crate) fn note_published(&self, tail: &Tail) {
         let published = match tail.active_base.cmp(&self.base_offset()) {
             std::cmp::Ordering::Greater => u64::MAX,
             std::cmp::Ordering::Equal => tail.end_position,
             // Not published at all: the files of a roll that was never completed.
             std::cmp::Ordering::Less => return,
         };
-        self.published_bytes.fetch_max(published, Ordering::AcqRel);
+        // A reader walking its batches calls this for each: only a larger end is written.
+        if self.published_bytes.load(Ordering::Acquire) < published {
+            self.published_bytes.fetch_max(published, Ordering::AcqRel);
+        }
     }
 
     pub(crate) fn reserve_log(&self, bytes: u64) -> Result<()> {

@@ -11,6 +11,10 @@ use crate::sys::clock;
 /// How long a waiter for a [`RobustMutex`] sleeps before it looks at the lock again.
 const LOST_WAKE_UP_RETRY: Duration = Duration::from_millis(5);
 
+/// How many times [`RobustMutex::lock`] tries a held lock again, a spin-loop hint apart,
+/// before it sleeps: a few microseconds.
+const SPINS_BEFORE_SLEEP: u32 = 100;
+
 /// Bytes a process-shared mutex takes inside a shared mapping.
 pub(crate) const MUTEX_BYTES: usize = std::mem::size_of::<libc::pthread_mutex_t>();
 
@@ -86,7 +90,17 @@ impl RobustMutex {
     /// It never sleeps for long at a time: an unlock wakes one waiter, and if that waiter is
     /// killed before it takes the lock, the wake-up is lost (the kernel repairs locks whose
     /// owner dies, not waiters). Retrying every few milliseconds bounds what such a death costs.
+    ///
+    /// The locks it guards are held for a few hundred nanoseconds, so before it sleeps it tries
+    /// again for a few microseconds (a holder on another core is done by then, and sleeping
+    /// costs two context switches); an uncontended lock takes one `trylock`.
     pub(crate) fn lock(&self) -> io::Result<RobustGuard<'_>> {
+        for _ in 0..SPINS_BEFORE_SLEEP {
+            if let Some(guard) = self.try_lock()? {
+                return Ok(guard);
+            }
+            std::hint::spin_loop();
+        }
         loop {
             let deadline = clock::add_timespec(clock::now(libc::CLOCK_REALTIME), LOST_WAKE_UP_RETRY);
             // SAFETY: the mutex was initialised by `init` before any handle could reach it.

@@ -32,7 +32,7 @@ fn write_synced_log(dir: &Path, count: u32, config: TopicConfig) {
 }
 
 /// Bytes one single-record batch of a `value` takes: batch header, record header, value.
-const BATCH_BYTES: u64 = 40 + 24 + 100;
+const BATCH_BYTES: u64 = 52 + 5 + 100;
 
 fn value(i: u32) -> Vec<u8> {
     let mut v = format!("record-{i}-").into_bytes();
@@ -148,8 +148,9 @@ fn a_checksum_is_checked_when_a_read_starts_inside_a_batch() {
         }
         producer.flush().unwrap();
     }
-    // The third record's value is the last four bytes of the batch.
-    flip_bit(&segments(dir.path())[0], 64 + 40 + 3 * 28 - 2);
+    // Each record takes 9 bytes (its value and 5 of framing); the last byte of the batch is
+    // the third record's header count, the one before it the end of its value.
+    flip_bit(&segments(dir.path())[0], 64 + 52 + 3 * 9 - 2);
     let queue = crate::open_alone(dir.path()).unwrap();
     let tp = TopicPartition::new("t", 0);
     let mut consumer = consumer_from_start(&queue, "t", 1);
@@ -240,9 +241,9 @@ fn a_future_format_version_is_refused() {
     write_log(dir.path(), 1, TopicConfig::new(1));
     let meta = dir.path().join("streamlog.meta");
     let mut bytes = fs::read(&meta).unwrap();
-    bytes[8] = 4;
+    bytes[8] = 5;
     fs::write(&meta, &bytes).unwrap();
-    assert!(matches!(crate::open_alone(dir.path()), Err(Error::IncompatibleVersion { found: 4, supported: 3, .. })));
+    assert!(matches!(crate::open_alone(dir.path()), Err(Error::IncompatibleVersion { found: 5, supported: 4, .. })));
 }
 
 #[test]

@@ -119,7 +119,9 @@ fn a_record_whose_headers_do_not_parse_is_reported_not_returned_short() {
     let mut bytes = fs::read(&path).unwrap();
     let batch_bytes = u32::from_le_bytes(bytes[64..68].try_into().unwrap()) as usize;
     // The second header's name length now runs past the record.
-    let second_header = 64 + 40 + 24 + 1 + 5 + 6 + 5 + 8;
+    // The record: length, flags, timestamp, key length, key, value length, value, header
+    // count, then the first header (name length, name, value length, value).
+    let second_header = 64 + 52 + 1 + 1 + 1 + 1 + 1 + 1 + 5 + 1 + 1 + 5 + 1 + 8;
     bytes[second_header] = 200;
     fuzzing::forge_batch_checksum(&mut bytes[64..64 + batch_bytes]);
     fs::write(&path, &bytes).unwrap();

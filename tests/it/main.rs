@@ -5,6 +5,7 @@ mod admin;
 mod api;
 mod child;
 mod compaction;
+mod compression;
 mod consumer_edges;
 mod corruption;
 mod crash;

@@ -1,10 +1,11 @@
 //! The log against a simple in-memory model: random sends, batches, reads from random offsets
-//! and reopens (which run recovery), with segments small enough to roll often.
+//! and reopens (which run recovery), with segments small enough to roll often, and the topic's
+//! compression switched on and off (so that segments mix compressed and plain batches).
 
 use std::time::Duration;
 
 use proptest::prelude::*;
-use streamlog::{ConsumerConfig, OffsetReset, Queue, Record, TopicConfig, TopicPartition};
+use streamlog::{Compression, ConsumerConfig, OffsetReset, Queue, Record, TopicConfig, TopicPartition};
 
 use crate::TempDir;
 
@@ -24,6 +25,16 @@ enum Op {
     SendBatch { partition: u32, records: Vec<Modeled> },
     Read { partition: u32, from_per_mille: u32, max_poll_records: usize },
     Reopen,
+    Compress(Compression),
+}
+
+/// The codecs this build can write.
+fn codecs() -> Vec<Compression> {
+    let mut codecs = vec![Compression::None, Compression::Lz4];
+    if cfg!(feature = "zstd") {
+        codecs.push(Compression::Zstd);
+    }
+    codecs
 }
 
 fn modeled() -> impl Strategy<Value = Modeled> {
@@ -46,6 +57,7 @@ fn op() -> impl Strategy<Value = Op> {
         2 => (0..PARTITIONS, prop::collection::vec(modeled(), 1..30)).prop_map(|(partition, records)| Op::SendBatch { partition, records }),
         2 => (0..PARTITIONS, 0u32..=1000, 1usize..50).prop_map(|(partition, from_per_mille, max_poll_records)| Op::Read { partition, from_per_mille, max_poll_records }),
         1 => Just(Op::Reopen),
+        1 => prop::sample::select(codecs()).prop_map(Op::Compress),
     ]
 }
 
@@ -123,6 +135,7 @@ proptest! {
                     drop(queue);
                     queue = Queue::open(dir.path()).unwrap();
                 }
+                Op::Compress(compression) => queue.alter_topic("model", |c| c.compression(compression)).unwrap(),
             }
         }
         for partition in 0..PARTITIONS {

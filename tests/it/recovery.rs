@@ -162,12 +162,12 @@ fn a_torn_unsynced_tail_is_cut_at_the_first_bad_batch() {
             producer.send("t", Record::new(value(i))).unwrap();
         }
     }
-    // One single-record batch of a `value` takes 40 + 24 + 100 bytes; zero 100 bytes of record
+    // One single-record batch of a `value` takes 52 + 5 + 100 bytes; zero 100 bytes of record
     // 76's batch, far before the last index entry. (Batch headers stay whole, so every index
     // entry still agrees with the log and gives no hint of the damage.)
     let log = files(dir.path(), "log")[0].clone();
     let file = OpenOptions::new().write(true).open(&log).unwrap();
-    file.write_all_at(&[0u8; 100], 64 + 76 * 164 + 50).unwrap();
+    file.write_all_at(&[0u8; 100], 64 + 76 * 157 + 50).unwrap();
     drop(file);
     assert_eq!(recovered(dir.path()).unwrap(), (0, 76));
     let queue = crate::open_alone(dir.path()).unwrap();

@@ -7,13 +7,14 @@
 //! magic numbers, the one magic-and-version check and the little-endian readers, which the
 //! queue's, topics' and groups' codecs use too. The rest is one module per kind of bytes:
 //! `header` (the 64-byte header of segment and index files, index entries, the log start
-//! checkpoint), `batch` (record batches and the records inside them) and `names` (the files of a
+//! checkpoint), `batch` (record batches and the records inside them), `codec` (compressed batches' records) and `names` (the files of a
 //! partition directory). The queue directory's own files (`streamlog.meta`, `queue.state`,
 //! `topic.meta`, the lock files and folders) are encoded and named in `catalog/files.rs`; a
 //! group's file, its state and its committed offsets beside the code that keeps them, in
 //! `group/`. The partition `state` file is shared memory, drawn in `log/state.rs`.
 
 pub(crate) mod batch;
+pub(crate) mod codec;
 mod header;
 mod names;
 
@@ -22,8 +23,9 @@ use std::path::Path;
 use crate::error::{Error, Result};
 
 pub(crate) use batch::{
-    BATCH_HEADER_BYTES, BatchHeader, FLAG_HAS_KEY, FLAG_TOMBSTONE, MAX_BATCH_BYTES, RECORD_HEADER_BYTES, RecordLayout,
-    TARGET_BATCH_BYTES, batch_checksum_ok, frame_single_record, parse_headers, record_bytes, write_batch,
+    BATCH_HEADER_BYTES, BatchHeader, FLAG_HAS_KEY, FLAG_TOMBSTONE, MAX_BATCH_BYTES, RecordLayout, TARGET_BATCH_BYTES,
+    batch_bytes, batch_checksum_ok, frame_single_record, max_records_in, parse_headers, record_bytes, set_base_offset,
+    write_batch, write_compressed_batch,
 };
 pub(crate) use header::{
     FULLY_SYNCED, FileHeader, INDEX_ENTRY_BYTES, IndexEntry, LOG_ID_AT, LOG_START_FILE_BYTES, LogId, SEGMENT_COMPACTED,
@@ -32,9 +34,11 @@ pub(crate) use header::{
 pub(crate) use names::{LOG_START_FILE, PartitionFile, STATE_FILE, classify, index_file_name, segment_file_name, swap_file_name};
 
 /// The format version this build writes and the only one it reads. Version 3 added the log id
-/// (topic id and partition) to segment and index headers; a queue of an older version is
-/// refused as a whole (`Error::IncompatibleVersion` on its `streamlog.meta`), never half read.
-pub(crate) const FORMAT_VERSION: u16 = 3;
+/// (topic id and partition) to segment and index headers; version 4 framed records with
+/// varints, left the base offset out of the batch checksum and gave batches a codec and
+/// producer fields. A queue of another version is refused as a whole
+/// (`Error::IncompatibleVersion` on its `streamlog.meta`), never half read.
+pub(crate) const FORMAT_VERSION: u16 = 4;
 
 pub(crate) const SEGMENT_MAGIC: [u8; 8] = *b"SLOGSEG\0";
 pub(crate) const INDEX_MAGIC: [u8; 8] = *b"SLOGIDX\0";

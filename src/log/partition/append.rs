@@ -11,8 +11,8 @@ use crate::error::{Error, Result};
 use crate::failpoint::failpoint;
 use crate::log::dir::{list_segments, new_segment, remove_segment_files};
 use crate::log::format::{
-    self, FILE_HEADER_BYTES, INDEX_ENTRY_BYTES, INDEX_RESERVE_STEP_BYTES, IndexEntry, LOG_RESERVE_STEP_BYTES, MAX_BATCH_BYTES,
-    PREFAULT_MAX_BYTES, PWRITE_MIN_BATCH_BYTES,
+    self, BatchHeader, FILE_HEADER_BYTES, INDEX_ENTRY_BYTES, INDEX_RESERVE_STEP_BYTES, IndexEntry, LOG_RESERVE_STEP_BYTES,
+    MAX_BATCH_BYTES, PREFAULT_MAX_BYTES, PWRITE_MIN_BATCH_BYTES,
 };
 use crate::log::segment::Segment;
 use crate::log::state::{AppendGuard, Tail};
@@ -20,8 +20,9 @@ use crate::record::Record;
 use crate::topic::TopicConfig;
 
 impl Partition {
-    /// Appends `records` (already checked against the size limits) as one batch and returns
-    /// the offset of the first. `batch_bytes` is the encoded size of the batch.
+    /// Appends `records` (already checked against the size limits) as one uncompressed batch
+    /// and returns the offset of the first. `batch_bytes` is the encoded size of the batch.
+    /// Small batches are encoded straight into the mapping, under the lock.
     pub(crate) fn append(
         self: &Arc<Self>,
         records: &[Record<'_>],
@@ -29,7 +30,66 @@ impl Partition {
         batch_bytes: u64,
         now_ms: u64,
     ) -> Result<u64> {
-        debug_assert!(batch_bytes <= MAX_BATCH_BYTES && !records.is_empty());
+        debug_assert!(!records.is_empty());
+        self.append_with(batch_bytes, records.len() as u64, now_ms, |writer, segment, guard, position, base_offset| {
+            if let ([record], [timestamp_ms]) = (records, timestamps_ms)
+                && batch_bytes >= PWRITE_MIN_BATCH_BYTES
+            {
+                // One large record: write its value straight from the caller's memory.
+                let Writer { buffer, suffix, .. } = writer;
+                format::frame_single_record(buffer, suffix, base_offset, record, *timestamp_ms);
+                segment.pwrite_unpublished(guard, position, &[buffer.as_slice(), record.value_bytes(), suffix.as_slice()])?;
+                Ok(*timestamp_ms)
+            } else if batch_bytes >= PWRITE_MIN_BATCH_BYTES {
+                // The buffer only grows: `write_batch` sets every byte of what it is given, so
+                // zeroing it again for each batch would be wasted work.
+                let buffer = &mut writer.buffer;
+                if buffer.len() < batch_bytes as usize {
+                    buffer.resize(batch_bytes as usize, 0);
+                }
+                let out = &mut buffer[..batch_bytes as usize];
+                let max_timestamp_ms = format::write_batch(out, base_offset, records, timestamps_ms);
+                segment.pwrite_unpublished(guard, position, &[out])?;
+                Ok(max_timestamp_ms)
+            } else {
+                let mut max_timestamp_ms = 0;
+                segment.write_unpublished(guard, position, batch_bytes, |out| {
+                    max_timestamp_ms = format::write_batch(out, base_offset, records, timestamps_ms);
+                })?;
+                Ok(max_timestamp_ms)
+            }
+        })
+    }
+
+    /// Appends `batch`, encoded and sealed before the lock was taken (a compressed one), and
+    /// returns the offset of its first record. Only its base offset is filled in under the
+    /// lock: the checksum leaves it out.
+    pub(crate) fn append_encoded(self: &Arc<Self>, batch: &mut [u8], now_ms: u64) -> Result<u64> {
+        let header = BatchHeader::read(batch);
+        let batch_bytes = batch.len() as u64;
+        self.append_with(batch_bytes, u64::from(header.record_count), now_ms, |_, segment, guard, position, base_offset| {
+            format::set_base_offset(batch, base_offset);
+            if batch_bytes >= PWRITE_MIN_BATCH_BYTES {
+                segment.pwrite_unpublished(guard, position, &[batch])?;
+            } else {
+                segment.write_unpublished(guard, position, batch_bytes, |out| out.copy_from_slice(batch))?;
+            }
+            Ok(header.max_timestamp_ms)
+        })
+    }
+
+    /// The append protocol around one batch of `batch_bytes` holding `record_count` records:
+    /// lock, roll if due, reserve, `write` the batch (given the writer's buffers, the segment,
+    /// the lock, the position and the base offset; it returns the batch's max timestamp),
+    /// index, publish, unlock, prefault. Returns the base offset.
+    fn append_with(
+        self: &Arc<Self>,
+        batch_bytes: u64,
+        record_count: u64,
+        now_ms: u64,
+        write: impl FnOnce(&mut Writer, &Segment, &AppendGuard<'_>, u64, u64) -> Result<u64>,
+    ) -> Result<u64> {
+        debug_assert!(batch_bytes <= MAX_BATCH_BYTES && record_count > 0);
         let mut writer = self.writer.lock();
         let guard = self.state.lock_append(|| self.repair())?;
         self.check_not_poisoned()?;
@@ -79,38 +139,9 @@ impl Partition {
             }
         }
         let base_offset = tail.end_offset;
-        let max_timestamp_ms = if let ([record], [timestamp_ms]) = (records, timestamps_ms)
-            && batch_bytes >= PWRITE_MIN_BATCH_BYTES
-        {
-            // One large record: write its value straight from the caller's memory.
-            let Writer { buffer, suffix, .. } = &mut *writer;
-            format::frame_single_record(buffer, suffix, base_offset, record, *timestamp_ms);
-            segment.pwrite_unpublished(
-                &guard,
-                tail.end_position,
-                &[buffer.as_slice(), record.value_bytes(), suffix.as_slice()],
-            )?;
-            *timestamp_ms
-        } else if batch_bytes >= PWRITE_MIN_BATCH_BYTES {
-            // The buffer only grows: `write_batch` sets every byte of what it is given, so
-            // zeroing it again for each batch would be wasted work.
-            let buffer = &mut writer.buffer;
-            if buffer.len() < batch_bytes as usize {
-                buffer.resize(batch_bytes as usize, 0);
-            }
-            let out = &mut buffer[..batch_bytes as usize];
-            let max_timestamp_ms = format::write_batch(out, base_offset, records, timestamps_ms);
-            segment.pwrite_unpublished(&guard, tail.end_position, &[out])?;
-            max_timestamp_ms
-        } else {
-            let mut max_timestamp_ms = 0;
-            segment.write_unpublished(&guard, tail.end_position, batch_bytes, |out| {
-                max_timestamp_ms = format::write_batch(out, base_offset, records, timestamps_ms);
-            })?;
-            max_timestamp_ms
-        };
+        let max_timestamp_ms = write(&mut writer, &segment, &guard, tail.end_position, base_offset)?;
         self.index_batch(&segment, &mut tail, base_offset, writer.config.index_interval_bytes)?;
-        tail.end_offset += records.len() as u64;
+        tail.end_offset += record_count;
         tail.end_position = end;
         tail.max_timestamp_ms = tail.max_timestamp_ms.max(max_timestamp_ms);
         failpoint!("append-before-publish");
