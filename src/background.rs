@@ -1,6 +1,7 @@
-//! Background threads: the sealers, which make sealed segments durable, the prefaulter, which
-//! maps pages ahead of the appends, and the tickers that run a piece of work every interval
-//! until they are stopped (the catalog's maintenance, keeper and flusher).
+//! Background threads: the sealers, which make sealed segments durable, the makers of spare
+//! segments for the next roll, the prefaulter, which maps pages ahead of the appends, and the
+//! tickers that run a piece of work every interval until they are stopped (the catalog's
+//! maintenance, keeper and flusher).
 
 use std::ops::ControlFlow;
 #[cfg(test)]
@@ -12,13 +13,14 @@ use crossbeam_channel::{RecvTimeoutError, Sender};
 use parking_lot::Mutex;
 
 /// The background threads partitions hand work to: the sealers, which make sealed segments
-/// durable (one short-lived thread per segment), and the prefaulter, which maps the pages just
-/// past each active tail before appends reach them (one thread, started on first use).
-/// Dropping the queue waits for both, so that a clean shutdown leaves every sealed segment
+/// durable (one short-lived thread per segment), the makers of spare segments (one per roll),
+/// and the prefaulter, which maps the pages just past each active tail before appends reach
+/// them (one thread, started on first use). Dropping the queue waits for them all, so that a clean shutdown leaves every sealed segment
 /// marked synced (otherwise the next recovery scans it whole) and no mapping outlives it.
 #[derive(Default)]
 pub(crate) struct Background {
-    sealers: Mutex<Vec<JoinHandle<()>>>,
+    /// The sealers and the makers of spare segments (one short-lived thread each).
+    threads: Mutex<Vec<JoinHandle<()>>>,
     prefaulter: Mutex<Option<(Sender<Job>, JoinHandle<()>)>>,
     /// Set by tests to stand for sealing that has not run yet.
     #[cfg(test)]
@@ -33,11 +35,26 @@ impl Background {
         if self.held_back.load(Ordering::Relaxed) {
             return;
         }
-        let mut threads = self.sealers.lock();
-        threads.retain(|thread| !thread.is_finished());
         // If no thread can be had the segment stays unsynced, which recovery copes with.
-        if let Ok(thread) = std::thread::Builder::new().name("streamlog-seal".into()).spawn(work) {
-            threads.push(thread);
+        let _ = self.detach("streamlog-seal", work);
+    }
+
+    /// Runs `work`, which syncs the files of a partition's next segment, on a thread of its
+    /// own. Returns whether a thread could be had (if not, `work` is dropped).
+    pub(crate) fn prepare_spare(&self, work: impl FnOnce() + Send + 'static) -> bool {
+        self.detach("streamlog-spare", work)
+    }
+
+    /// Runs `work` on a new thread that `wait` joins; returns whether one could be started.
+    fn detach(&self, name: &str, work: impl FnOnce() + Send + 'static) -> bool {
+        let mut threads = self.threads.lock();
+        threads.retain(|thread| !thread.is_finished());
+        match std::thread::Builder::new().name(name.into()).spawn(work) {
+            Ok(thread) => {
+                threads.push(thread);
+                true
+            }
+            Err(_) => false,
         }
     }
 
@@ -65,10 +82,10 @@ impl Background {
         self.held_back.store(true, Ordering::Relaxed);
     }
 
-    /// Waits for the sealers and for the prefaulter to finish what it was given (a later
+    /// Waits for the sealers, the makers of spares and for the prefaulter to finish what it was given (a later
     /// `prefault` starts it again).
     pub(crate) fn wait(&self) {
-        let threads = std::mem::take(&mut *self.sealers.lock());
+        let threads = std::mem::take(&mut *self.threads.lock());
         for thread in threads {
             let _ = thread.join();
         }

@@ -9,7 +9,7 @@ use crate::error::{Error, IoContext, Result};
 use crate::log::format::{
     self, FILE_HEADER_BYTES, FileHeader, LOG_RESERVE_STEP_BYTES, LogId, MAX_BATCH_BYTES, PartitionFile, SEGMENT_MAGIC,
 };
-use crate::log::segment::Segment;
+use crate::log::segment::{Segment, Spare};
 use crate::log::state::Tail;
 use crate::sys::file::{self, Access};
 use crate::sys::lock::DirLock;
@@ -25,6 +25,48 @@ pub(crate) fn new_segment(
     now_ms: u64,
     users: &Arc<DirLock>,
 ) -> Result<(Segment, Tail)> {
+    let (header, index_capacity, reserve) = segment_layout(log, config, base, now_ms);
+    let segment = Segment::create(dir, id.clone(), header, index_capacity, reserve, Arc::clone(users))?;
+    let tail = Tail::empty_segment(base, reserve, segment.index_length());
+    Ok((segment, tail))
+}
+
+/// Makes the files of the partition's next segment ahead of its roll (see `Spare`). They hold
+/// only their headers: the appends after the roll reserve the log's space as they go, so that
+/// a spare costs a partition two small files, and a full disk is met where it would be without.
+pub(crate) fn prepare_spare(dir: &Path, log: LogId, config: &TopicConfig) -> Result<Spare> {
+    let (header, index_capacity, _) = segment_layout(log, config, 0, 0);
+    Segment::prepare_spare(dir, header, index_capacity, u64::from(FILE_HEADER_BYTES))
+}
+
+/// `new_segment` for a roll: from `spare` if it fits the topic's settings, with no file
+/// created or synced, or else by creating the files.
+#[expect(clippy::too_many_arguments, reason = "new_segment's arguments and the spare")]
+pub(crate) fn roll_segment(
+    dir: &Path,
+    id: &TopicPartition,
+    log: LogId,
+    config: &TopicConfig,
+    base: u64,
+    now_ms: u64,
+    users: &Arc<DirLock>,
+    spare: Option<Spare>,
+) -> Result<(Segment, Tail)> {
+    let (header, index_capacity, _) = segment_layout(log, config, base, now_ms);
+    if let Some(spare) = spare.filter(|spare| spare.fits(&header, index_capacity)) {
+        let reserve = spare.reserve_bytes;
+        // A spare that cannot be placed (its files were removed) leaves the roll to create them.
+        if let Ok(segment) = Segment::place_spare(spare, dir, id.clone(), header, Arc::clone(users)) {
+            let tail = Tail::empty_segment(base, reserve, segment.index_length());
+            return Ok((segment, tail));
+        }
+    }
+    new_segment(dir, id, log, config, base, now_ms, users)
+}
+
+/// The header of a new segment of `log` at `base`, its index's capacity and the log space it
+/// starts with.
+fn segment_layout(log: LogId, config: &TopicConfig, base: u64, now_ms: u64) -> (FileHeader, u32, u64) {
     let capacity = u64::from(FILE_HEADER_BYTES) + config.segment_bytes + MAX_BATCH_BYTES;
     let header = FileHeader {
         magic: SEGMENT_MAGIC,
@@ -35,10 +77,7 @@ pub(crate) fn new_segment(
         log,
     };
     let index_capacity = format::index_capacity_bytes(capacity, config);
-    let reserve = LOG_RESERVE_STEP_BYTES.min(capacity);
-    let segment = Segment::create(dir, id.clone(), header, index_capacity as u32, reserve, Arc::clone(users))?;
-    let tail = Tail::empty_segment(base, reserve, segment.index_length());
-    Ok((segment, tail))
+    (header, index_capacity as u32, LOG_RESERVE_STEP_BYTES.min(capacity))
 }
 
 /// Deletes a segment's log and index files.

@@ -18,7 +18,7 @@ use crate::error::{Error, IoContext, Result};
 use crate::log::dir::list_segments;
 use crate::log::format::{self, BATCH_HEADER_BYTES, BatchHeader, FILE_HEADER_BYTES, LogId};
 use crate::log::recovery;
-use crate::log::segment::Segment;
+use crate::log::segment::{Segment, Spare};
 use crate::log::state::{SharedState, Tail};
 use crate::sys::file::{self, Access};
 use crate::sys::lock::DirLock;
@@ -38,6 +38,15 @@ struct Writer {
     config: TopicConfig,
 }
 
+/// This process's files for the partition's next roll (see `Partition::prepare_spare`).
+#[derive(Default)]
+struct SpareSlot {
+    /// Made and synced, for the next roll to take.
+    ready: Option<Spare>,
+    /// Made and being synced in the background.
+    syncing: bool,
+}
+
 pub(crate) struct Partition {
     pub(crate) id: TopicPartition,
     /// The id every segment header of this partition carries.
@@ -48,6 +57,9 @@ pub(crate) struct Partition {
     pub(super) segments: RwLock<BTreeMap<u64, Option<Arc<Segment>>>>,
     /// This process's writers take turns here before taking the cross-process append lock.
     writer: Mutex<Writer>,
+    /// Files for this process's next roll, made once the active segment is half full (or half
+    /// its age), so that the roll only renames them.
+    spare: Mutex<SpareSlot>,
     pub(super) users: Arc<DirLock>,
     pub(super) background: Arc<Background>,
     /// Set when this process appended since the last background sync.
@@ -109,6 +121,7 @@ impl Partition {
             state,
             segments: RwLock::new(segments),
             writer: Mutex::new(Writer { active, buffer: Vec::new(), suffix: Vec::new(), config }),
+            spare: Mutex::new(SpareSlot::default()),
             users,
             background,
             dirty: AtomicBool::new(false),

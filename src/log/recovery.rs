@@ -201,13 +201,14 @@ fn open_or_reindex(
     config: &TopicConfig,
     users: &Arc<DirLock>,
 ) -> Result<Segment> {
+    repair_spare_header(dir, base, log)?;
     let index_path = dir.join(format::index_file_name(base));
     let mut index_head = [0u8; FILE_HEADER_BYTES as usize];
     let readable = match file::open_file(&index_path, Access::Read) {
         Ok(index) => {
             std::os::unix::fs::FileExt::read_exact_at(&index, &mut index_head, 0).is_ok()
                 && FileHeader::decode(&index_head, format::INDEX_MAGIC, &index_path)
-                    .is_ok_and(|h| h.base_offset == base && h.log == log)
+                    .is_ok_and(|h| h.base_offset == base && h.log == log && h.flags & format::SEGMENT_SPARE == 0)
         }
         // Something that is no file of ours (a FIFO, a link) is refused, not replaced.
         Err(error @ Error::UnexpectedFileType { .. }) => return Err(error),
@@ -227,6 +228,29 @@ fn open_or_reindex(
     // after a process opened the queue alone), under the exclusive lock of the partition's
     // state file, which every process takes before it maps any of the partition's files.
     unsafe { Segment::open_alone(dir, base, id.clone(), log, Arc::clone(users)) }
+}
+
+/// Writes the header of segment `base` of `log` again if it is still the placeholder of the
+/// spare it was made from (see `format::SEGMENT_SPARE`): a roll renamed the spare into place and
+/// a power cut lost the header it wrote first. Nothing in the segment was synced (a sync would
+/// have made the header durable), so its records past the header are checked as torn ones are;
+/// the base offset comes from the file's name and the creation time is now. A file of another
+/// log is left for `Segment::open` to refuse.
+fn repair_spare_header(dir: &Path, base: u64, log: LogId) -> Result<()> {
+    let path = dir.join(format::segment_file_name(base));
+    let file = file::open_file(&path, Access::ReadWrite)?;
+    let mut head = [0u8; FILE_HEADER_BYTES as usize];
+    if std::os::unix::fs::FileExt::read_exact_at(&file, &mut head, 0).is_err() {
+        return Ok(());
+    }
+    match FileHeader::decode(&head, format::SEGMENT_MAGIC, &path) {
+        Ok(header) if header.flags & format::SEGMENT_SPARE != 0 && header.log == log => {
+            let repaired = FileHeader { base_offset: base, created_ms: clock::wall_clock_ms(), flags: 0, ..header };
+            std::os::unix::fs::FileExt::write_all_at(&file, &repaired.encode(), 0).during("write the header of", &path)?;
+            file::sync_data(&file).during("fsync", &path)
+        }
+        _ => Ok(()),
+    }
 }
 
 /// What a forward scan over batches found.

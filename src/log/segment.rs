@@ -26,7 +26,7 @@ use std::fs::{self, File};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use memmap2::{Advice, MmapOptions, MmapRaw};
 
@@ -57,22 +57,40 @@ struct MappedFile {
 impl MappedFile {
     fn create(path: &Path, header: FileHeader, reserve_bytes: u64) -> Result<Self> {
         let temporary = file::temp_path(path, false);
-        let file = file::open_file(&temporary, Access::Replace)?;
-        let prepared = (|| {
-            file::reserve(&file, reserve_bytes.max(u64::from(FILE_HEADER_BYTES))).during("reserve space for", &temporary)?;
-            file.write_all_at(&header.encode(), 0).during("write the header of", &temporary)?;
-            file.sync_all().during("sync", &temporary)?;
-            #[cfg(test)]
-            if let Some((_, hook)) = BEFORE_RENAME_UNDER.lock().take_if(|(dir, _)| temporary.starts_with(dir)) {
-                hook();
-            }
-            fs::rename(&temporary, path).during("rename into place", path)
-        })();
+        let prepared = Self::prepare(&temporary, header, reserve_bytes).and_then(|file| {
+            run_rename_hook(&temporary);
+            fs::rename(&temporary, path).during("rename into place", path)?;
+            Ok(file)
+        });
         if prepared.is_err() {
             // Give back the space at once (a full disk is the usual reason to be here).
             let _ = fs::remove_file(&temporary);
         }
-        prepared?;
+        Self::map(prepared?, path, header)
+    }
+
+    /// Creates file `temporary` with `reserve_bytes` of space and `header`, durably.
+    fn prepare(temporary: &Path, header: FileHeader, reserve_bytes: u64) -> Result<File> {
+        let file = Self::prepare_unsynced(temporary, header, reserve_bytes)?;
+        file.sync_all().during("sync", temporary)?;
+        Ok(file)
+    }
+
+    /// `prepare` without the sync.
+    fn prepare_unsynced(temporary: &Path, header: FileHeader, reserve_bytes: u64) -> Result<File> {
+        let file = file::open_file(temporary, Access::Replace)?;
+        file::reserve(&file, reserve_bytes.max(u64::from(FILE_HEADER_BYTES))).during("reserve space for", temporary)?;
+        file.write_all_at(&header.encode(), 0).during("write the header of", temporary)?;
+        Ok(file)
+    }
+
+    /// Gives file `prepared` (made by `prepare`) its real `header` and renames it to `path`,
+    /// neither of them synced.
+    fn place(prepared: &Path, path: &Path, header: FileHeader) -> Result<Self> {
+        let file = file::open_file(prepared, Access::ReadWrite)?;
+        file.write_all_at(&header.encode(), 0).during("write the header of", prepared)?;
+        run_rename_hook(prepared);
+        fs::rename(prepared, path).during("rename into place", path)?;
         Self::map(file, path, header)
     }
 
@@ -195,6 +213,13 @@ pub(crate) static BEFORE_RENAME_UNDER: parking_lot::Mutex<Option<RenameHook>> = 
 #[cfg(test)]
 pub(crate) type RenameHook = (PathBuf, Box<dyn FnOnce() + Send>);
 
+fn run_rename_hook(_file: &Path) {
+    #[cfg(test)]
+    if let Some((_, hook)) = BEFORE_RENAME_UNDER.lock().take_if(|(dir, _)| _file.starts_with(dir)) {
+        hook();
+    }
+}
+
 /// Counts the fsyncs of segments under a directory: `(directory, count)`.
 #[cfg(test)]
 pub(crate) static SYNCS_UNDER: parking_lot::Mutex<Option<(PathBuf, u64)>> = parking_lot::Mutex::new(None);
@@ -212,7 +237,54 @@ pub(crate) struct Segment {
     prefaulted_bytes: AtomicU64,
     /// Opened by recovery, which knows that no other process maps the files (`open_alone`).
     alone: bool,
+    /// Whether the files' names are known to be on stable storage. Only `create` syncs the
+    /// directory; otherwise the first `sync` does, since the segment may come from a spare
+    /// renamed into place without a sync (here or in another process).
+    name_synced: AtomicBool,
     _users: Arc<DirLock>,
+}
+
+/// The files of a segment made ahead of the roll that will use them, so that a roll neither
+/// creates nor syncs a file while it holds the append lock: under temporary names (recovery
+/// deletes them), holding only a placeholder header (`format::SEGMENT_SPARE`), synced
+/// before use. Made by `Segment::prepare_spare`, used by `Segment::place_spare`; dropped
+/// unused, it deletes its files.
+pub(crate) struct Spare {
+    /// The log file and the index file, until they are placed.
+    files: Option<(PathBuf, PathBuf)>,
+    header: FileHeader,
+    index_capacity_bytes: u32,
+    /// Space reserved in the log file.
+    pub(crate) reserve_bytes: u64,
+}
+
+impl Spare {
+    /// Whether these files can become segment `header` with an index of `index_capacity_bytes`
+    /// (the topic's settings may have changed since they were made).
+    pub(crate) fn fits(&self, header: &FileHeader, index_capacity_bytes: u32) -> bool {
+        let expected = FileHeader { base_offset: u64::MAX, created_ms: 0, flags: format::SEGMENT_SPARE, ..*header };
+        self.header == expected && self.index_capacity_bytes == index_capacity_bytes
+    }
+}
+
+impl Spare {
+    /// Makes both files durable (not their names, which are temporary).
+    pub(crate) fn sync(&self) -> Result<()> {
+        let (log, index) = self.files.as_ref().expect("a spare is synced before it is placed");
+        for path in [log, index] {
+            file::open_file(path, Access::Read)?.sync_all().during("sync", path)?;
+        }
+        Ok(())
+    }
+}
+
+impl Drop for Spare {
+    fn drop(&mut self) {
+        if let Some((log, index)) = self.files.take() {
+            let _ = fs::remove_file(log);
+            let _ = fs::remove_file(index);
+        }
+    }
 }
 
 impl Segment {
@@ -231,8 +303,64 @@ impl Segment {
         let log = MappedFile::create(&dir.join(format::segment_file_name(header.base_offset)), header, reserve_bytes)
             .inspect_err(|_| drop(fs::remove_file(&index_path)))?;
         file::fsync_dir(dir)?;
-        let published_bytes = AtomicU64::new(u64::from(FILE_HEADER_BYTES));
-        Ok(Segment { partition, log, index, published_bytes, prefaulted_bytes: AtomicU64::new(0), alone: false, _users: users })
+        Ok(Segment::new(partition, log, index, true, users))
+    }
+
+    fn new(partition: TopicPartition, log: MappedFile, index: MappedFile, name_synced: bool, users: Arc<DirLock>) -> Self {
+        Segment {
+            partition,
+            log,
+            index,
+            published_bytes: AtomicU64::new(u64::from(FILE_HEADER_BYTES)),
+            prefaulted_bytes: AtomicU64::new(0),
+            alone: false,
+            name_synced: AtomicBool::new(name_synced),
+            _users: users,
+        }
+    }
+
+    /// Makes the files of a segment for a later roll (see `Spare`), to be synced with
+    /// `Spare::sync`: `header` is the segment's but for its base offset and creation time,
+    /// which `place_spare` fills in.
+    pub(crate) fn prepare_spare(dir: &Path, header: FileHeader, index_capacity_bytes: u32, reserve_bytes: u64) -> Result<Spare> {
+        static PREPARED: AtomicU64 = AtomicU64::new(0);
+        let number = PREPARED.fetch_add(1, Ordering::Relaxed);
+        let name = |kind: &str| dir.join(format!("spare.{}.{number}.{kind}.tmp", std::process::id()));
+        let header = FileHeader { base_offset: u64::MAX, created_ms: 0, flags: format::SEGMENT_SPARE, ..header };
+        let spare = Spare { files: Some((name("log"), name("index"))), header, index_capacity_bytes, reserve_bytes };
+        let (log, index) = spare.files.as_ref().expect("just made");
+        let index_header = FileHeader { magic: INDEX_MAGIC, capacity_bytes: index_capacity_bytes, ..header };
+        MappedFile::prepare_unsynced(index, index_header, 0)?;
+        MappedFile::prepare_unsynced(log, header, reserve_bytes)?;
+        Ok(spare)
+    }
+
+    /// Turns `spare` into segment `header` (which it must fit: `Spare::fits`): writes the real
+    /// headers and renames the files into place, index first, as `create` does. Nothing is
+    /// synced: the first `sync` of the segment syncs its directory (see `name_synced`), and a
+    /// power cut that keeps a rename but not its header is repaired by recovery
+    /// (`format::SEGMENT_SPARE`).
+    pub(crate) fn place_spare(
+        mut spare: Spare,
+        dir: &Path,
+        partition: TopicPartition,
+        header: FileHeader,
+        users: Arc<DirLock>,
+    ) -> Result<Self> {
+        debug_assert!(spare.fits(&header, spare.index_capacity_bytes));
+        let (log_spare, index_spare) = spare.files.take().expect("a spare is placed once");
+        let index_path = dir.join(format::index_file_name(header.base_offset));
+        let index_header = FileHeader { magic: INDEX_MAGIC, capacity_bytes: spare.index_capacity_bytes, ..header };
+        let placed = MappedFile::place(&index_spare, &index_path, index_header).and_then(|index| {
+            let log = MappedFile::place(&log_spare, &dir.join(format::segment_file_name(header.base_offset)), header)
+                .inspect_err(|_| drop(fs::remove_file(&index_path)))?;
+            Ok((log, index.close_file()))
+        });
+        let (log, index) = placed.inspect_err(|_| {
+            let _ = fs::remove_file(&log_spare);
+            let _ = fs::remove_file(&index_spare);
+        })?;
+        Ok(Segment::new(partition, log, index, false, users))
     }
 
     /// Maps an existing segment of log `log`, checking both headers: their base offsets against
@@ -266,16 +394,10 @@ impl Segment {
                 ));
             }
         }
-        let published_bytes = AtomicU64::new(u64::from(FILE_HEADER_BYTES));
-        Ok(Segment {
-            partition,
-            log: log_file,
-            index,
-            published_bytes,
-            prefaulted_bytes: AtomicU64::new(0),
-            alone: false,
-            _users: users,
-        })
+        if log_file.header.flags & format::SEGMENT_SPARE != 0 {
+            return Err(Error::corrupt(&log_file.path, 10, "the header is a spare's placeholder, which only recovery repairs"));
+        }
+        Ok(Segment::new(partition, log_file, index, false, users))
     }
 
     /// Opens a segment as `open` does, for recovery: all of it may be read, and it may be
@@ -537,7 +659,12 @@ impl Segment {
         if let Some((_, count)) = SYNCS_UNDER.lock().as_mut().filter(|(dir, _)| self.log.path.starts_with(dir)) {
             *count += 1;
         }
-        self.log.with_file(|file| file::sync_data(file).during("fsync", &self.log.path))
+        self.log.with_file(|file| file::sync_data(file).during("fsync", &self.log.path))?;
+        if !self.name_synced.load(Ordering::Acquire) {
+            file::fsync_dir(file::parent_of(&self.log.path))?;
+            self.name_synced.store(true, Ordering::Release);
+        }
+        Ok(())
     }
 
     /// Cuts the log and index files to the given lengths, for recovery: the segment must have

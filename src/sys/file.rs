@@ -134,7 +134,7 @@ pub(crate) fn fsync_dir(dir: &Path) -> Result<()> {
     sync_directory(dir).during("sync directory", dir)
 }
 
-fn parent_of(path: &Path) -> &Path {
+pub(crate) fn parent_of(path: &Path) -> &Path {
     path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."))
 }
 

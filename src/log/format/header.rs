@@ -36,7 +36,8 @@ pub(crate) struct FileHeader {
     pub(crate) capacity_bytes: u32,
     pub(crate) base_offset: u64,
     pub(crate) created_ms: u64,
-    /// `SEGMENT_COMPACTED` for files the cleaner wrote.
+    /// `SEGMENT_COMPACTED` for files the cleaner wrote, `SEGMENT_SPARE` for files made ahead
+    /// of a roll.
     pub(crate) flags: u16,
     /// The log the file belongs to.
     pub(crate) log: LogId,
@@ -45,6 +46,13 @@ pub(crate) struct FileHeader {
 /// Header flag: written by compaction. Its offsets may have gaps (records were removed), its
 /// log file ends exactly where its data does, and it is on stable storage as a whole.
 pub(crate) const SEGMENT_COMPACTED: u16 = 1;
+
+/// Header flag: the placeholder header of a segment's files made ahead of the roll that will
+/// use them (`Spare`), whose base offset and creation time are not known yet. The roll writes
+/// the real header before it renames the files into place, without an fsync, so a named file
+/// shows this flag only after a power cut that kept the rename and lost that write; recovery
+/// then writes the header again, the base offset taken from the file's name.
+pub(crate) const SEGMENT_SPARE: u16 = 2;
 
 /// Where a segment or index header keeps its topic id and partition number.
 pub(crate) const LOG_ID_AT: usize = 48;

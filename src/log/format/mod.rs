@@ -29,7 +29,7 @@ pub(crate) use batch::{
 };
 pub(crate) use header::{
     FULLY_SYNCED, FileHeader, INDEX_ENTRY_BYTES, IndexEntry, LOG_ID_AT, LOG_START_FILE_BYTES, LogId, SEGMENT_COMPACTED,
-    SYNCED_MARKER_AT, decode_log_start, encode_log_start, index_capacity_bytes, synced_marker,
+    SEGMENT_SPARE, SYNCED_MARKER_AT, decode_log_start, encode_log_start, index_capacity_bytes, synced_marker,
 };
 pub(crate) use names::{LOG_START_FILE, PartitionFile, STATE_FILE, classify, index_file_name, segment_file_name, swap_file_name};
 

@@ -9,7 +9,7 @@ use std::sync::atomic::Ordering;
 use super::{Partition, Writer};
 use crate::error::{Error, Result};
 use crate::failpoint::failpoint;
-use crate::log::dir::{list_segments, new_segment, remove_segment_files};
+use crate::log::dir::{self, list_segments, remove_segment_files};
 use crate::log::format::{
     self, BatchHeader, FILE_HEADER_BYTES, INDEX_ENTRY_BYTES, INDEX_RESERVE_STEP_BYTES, IndexEntry, LOG_RESERVE_STEP_BYTES,
     MAX_BATCH_BYTES, PREFAULT_MAX_BYTES, PWRITE_MIN_BATCH_BYTES,
@@ -17,6 +17,7 @@ use crate::log::format::{
 use crate::log::segment::Segment;
 use crate::log::state::{AppendGuard, Tail};
 use crate::record::Record;
+use crate::sys::file;
 use crate::topic::TopicConfig;
 
 impl Partition {
@@ -125,6 +126,9 @@ impl Partition {
             sealed.expect_reads();
             self.seal_in_background(sealed.base_offset());
         }
+        let half_full = tail.end_position + batch_bytes - header_bytes >= segment_bytes / 2;
+        let half_age = now_ms.saturating_sub(segment.created_ms()) >= writer.config.segment_ms / 2;
+        let spare_due = half_full || half_age;
 
         let end = tail.end_position + batch_bytes;
         // Reserve ahead of the tail by as much as is prefaulted, so that the prefaulter never
@@ -147,6 +151,9 @@ impl Partition {
         failpoint!("append-before-publish");
         self.state.publish(&guard, tail);
         drop(guard);
+        if spare_due {
+            self.prepare_spare(&writer.config);
+        }
         drop(writer);
         // Only writes through the mapping fault; large batches go through `pwrite`, which a
         // prefaulter running beside it would only slow down (both fill the same pages).
@@ -166,6 +173,34 @@ impl Partition {
             self.dirty.store(true, Ordering::Relaxed);
         }
         Ok(base_offset)
+    }
+
+    /// Makes the files of this process's next roll (see `Spare`), unless it has them or is
+    /// syncing them: created here, so that what they take of a full disk is taken in the
+    /// order of the sends (a failure only leaves the roll to create its files itself), and
+    /// synced in the background, which takes as long as the file system's journal commit (on
+    /// ext4, up to writing back every dirty page of the segment being filled). A roll uses
+    /// them only once they are synced.
+    fn prepare_spare(self: &Arc<Self>, config: &TopicConfig) {
+        let mut slot = self.spare.lock();
+        if slot.ready.is_some() || slot.syncing || self.still_current().is_err() {
+            return;
+        }
+        let Ok(spare) = dir::prepare_spare(&self.dir, self.log_id, config) else { return };
+        slot.syncing = true;
+        drop(slot);
+        let partition = Arc::clone(self);
+        let started = self.background.prepare_spare(move || {
+            let synced = spare.sync().is_ok();
+            let mut slot = partition.spare.lock();
+            slot.syncing = false;
+            if synced {
+                slot.ready = Some(spare);
+            }
+        });
+        if !started {
+            self.spare.lock().syncing = false;
+        }
     }
 
     /// Makes sealed segment `base` durable off the append path: a 1 GiB fsync takes seconds,
@@ -199,6 +234,9 @@ impl Partition {
                 // Retention deleted it meanwhile: nothing to mark.
                 return Ok(());
             }
+            // The segment after it may have been placed from a spare, with no directory sync:
+            // its name must be durable before this one is marked whole (see `recovery.rs`).
+            file::fsync_dir(&self.dir).inspect_err(|_| self.poison_unless_deleted())?;
             let sealed = self.segment(base)?;
             sealed.record_synced(format::FULLY_SYNCED);
             self.sync_or_poison(&sealed)
@@ -259,7 +297,9 @@ impl Partition {
         for base in list_segments(&self.dir)?.into_iter().filter(|&b| b > tail.active_base) {
             remove_segment_files(&self.dir, base)?;
         }
-        let (segment, new_tail) = new_segment(&self.dir, &self.id, self.log_id, config, tail.end_offset, now_ms, &self.users)?;
+        let spare = self.spare.lock().ready.take();
+        let (segment, new_tail) =
+            dir::roll_segment(&self.dir, &self.id, self.log_id, config, tail.end_offset, now_ms, &self.users, spare)?;
         let segment = Arc::new(segment);
         *tail = new_tail;
         self.state.publish(guard, *tail);
@@ -285,7 +325,15 @@ impl Partition {
     }
 
     fn sync_or_poison(&self, segment: &Segment) -> Result<()> {
-        segment.sync().inspect_err(|_| self.state.poison())
+        segment.sync().inspect_err(|_| self.poison_unless_deleted())
+    }
+
+    /// Poisons the partition after a failed sync, unless its topic was deleted (its directory
+    /// is gone, so the sync of the directory failed): that is `UnknownTopic`, not lost data.
+    fn poison_unless_deleted(&self) {
+        if self.still_current().is_ok() {
+            self.state.poison();
+        }
     }
 
     /// Makes everything below `end_offset` durable, sharing fsyncs among concurrent callers in
@@ -307,6 +355,7 @@ impl Partition {
             }
             let first = self.known_base_at_or_before(from).unwrap_or(tail.active_base);
             let bases: Vec<u64> = self.segments.read().range(first..=tail.active_base).map(|(&b, _)| b).collect();
+            let mut synced = Vec::with_capacity(bases.len());
             for base in bases {
                 let segment = match self.segment(base) {
                     Ok(segment) => segment,
@@ -321,6 +370,14 @@ impl Partition {
                     Err(error) => return Err(error),
                 };
                 self.sync_or_poison(&segment)?;
+                synced.push(segment);
+            }
+            // Marked only once all are synced: a segment placed from a spare has its name made
+            // durable by its own first sync (see `Segment::sync`), and the segment before it
+            // must not be marked whole while its successor's name could still be lost (a
+            // marker may reach the disk before the next fsync of its file).
+            for segment in synced {
+                let base = segment.base_offset();
                 segment.record_synced(if base == tail.active_base { tail.end_position } else { format::FULLY_SYNCED });
             }
             // Another fsync of these files failed meanwhile; this one may not have seen it.
@@ -347,6 +404,7 @@ impl Partition {
 mod tests {
     use std::time::Duration;
 
+    use crate::log::format::{self, FILE_HEADER_BYTES};
     use crate::{Durability, Error, ProducerConfig, Queue, Record, TopicConfig, TopicPartition};
 
     fn queue(name: &str) -> (Queue, std::path::PathBuf) {
@@ -467,6 +525,116 @@ mod tests {
         let (_, fsyncs) = crate::log::segment::SYNCS_UNDER.lock().take().unwrap();
         assert_eq!(fsyncs, 1, "only the active segment needed an fsync, of {segments}");
         drop((sync, queue));
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    /// The values of partition 0 of topic `t`, from its start to its end.
+    fn read_all(queue: &Queue) -> Vec<Vec<u8>> {
+        let partition = TopicPartition::new("t", 0);
+        let (start, end) = queue.offsets(&partition).unwrap();
+        let mut consumer = queue.consumer(crate::ConsumerConfig::new("reader")).unwrap();
+        consumer.assign(std::slice::from_ref(&partition)).unwrap();
+        consumer.seek(&partition, start).unwrap();
+        let mut values = Vec::new();
+        while consumer.position(&partition).unwrap() < end {
+            values.extend(consumer.poll(Duration::ZERO).unwrap().iter().map(|r| r.value().to_vec()));
+        }
+        values
+    }
+
+    /// The spare files of the partition's directory, by name, with their inode numbers.
+    fn spare_files(dir: &std::path::Path) -> Vec<(String, u64)> {
+        use std::os::unix::fs::MetadataExt;
+        let mut files: Vec<(String, u64)> = std::fs::read_dir(dir)
+            .unwrap()
+            .map(|entry| entry.unwrap())
+            .filter(|entry| entry.file_name().to_string_lossy().starts_with("spare."))
+            .map(|entry| (entry.file_name().to_string_lossy().into_owned(), entry.metadata().unwrap().ino()))
+            .collect();
+        files.sort();
+        files
+    }
+
+    #[test]
+    fn a_roll_renames_the_files_made_ahead_into_place() {
+        let (queue, dir) = queue("spare");
+        queue.create_topic_with("t", TopicConfig::new(1).segment_bytes(4096)).unwrap();
+        let producer = queue.producer();
+        let partition = queue.inner.partition(&TopicPartition::new("t", 0)).unwrap();
+        let partition_dir = dir.join("topics/t/0");
+        // Once a send takes the segment past half of its 4,096 bytes, the spare is asked for;
+        // waiting for the background threads makes sure it is there before the roll.
+        let mut sent = 0u64;
+        while partition.tail().end_position < 2400 {
+            producer.send("t", Record::new(&[sent as u8; 100])).unwrap();
+            sent += 1;
+        }
+        partition.background.wait();
+        let spares = spare_files(&partition_dir);
+        assert_eq!(spares.len(), 2, "{spares:?}");
+        let (log_spare, index_spare) = (spares.iter().find(|(n, _)| n.ends_with(".log.tmp")).unwrap().1, spares[0].1);
+        while partition.tail().active_base == 0 {
+            producer.send("t", Record::new(&[sent as u8; 100])).unwrap();
+            sent += 1;
+        }
+        let base = partition.tail().active_base;
+        use std::os::unix::fs::MetadataExt;
+        let inode = |name: String| std::fs::metadata(partition_dir.join(name)).unwrap().ino();
+        assert_eq!(inode(format::segment_file_name(base)), log_spare, "the new log is the spare's file");
+        assert_eq!(inode(format::index_file_name(base)), index_spare, "the new index is the spare's file");
+        assert!(spare_files(&partition_dir).is_empty(), "both spare files were used");
+        for _ in 0..5 {
+            producer.send("t", Record::new(&[sent as u8; 100])).unwrap();
+            sent += 1;
+        }
+        drop((producer, partition, queue));
+        // What the reopened queue reads back, from both segments (the new one's header names it).
+        let queue = Queue::open(&dir).unwrap();
+        let read = read_all(&queue);
+        assert_eq!(read.len() as u64, sent);
+        assert!(read.iter().enumerate().all(|(i, value)| value == &vec![i as u8; 100]));
+        drop(queue);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn recovery_writes_again_a_header_a_power_cut_left_as_the_spare_placeholder() {
+        // A power cut that kept the rename of a spare but not the header the roll wrote into it
+        // leaves a segment named for its base offset whose header is still the placeholder.
+        let (queue, dir) = queue("spare-cut");
+        queue.create_topic_with("t", TopicConfig::new(1).segment_bytes(4096)).unwrap();
+        let producer = queue.producer();
+        let partition = queue.inner.partition(&TopicPartition::new("t", 0)).unwrap();
+        let mut sent = 0u64;
+        while partition.tail().active_base == 0 {
+            producer.send("t", Record::new(&[sent as u8; 100])).unwrap();
+            sent += 1;
+            if partition.tail().end_position > 2400 {
+                partition.background.wait();
+            }
+        }
+        producer.send("t", Record::new(&[sent as u8; 100])).unwrap();
+        sent += 1;
+        let base = partition.tail().active_base;
+        drop((producer, partition, queue));
+        let partition_dir = dir.join("topics/t/0");
+        for (name, magic) in
+            [(format::segment_file_name(base), format::SEGMENT_MAGIC), (format::index_file_name(base), format::INDEX_MAGIC)]
+        {
+            let path = partition_dir.join(name);
+            let file = std::fs::OpenOptions::new().read(true).write(true).open(&path).unwrap();
+            let mut head = [0u8; FILE_HEADER_BYTES as usize];
+            std::os::unix::fs::FileExt::read_exact_at(&file, &mut head, 0).unwrap();
+            let header = format::FileHeader::decode(&head, magic, &path).unwrap();
+            let placeholder = format::FileHeader { base_offset: u64::MAX, created_ms: 0, flags: format::SEGMENT_SPARE, ..header };
+            std::os::unix::fs::FileExt::write_all_at(&file, &placeholder.encode(), 0).unwrap();
+        }
+        let queue = Queue::open(&dir).unwrap();
+        let read = read_all(&queue);
+        assert_eq!(read.len() as u64, sent, "every record, the ones past the placeholder too");
+        assert!(read.iter().enumerate().all(|(i, value)| value == &vec![i as u8; 100]));
+        assert_eq!(queue.producer().send("t", Record::new(b"next")).unwrap().offset(), sent);
+        drop(queue);
         std::fs::remove_dir_all(&dir).unwrap();
     }
 
