@@ -36,6 +36,9 @@ struct Writer {
     /// The topic's settings, which `Queue::alter_topic` may change; segment sizes apply from
     /// the next segment on.
     config: TopicConfig,
+    /// The active segment for which this writer last asked for a spare, so that the sends past
+    /// its half do not all look at the spare slot.
+    spare_asked_for: Option<u64>,
 }
 
 /// This process's files for the partition's next roll (see `Partition::prepare_spare`).
@@ -120,7 +123,7 @@ impl Partition {
             dir,
             state,
             segments: RwLock::new(segments),
-            writer: Mutex::new(Writer { active, buffer: Vec::new(), suffix: Vec::new(), config }),
+            writer: Mutex::new(Writer { active, buffer: Vec::new(), suffix: Vec::new(), config, spare_asked_for: None }),
             spare: Mutex::new(SpareSlot::default()),
             users,
             background,

@@ -128,7 +128,7 @@ impl Partition {
         }
         let half_full = tail.end_position + batch_bytes - header_bytes >= segment_bytes / 2;
         let half_age = now_ms.saturating_sub(segment.created_ms()) >= writer.config.segment_ms / 2;
-        let spare_due = half_full || half_age;
+        let spare_due = (half_full || half_age) && writer.spare_asked_for != Some(segment.base_offset());
 
         let end = tail.end_position + batch_bytes;
         // Reserve ahead of the tail by as much as is prefaulted, so that the prefaulter never
@@ -152,6 +152,7 @@ impl Partition {
         self.state.publish(&guard, tail);
         drop(guard);
         if spare_due {
+            writer.spare_asked_for = Some(segment.base_offset());
             self.prepare_spare(&writer.config);
         }
         drop(writer);
