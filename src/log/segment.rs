@@ -31,6 +31,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use memmap2::{Advice, MmapOptions, MmapRaw};
 
 use crate::error::{Error, IoContext, Result};
+use crate::failpoint::failpoint;
 use crate::log::format::{
     self, BATCH_HEADER_BYTES, FILE_HEADER_BYTES, FileHeader, HOLE_ALIGN_BYTES, INDEX_ENTRY_BYTES, INDEX_MAGIC, IndexEntry, LogId,
     MAX_BATCH_BYTES, SEGMENT_MAGIC,
@@ -352,6 +353,7 @@ impl Segment {
         let index_path = dir.join(format::index_file_name(header.base_offset));
         let index_header = FileHeader { magic: INDEX_MAGIC, capacity_bytes: spare.index_capacity_bytes, ..header };
         let placed = MappedFile::place(&index_spare, &index_path, index_header).and_then(|index| {
+            failpoint!("spare-index-placed");
             let log = MappedFile::place(&log_spare, &dir.join(format::segment_file_name(header.base_offset)), header)
                 .inspect_err(|_| drop(fs::remove_file(&index_path)))?;
             Ok((log, index.close_file()))

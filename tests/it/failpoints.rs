@@ -95,6 +95,76 @@ fn a_writer_dying_between_its_data_write_and_the_tail_publish_loses_only_its_una
     }
 }
 
+#[test]
+fn a_writer_dying_at_any_step_of_a_roll_loses_no_acknowledged_record_and_leaves_no_stray_file() {
+    // Segments of 4 KiB roll every twenty records or so, each from a spare (made once the
+    // segment is half full, synced in the background) when one is ready. The writer dies at
+    // each step of that protocol; with a handle open meanwhile the next writer carries on from
+    // the files as they are, without one the next open recovers them.
+    let steps = [
+        ("spare-prepared", 3),
+        ("spare-synced", 2),
+        ("spare-index-placed", 2),
+        ("roll-before-publish", 5),
+        ("roll-before-release", 4),
+        ("seal-before-marker", 3),
+    ];
+    for (round, (step, hit)) in steps.into_iter().enumerate() {
+        for (watch, durability) in [(true, "buffered"), (false, "sync")] {
+            let dir = TempDir::new("fp-roll");
+            let watcher = Queue::open(dir.path()).unwrap();
+            watcher.create_topic_with("crash", TopicConfig::new(2).segment_bytes(4096).index_interval_bytes(256)).unwrap();
+            let watcher = watch.then_some(watcher);
+            let args = [dir_arg(&dir), "crash".into(), "7".into(), "100000".into(), "2".into(), durability.into()];
+            let lines = die_at(&format!("{step}@{hit}"), "produce", &args);
+            let mut acked = HashMap::new();
+            for (seq, partition, offset) in lines.iter().filter_map(|l| child::parse_ack(l)) {
+                assert!(acked.insert((partition, offset), (7, seq)).is_none(), "{step}: {partition}/{offset} acknowledged twice");
+            }
+            let queue = match watcher {
+                Some(queue) => queue,
+                None => open_alone(dir.path()).unwrap(),
+            };
+            let producer = queue.producer();
+            let mut ends = Vec::new();
+            for partition in 0..2 {
+                // At most the one batch in flight (three records) was published unacknowledged.
+                let end = crate::crash::verify(&queue, partition, 0, &acked, round as u32);
+                let acked_here = acked.keys().filter(|(p, _)| *p == partition).count() as u64;
+                assert!((acked_here..=acked_here + 3).contains(&end), "{step}, watched {watch}: {partition} ends at {end}");
+                // Enough sends to roll a few times more, through whatever the dead writer left.
+                for i in 0..60 {
+                    let sent = producer.send("crash", Record::new(child::value_for(8, i)).partition(partition)).unwrap();
+                    assert_eq!(sent.offset(), end + i, "{step}, watched {watch}: send {i} after the dead writer");
+                }
+                ends.push(end + 60);
+            }
+            drop(producer);
+            drop(queue);
+            // Alone again, recovery takes what is left: the dead writer's spares go, every
+            // segment is whole, and the log reads back to where it ended.
+            let queue = open_alone(dir.path()).unwrap();
+            for (partition, end) in (0..2).zip(ends) {
+                let log = read_log(&queue, &TopicPartition::new("crash", partition));
+                assert_eq!(log.len() as u64, end, "{step}, watched {watch}: partition {partition} after recovery");
+                for i in 0..60 {
+                    assert_eq!(
+                        log[&(end - 60 + i)].1.as_deref(),
+                        Some(&child::value_for(8, i)[..]),
+                        "{step}: send {i} read back"
+                    );
+                }
+                let files = file_names(&dir.path().join("topics/crash").join(partition.to_string()));
+                assert!(!files.iter().any(|name| name.ends_with(".tmp")), "{step}, watched {watch}: left behind {files:?}");
+                let bases = segment_bases(&dir.path().join("topics/crash").join(partition.to_string()));
+                for base in &bases {
+                    assert!(files.contains(&format!("{base:020}.index")), "{step}: segment {base} has no index: {files:?}");
+                }
+            }
+        }
+    }
+}
+
 /// Starts a consumer of group `g` on topic `t`, waits until it owns all of `partitions`, commits
 /// `offset` for each, and checks the group lists it alone.
 fn group_is_usable(queue: &Queue, partitions: u32, offset: u64) {

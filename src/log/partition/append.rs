@@ -113,6 +113,7 @@ impl Partition {
         if let Some((sealed, log_bytes, index_entries)) = sealed {
             let Writer { active, config, .. } = &mut *writer;
             segment = self.roll(&guard, &mut tail, active, config, now_ms)?;
+            failpoint!("roll-before-release");
             // The roll is published: the old segment is sealed whether or not this batch then
             // fits (a full disk fails the reservation below), so it gives back the space
             // reserved past its data now, before this batch asks for more: left to a
@@ -188,11 +189,13 @@ impl Partition {
             return;
         }
         let Ok(spare) = dir::prepare_spare(&self.dir, self.log_id, config) else { return };
+        failpoint!("spare-prepared");
         slot.syncing = true;
         drop(slot);
         let partition = Arc::clone(self);
         let started = self.background.prepare_spare(move || {
             let synced = spare.sync().is_ok();
+            failpoint!("spare-synced");
             let mut slot = partition.spare.lock();
             slot.syncing = false;
             if synced {
@@ -239,6 +242,7 @@ impl Partition {
             // its name must be durable before this one is marked whole (see `recovery.rs`).
             file::fsync_dir(&self.dir).inspect_err(|_| self.poison_unless_deleted())?;
             let sealed = self.segment(base)?;
+            failpoint!("seal-before-marker");
             sealed.record_synced(format::FULLY_SYNCED);
             self.sync_or_poison(&sealed)
         })
@@ -303,6 +307,7 @@ impl Partition {
             dir::roll_segment(&self.dir, &self.id, self.log_id, config, tail.end_offset, now_ms, &self.users, spare)?;
         let segment = Arc::new(segment);
         *tail = new_tail;
+        failpoint!("roll-before-publish");
         self.state.publish(guard, *tail);
         self.refresh_segments(tail.active_base)?;
         self.segments.write().insert(tail.active_base, Some(Arc::clone(&segment)));
