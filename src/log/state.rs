@@ -19,6 +19,7 @@ use std::io;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering, fence};
+use std::time::{Duration, Instant};
 
 use memmap2::MmapOptions;
 
@@ -43,8 +44,8 @@ const APPEND_MUTEX_AT: usize = 192;
 const SYNC_MUTEX_AT: usize = 256;
 const MAINTENANCE_MUTEX_AT: usize = 320;
 const COMPACTIONS_AT: usize = 384;
-/// How long a group-commit leader waits for more senders when others were seen recently.
-const GROUP_COMMIT_DELAY: std::time::Duration = std::time::Duration::from_micros(50);
+/// The longest a group-commit leader waits for the senders of the last round to publish again.
+const GATHER_MAX: Duration = Duration::from_millis(1);
 const _: () = assert!(mutex::MUTEX_BYTES <= 64, "a pthread mutex must fit its 64-byte slot");
 
 /// The published end of a partition's log: everything a reader may look at.
@@ -113,8 +114,9 @@ impl Tail {
 
 /// A mapped partition state file.
 pub(crate) struct SharedState {
-    /// Records the last group commit led from this process covered.
+    /// Records the last group commit led from this process covered, and how long its sync took.
     last_round_records: AtomicU64,
+    last_round_nanos: AtomicU64,
     map: SharedMap,
     append_mutex: RobustMutex,
     sync_mutex: RobustMutex,
@@ -198,6 +200,7 @@ impl SharedState {
         };
         Ok(SharedState {
             last_round_records: AtomicU64::new(0),
+            last_round_nanos: AtomicU64::new(0),
             map,
             append_mutex,
             sync_mutex,
@@ -364,6 +367,25 @@ impl SharedState {
         self.word64(SYNCED_OFFSET_AT).load(Ordering::Acquire)
     }
 
+    /// Before a group commit: when the last round covered several records, their senders were
+    /// woken by its end and are about to publish again, while the senders who published during
+    /// its sync are waiting already. Waits until both lots lie past `synced` (the leader's own
+    /// record is in each), or for half as long as the last sync took (at most `GATHER_MAX`),
+    /// giving the processor to them meanwhile. Without the wait, senders settle into two
+    /// cohorts that take turns, each round covering half of them for the price of a whole fsync.
+    fn gather(&self, synced: u64) {
+        let last_round = self.last_round_records.load(Ordering::Relaxed);
+        if last_round <= 1 {
+            return;
+        }
+        let expected = last_round + self.tail().end_offset.saturating_sub(synced).saturating_sub(1);
+        let patience = Duration::from_nanos(self.last_round_nanos.load(Ordering::Relaxed) / 2).min(GATHER_MAX);
+        let deadline = Instant::now() + patience;
+        while self.tail().end_offset.saturating_sub(synced) < expected && Instant::now() < deadline {
+            std::thread::yield_now();
+        }
+    }
+
     /// Makes sure everything below `end_offset` is durable. One caller at a time, in any
     /// process, runs `sync` (which returns the end offset it made durable) under the sync lock;
     /// the others sleep until that leader finishes and return at once if it covered them
@@ -378,7 +400,7 @@ impl SharedState {
             // A dead leader leaves nothing to repair: `synced_offset` is only raised atomically.
             let Some(held) = self.sync_mutex.try_lock().during("take the sync lock in", &self.path)? else {
                 // Not woken if the leader dies; the short sleep bounds the wait for a new one.
-                futex::futex_wait_any(&[(round, seen)], std::time::Instant::now() + std::time::Duration::from_millis(10));
+                futex::futex_wait_any(&[(round, seen)], Instant::now() + Duration::from_millis(10));
                 continue;
             };
             if held.owner_died() {
@@ -387,15 +409,13 @@ impl SharedState {
             let result = if self.synced_offset() >= end_offset {
                 Ok(())
             } else {
-                // When the last round covered several senders, they are about to publish again:
-                // wait a moment (a fraction of an fsync) so that this round covers them too.
-                if self.last_round_records.load(Ordering::Relaxed) > 1 {
-                    std::thread::sleep(GROUP_COMMIT_DELAY);
-                }
                 let before = self.synced_offset();
+                self.gather(before);
+                let started = Instant::now();
                 sync().map(|durable_end| {
                     self.word64(SYNCED_OFFSET_AT).fetch_max(durable_end, Ordering::AcqRel);
                     self.last_round_records.store(durable_end.saturating_sub(before), Ordering::Relaxed);
+                    self.last_round_nanos.store(started.elapsed().as_nanos() as u64, Ordering::Relaxed);
                 })
             };
             drop(held);
