@@ -371,8 +371,9 @@ impl SharedState {
     /// woken by its end and are about to publish again, while the senders who published during
     /// its sync are waiting already. Waits until both lots lie past `synced` (the leader's own
     /// record is in each), or for half as long as the last sync took (at most `GATHER_MAX`),
-    /// giving the processor to them meanwhile. Without the wait, senders settle into two
-    /// cohorts that take turns, each round covering half of them for the price of a whole fsync.
+    /// giving the processor to them meanwhile. A fixed sleep (as before) waits its whole length
+    /// when they are quick; waiting for the last round's lot alone settles the senders into two
+    /// cohorts taking turns, each round covering half of them for the price of a whole fsync.
     fn gather(&self, synced: u64) {
         let last_round = self.last_round_records.load(Ordering::Relaxed);
         if last_round <= 1 {
