@@ -3,6 +3,8 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
 
+use parking_lot::Mutex;
+
 use crate::catalog::{Catalog, Topic, UserHandle};
 use crate::error::{Error, Result};
 use crate::log::format::{self, BATCH_HEADER_BYTES, TARGET_BATCH_BYTES};
@@ -59,6 +61,9 @@ pub struct Producer {
     config: ProducerConfig,
     /// Where the next unkeyed record goes; each clone has its own, so threads do not contend.
     round_robin: AtomicU32,
+    /// The topic `send` found last (see `Catalog::cached_topic`); each clone has its own.
+    /// Threads sharing one producer look the topic up in the catalog when another holds it.
+    last_topic: Mutex<Option<(u64, Arc<Topic>)>>,
 }
 
 impl std::fmt::Debug for Producer {
@@ -74,6 +79,7 @@ impl Clone for Producer {
             queue: Arc::clone(&self.queue),
             config: self.config.clone(),
             round_robin: AtomicU32::new(start),
+            last_topic: Mutex::new(None),
             _handle: Arc::clone(&self._handle),
         }
     }
@@ -82,7 +88,7 @@ impl Clone for Producer {
 impl Producer {
     pub(crate) fn new(queue: Arc<Catalog>, handle: Arc<UserHandle>, config: ProducerConfig) -> Self {
         let start = std::process::id().wrapping_mul(0x9e37_79b9);
-        Producer { queue, config, round_robin: AtomicU32::new(start), _handle: handle }
+        Producer { queue, config, round_robin: AtomicU32::new(start), last_topic: Mutex::new(None), _handle: handle }
     }
 
     /// Appends one record and returns where it landed. With `Durability::Sync` it returns
@@ -97,12 +103,23 @@ impl Producer {
     /// - [`Error::DiskFull`] (nothing acknowledged was harmed; retry once space is freed) and
     ///   the other the [file errors](crate#errors).
     pub fn send(&self, topic: &str, record: Record<'_>) -> Result<RecordMetadata> {
-        let topic = self.queue.topic(topic)?;
-        let partition_number = match fixed_partition(&topic, &record)? {
-            Some(partition) => partition,
-            None => self.round_robin.fetch_add(1, Ordering::Relaxed) % topic.config.partitions,
+        let (mut cache, looked_up);
+        let topic = match self.last_topic.try_lock() {
+            Some(guard) => {
+                cache = guard;
+                self.queue.cached_topic(topic, &mut cache)?
+            }
+            None => {
+                looked_up = self.queue.topic(topic)?;
+                &looked_up
+            }
         };
-        let size = check_size(&topic, &record)?;
+        let partition_number = match fixed_partition(topic, &record)? {
+            Some(partition) => partition,
+            None if topic.config.partitions == 1 => 0,
+            None => self.next_round_robin(1) % topic.config.partitions,
+        };
+        let size = check_size(topic, &record)?;
         let now_ms = clock::wall_clock_ms();
         let timestamp_ms = record.timestamp_ms.unwrap_or(now_ms);
         let partition = topic.partition(partition_number, &self.queue)?;
@@ -128,7 +145,7 @@ impl Producer {
         let now_ms = clock::wall_clock_ms();
         let mut records: Vec<Record<'a>> = records.into_iter().collect();
         let count = records.len();
-        let mut next_round_robin = self.round_robin.fetch_add(count as u32, Ordering::Relaxed);
+        let mut next_round_robin = self.next_round_robin(count as u32);
         let mut partitions = Vec::with_capacity(count);
         for record in &records {
             partitions.push(fixed_partition(&topic, record)?.unwrap_or_else(|| {
@@ -186,6 +203,15 @@ impl Producer {
             start = end;
         }
         Ok(metadata)
+    }
+
+    /// Takes `count` round-robin turns and returns the first. A load and a store, not an
+    /// atomic add: each clone has its own counter, and threads sharing one that take a turn
+    /// twice only send two records to one partition.
+    fn next_round_robin(&self, count: u32) -> u32 {
+        let next = self.round_robin.load(Ordering::Relaxed);
+        self.round_robin.store(next.wrapping_add(count), Ordering::Relaxed);
+        next
     }
 
     /// Makes everything this process sent so far durable as the durability mode promises:

@@ -28,17 +28,22 @@ use crate::topic::{TopicConfig, TopicPartition};
 struct Writer {
     /// The active segment as last seen.
     active: Option<Arc<Segment>>,
-    /// Where large batches are encoded before they are written (or, for one large record, the
-    /// bytes before its value).
-    buffer: Vec<u8>,
-    /// The bytes after a large record's value.
-    suffix: Vec<u8>,
+    buffers: Buffers,
     /// The topic's settings, which `Queue::alter_topic` may change; segment sizes apply from
     /// the next segment on.
     config: TopicConfig,
     /// The active segment for which this writer last asked for a spare, so that the sends past
     /// its half do not all look at the spare slot.
     spare_asked_for: Option<u64>,
+}
+
+/// Where a writer encodes large batches before writing them.
+#[derive(Default)]
+struct Buffers {
+    /// A large batch (or, for one large record, the bytes before its value).
+    batch: Vec<u8>,
+    /// The bytes after a large record's value.
+    suffix: Vec<u8>,
 }
 
 /// This process's files for the partition's next roll (see `Partition::prepare_spare`).
@@ -123,7 +128,7 @@ impl Partition {
             dir,
             state,
             segments: RwLock::new(segments),
-            writer: Mutex::new(Writer { active, buffer: Vec::new(), suffix: Vec::new(), config, spare_asked_for: None }),
+            writer: Mutex::new(Writer { active, buffers: Buffers::default(), config, spare_asked_for: None }),
             spare: Mutex::new(SpareSlot::default()),
             users,
             background,

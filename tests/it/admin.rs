@@ -233,3 +233,27 @@ fn maintenance_skips_a_topic_another_handle_deletes_while_it_runs() {
         }
     });
 }
+
+#[test]
+fn a_producer_sees_the_changes_another_process_makes_at_its_next_send() {
+    // A producer remembers the topic it sent to last; changes made through another handle
+    // must reach its very next send.
+    let dir = TempDir::new("admin-producer-cache");
+    let queue = Queue::open(dir.path()).unwrap();
+    let other = Queue::open(dir.path()).unwrap();
+    queue.create_topic("t", 1).unwrap();
+    let producer = queue.producer();
+    assert_eq!(producer.send("t", Record::new(b"one")).unwrap().partition(), 0);
+    assert!(matches!(producer.send("t", Record::new(b"x").partition(2)), Err(Error::PartitionOutOfRange { .. })));
+    other.add_partitions("t", 3).unwrap();
+    assert_eq!(producer.send("t", Record::new(b"two").partition(2)).unwrap().partition(), 2);
+    let spread: std::collections::BTreeSet<u32> =
+        (0..6).map(|_| producer.send("t", Record::new(b"round")).unwrap().partition()).collect();
+    assert_eq!(spread, (0..3).collect(), "round-robin over the partitions added");
+    other.alter_topic("t", |c| c.max_record_bytes(64)).unwrap();
+    assert!(matches!(producer.send("t", Record::new(&[0u8; 100][..])), Err(Error::RecordTooLarge { .. })));
+    other.delete_topic("t").unwrap();
+    assert!(matches!(producer.send("t", Record::new(b"late")), Err(Error::UnknownTopic(_))));
+    other.create_topic("t", 1).unwrap();
+    assert_eq!(producer.send("t", Record::new(b"fresh")).unwrap().offset(), 0);
+}

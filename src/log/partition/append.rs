@@ -6,7 +6,7 @@
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
-use super::{Partition, Writer};
+use super::{Buffers, Partition};
 use crate::error::{Error, Result};
 use crate::failpoint::failpoint;
 use crate::log::dir::{self, list_segments, remove_segment_files};
@@ -32,19 +32,19 @@ impl Partition {
         now_ms: u64,
     ) -> Result<u64> {
         debug_assert!(!records.is_empty());
-        self.append_with(batch_bytes, records.len() as u64, now_ms, |writer, segment, guard, position, base_offset| {
+        self.append_with(batch_bytes, records.len() as u64, now_ms, |buffers, segment, guard, position, base_offset| {
             if let ([record], [timestamp_ms]) = (records, timestamps_ms)
                 && batch_bytes >= PWRITE_MIN_BATCH_BYTES
             {
                 // One large record: write its value straight from the caller's memory.
-                let Writer { buffer, suffix, .. } = writer;
-                format::frame_single_record(buffer, suffix, base_offset, record, *timestamp_ms);
-                segment.pwrite_unpublished(guard, position, &[buffer.as_slice(), record.value_bytes(), suffix.as_slice()])?;
+                let Buffers { batch, suffix } = buffers;
+                format::frame_single_record(batch, suffix, base_offset, record, *timestamp_ms);
+                segment.pwrite_unpublished(guard, position, &[batch.as_slice(), record.value_bytes(), suffix.as_slice()])?;
                 Ok(*timestamp_ms)
             } else if batch_bytes >= PWRITE_MIN_BATCH_BYTES {
                 // The buffer only grows: `write_batch` sets every byte of what it is given, so
                 // zeroing it again for each batch would be wasted work.
-                let buffer = &mut writer.buffer;
+                let buffer = &mut buffers.batch;
                 if buffer.len() < batch_bytes as usize {
                     buffer.resize(batch_bytes as usize, 0);
                 }
@@ -88,13 +88,16 @@ impl Partition {
         batch_bytes: u64,
         record_count: u64,
         now_ms: u64,
-        write: impl FnOnce(&mut Writer, &Segment, &AppendGuard<'_>, u64, u64) -> Result<u64>,
+        write: impl FnOnce(&mut Buffers, &Segment, &AppendGuard<'_>, u64, u64) -> Result<u64>,
     ) -> Result<u64> {
         debug_assert!(batch_bytes <= MAX_BATCH_BYTES && record_count > 0);
-        let mut writer = self.writer.lock();
+        let mut locked = self.writer.lock();
+        let writer = &mut *locked;
         let guard = self.state.lock_append(|| self.repair())?;
         self.check_not_poisoned()?;
         let mut tail = self.state.tail();
+        // Borrowed from the writer, not counted: a reference count shared by the threads of a
+        // process would be a cache line they pass around at every send.
         let mut segment = self.writer_segment(&mut writer.active, tail.active_base)?;
         // Writers in other processes may have reserved more of the file than this one knows,
         // and a damaged state file may claim more than any did: the files have the last word.
@@ -108,11 +111,11 @@ impl Partition {
             writer.config.segment_bytes.min(segment.capacity_bytes().saturating_sub(header_bytes + MAX_BATCH_BYTES));
         let too_big = tail.end_position + batch_bytes > header_bytes + segment_bytes;
         let too_old = now_ms.saturating_sub(segment.created_ms()) >= writer.config.segment_ms;
-        // The segment to seal, with where its data ends (its log bytes and index entries).
-        let sealed = (!empty && (too_big || too_old)).then(|| (Arc::clone(&segment), tail.end_position, tail.index_count));
-        if let Some((sealed, log_bytes, index_entries)) = sealed {
-            let Writer { active, config, .. } = &mut *writer;
-            segment = self.roll(&guard, &mut tail, active, config, now_ms)?;
+        if !empty && (too_big || too_old) {
+            // The segment to seal, with where its data ends (its log bytes and index entries).
+            let (log_bytes, index_entries) = (tail.end_position, tail.index_count);
+            let sealed = writer.active.take().expect("the writer's segment was just set");
+            self.roll(&guard, &mut tail, &mut writer.active, &writer.config, now_ms)?;
             failpoint!("roll-before-release");
             // The roll is published: the old segment is sealed whether or not this batch then
             // fits (a full disk fails the reservation below), so it gives back the space
@@ -126,6 +129,7 @@ impl Partition {
             let _ = sealed.release_unused(log_bytes, index_entries);
             sealed.expect_reads();
             self.seal_in_background(sealed.base_offset());
+            segment = writer.active.as_deref().expect("the roll set the writer's segment");
         }
         let half_full = tail.end_position + batch_bytes - header_bytes >= segment_bytes / 2;
         let half_age = now_ms.saturating_sub(segment.created_ms()) >= writer.config.segment_ms / 2;
@@ -144,23 +148,25 @@ impl Partition {
             }
         }
         let base_offset = tail.end_offset;
-        let max_timestamp_ms = write(&mut writer, &segment, &guard, tail.end_position, base_offset)?;
-        self.index_batch(&segment, &mut tail, base_offset, writer.config.index_interval_bytes)?;
+        let max_timestamp_ms = write(&mut writer.buffers, segment, &guard, tail.end_position, base_offset)?;
+        self.index_batch(segment, &mut tail, base_offset, writer.config.index_interval_bytes)?;
         tail.end_offset += record_count;
         tail.end_position = end;
         tail.max_timestamp_ms = tail.max_timestamp_ms.max(max_timestamp_ms);
         failpoint!("append-before-publish");
         self.state.publish(&guard, tail);
         drop(guard);
-        if spare_due {
-            writer.spare_asked_for = Some(segment.base_offset());
-            self.prepare_spare(&writer.config);
-        }
-        drop(writer);
         // Only writes through the mapping fault; large batches go through `pwrite`, which a
         // prefaulter running beside it would only slow down (both fill the same pages).
         let prefault = (batch_bytes < PWRITE_MIN_BATCH_BYTES).then(|| segment.claim_prefault(end)).flatten();
-        if let Some(range) = prefault {
+        let segment_base = segment.base_offset();
+        let prefault = prefault.map(|range| (range, Arc::clone(writer.active.as_ref().expect("the writer's segment"))));
+        if spare_due {
+            writer.spare_asked_for = Some(segment_base);
+            self.prepare_spare(&writer.config);
+        }
+        drop(locked);
+        if let Some((range, segment)) = prefault {
             let partition = Arc::clone(self);
             // A segment rolled meanwhile (here or in another process) has had the space past its
             // data punched out: mapping pages there would allocate it again. A roll between this
@@ -271,19 +277,18 @@ impl Partition {
         Ok(())
     }
 
-    fn writer_segment(&self, active: &mut Option<Arc<Segment>>, base: u64) -> Result<Arc<Segment>> {
-        match active {
-            Some(segment) if segment.base_offset() == base => Ok(Arc::clone(segment)),
-            _ => {
-                let segment = self.segment(base)?;
-                segment.expect_appends();
-                *active = Some(Arc::clone(&segment));
-                Ok(segment)
-            }
+    /// The writer's segment at `base`, mapped and remembered if the writer knew another.
+    fn writer_segment<'w>(&self, active: &'w mut Option<Arc<Segment>>, base: u64) -> Result<&'w Segment> {
+        if active.as_ref().is_none_or(|segment| segment.base_offset() != base) {
+            let segment = self.segment(base)?;
+            segment.expect_appends();
+            *active = Some(segment);
         }
+        Ok(active.as_deref().expect("just set"))
     }
 
-    /// Starts a new segment at the tail; the caller makes the old one durable.
+    /// Starts a new segment at the tail and makes it the writer's `active` one; the caller
+    /// makes the old one durable.
     fn roll(
         &self,
         guard: &AppendGuard<'_>,
@@ -291,7 +296,7 @@ impl Partition {
         active: &mut Option<Arc<Segment>>,
         config: &TopicConfig,
         now_ms: u64,
-    ) -> Result<Arc<Segment>> {
+    ) -> Result<()> {
         self.still_current()?;
         // Let go of segments other processes deleted (retention), so their space returns
         // before this one asks for more.
@@ -312,8 +317,8 @@ impl Partition {
         self.refresh_segments(tail.active_base)?;
         self.segments.write().insert(tail.active_base, Some(Arc::clone(&segment)));
         segment.expect_appends();
-        *active = Some(Arc::clone(&segment));
-        Ok(segment)
+        *active = Some(segment);
+        Ok(())
     }
 
     /// Runs after a writer died holding the append lock. The published tail is whole (it is
