@@ -55,7 +55,7 @@ fn main() {
     queue.create_topic(TOPIC, 1).expect("create the topic");
     let (batch_rate, slowest_batch) = send_in_batches(&queue, records);
     let batch_what = format!("`send_batch` of {BATCH_RECORDS}, 1 thread, 100 B values");
-    report.add(&batch_what, millions_per_second(batch_rate), "≥ 15 M/s", Some(batch_rate >= 15e6));
+    report.add(&batch_what, millions_per_second(batch_rate), "", None);
     report.add(&format!("`send_batch` ÷ commitlog {BATCH_RECORDS} at a time"), times(batch_rate, commitlog_batch), "", None);
     report.add("slowest `send_batch` of those", format!("{:.1} ms", slowest_batch.as_secs_f64() * 1e3), "", None);
 
@@ -95,7 +95,7 @@ fn main() {
     let ratio = streamlog_best / file_best;
     report.add("`send` of 64 KiB values", megabytes_per_second(streamlog_best), "", None);
     report.add("reference: `write_all` of 64 KiB to a file", megabytes_per_second(file_best), "", None);
-    report.add("64 KiB `send` ÷ file `write_all`", format!("{:.0} %", ratio * 100.0), "≥ 70 %", Some(ratio >= 0.7));
+    report.add("64 KiB `send` ÷ file `write_all`", format!("{:.0} %", ratio * 100.0), "≥ 90 %", Some(ratio >= 0.9));
 
     report.print("Throughput", full);
 }

@@ -172,6 +172,12 @@ fn record_body_bytes(record: &Record<'_>, timestamp_delta: u64) -> u64 {
         + headers
 }
 
+/// The body length of a record that takes exactly `bytes` with its length varint.
+fn body_filling(bytes: usize) -> u64 {
+    let bytes = bytes as u64;
+    (1..=10).map(|length| bytes.saturating_sub(length)).find(|&body| varint_bytes(body) + body == bytes).unwrap_or(0)
+}
+
 /// Bytes a whole uncompressed batch of `records` takes.
 pub(crate) fn batch_bytes(records: &[Record<'_>], timestamps_ms: &[u64]) -> u64 {
     let first = timestamps_ms.first().copied().unwrap_or(0);
@@ -184,10 +190,14 @@ pub(crate) fn batch_bytes(records: &[Record<'_>], timestamps_ms: &[u64]) -> u64 
 pub(crate) fn write_records(out: &mut [u8], first_timestamp_ms: u64, records: &[Record<'_>], timestamps_ms: &[u64]) -> u64 {
     let mut at = 0;
     let mut max_timestamp = 0;
-    for (record, &timestamp) in records.iter().zip(timestamps_ms) {
+    for (i, (record, &timestamp)) in records.iter().zip(timestamps_ms).enumerate() {
         max_timestamp = max_timestamp.max(timestamp);
         let delta = zigzag(timestamp.wrapping_sub(first_timestamp_ms));
-        put_varint(out, &mut at, record_body_bytes(record, delta));
+        // The last record fills what is left, so its size need not be counted again (a record
+        // sent alone is the only one).
+        let body = if i + 1 == records.len() { body_filling(out.len() - at) } else { record_body_bytes(record, delta) };
+        debug_assert_eq!(body, record_body_bytes(record, delta), "records' size was computed wrongly");
+        put_varint(out, &mut at, body);
         out[at] = record_flags(record);
         at += 1;
         put_varint(out, &mut at, delta);
