@@ -72,6 +72,9 @@ pub(crate) struct Catalog {
     users: Arc<DirLock>,
     background: Arc<Background>,
     topics: RwLock<HashMap<String, Arc<Topic>, BuildHasherDefault<NameHasher>>>,
+    /// Every producer's last topic (see `cached_topic`), so that a topic deleted or replaced
+    /// is let go of (its mappings and files closed) without waiting for each producer's next send.
+    last_topics: Mutex<Vec<Weak<LastTopic>>>,
     /// Started by the first producer or consumer with `Durability::Interval`.
     flusher: Mutex<Option<Ticker>>,
     /// Consumer groups this process has used, opened on first use.
@@ -86,6 +89,11 @@ pub(crate) struct Catalog {
     /// Set when the last user handle went: maintenance passes give up.
     closing: AtomicBool,
 }
+
+/// The topic a producer sent to last, with the topics version it was found at (see
+/// `Catalog::cached_topic`); made by `Catalog::last_topic`, which lets the catalog empty it
+/// once it is stale.
+pub(crate) type LastTopic = Mutex<Option<(u64, Arc<Topic>)>>;
 
 /// A topic as this process knows it; partitions are opened on first use.
 pub(crate) struct Topic {
@@ -138,6 +146,7 @@ impl Catalog {
             users: Arc::new(DirLock::new(users)),
             background: Arc::default(),
             topics: RwLock::new(HashMap::default()),
+            last_topics: Mutex::new(Vec::new()),
             flusher: Mutex::new(None),
             groups: Mutex::new(HashMap::new()),
             offset_stores: Mutex::new(HashMap::new()),
@@ -183,6 +192,35 @@ impl Catalog {
             *cache = Some((version, self.topic(name)?));
         }
         Ok(&cache.as_ref().expect("just filled").1)
+    }
+
+    /// A new, empty slot for `cached_topic`, which the catalog empties once a topic changes.
+    pub(crate) fn last_topic(&self) -> Arc<LastTopic> {
+        let slot = Arc::new(Mutex::new(None));
+        let mut slots = self.last_topics.lock();
+        slots.retain(|slot| slot.strong_count() > 0);
+        slots.push(Arc::downgrade(&slot));
+        slot
+    }
+
+    /// Lets go of topics that were deleted or changed since this process last looked: reloads
+    /// the catalog's topics and empties every producer's stale last topic, so that an idle
+    /// producer does not keep a deleted topic's files (and their disk space) alive. A slot
+    /// in use by a send is left to that send (which finds it stale at its next call) or to
+    /// the next call of this (the maintenance thread calls it every tick).
+    pub(crate) fn forget_stale_topics(&self) {
+        let version = self.topics_version();
+        if self.topics_version.load(Ordering::Acquire) != version {
+            // An unreadable topics directory is retried at the next tick.
+            let _ = self.reload_topics(version);
+        }
+        for slot in self.last_topics.lock().iter().filter_map(Weak::upgrade) {
+            if let Some(mut last) = slot.try_lock() {
+                if matches!(&*last, Some((cached, _)) if *cached != version) {
+                    *last = None;
+                }
+            }
+        }
     }
 
     /// Brings the cached topics up to date after a change by any process: deleted ones are
@@ -302,6 +340,7 @@ impl Catalog {
         let mut lock: Option<File> = None;
         let ticker = Ticker::spawn("streamlog-maintenance", interval, false, move || {
             let Some(queue) = queue.upgrade() else { return ControlFlow::Break(()) };
+            queue.forget_stale_topics();
             if lock.is_none() {
                 lock = lock_file(&path).ok().filter(|file| file.try_lock().is_ok());
             }

@@ -260,7 +260,8 @@ impl QueueOptions {
     }
 
     /// How often background maintenance (retention and compaction) runs, in whichever one
-    /// process holds the maintenance role (Kafka's `log.retention.check.interval.ms`).
+    /// process holds the maintenance role (Kafka's `log.retention.check.interval.ms`). At the
+    /// same interval every process closes the files of topics deleted elsewhere.
     pub fn maintenance_interval(mut self, interval: Duration) -> Self {
         self.maintenance_interval = interval.max(Duration::from_millis(1));
         self

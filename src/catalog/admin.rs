@@ -106,6 +106,7 @@ impl Catalog {
         file::fsync_dir(&topics)?;
         self.topics_changed();
         self.topics.write().remove(name);
+        self.forget_stale_topics();
         // Gone for everyone already; what is left is freeing the space (a crash here leaves it
         // to the next process that opens the queue alone).
         fs::remove_dir_all(&trash).during("remove", &trash)

@@ -3,9 +3,7 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
 
-use parking_lot::Mutex;
-
-use crate::catalog::{Catalog, Topic, UserHandle};
+use crate::catalog::{Catalog, LastTopic, Topic, UserHandle};
 use crate::error::{Error, Result};
 use crate::log::format::{self, BATCH_HEADER_BYTES, TARGET_BATCH_BYTES};
 use crate::options::{Durability, ProducerConfig};
@@ -63,7 +61,7 @@ pub struct Producer {
     round_robin: AtomicU32,
     /// The topic `send` found last (see `Catalog::cached_topic`); each clone has its own.
     /// Threads sharing one producer look the topic up in the catalog when another holds it.
-    last_topic: Mutex<Option<(u64, Arc<Topic>)>>,
+    last_topic: Arc<LastTopic>,
 }
 
 impl std::fmt::Debug for Producer {
@@ -79,7 +77,7 @@ impl Clone for Producer {
             queue: Arc::clone(&self.queue),
             config: self.config.clone(),
             round_robin: AtomicU32::new(start),
-            last_topic: Mutex::new(None),
+            last_topic: self.queue.last_topic(),
             _handle: Arc::clone(&self._handle),
         }
     }
@@ -88,7 +86,8 @@ impl Clone for Producer {
 impl Producer {
     pub(crate) fn new(queue: Arc<Catalog>, handle: Arc<UserHandle>, config: ProducerConfig) -> Self {
         let start = std::process::id().wrapping_mul(0x9e37_79b9);
-        Producer { queue, config, round_robin: AtomicU32::new(start), last_topic: Mutex::new(None), _handle: handle }
+        let last_topic = queue.last_topic();
+        Producer { queue, config, round_robin: AtomicU32::new(start), last_topic, _handle: handle }
     }
 
     /// Appends one record and returns where it landed. With `Durability::Sync` it returns

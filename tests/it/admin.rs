@@ -3,7 +3,7 @@
 
 use std::time::{Duration, Instant};
 
-use streamlog::{CleanupPolicy, ConsumerConfig, Error, OffsetReset, Queue, Record, TopicConfig, TopicPartition};
+use streamlog::{CleanupPolicy, ConsumerConfig, Error, OffsetReset, Queue, QueueOptions, Record, TopicConfig, TopicPartition};
 
 use crate::TempDir;
 use crate::child::{self, Reaper};
@@ -256,4 +256,41 @@ fn a_producer_sees_the_changes_another_process_makes_at_its_next_send() {
     assert!(matches!(producer.send("t", Record::new(b"late")), Err(Error::UnknownTopic(_))));
     other.create_topic("t", 1).unwrap();
     assert_eq!(producer.send("t", Record::new(b"fresh")).unwrap().offset(), 0);
+}
+
+#[test]
+fn a_deleted_topics_files_are_closed_while_the_producers_that_sent_to_it_stay_idle() {
+    // A producer remembers the topic it sent to last; that must not keep a deleted topic's
+    // files open (and their space taken) until its next send, in the deleting handle or in
+    // another one, whose maintenance thread lets go of them.
+    let dir = TempDir::new("admin-delete-idle");
+    let queue = Queue::open(dir.path()).unwrap();
+    let other = Queue::open_with(dir.path(), QueueOptions::default().maintenance_interval(Duration::from_millis(20))).unwrap();
+    let held = |needle: &str| held_files(dir.path()).into_iter().filter(|path| path.contains(needle)).count();
+    for (topic, producer) in [("here", queue.producer()), ("there", other.producer())] {
+        queue.create_topic(topic, 2).unwrap();
+        producer.send(topic, Record::new(b"held")).unwrap();
+        let open = format!("/topics/{topic}/");
+        assert!(held(&open) > 0, "the producer's partition is open");
+        queue.delete_topic(topic).unwrap();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while held(" (deleted)") > 0 {
+            assert!(Instant::now() < deadline, "{topic}: still open: {:?}", held_files(dir.path()));
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        drop(producer);
+    }
+}
+
+/// The files under `dir` this process has open or mapped, as the kernel names them (a deleted
+/// file with " (deleted)" after its last path).
+fn held_files(dir: &std::path::Path) -> Vec<String> {
+    let dir = dir.display().to_string();
+    let maps = std::fs::read_to_string("/proc/self/maps").unwrap();
+    let mapped = maps.lines().filter_map(|line| line.find('/').map(|at| line[at..].to_owned()));
+    let open = std::fs::read_dir("/proc/self/fd")
+        .unwrap()
+        .filter_map(|entry| std::fs::read_link(entry.ok()?.path()).ok())
+        .map(|path| path.display().to_string());
+    mapped.chain(open).filter(|path| path.starts_with(&dir)).collect()
 }
