@@ -576,7 +576,7 @@
 //! | partitions per topic | [`MAX_PARTITIONS`] (100,000) |
 //! | topic and group names | [`MAX_TOPIC_NAME_BYTES`] (249) bytes of `[A-Za-z0-9._-]`, not `.` or `..` |
 //! | one record, counting key, value, headers and their framing (5 bytes for a small record without key or headers) | the topic's [`max_record_bytes`](TopicConfig::max_record_bytes): 1 MiB by default, at most [`MAX_RECORD_BYTES_LIMIT`] (64 MiB) |
-//! | headers per record | 65,535, each name at most 65,535 bytes of UTF-8 ([`Error::TooManyHeaders`], [`Error::HeaderNameTooLong`] beyond) |
+//! | headers per record | [`MAX_HEADERS_PER_RECORD`] (65,535), each name at most [`MAX_HEADER_NAME_BYTES`] (65,535) bytes of UTF-8 ([`Error::TooManyHeaders`], [`Error::HeaderNameTooLong`] beyond) |
 //! | one segment | the topic's [`segment_bytes`](TopicConfig::segment_bytes): 256 B to [`MAX_SEGMENT_BYTES`] (1 GiB, the default) |
 //! | members per group | [`MAX_GROUP_MEMBERS`] (1,024; [`Error::GroupFull`] beyond) |
 //! | `session_timeout`, `max_poll_interval` | at least [`MIN_SESSION_TIMEOUT`] (500 ms) |
@@ -645,6 +645,6 @@ pub use options::{
 pub use queue::Queue;
 pub use record::{IntoBytes, Record};
 pub use topic::{
-    CleanupPolicy, Compression, MAX_PARTITIONS, MAX_RECORD_BYTES_LIMIT, MAX_SEGMENT_BYTES, MAX_TOPIC_NAME_BYTES, TopicConfig,
-    TopicPartition,
+    CleanupPolicy, Compression, MAX_HEADER_NAME_BYTES, MAX_HEADERS_PER_RECORD, MAX_PARTITIONS, MAX_RECORD_BYTES_LIMIT,
+    MAX_SEGMENT_BYTES, MAX_TOPIC_NAME_BYTES, TopicConfig, TopicPartition,
 };

@@ -27,7 +27,7 @@ pub struct Record<'a> {
 
 /// Bytes a [`Record`] can hold: borrowed (a reference to anything that is `AsRef<[u8]>`:
 /// `&[u8]`, `&[u8; N]`, `&str`, `&Vec<u8>`, `&String`) or owned (`Vec<u8>`, `String`,
-/// `Cow<[u8]>`).
+/// `Box<[u8]>`, `[u8; N]`, `Cow<[u8]>`).
 pub trait IntoBytes<'a> {
     /// The bytes, borrowed where they were borrowed.
     fn into_bytes(self) -> Cow<'a, [u8]>;
@@ -48,6 +48,18 @@ impl<'a> IntoBytes<'a> for Vec<u8> {
 impl<'a> IntoBytes<'a> for String {
     fn into_bytes(self) -> Cow<'a, [u8]> {
         Cow::Owned(self.into_bytes())
+    }
+}
+
+impl<'a> IntoBytes<'a> for Box<[u8]> {
+    fn into_bytes(self) -> Cow<'a, [u8]> {
+        Cow::Owned(self.into_vec())
+    }
+}
+
+impl<'a, const N: usize> IntoBytes<'a> for [u8; N] {
+    fn into_bytes(self) -> Cow<'a, [u8]> {
+        Cow::Owned(self.to_vec())
     }
 }
 

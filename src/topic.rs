@@ -9,6 +9,10 @@ pub const MAX_SEGMENT_BYTES: u64 = 1 << 30;
 pub(crate) const MIN_SEGMENT_BYTES: u64 = 256;
 /// Largest record a topic may allow.
 pub const MAX_RECORD_BYTES_LIMIT: u32 = 64 << 20;
+/// Most headers one record may carry (`Error::TooManyHeaders` beyond).
+pub const MAX_HEADERS_PER_RECORD: usize = u16::MAX as usize;
+/// Longest header name, in bytes of UTF-8 (`Error::HeaderNameTooLong` beyond).
+pub const MAX_HEADER_NAME_BYTES: usize = u16::MAX as usize;
 
 /// What happens to old records of a topic (Kafka's `cleanup.policy`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]

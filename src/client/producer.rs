@@ -9,7 +9,7 @@ use crate::log::format::{self, BATCH_HEADER_BYTES, TARGET_BATCH_BYTES};
 use crate::options::{Durability, ProducerConfig};
 use crate::record::Record;
 use crate::sys::clock;
-use crate::topic::Compression;
+use crate::topic::{Compression, MAX_HEADER_NAME_BYTES, MAX_HEADERS_PER_RECORD};
 
 /// Where a sent record landed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -251,12 +251,13 @@ fn check_size(topic: &Topic, record: &Record<'_>) -> Result<u64> {
     if size_bytes > max_bytes {
         return Err(Error::RecordTooLarge { topic: topic.name.clone(), size_bytes, max_bytes });
     }
-    let max = usize::from(u16::MAX);
-    if record.headers.len() > max {
-        return Err(Error::TooManyHeaders { topic: topic.name.clone(), headers: record.headers.len(), max_headers: max });
+    if record.headers.len() > MAX_HEADERS_PER_RECORD {
+        let (headers, max_headers) = (record.headers.len(), MAX_HEADERS_PER_RECORD);
+        return Err(Error::TooManyHeaders { topic: topic.name.clone(), headers, max_headers });
     }
-    if let Some((name, _)) = record.headers.iter().find(|(name, _)| name.len() > max) {
-        return Err(Error::HeaderNameTooLong { topic: topic.name.clone(), name_bytes: name.len() as u64, max_bytes: max as u64 });
+    if let Some((name, _)) = record.headers.iter().find(|(name, _)| name.len() > MAX_HEADER_NAME_BYTES) {
+        let (name_bytes, max_bytes) = (name.len() as u64, MAX_HEADER_NAME_BYTES as u64);
+        return Err(Error::HeaderNameTooLong { topic: topic.name.clone(), name_bytes, max_bytes });
     }
     Ok(size_bytes)
 }
