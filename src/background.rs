@@ -4,24 +4,37 @@
 //! maintenance, keeper and flusher).
 
 use std::ops::ControlFlow;
-#[cfg(test)]
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
 use crossbeam_channel::{RecvTimeoutError, Sender};
 use parking_lot::Mutex;
 
+use crate::sys::clock;
+
+/// How long the rate at which this process's writers reach new pages is measured over before
+/// the prefaulter is turned on or off.
+const FILL_RATE_PERIOD_NS: u64 = 10_000_000;
+
+/// Below this rate (bytes a second of new log written through mappings, all partitions of
+/// the queue together) writers fault their pages in themselves: at 64 MiB/s that is 16,000
+/// faults a second, a few percent of one writer's time, while each wake-up of the prefaulter
+/// takes a processor for up to a few hundred microseconds from whatever runs there (on a
+/// busy 2-core machine, a spinning sender or consumer, which sets their latency's p99).
+const PREFAULT_MIN_BYTES_PER_SECOND: u64 = 64 << 20;
+
 /// The background threads partitions hand work to: the sealers, which make sealed segments
 /// durable (one short-lived thread per segment), the makers of spare segments (one per roll),
 /// and the prefaulter, which maps the pages just past each active tail before appends reach
-/// them (one thread, started on first use). Dropping the queue waits for them all, so that a clean shutdown leaves every sealed segment
+/// them (one thread, started on first use, used while writers fill pages fast). Dropping the queue waits for them all, so that a clean shutdown leaves every sealed segment
 /// marked synced (otherwise the next recovery scans it whole) and no mapping outlives it.
 #[derive(Default)]
 pub(crate) struct Background {
     /// The sealers and the makers of spare segments (one short-lived thread each).
     threads: Mutex<Vec<JoinHandle<()>>>,
     prefaulter: Mutex<Option<(Sender<Job>, JoinHandle<()>)>>,
+    fill_rate: FillRate,
     /// Set by tests to stand for sealing that has not run yet.
     #[cfg(test)]
     held_back: AtomicBool,
@@ -58,9 +71,14 @@ impl Background {
         }
     }
 
-    /// Runs `work` on the prefaulter thread, after the work handed to it before. Work that
-    /// cannot be run (no thread could be started) is dropped: prefaulting only saves time.
-    pub(crate) fn prefault(&self, work: impl FnOnce() + Send + 'static) {
+    /// Runs `work`, which maps the next `bytes` of a segment, on the prefaulter thread, after
+    /// the work handed to it before, if this process's writers fill pages fast enough for
+    /// that to pay (see `PREFAULT_MIN_BYTES_PER_SECOND`). Work that is not run (too slow, or
+    /// no thread could be started) is dropped: prefaulting only saves time.
+    pub(crate) fn prefault(&self, bytes: u64, work: impl FnOnce() + Send + 'static) {
+        if !self.fill_rate.fast_after(bytes, clock::monotonic_now_ns()) {
+            return;
+        }
         let mut prefaulter = self.prefaulter.lock();
         if prefaulter.is_none() {
             let (sender, receiver) = crossbeam_channel::unbounded::<Job>();
@@ -94,6 +112,38 @@ impl Background {
             drop(sender);
             let _ = thread.join();
         }
+    }
+}
+
+/// The rate at which writers reach new pages, measured per `FILL_RATE_PERIOD_NS`.
+#[derive(Default)]
+struct FillRate {
+    /// When the current period started (monotonic nanoseconds; 0 before the first).
+    since_ns: AtomicU64,
+    /// Bytes reached in the current period.
+    bytes: AtomicU64,
+    /// Whether the last whole period was below `PREFAULT_MIN_BYTES_PER_SECOND`.
+    slow: AtomicBool,
+}
+
+impl FillRate {
+    /// Counts `bytes` reached at `now_ns` and says whether the prefaulter is worth using: the
+    /// rate of the last whole period (fast until one was measured). Writers on several threads
+    /// may end a period at once; one of them measures it.
+    fn fast_after(&self, bytes: u64, now_ns: u64) -> bool {
+        let since_ns = self.since_ns.load(Ordering::Relaxed);
+        let total = self.bytes.fetch_add(bytes, Ordering::Relaxed) + bytes;
+        let elapsed_ns = now_ns.saturating_sub(since_ns);
+        if since_ns == 0 {
+            self.since_ns.store(now_ns, Ordering::Relaxed);
+        } else if elapsed_ns >= FILL_RATE_PERIOD_NS
+            && self.since_ns.compare_exchange(since_ns, now_ns, Ordering::Relaxed, Ordering::Relaxed).is_ok()
+        {
+            let _ = self.bytes.fetch_sub(total, Ordering::Relaxed);
+            let per_second = u128::from(total) * 1_000_000_000 / u128::from(elapsed_ns);
+            self.slow.store(per_second < u128::from(PREFAULT_MIN_BYTES_PER_SECOND), Ordering::Relaxed);
+        }
+        !self.slow.load(Ordering::Relaxed)
     }
 }
 
@@ -148,5 +198,29 @@ impl Ticker {
     pub(crate) fn stop(self) -> JoinHandle<()> {
         drop(self.sender);
         self.thread
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_prefaulter_is_used_only_while_writers_fill_pages_fast() {
+        let rate = FillRate::default();
+        let period = FILL_RATE_PERIOD_NS;
+        // Fast until a whole period was measured.
+        assert!(rate.fast_after(4096, 1_000));
+        assert!(rate.fast_after(4096, 1_000 + period / 2));
+        // 8 KiB in a period of 10 ms is 0.8 MB/s: writers fault their own pages.
+        assert!(!rate.fast_after(0, 1_000 + period));
+        assert!(!rate.fast_after(1 << 20, 1_000 + period + 1));
+        // 2 MiB more within the next period (200 MiB/s): the prefaulter again.
+        assert!(!rate.fast_after(1 << 20, 1_000 + period + period / 2));
+        assert!(rate.fast_after(0, 1_000 + 2 * period));
+        // The threshold counts as fast; a byte less in the period as slow.
+        let at_threshold = (PREFAULT_MIN_BYTES_PER_SECOND * period).div_ceil(1_000_000_000);
+        assert!(rate.fast_after(at_threshold, 1_000 + 3 * period));
+        assert!(!rate.fast_after(at_threshold - 1, 1_000 + 4 * period));
     }
 }

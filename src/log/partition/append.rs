@@ -171,7 +171,7 @@ impl Partition {
             // A segment rolled meanwhile (here or in another process) has had the space past its
             // data punched out: mapping pages there would allocate it again. A roll between this
             // look and the mapping can still do that, for at most one window per segment.
-            self.background.prefault(move || {
+            self.background.prefault(range.1 - range.0, move || {
                 if partition.tail().active_base == segment.base_offset() {
                     segment.prefault(range);
                 }
