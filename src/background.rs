@@ -115,7 +115,9 @@ impl Background {
     }
 }
 
-/// The rate at which writers reach new pages, measured per `FILL_RATE_PERIOD_NS`.
+/// The rate at which writers reach new pages, measured over periods of at least
+/// `FILL_RATE_PERIOD_NS`, each ended by the first window claimed after it (so a period that
+/// follows an idle spell is long, and its rate low).
 #[derive(Default)]
 struct FillRate {
     /// When the current period started (monotonic nanoseconds; 0 before the first).
@@ -132,14 +134,15 @@ impl FillRate {
     /// may end a period at once; one of them measures it.
     fn fast_after(&self, bytes: u64, now_ns: u64) -> bool {
         let since_ns = self.since_ns.load(Ordering::Relaxed);
-        let total = self.bytes.fetch_add(bytes, Ordering::Relaxed) + bytes;
+        self.bytes.fetch_add(bytes, Ordering::Relaxed);
         let elapsed_ns = now_ns.saturating_sub(since_ns);
         if since_ns == 0 {
             self.since_ns.store(now_ns, Ordering::Relaxed);
         } else if elapsed_ns >= FILL_RATE_PERIOD_NS
             && self.since_ns.compare_exchange(since_ns, now_ns, Ordering::Relaxed, Ordering::Relaxed).is_ok()
         {
-            let _ = self.bytes.fetch_sub(total, Ordering::Relaxed);
+            // Bytes other writers add meanwhile count in this period or the next, never twice.
+            let total = self.bytes.swap(0, Ordering::Relaxed);
             let per_second = u128::from(total) * 1_000_000_000 / u128::from(elapsed_ns);
             self.slow.store(per_second < u128::from(PREFAULT_MIN_BYTES_PER_SECOND), Ordering::Relaxed);
         }

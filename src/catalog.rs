@@ -211,7 +211,7 @@ impl Catalog {
     pub(crate) fn forget_stale_topics(&self) {
         let version = self.topics_version();
         if self.topics_version.load(Ordering::Acquire) != version {
-            // An unreadable topics directory is retried at the next tick.
+            // A topic that cannot be looked at now is looked at again at the next call.
             let _ = self.reload_topics(version);
         }
         for slot in self.last_topics.lock().iter().filter_map(Weak::upgrade) {
@@ -229,6 +229,7 @@ impl Catalog {
     fn reload_topics(&self, version: u64) -> Result<()> {
         let mut topics = self.topics.write();
         let names: Vec<String> = topics.keys().cloned().collect();
+        let mut complete = true;
         for name in names {
             let cached = Arc::clone(&topics[&name]);
             match self.read_topic_meta(&name) {
@@ -249,11 +250,14 @@ impl Catalog {
                 Ok(_) | Err(Error::UnknownTopic(_)) => {
                     topics.remove(&name);
                 }
-                // Unreadable just now: keep what is cached, and look again on the next change.
-                Err(_) => {}
+                // Unreadable just now: keep what is cached, and look again at the next lookup
+                // (the version stays behind), so that a deleted topic is not kept for good.
+                Err(_) => complete = false,
             }
         }
-        self.topics_version.store(version, Ordering::Release);
+        if complete {
+            self.topics_version.store(version, Ordering::Release);
+        }
         Ok(())
     }
 

@@ -81,8 +81,9 @@ impl<'a> Record<'a> {
         self
     }
 
-    /// Adds a header. Names are UTF-8 of at most 65,535 bytes; a record may carry up to
-    /// 65,535 headers, and several may share a name.
+    /// Adds a header. Names are UTF-8 of at most [`MAX_HEADER_NAME_BYTES`](crate::MAX_HEADER_NAME_BYTES)
+    /// bytes; a record may carry up to [`MAX_HEADERS_PER_RECORD`](crate::MAX_HEADERS_PER_RECORD)
+    /// headers, and several may share a name.
     pub fn header(mut self, name: impl Into<Cow<'a, str>>, value: impl IntoBytes<'a>) -> Self {
         self.headers.push((name.into(), value.into_bytes()));
         self
