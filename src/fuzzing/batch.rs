@@ -73,6 +73,9 @@ pub fn batch(data: &[u8]) -> usize {
             // anyway, the producer fields and the batch's max timestamp) are left out.
             let mut whole = vec![0u8; batch.len()];
             format::write_batch(&mut whole, header.base_offset, &rebuilt, &timestamps);
+            if header.offset_checksummed() {
+                format::checksum_base_offset(&mut whole);
+            }
             for range in [0..4, 8..22] {
                 assert_eq!(whole[range.clone()], batch[range], "an accepted batch's header does not re-encode to its bytes");
             }

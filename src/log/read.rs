@@ -240,6 +240,10 @@ impl Partition {
         if !header.is_plausible() || cursor.position + u64::from(header.batch_bytes) > limit {
             return Err(cursor_corrupt(cursor, "impossible batch header"));
         }
+        if cursor.segment.is_compacted() && !header.offset_checksummed() {
+            // Its offsets may skip: a base offset no checksum covers could be any.
+            return Err(cursor_corrupt(cursor, "a batch of a compacted segment without a checksummed base offset"));
+        }
         let gap = cursor.segment.is_compacted() && header.base_offset > cursor.offset;
         if header.base_offset != cursor.offset && !gap {
             return Err(cursor_corrupt(

@@ -310,7 +310,13 @@ fn batch_is_whole(
     gaps: bool,
     file_len: u64,
 ) -> Result<bool> {
-    let in_order = if gaps { header.base_offset >= expected_offset } else { header.base_offset == expected_offset };
+    // Where offsets may skip (a compacted segment), only a checksum over the base offset can
+    // vouch for it.
+    let in_order = if gaps {
+        header.base_offset >= expected_offset && header.offset_checksummed()
+    } else {
+        header.base_offset == expected_offset
+    };
     let fits = header.is_plausible()
         && u64::from(header.batch_bytes) <= MAX_BATCH_BYTES
         && position + u64::from(header.batch_bytes) <= file_len

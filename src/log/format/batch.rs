@@ -15,8 +15,10 @@ use crate::topic::{Compression, MAX_RECORD_BYTES_LIMIT};
 
 /// The fixed part of every batch, drawn at [`BatchHeader`].
 pub(crate) const BATCH_HEADER_BYTES: u32 = 52;
-/// The checksum covers the batch from this byte on: everything after the base offset.
+/// The checksum covers the batch from this byte on: everything after the base offset...
 const CHECKSUMMED_FROM: usize = 16;
+/// ...or from here, the base offset included, in a batch with `OFFSET_CHECKSUMMED`.
+const CHECKSUMMED_WITH_OFFSET_FROM: usize = 8;
 /// The fewest bytes a record takes: no key, an empty value, no headers.
 pub(crate) const MIN_RECORD_BYTES: u32 = 5;
 
@@ -32,6 +34,11 @@ pub(crate) const FLAG_TOMBSTONE: u8 = 2;
 
 /// The attribute bits that name the compression codec.
 const CODEC_MASK: u16 = 0b111;
+/// Attribute bit: the checksum covers the base offset too. Set on the batches compaction
+/// writes, whose offsets are known when they are encoded (an appended batch is encoded before
+/// its offset is). A compacted segment's offsets may skip, so nothing but the checksum can
+/// tell that a base offset was changed there: every batch of a compacted segment must have it.
+const OFFSET_CHECKSUMMED: u16 = 1 << 7;
 
 /// The producer fields of a batch no idempotent producer wrote.
 const NO_PRODUCER_ID: u64 = u64::MAX;
@@ -41,13 +48,14 @@ const NO_SEQUENCE: u32 = u32::MAX;
 /// The fixed part of a record batch.
 ///
 /// ```text
-/// 0  batch_bytes u32 (whole batch, header included)   4  crc32 of bytes 16..batch_bytes
+/// 0  batch_bytes u32 (whole batch, header included)   4  crc32 of bytes 16 (or 8)..batch_bytes
 /// 8  base_offset u64   16 record_count u32   20 attributes u16   22 producer_epoch u16
 /// 24 producer_id u64   32 base_sequence u32   36 first_timestamp_ms u64   44 max_timestamp_ms u64
 /// 52 the records
 /// ```
-/// Attributes: bits 0 to 2 the compression codec (0 none; Kafka's numbers otherwise), all
-/// others 0 (bits 4 and 5 are kept for Kafka's transactional and control flags). The producer
+/// Attributes: bits 0 to 2 the compression codec (0 none; Kafka's numbers otherwise), bit 7
+/// set when the checksum covers the base offset too (bytes 8 on; see `OFFSET_CHECKSUMMED`),
+/// all others 0 (bits 4 and 5 are kept for Kafka's transactional and control flags). The producer
 /// fields are all ones when no idempotent producer wrote the batch.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct BatchHeader {
@@ -95,10 +103,15 @@ impl BatchHeader {
 
     /// The codec the records are compressed with, or `None` for attributes no writer sets.
     pub(crate) fn compression(&self) -> Option<Compression> {
-        if self.attributes & !CODEC_MASK != 0 {
+        if self.attributes & !(CODEC_MASK | OFFSET_CHECKSUMMED) != 0 {
             return None;
         }
         Compression::from_code((self.attributes & CODEC_MASK) as u8)
+    }
+
+    /// Whether the checksum covers the base offset too (see `OFFSET_CHECKSUMMED`).
+    pub(crate) fn offset_checksummed(&self) -> bool {
+        self.attributes & OFFSET_CHECKSUMMED != 0
     }
 
     /// Whether the header's sizes and attributes are possible at all, before the checksum is
@@ -130,13 +143,26 @@ const MAX_RECORDS_PER_BATCH: u32 = (MAX_BATCH_BYTES / MIN_RECORD_BYTES as u64) a
 
 /// Whether `batch` (exactly one whole batch) matches its checksum.
 pub(crate) fn batch_checksum_ok(batch: &[u8]) -> bool {
-    checksum(&batch[CHECKSUMMED_FROM..]) == u32_at(batch, 4)
+    checksum(&batch[checksummed_from(batch)..]) == u32_at(batch, 4)
+}
+
+/// Where the checksum of `batch` starts, which its attributes say.
+fn checksummed_from(batch: &[u8]) -> usize {
+    if u16_at(batch, 20) & OFFSET_CHECKSUMMED != 0 { CHECKSUMMED_WITH_OFFSET_FROM } else { CHECKSUMMED_FROM }
 }
 
 /// Fills in the checksum of `batch` (exactly one whole batch, every other byte written).
 pub(crate) fn seal_batch(batch: &mut [u8]) {
-    let crc = checksum(&batch[CHECKSUMMED_FROM..]);
+    let crc = checksum(&batch[checksummed_from(batch)..]);
     batch[4..8].copy_from_slice(&crc.to_le_bytes());
+}
+
+/// Makes the checksum of `batch` (one whole batch, its base offset final) cover its base
+/// offset too, as compaction's batches must (see `OFFSET_CHECKSUMMED`).
+pub(crate) fn checksum_base_offset(batch: &mut [u8]) {
+    let attributes = u16_at(batch, 20) | OFFSET_CHECKSUMMED;
+    batch[20..22].copy_from_slice(&attributes.to_le_bytes());
+    seal_batch(batch);
 }
 
 /// Sets the base offset of a sealed batch, which the checksum leaves out.
@@ -541,6 +567,19 @@ mod tests {
         let mut flipped = batch.clone();
         flipped[60] ^= 1;
         assert!(!batch_checksum_ok(&flipped), "a flipped bit must fail the checksum");
+
+        // As compaction writes it: the checksum covers the base offset too, and says so.
+        let mut compacted = batch.clone();
+        checksum_base_offset(&mut compacted);
+        let header = BatchHeader::read(&compacted);
+        assert!(header.offset_checksummed() && header.is_plausible() && batch_checksum_ok(&compacted));
+        assert_eq!(header.compression(), Some(Compression::None));
+        assert!(!BatchHeader::read(&batch).offset_checksummed());
+        set_base_offset(&mut compacted, 78);
+        assert!(!batch_checksum_ok(&compacted), "a moved base offset must fail the checksum");
+        compacted[20] &= !(OFFSET_CHECKSUMMED as u8);
+        set_base_offset(&mut compacted, 77);
+        assert!(!batch_checksum_ok(&compacted), "the flag itself is checksummed");
     }
 
     #[test]
