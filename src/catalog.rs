@@ -198,7 +198,11 @@ impl Catalog {
     pub(crate) fn last_topic(&self) -> Arc<LastTopic> {
         let slot = Arc::new(Mutex::new(None));
         let mut slots = self.last_topics.lock();
-        slots.retain(|slot| slot.strong_count() > 0);
+        if slots.len() == slots.capacity() {
+            // Only before the list would grow: the slots of dropped producers go, at a cost
+            // spread over as many producers as there are slots.
+            slots.retain(|slot| slot.strong_count() > 0);
+        }
         slots.push(Arc::downgrade(&slot));
         slot
     }
@@ -214,12 +218,15 @@ impl Catalog {
             // A topic that cannot be looked at now is looked at again at the next call.
             let _ = self.reload_topics(version);
         }
-        for slot in self.last_topics.lock().iter().filter_map(Weak::upgrade) {
-            if let Some(mut last) = slot.try_lock()
-                && matches!(&*last, Some((cached, _)) if *cached != version)
-            {
-                *last = None;
-            }
+        // Looked at without holding the list, so that closing a topic's files (dropping the
+        // last reference) does not hold up producers being made.
+        let slots: Vec<Arc<LastTopic>> = self.last_topics.lock().iter().filter_map(Weak::upgrade).collect();
+        for slot in &slots {
+            let stale = slot.try_lock().and_then(|mut last| match &*last {
+                Some((cached, _)) if *cached != version => last.take(),
+                _ => None,
+            });
+            drop(stale);
         }
     }
 
