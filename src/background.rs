@@ -1,4 +1,4 @@
-//! Background threads: the sealers, which make sealed segments durable, the makers of spare
+//! Background threads: the sealer, which makes sealed segments durable, the makers of spare
 //! segments for the next roll, the prefaulter, which maps pages ahead of the appends, and the
 //! tickers that run a piece of work every interval until they are stopped (the catalog's
 //! maintenance, keeper and flusher).
@@ -24,16 +24,20 @@ const FILL_RATE_PERIOD_NS: u64 = 10_000_000;
 /// busy 2-core machine, a spinning sender or consumer, which sets their latency's p99).
 const PREFAULT_MIN_BYTES_PER_SECOND: u64 = 64 << 20;
 
-/// The background threads partitions hand work to: the sealers, which make sealed segments
-/// durable (one short-lived thread per segment), the makers of spare segments (one per roll),
-/// and the prefaulter, which maps the pages just past each active tail before appends reach
-/// them (one thread, started on first use, used while writers fill pages fast). Dropping the queue waits for them all, so that a clean shutdown leaves every sealed segment
-/// marked synced (otherwise the next recovery scans it whole) and no mapping outlives it.
+/// The background threads partitions hand work to: the sealer, which gives back what sealed
+/// segments reserved past their data and makes them durable (one thread, started on first
+/// use, sealing in the order of the rolls), the makers of spare segments (one short-lived
+/// thread per roll), and the prefaulter, which maps the pages just past each active tail
+/// before appends reach them (one thread, started on first use, used while writers fill pages
+/// fast). Dropping the queue waits for them all, so that a clean shutdown leaves every sealed
+/// segment marked synced (otherwise the next recovery scans it whole) and no mapping outlives
+/// it.
 #[derive(Default)]
 pub(crate) struct Background {
-    /// The sealers and the makers of spare segments (one short-lived thread each).
+    /// The makers of spare segments (one short-lived thread each).
     threads: Mutex<Vec<JoinHandle<()>>>,
-    prefaulter: Mutex<Option<(Sender<Job>, JoinHandle<()>)>>,
+    sealer: Worker,
+    prefaulter: Worker,
     fill_rate: FillRate,
     /// Set by tests to stand for sealing that has not run yet.
     #[cfg(test)]
@@ -43,26 +47,25 @@ pub(crate) struct Background {
 type Job = Box<dyn FnOnce() + Send>;
 
 impl Background {
+    /// Runs `work`, which seals a segment, on the sealer thread after the work handed to it
+    /// before: starting a thread for each roll would cost the rolling send as much again as a
+    /// hole punched. If no thread can be had the segment stays unsynced, which recovery copes
+    /// with.
     pub(crate) fn seal(&self, work: impl FnOnce() + Send + 'static) {
         #[cfg(test)]
         if self.held_back.load(Ordering::Relaxed) {
             return;
         }
-        // If no thread can be had the segment stays unsynced, which recovery copes with.
-        let _ = self.detach("streamlog-seal", work);
+        self.sealer.run("streamlog-seal", Box::new(work));
     }
 
     /// Runs `work`, which syncs the files of a partition's next segment, on a thread of its
-    /// own. Returns whether a thread could be had (if not, `work` is dropped).
+    /// own, so that it does not wait behind the sealer's fsyncs. Returns whether a thread could
+    /// be had (if not, `work` is dropped).
     pub(crate) fn prepare_spare(&self, work: impl FnOnce() + Send + 'static) -> bool {
-        self.detach("streamlog-spare", work)
-    }
-
-    /// Runs `work` on a new thread that `wait` joins; returns whether one could be started.
-    fn detach(&self, name: &str, work: impl FnOnce() + Send + 'static) -> bool {
         let mut threads = self.threads.lock();
         threads.retain(|thread| !thread.is_finished());
-        match std::thread::Builder::new().name(name.into()).spawn(work) {
+        match std::thread::Builder::new().name("streamlog-spare".into()).spawn(work) {
             Ok(thread) => {
                 threads.push(thread);
                 true
@@ -76,21 +79,8 @@ impl Background {
     /// that to pay (see `PREFAULT_MIN_BYTES_PER_SECOND`). Work that is not run (too slow, or
     /// no thread could be started) is dropped: prefaulting only saves time.
     pub(crate) fn prefault(&self, bytes: u64, work: impl FnOnce() + Send + 'static) {
-        if !self.fill_rate.fast_after(bytes, clock::monotonic_now_ns()) {
-            return;
-        }
-        let mut prefaulter = self.prefaulter.lock();
-        if prefaulter.is_none() {
-            let (sender, receiver) = crossbeam_channel::unbounded::<Job>();
-            let thread = std::thread::Builder::new().name("streamlog-prefault".into()).spawn(move || {
-                for job in receiver {
-                    job();
-                }
-            });
-            *prefaulter = thread.ok().map(|thread| (sender, thread));
-        }
-        if let Some((sender, _)) = &*prefaulter {
-            let _ = sender.send(Box::new(work));
+        if self.fill_rate.fast_after(bytes, clock::monotonic_now_ns()) {
+            self.prefaulter.run("streamlog-prefault", Box::new(work));
         }
     }
 
@@ -100,15 +90,47 @@ impl Background {
         self.held_back.store(true, Ordering::Relaxed);
     }
 
-    /// Waits for the sealers, the makers of spares and for the prefaulter to finish what it was given (a later
-    /// `prefault` starts it again).
+    /// Waits for the makers of spares, and for the sealer and the prefaulter to finish what
+    /// they were given (later work starts them again).
     pub(crate) fn wait(&self) {
         let threads = std::mem::take(&mut *self.threads.lock());
         for thread in threads {
             let _ = thread.join();
         }
-        let prefaulter = self.prefaulter.lock().take();
-        if let Some((sender, thread)) = prefaulter {
+        self.sealer.wait();
+        self.prefaulter.wait();
+    }
+}
+
+/// A thread, started on first use, that runs the jobs handed to it in order.
+#[derive(Default)]
+struct Worker {
+    thread: Mutex<Option<(Sender<Job>, JoinHandle<()>)>>,
+}
+
+impl Worker {
+    /// Hands `job` to the thread, starting it as `name` if it is not running; a job is dropped
+    /// if no thread can be started.
+    fn run(&self, name: &str, job: Job) {
+        let mut thread = self.thread.lock();
+        if thread.is_none() {
+            let (sender, receiver) = crossbeam_channel::unbounded::<Job>();
+            let started = std::thread::Builder::new().name(name.into()).spawn(move || {
+                for job in receiver {
+                    job();
+                }
+            });
+            *thread = started.ok().map(|started| (sender, started));
+        }
+        if let Some((sender, _)) = &*thread {
+            let _ = sender.send(job);
+        }
+    }
+
+    /// Waits until the thread has run every job handed to it, and ends it.
+    fn wait(&self) {
+        let thread = self.thread.lock().take();
+        if let Some((sender, thread)) = thread {
             drop(sender);
             let _ = thread.join();
         }

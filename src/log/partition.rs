@@ -18,7 +18,7 @@ use crate::error::{Error, IoContext, Result};
 use crate::log::dir::list_segments;
 use crate::log::format::{self, BATCH_HEADER_BYTES, BatchHeader, FILE_HEADER_BYTES, LogId};
 use crate::log::recovery;
-use crate::log::segment::{Segment, Spare};
+use crate::log::segment::{Segment, Spare, UnusedSpace};
 use crate::log::state::{SharedState, Tail};
 use crate::sys::file::{self, Access};
 use crate::sys::lock::DirLock;
@@ -33,8 +33,11 @@ struct Writer {
     /// the next segment on.
     config: TopicConfig,
     /// The active segment for which this writer last asked for a spare, so that the sends past
-    /// its half do not all look at the spare slot.
+    /// an eighth do not all look at the spare slot.
     spare_asked_for: Option<u64>,
+    /// What the segment this writer last rolled away from holds past its data, until it is
+    /// given back.
+    unreleased: Option<Arc<UnusedSpace>>,
 }
 
 /// Where a writer encodes large batches before writing them.
@@ -128,7 +131,7 @@ impl Partition {
             dir,
             state,
             segments: RwLock::new(segments),
-            writer: Mutex::new(Writer { active, buffers: Buffers::default(), config, spare_asked_for: None }),
+            writer: Mutex::new(Writer { active, buffers: Buffers::default(), config, spare_asked_for: None, unreleased: None }),
             spare: Mutex::new(SpareSlot::default()),
             users,
             background,
@@ -273,7 +276,12 @@ impl Partition {
     /// Rebuilds the list of segments from the directory: every segment up to `last_base` (a
     /// published base, so nothing up to it is a half-made roll), keeping existing mappings.
     pub(super) fn refresh_segments(&self, last_base: u64) -> Result<()> {
-        let bases = list_segments(&self.dir)?;
+        self.set_segments(list_segments(&self.dir)?, last_base);
+        Ok(())
+    }
+
+    /// `refresh_segments` from `bases`, a listing of the directory.
+    pub(super) fn set_segments(&self, bases: Vec<u64>, last_base: u64) {
         let mut segments = self.segments.write();
         let mut fresh: BTreeMap<u64, Option<Arc<Segment>>> =
             bases.into_iter().filter(|&b| b <= last_base).map(|b| (b, segments.remove(&b).flatten())).collect();
@@ -281,7 +289,6 @@ impl Partition {
             fresh.insert(last_base, mapped);
         }
         *segments = fresh;
-        Ok(())
     }
 
     pub(super) fn known_base_at_or_before(&self, offset: u64) -> Option<u64> {

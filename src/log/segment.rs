@@ -288,6 +288,41 @@ impl Drop for Spare {
     }
 }
 
+/// The space a sealed segment's files hold past its data (see `Segment::release_unused`),
+/// given back once, by whichever comes first: the segment's sealer, the writer's next roll
+/// (so that a writer has at most one segment's reservation outstanding), a send of the
+/// writer that finds the disk full, or the last holder's drop.
+pub(crate) struct UnusedSpace {
+    /// The segment until its space is given back; held no longer, so that retention deleting
+    /// it gets its space back too.
+    segment: parking_lot::Mutex<Option<Arc<Segment>>>,
+    log_bytes: u64,
+    index_entries: u64,
+}
+
+impl UnusedSpace {
+    /// The space of `segment` past `log_bytes` of log and `index_entries` index entries.
+    pub(crate) fn new(segment: Arc<Segment>, log_bytes: u64, index_entries: u64) -> Arc<Self> {
+        Arc::new(UnusedSpace { segment: parking_lot::Mutex::new(Some(segment)), log_bytes, index_entries })
+    }
+
+    /// Gives the space back unless that was done; a caller that finds it being done waits until
+    /// it is. A failure leaves the space allocated and the data as it was: nothing to report.
+    pub(crate) fn release(&self) {
+        let mut segment = self.segment.lock();
+        if let Some(sealed) = segment.take() {
+            let _ = sealed.release_unused(self.log_bytes, self.index_entries);
+        }
+    }
+}
+
+impl Drop for UnusedSpace {
+    /// The last holder gives the space back if nobody did (a sealer that never ran).
+    fn drop(&mut self) {
+        self.release();
+    }
+}
+
 impl Segment {
     /// Creates the files of a new, empty segment and makes them durable with their directory.
     pub(crate) fn create(

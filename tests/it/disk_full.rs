@@ -236,9 +236,10 @@ fn a_send_failing_after_its_roll_still_seals_the_old_segment() {
 }
 
 /// A send that rolls gets the space its roll gives back: the old segment's reservation past
-/// its data is released before the batch asks for its own, not whenever a background thread
-/// gets to it. Each round fits a 1.5 MiB batch only with the old segment's 1 MiB back; a
-/// release left to the scheduler lost that race about every other round.
+/// its data, which the sealer gives back in the background, is given back by the send itself
+/// when its batch finds the disk full, not whenever the sealer gets to it. Each round fits a
+/// 1.5 MiB batch only with the old segment's 1 MiB back; a release left to the scheduler lost
+/// that race about every other round.
 #[test]
 fn a_rolling_send_gets_the_space_its_roll_gives_back() {
     let Some(fs) = SmallFilesystem::mount(8 << 20) else {
