@@ -1,9 +1,11 @@
-//! Background threads: the sealer, which makes sealed segments durable, the makers of spare
-//! segments for the next roll, the prefaulter, which maps pages ahead of the appends, and the
-//! tickers that run a piece of work every interval until they are stopped (the catalog's
-//! maintenance, keeper and flusher).
+//! Background threads: the releaser and the sealer, which give back what sealed segments
+//! reserved past their data and make them durable, the makers of spare segments for the next
+//! roll, the prefaulter, which maps pages ahead of the appends, and the tickers that run a
+//! piece of work every interval until they are stopped (the catalog's maintenance, keeper and
+//! flusher).
 
 use std::ops::ControlFlow;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::thread::JoinHandle;
 use std::time::Duration;
@@ -24,18 +26,19 @@ const FILL_RATE_PERIOD_NS: u64 = 10_000_000;
 /// busy 2-core machine, a spinning sender or consumer, which sets their latency's p99).
 const PREFAULT_MIN_BYTES_PER_SECOND: u64 = 64 << 20;
 
-/// The background threads partitions hand work to: the sealer, which gives back what sealed
-/// segments reserved past their data and makes them durable (one thread, started on first
-/// use, sealing in the order of the rolls), the makers of spare segments (one short-lived
-/// thread per roll), and the prefaulter, which maps the pages just past each active tail
-/// before appends reach them (one thread, started on first use, used while writers fill pages
-/// fast). Dropping the queue waits for them all, so that a clean shutdown leaves every sealed
-/// segment marked synced (otherwise the next recovery scans it whole) and no mapping outlives
-/// it.
+/// The background threads partitions hand work to: the releaser, which gives back what
+/// sealed segments reserved past their data, and the sealer, which then makes them durable
+/// (one thread each, started on first use, working in the order of the rolls); the makers of
+/// spare segments (one short-lived thread per roll); and the prefaulter, which maps the pages
+/// just past each active tail before appends reach them (one thread, started on first use,
+/// used while writers fill pages fast). Dropping the queue waits for them all, so that a clean
+/// shutdown leaves every sealed segment marked synced (otherwise the next recovery scans it
+/// whole) and no mapping outlives it.
 #[derive(Default)]
 pub(crate) struct Background {
     /// The makers of spare segments (one short-lived thread each).
     threads: Mutex<Vec<JoinHandle<()>>>,
+    releaser: Worker,
     sealer: Worker,
     prefaulter: Worker,
     fill_rate: FillRate,
@@ -47,16 +50,25 @@ pub(crate) struct Background {
 type Job = Box<dyn FnOnce() + Send>;
 
 impl Background {
-    /// Runs `work`, which seals a segment, on the sealer thread after the work handed to it
-    /// before: starting a thread for each roll would cost the rolling send as much again as a
-    /// hole punched. If no thread can be had the segment stays unsynced, which recovery copes
-    /// with.
-    pub(crate) fn seal(&self, work: impl FnOnce() + Send + 'static) {
+    /// Runs `release`, which gives back what a sealed segment reserved past its data, on the
+    /// releaser thread, and then `seal`, which makes it durable, on the sealer thread: each
+    /// after the work handed to it before. Starting a thread for each roll would cost the
+    /// rolling send as much again as a hole punched, and releases do not wait behind the
+    /// sealer's fsyncs (a few per segment). If no thread can be had the segment stays unsynced,
+    /// which recovery copes with.
+    pub(crate) fn seal(self: &Arc<Self>, release: impl FnOnce() + Send + 'static, seal: impl FnOnce() + Send + 'static) {
         #[cfg(test)]
         if self.held_back.load(Ordering::Relaxed) {
             return;
         }
-        self.sealer.run("streamlog-seal", Box::new(work));
+        let background = Arc::clone(self);
+        self.releaser.run(
+            "streamlog-release",
+            Box::new(move || {
+                release();
+                background.sealer.run("streamlog-seal", Box::new(seal));
+            }),
+        );
     }
 
     /// Runs `work`, which syncs the files of a partition's next segment, on a thread of its
@@ -90,13 +102,15 @@ impl Background {
         self.held_back.store(true, Ordering::Relaxed);
     }
 
-    /// Waits for the makers of spares, and for the sealer and the prefaulter to finish what
-    /// they were given (later work starts them again).
+    /// Waits for the makers of spares, and for the releaser, the sealer and the prefaulter to
+    /// finish what they were given (later work starts them again).
     pub(crate) fn wait(&self) {
         let threads = std::mem::take(&mut *self.threads.lock());
         for thread in threads {
             let _ = thread.join();
         }
+        // The releaser first: it hands each segment on to the sealer.
+        self.releaser.wait();
         self.sealer.wait();
         self.prefaulter.wait();
     }

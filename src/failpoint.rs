@@ -13,7 +13,7 @@
 //! | `spare-synced` | `log/partition/append.rs`, on the spare's background thread: the spare is synced, not yet handed to the next roll |
 //! | `spare-index-placed` | `log/segment.rs`, at a roll holding the append lock: the spare's index is renamed into place, its log not yet |
 //! | `roll-before-publish` | `log/partition/append.rs`: the new segment's files are in place, the tail naming it not yet published |
-//! | `roll-before-release` | `log/partition/append.rs`: the new segment is published, the old one's reservation not yet given back |
+//! | `roll-before-release` | `log/partition/append.rs`: the new segment is published, the old one not yet handed to the releaser and the sealer (its reservation is given back by recovery) |
 //! | `seal-before-marker` | `log/partition/append.rs`, on the sealer thread: the sealed segment and the directory are synced, the segment not yet marked fully synced |
 //! | `group-store-before-switch` | `group/file.rs`, holding the group lock: the new state is written to the inactive half, not yet made active |
 //! | `group-store-after-switch` | `group/file.rs`, holding the group lock: the new state is active, its mirrors in the head not yet updated |

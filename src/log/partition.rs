@@ -68,8 +68,8 @@ pub(crate) struct Partition {
     pub(super) segments: RwLock<BTreeMap<u64, Option<Arc<Segment>>>>,
     /// This process's writers take turns here before taking the cross-process append lock.
     writer: Mutex<Writer>,
-    /// Files for this process's next roll, made once the active segment is half full (or half
-    /// its age), so that the roll only renames them.
+    /// Files for this process's next roll, made once an eighth of the active segment is full
+    /// (or half its age is up), so that the roll only renames them.
     spare: Mutex<SpareSlot>,
     pub(super) users: Arc<DirLock>,
     pub(super) background: Arc<Background>,

@@ -125,7 +125,13 @@ pub(crate) fn recover(
     for i in 0..bases.len().saturating_sub(1) {
         let segment = open_or_reindex(dir, bases[i], id, log, config, users)?;
         match check_sealed(&segment, bases[i + 1])? {
-            Sealed::Whole => {
+            Sealed::Whole { end_position } => {
+                if !segment.is_compacted() {
+                    // Its writer may have died before its releaser gave back what it reserved
+                    // past the data, even if a writer in another process synced and marked it
+                    // since. A failure leaves the space allocated and the data as it was.
+                    let _ = segment.release_unused_log(end_position);
+                }
                 synced_so_far &= segment.synced_bytes() == format::FULLY_SYNCED;
                 if synced_so_far {
                     synced_offset = bases[i + 1];
@@ -355,8 +361,8 @@ fn scan_start(segment: &Segment, last_only: bool, synced: u64) -> Result<(IndexE
 
 /// What a sealed segment holds, judged by `check_sealed`.
 enum Sealed {
-    /// Whole batches up to the next segment's base.
-    Whole,
+    /// Whole batches up to the next segment's base, which end at `end_position`.
+    Whole { end_position: u64 },
     /// Whole batches up to `end_offset` at `end_position`, past its synced marker, and then
     /// nothing (`clean`: the file's end or zeros) or a bad batch.
     Short { end_offset: u64, end_position: u64, clean: bool },
@@ -369,13 +375,13 @@ fn check_sealed(segment: &Segment, next_base: u64) -> Result<Sealed> {
     let start = scan_start(segment, true, synced)?.0;
     let scan = scan(segment, start, u64::MAX, Some(next_base))?;
     if scan.end_offset == next_base {
-        return Ok(Sealed::Whole);
+        return Ok(Sealed::Whole { end_position: scan.end_position });
     }
     if segment.is_compacted() {
         // Written whole and synced before it took its place: it must end exactly at its file's
         // end, with nothing past the next segment's base.
         if scan.end_position == segment.log_length()? && scan.end_offset <= next_base {
-            return Ok(Sealed::Whole);
+            return Ok(Sealed::Whole { end_position: scan.end_position });
         }
         return Err(Error::corrupt(segment.path(), scan.end_position, "a compacted segment is damaged"));
     }

@@ -743,6 +743,19 @@ impl Segment {
         Ok(())
     }
 
+    /// For recovery, of a sealed segment whose log holds `log_bytes` of data: gives back what
+    /// its log file still has allocated past them (left by a writer that died before its
+    /// releaser ran, see `UnusedSpace`), if it has any. Its index keeps its small reservation.
+    pub(crate) fn release_unused_log(&self, log_bytes: u64) -> Result<()> {
+        let allocated_bytes = self.log.with_file(|file| {
+            Ok(std::os::unix::fs::MetadataExt::blocks(&file.metadata().during("stat", &self.log.path)?) * 512)
+        })?;
+        if allocated_bytes > log_bytes.next_multiple_of(HOLE_ALIGN_BYTES) + HOLE_ALIGN_BYTES {
+            self.release_unused(log_bytes, self.index_capacity_entries())?;
+        }
+        Ok(())
+    }
+
     /// Learns that a writer (perhaps in another process) allocated the log up to `log_bytes`
     /// and the index up to `index_bytes`. The claims come from the shared state, so they are
     /// believed only as far as the files' lengths bear them out: touching a mapped page past

@@ -97,8 +97,8 @@ fn a_writer_dying_between_its_data_write_and_the_tail_publish_loses_only_its_una
 
 #[test]
 fn a_writer_dying_at_any_step_of_a_roll_loses_no_acknowledged_record_and_leaves_no_stray_file() {
-    // Segments of 4 KiB roll every twenty records or so, each from a spare (made once the
-    // segment is half full, synced in the background) when one is ready. The writer dies at
+    // Segments of 4 KiB roll every twenty records or so, each from a spare (made once an
+    // eighth of the segment is full, synced in the background) when one is ready. The writer dies at
     // each step of that protocol; with a handle open meanwhile the next writer carries on from
     // the files as they are, without one the next open recovers them.
     let steps = [
@@ -156,9 +156,17 @@ fn a_writer_dying_at_any_step_of_a_roll_loses_no_acknowledged_record_and_leaves_
                 }
                 let files = file_names(&dir.path().join("topics/crash").join(partition.to_string()));
                 assert!(!files.iter().any(|name| name.ends_with(".tmp")), "{step}, watched {watch}: left behind {files:?}");
-                let bases = segment_bases(&dir.path().join("topics/crash").join(partition.to_string()));
+                let partition_dir = dir.path().join("topics/crash").join(partition.to_string());
+                let bases = segment_bases(&partition_dir);
                 for base in &bases {
                     assert!(files.contains(&format!("{base:020}.index")), "{step}: segment {base} has no index: {files:?}");
+                }
+                // What a sealed segment reserved past its data (1 MiB) went back, whether its
+                // writer lived to give it back or recovery did.
+                for base in &bases[..bases.len() - 1] {
+                    let log = std::fs::metadata(partition_dir.join(format!("{base:020}.log"))).unwrap();
+                    let allocated = std::os::unix::fs::MetadataExt::blocks(&log) * 512;
+                    assert!(allocated <= 128 << 10, "{step}, watched {watch}: sealed segment {base} holds {allocated} bytes");
                 }
             }
         }

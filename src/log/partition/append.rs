@@ -115,18 +115,21 @@ impl Partition {
             // The segment to seal, with where its data ends (its log bytes and index entries).
             let (log_bytes, index_entries) = (tail.end_position, tail.index_count);
             let sealed = writer.active.take().expect("the writer's segment was just set");
+            // The space the segment sealed at this writer's last roll reserved past its data
+            // goes back before this roll asks for more, if the background has not given it
+            // back yet: so a producer rolling faster than those threads run cannot fill the
+            // disk with reservations nothing uses.
+            if let Some(previous) = writer.unreleased.take() {
+                previous.release();
+            }
             self.roll(&guard, &mut tail, &mut writer.active, &writer.config, now_ms)?;
             failpoint!("roll-before-release");
             // The roll is published: the old segment is sealed whether or not this batch then
-            // fits. The space it reserved past its data goes back in the background with its
-            // fsync and marker (a hole punched in each file takes a few hundred microseconds),
-            // but not later than this writer's next roll, so that a producer rolling faster
-            // than those threads run cannot fill the disk with reservations nothing uses; and
-            // sooner if this writer finds the disk full (see `or_release`).
+            // fits. What it reserved past its data goes back in the background (a hole punched
+            // in each file takes a few hundred microseconds), by the next roll at the latest
+            // (above), or sooner if this writer finds the disk full (see `or_release`).
             let unused = UnusedSpace::new(Arc::clone(&sealed), log_bytes, index_entries);
-            if let Some(previous) = writer.unreleased.replace(Arc::clone(&unused)) {
-                previous.release();
-            }
+            writer.unreleased = Some(Arc::clone(&unused));
             sealed.expect_reads();
             self.seal_in_background(sealed.base_offset(), unused);
             segment = writer.active.as_deref().expect("the roll set the writer's segment");
@@ -173,9 +176,10 @@ impl Partition {
         drop(locked);
         if let Some((range, segment)) = prefault {
             let partition = Arc::clone(self);
-            // A segment rolled meanwhile (here or in another process) has had the space past its
-            // data punched out: mapping pages there would allocate it again. A roll between this
-            // look and the mapping can still do that, for at most one window per segment.
+            // A segment rolled meanwhile (here or in another process) has its space past its data
+            // given back, now or soon: mapping pages there would allocate it again. A roll
+            // between this look and the mapping can still do that, for at most one window per
+            // segment.
             self.background.prefault(range.1 - range.0, move || {
                 if partition.tail().active_base == segment.base_offset() {
                     segment.prefault(range);
@@ -218,21 +222,24 @@ impl Partition {
         }
     }
 
-    /// Gives back `unused` and makes sealed segment `base` durable off the append path: a 1 GiB
-    /// fsync takes seconds, and nothing waits for it except `Durability::Sync` senders, whose
-    /// `sync_through` covers every segment since the last sync anyway. Recovery treats a
-    /// segment not marked fully synced as possibly torn.
+    /// Gives back `unused` and then makes sealed segment `base` durable, off the append path: a
+    /// 1 GiB fsync takes seconds, and nothing waits for it except `Durability::Sync` senders,
+    /// whose `sync_through` covers every segment since the last sync anyway. Recovery treats a
+    /// segment not marked fully synced as possibly torn, and gives back the unused space of a
+    /// writer that died before its releaser ran.
     fn seal_in_background(self: &Arc<Self>, base: u64, unused: Arc<UnusedSpace>) {
         let partition = Arc::clone(self);
         let sealed_end = self.tail().active_base.max(base + 1);
-        // The thread holds no mapping of the segment while it waits: retention may delete it
-        // meanwhile, and a mapping held would keep its space from coming back. A failure
-        // poisons the partition, which the next send reports.
-        self.background.seal(move || {
-            unused.release();
-            drop(unused);
-            let _ = partition.seal(base, sealed_end);
-        });
+        // The sealer holds no mapping of the segment while it waits: retention may delete it
+        // meanwhile, and a mapping held would keep its space from coming back (the releaser
+        // lets go of it once the space is given back). A failure poisons the partition, which
+        // the next send reports.
+        self.background.seal(
+            move || unused.release(),
+            move || {
+                let _ = partition.seal(base, sealed_end);
+            },
+        );
     }
 
     /// Makes sealed segment `base`, which ends at `sealed_end`, durable and marks it fully
@@ -681,33 +688,47 @@ mod tests {
 
     #[test]
     fn a_sealed_segments_reservation_is_given_back_by_the_writers_next_roll_at_the_latest() {
-        // With the sealer held back, only the writer gives reservations back: each roll the one
-        // of the segment sealed by the roll before, and not its own (a hole punched costs the
-        // rolling send a few hundred microseconds; the sealer does it).
+        // With the background held back, only the writer gives reservations back: each roll
+        // the one of the segment sealed by the roll before, before it asks for space of its
+        // own, and not the one it seals (a hole punched would cost the rolling send a few
+        // hundred microseconds; the releaser does it).
         let (queue, dir) = queue("release");
         queue.create_topic_with("t", TopicConfig::new(1).segment_bytes(4096)).unwrap();
         let producer = queue.producer();
         let partition = queue.inner.partition(&TopicPartition::new("t", 0)).unwrap();
         partition.background.hold_back();
-        let mut bases = vec![0];
-        while bases.len() < 4 {
-            producer.send("t", Record::new(&[1u8; 100])).unwrap();
-            let active = partition.tail().active_base;
-            if bases.last() != Some(&active) {
-                bases.push(active);
-            }
-        }
-        let allocated = |base: u64| {
-            let path = dir.join("topics/t/0").join(format::segment_file_name(base));
+        let partition_dir = dir.join("topics/t/0");
+        let allocated = move |dir: &std::path::Path, base: u64| {
+            let path = dir.join(format::segment_file_name(base));
             std::os::unix::fs::MetadataExt::blocks(&std::fs::metadata(path).unwrap()) * 512
         };
-        for &base in &bases[..2] {
-            assert!(allocated(base) <= 64 << 10, "segment {base} still holds {} bytes", allocated(base));
+        let mut bases = vec![0];
+        let seen_at_roll = std::sync::Arc::new(parking_lot::Mutex::new(Vec::new()));
+        while bases.len() < 4 {
+            // When the next roll puts its files in place, what the one before it sealed.
+            let older = bases.len().checked_sub(2).map(|i| bases[i]);
+            let (seen, dir) = (std::sync::Arc::clone(&seen_at_roll), partition_dir.clone());
+            let look = move || seen.lock().push(older.map(|base| allocated(&dir, base)));
+            *crate::log::segment::BEFORE_RENAME_UNDER.lock() = Some((partition_dir.clone(), Box::new(look)));
+            while partition.tail().active_base == *bases.last().unwrap() {
+                producer.send("t", Record::new(&[1u8; 100])).unwrap();
+            }
+            bases.push(partition.tail().active_base);
         }
-        assert!(allocated(bases[2]) >= 256 << 10, "the last sealed segment's space went back at its roll");
+        let seen_at_roll = seen_at_roll.lock();
+        assert_eq!(seen_at_roll.len(), 3, "every roll put files in place");
+        for (roll, bytes) in seen_at_roll.iter().enumerate().skip(1) {
+            let bytes = bytes.expect("a segment sealed two rolls before");
+            assert!(bytes <= 64 << 10, "roll {}: the segment sealed the roll before still held {bytes} bytes", roll + 1);
+        }
+        for &base in &bases[..2] {
+            assert!(allocated(&partition_dir, base) <= 64 << 10, "segment {base} still holds its reservation");
+        }
+        assert!(allocated(&partition_dir, bases[2]) >= 256 << 10, "the last sealed segment's space went back at its roll");
         // Dropped with the writer, the last one's goes back too.
         drop((producer, partition, queue));
-        assert!(allocated(bases[2]) <= 64 << 10, "the last sealed segment still holds {} bytes", allocated(bases[2]));
+        let bytes = allocated(&partition_dir, bases[2]);
+        assert!(bytes <= 64 << 10, "the last sealed segment still holds {bytes} bytes");
         std::fs::remove_dir_all(&dir).unwrap();
     }
 
