@@ -434,7 +434,7 @@ impl Partition {
 }
 
 /// Runs `reserve`, and if it finds the disk full, gives back what the writer's last sealed
-/// segment holds past its data (unless its sealer has already) and runs it once more: a send
+/// segment holds past its data (unless its releaser has) and runs it once more: a send
 /// that rolled gets the space its roll gave back, not whatever a background thread has
 /// managed to give back by then.
 fn or_release(unreleased: &mut Option<Arc<UnusedSpace>>, mut reserve: impl FnMut() -> Result<()>) -> Result<()> {
