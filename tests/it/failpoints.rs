@@ -243,7 +243,7 @@ fn a_member_dying_inside_the_group_lock_leaves_the_group_usable_and_its_commits_
                 assert!(lag.committed >= Some(*offset), "{spec}: commit {p}@{offset} lost: {lag:?}");
             }
             group_is_usable(&queue, 3, 10);
-            drop(queue);
+            drop((producer, queue));
             // And after a reopen too.
             group_is_usable(&open_alone(dir.path()).unwrap(), 3, 10);
         }
