@@ -12,7 +12,7 @@ use std::io::Write;
 use std::time::{Duration, Instant};
 
 use common::{ProbeLog, Report, ScratchDir, megabytes_per_second, millions_per_second, per_second};
-use streamlog::{ConsumerConfig, OffsetReset, Queue, Record, TopicPartition};
+use streamlog::{ConsumerConfig, OffsetReset, ProducerConfig, Queue, Record, TopicPartition};
 
 const TOPIC: &str = "bench";
 const VALUE_BYTES: usize = 100;
@@ -30,11 +30,26 @@ fn main() {
     let large_rounds = if full { 3 } else { 1 };
     let mut report = Report::default();
 
-    let (send_rate, slowest_sends, poll_single_rate) = send_one_by_one(records);
+    let (send_rate, slowest_sends, poll_single_rate) = send_one_by_one(records, ProducerConfig::new());
     report.add("`send`, 1 thread, 100 B values", millions_per_second(send_rate), "≥ 10 M/s", Some(send_rate >= 10e6));
     report.add("slowest 1,000 `send`s of those", format!("{:.1} ms", slowest_sends.as_secs_f64() * 1e3), "", None);
     let what = "`poll` of those (one-record batches), CRC checked";
     report.add(what, millions_per_second(poll_single_rate), "≥ 40 M/s", Some(poll_single_rate >= 40e6));
+    // Plain and idempotent sends alternating (the first plain round is the one above), best of each.
+    let (mut plain_rate, mut idempotent_rate) = (send_rate, 0.0f64);
+    for round in 0..if full { 2 } else { 1 } {
+        if round > 0 {
+            plain_rate = plain_rate.max(send_one_by_one(records, ProducerConfig::new()).0);
+        }
+        idempotent_rate = idempotent_rate.max(send_one_by_one(records, ProducerConfig::new().idempotent(true)).0);
+    }
+    report.add("`send`, 1 thread, idempotent producer", millions_per_second(idempotent_rate), "", None);
+    report.add(
+        "idempotent `send` ÷ plain `send` (best of each)",
+        format!("{:.0} %", 100.0 * idempotent_rate / plain_rate),
+        "",
+        None,
+    );
     let (commitlog_send, commitlog_batch, commitlog_read) = commitlog_rates(records);
     report.add("commitlog `append` of one 100 B record at a time", millions_per_second(commitlog_send), "", None);
     report.add(&format!("commitlog `append` of {BATCH_RECORDS} at a time"), millions_per_second(commitlog_batch), "", None);
@@ -120,14 +135,15 @@ fn value_of(fill: u8) -> [u8; VALUE_BYTES] {
     [fill; VALUE_BYTES]
 }
 
-/// Records per second for `records` single-record sends to a fresh one-partition topic, the
+/// Records per second for `records` single-record sends by a producer made with `config` to
+/// a fresh one-partition topic, the
 /// longest time 1,000 consecutive sends took (timing each send would cost more than one), and
 /// records per second reading them back with CRCs checked.
-fn send_one_by_one(records: u64) -> (f64, Duration, f64) {
+fn send_one_by_one(records: u64, config: ProducerConfig) -> (f64, Duration, f64) {
     let dir = ScratchDir::new("send");
     let queue = Queue::open(dir.path()).expect("open the queue");
     queue.create_topic(TOPIC, 1).expect("create the topic");
-    let producer = queue.producer();
+    let producer = queue.producer_with(config);
     let value = value_of(1);
     let mut slowest = Duration::ZERO;
     let start = Instant::now();

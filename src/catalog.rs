@@ -19,8 +19,9 @@ use parking_lot::{Mutex, RwLock};
 
 use crate::background::{Background, Ticker};
 use crate::catalog::files::{
-    GROUPS_DIR, MAINTENANCE_LOCK_FILE, OFFSETS_DIR, QUEUE_META_FILE, STAGING_DIR, TOPIC_META_BYTES, TOPIC_META_FILE, TOPICS_DIR,
-    TOPICS_VERSION_AT, clear_staging, list_topics, lock_file, open_queue_state, read_epoch, write_epoch,
+    GROUPS_DIR, MAINTENANCE_LOCK_FILE, OFFSETS_DIR, PRODUCER_IDS_AT, QUEUE_META_FILE, STAGING_DIR, TOPIC_META_BYTES,
+    TOPIC_META_FILE, TOPICS_DIR, TOPICS_VERSION_AT, clear_staging, list_topics, lock_file, open_queue_state, read_epoch,
+    write_epoch,
 };
 use crate::error::{Error, IoContext, Result};
 use crate::group::file::Group;
@@ -369,6 +370,15 @@ impl Catalog {
     /// The counter of topic changes; when it moves, cached topic facts may be stale.
     pub(crate) fn topics_version(&self) -> u64 {
         self.shared.word64(TOPICS_VERSION_AT).load(Ordering::Acquire)
+    }
+
+    /// An id for a new idempotent producer that no other producer of this queue ever gets:
+    /// the queue's epoch (which every open alone moves on, durably) above a count of the
+    /// producers made in it, which every process counts in the one `queue.state`. Never 0,
+    /// which marks an empty slot in a partition's producer table, since epochs start at 1.
+    pub(crate) fn new_producer_id(&self) -> u64 {
+        let count = self.shared.word64(PRODUCER_IDS_AT).fetch_add(1, Ordering::Relaxed);
+        self.epoch << 32 | (count & 0xffff_ffff)
     }
 
     fn read_topic_meta(&self, name: &str) -> Result<(TopicConfig, u64)> {

@@ -112,6 +112,15 @@ pub enum Error {
     /// new generation it has not joined yet, or it is no longer a member at all.
     #[error("commit to group {group:?} refused: {reason}")]
     CommitFailed { group: String, reason: String },
+    /// An idempotent producer's batch was not the next one the partition expected from it: it
+    /// skips sequence numbers or goes back to ones before its producer's last batch (a repeat
+    /// of that last batch is not an error: it gets the offsets the first one got).
+    #[error("producer {producer_id} sent {partition} sequence number {found}, where {expected} comes next")]
+    OutOfOrderSequence { partition: TopicPartition, producer_id: u64, expected: u32, found: u32 },
+    /// The producer was fenced: another instance with the same identity, of a newer epoch,
+    /// appended to the partition since.
+    #[error("producer {producer_id} of epoch {epoch} is fenced on {partition} by its epoch {current_epoch}")]
+    ProducerFenced { partition: TopicPartition, producer_id: u64, epoch: u16, current_epoch: u16 },
     /// A call that does not fit the consumer's state, such as `assign` on a subscribed consumer.
     #[error("{0}")]
     IllegalState(&'static str),

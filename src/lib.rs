@@ -147,6 +147,11 @@
 //! partition refuse later sends with [`Error::Poisoned`] rather than pretend; reopening the queue
 //! in every process recovers it. README.md gives the details and how they are tested.
 //!
+//! [`ProducerConfig::idempotent`] makes a producer stamp its batches with a producer id, an
+//! epoch and sequence numbers, as Kafka's idempotent producer does: a partition appends a
+//! producer's batch only in its turn, and a repeat of its last batch gets the first one's
+//! offsets instead of a second copy.
+//!
 //! ```
 //! # fn main() -> Result<(), streamlog::Error> {
 //! # let dir = std::env::temp_dir().join(format!("streamlog-doc-lib-produce-{}", std::process::id()));

@@ -28,10 +28,11 @@ pub enum Durability {
 #[derive(Debug, Clone, Default)]
 pub struct ProducerConfig {
     pub(crate) durability: Durability,
+    pub(crate) idempotent: bool,
 }
 
 impl ProducerConfig {
-    /// The defaults: `Durability::Buffered`.
+    /// The defaults: `Durability::Buffered`, not idempotent.
     pub fn new() -> Self {
         Self::default()
     }
@@ -39,6 +40,18 @@ impl ProducerConfig {
     /// Sets when a send counts as done.
     pub fn durability(mut self, durability: Durability) -> Self {
         self.durability = durability;
+        self
+    }
+
+    /// Makes the producer idempotent, as Kafka's `enable.idempotence`: it gets a producer id
+    /// of its own (each clone too), and every batch it writes carries that id, an epoch and
+    /// the sequence number of its first record among those it sent the partition. The
+    /// partition appends a batch only if it comes next, and answers a repeat of a producer's
+    /// last batch with the offsets the first one got instead of appending a second copy.
+    /// Threads sharing one idempotent producer take turns to append; give each a clone to
+    /// append in parallel.
+    pub fn idempotent(mut self, idempotent: bool) -> Self {
+        self.idempotent = idempotent;
         self
     }
 }

@@ -52,6 +52,8 @@ pub(crate) fn list_topics(dir: &Path) -> Result<Vec<String>> {
 
 /// Where `queue.state` keeps its counter of topic changes.
 pub(crate) const TOPICS_VERSION_AT: usize = 16;
+/// Where `queue.state` counts the idempotent producers made (see `Catalog::new_producer_id`).
+pub(crate) const PRODUCER_IDS_AT: usize = 24;
 pub(crate) const QUEUE_STATE_BYTES: usize = 4096;
 
 /// A topic id no other topic gets: the clock, the process and a counter, mixed.

@@ -1,11 +1,16 @@
 //! Sending records: choosing partitions, checking limits, and waiting for durability.
 
+use std::collections::HashMap;
+use std::hash::{BuildHasherDefault, Hasher};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
 
+use parking_lot::Mutex;
+
 use crate::catalog::{Catalog, LastTopic, Topic, UserHandle};
 use crate::error::{Error, Result};
-use crate::log::format::{self, BATCH_HEADER_BYTES, TARGET_BATCH_BYTES};
+use crate::log::format::{self, BATCH_HEADER_BYTES, ProducerStamp, TARGET_BATCH_BYTES};
+use crate::log::partition::Partition;
 use crate::options::{Durability, ProducerConfig};
 use crate::record::Record;
 use crate::sys::clock;
@@ -62,6 +67,46 @@ pub struct Producer {
     /// The topic `send` found last (see `Catalog::cached_topic`); each clone has its own.
     /// Threads sharing one producer look the topic up in the catalog when another holds it.
     last_topic: Arc<LastTopic>,
+    /// An idempotent producer's id and sequence numbers; each clone has its own.
+    idempotence: Option<Idempotence>,
+}
+
+/// An idempotent producer's identity, and the sequence number of the next record it sends to
+/// each partition (by topic id, so that a topic deleted and created again starts over). The
+/// lock is held while a batch is appended, so that the numbers go to the partition in order.
+struct Idempotence {
+    id: u64,
+    epoch: u16,
+    next_sequences: Mutex<HashMap<(u64, u32), u32, BuildHasherDefault<PartitionHasher>>>,
+}
+
+impl Idempotence {
+    fn new(queue: &Catalog) -> Self {
+        Idempotence { id: queue.new_producer_id(), epoch: 0, next_sequences: Mutex::default() }
+    }
+}
+
+/// Hashes a (topic id, partition) key in two multiplications: topic ids are random already,
+/// so SipHash's defence against chosen keys buys nothing here.
+#[derive(Default)]
+struct PartitionHasher(u64);
+
+impl Hasher for PartitionHasher {
+    fn write(&mut self, bytes: &[u8]) {
+        bytes.iter().for_each(|&byte| self.write_u64(u64::from(byte)));
+    }
+
+    fn write_u32(&mut self, value: u32) {
+        self.write_u64(u64::from(value));
+    }
+
+    fn write_u64(&mut self, value: u64) {
+        self.0 = (self.0.rotate_left(5) ^ value).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+    }
+
+    fn finish(&self) -> u64 {
+        self.0
+    }
 }
 
 impl std::fmt::Debug for Producer {
@@ -78,6 +123,7 @@ impl Clone for Producer {
             config: self.config.clone(),
             round_robin: AtomicU32::new(start),
             last_topic: self.queue.last_topic(),
+            idempotence: self.idempotence.as_ref().map(|_| Idempotence::new(&self.queue)),
             _handle: Arc::clone(&self._handle),
         }
     }
@@ -87,7 +133,8 @@ impl Producer {
     pub(crate) fn new(queue: Arc<Catalog>, handle: Arc<UserHandle>, config: ProducerConfig) -> Self {
         let start = std::process::id().wrapping_mul(0x9e37_79b9);
         let last_topic = queue.last_topic();
-        Producer { queue, config, round_robin: AtomicU32::new(start), last_topic, _handle: handle }
+        let idempotence = config.idempotent.then(|| Idempotence::new(&queue));
+        Producer { queue, config, round_robin: AtomicU32::new(start), last_topic, idempotence, _handle: handle }
     }
 
     /// Appends one record and returns where it landed. With `Durability::Sync` it returns
@@ -123,8 +170,10 @@ impl Producer {
         let timestamp_ms = record.timestamp_ms.unwrap_or(now_ms);
         let partition = topic.partition(partition_number, &self.queue)?;
         let batch_bytes = u64::from(BATCH_HEADER_BYTES) + size;
-        let offset = partition
-            .append(std::slice::from_ref(&record), &[timestamp_ms], batch_bytes, now_ms)
+        let offset = self
+            .stamped(topic, partition, 1, |producer| {
+                partition.append(std::slice::from_ref(&record), &[timestamp_ms], batch_bytes, producer, now_ms)
+            })
             .map_err(|e| partition.explain(e))?;
         if self.config.durability == Durability::Sync {
             partition.sync_through(offset + 1).map_err(|e| partition.explain(e))?;
@@ -181,15 +230,23 @@ impl Producer {
                     batch_end += 1;
                 }
                 let (batch, batch_timestamps) = (&records[at..batch_end], &timestamps[at..batch_end]);
-                let base = match topic.config.compression {
-                    Compression::None => partition.append(batch, batch_timestamps, batch_bytes, now_ms),
-                    compression => {
-                        // Compressed here, before the partition's lock is taken.
-                        format::write_compressed_batch(&mut encoded, &mut scratch, compression, batch, batch_timestamps);
-                        partition.append_encoded(&mut encoded, now_ms)
-                    }
-                }
-                .map_err(|e| partition.explain(e))?;
+                let base = self
+                    .stamped(&topic, partition, batch.len() as u32, |producer| match topic.config.compression {
+                        Compression::None => partition.append(batch, batch_timestamps, batch_bytes, producer, now_ms),
+                        compression => {
+                            // Compressed here, before the partition's lock is taken.
+                            format::write_compressed_batch(
+                                &mut encoded,
+                                &mut scratch,
+                                compression,
+                                producer,
+                                batch,
+                                batch_timestamps,
+                            );
+                            partition.append_encoded(&mut encoded, now_ms)
+                        }
+                    })
+                    .map_err(|e| partition.explain(e))?;
                 for i in at..batch_end {
                     let offset = base + (i - at) as u64;
                     metadata[order[i]] = RecordMetadata { partition: partition_number, offset, timestamp_ms: timestamps[i] };
@@ -202,6 +259,28 @@ impl Producer {
             start = end;
         }
         Ok(metadata)
+    }
+
+    /// Runs `append` for a batch of `count` records to `partition` with this producer's stamp:
+    /// for an idempotent producer its id, epoch and next sequence number there, which move on
+    /// by `count` once the batch is appended (the lock held meanwhile keeps the numbers in the
+    /// order of the appends).
+    fn stamped(
+        &self,
+        topic: &Topic,
+        partition: &Partition,
+        count: u32,
+        append: impl FnOnce(ProducerStamp) -> Result<u64>,
+    ) -> Result<u64> {
+        let Some(idempotence) = &self.idempotence else {
+            return append(ProducerStamp::NONE);
+        };
+        let mut sequences = idempotence.next_sequences.lock();
+        let next = sequences.entry((topic.id, partition.id.partition())).or_insert(0);
+        let stamp = ProducerStamp { id: idempotence.id, epoch: idempotence.epoch, base_sequence: *next };
+        let base_offset = append(stamp)?;
+        *next = next.wrapping_add(count);
+        Ok(base_offset)
     }
 
     /// Takes `count` round-robin turns and returns the first. A load and a store, not an

@@ -72,7 +72,7 @@ pub fn batch(data: &[u8]) -> usize {
             // reader does not use for records (the checksum, which a forged one makes right
             // anyway, the producer fields and the batch's max timestamp) are left out.
             let mut whole = vec![0u8; batch.len()];
-            format::write_batch(&mut whole, header.base_offset, &rebuilt, &timestamps);
+            format::write_batch(&mut whole, header.base_offset, header.producer, &rebuilt, &timestamps);
             if header.offset_checksummed() {
                 format::checksum_base_offset(&mut whole);
             }

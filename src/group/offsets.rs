@@ -16,7 +16,7 @@ use std::sync::Arc;
 use parking_lot::Mutex;
 
 use crate::error::{Error, Result};
-use crate::log::format::{self, LogId, MAX_BATCH_BYTES};
+use crate::log::format::{self, LogId, MAX_BATCH_BYTES, ProducerStamp};
 use crate::log::partition::Partition;
 use crate::log::read::Cursor;
 use crate::options::Durability;
@@ -156,7 +156,7 @@ impl OffsetStore {
         if batch_bytes > MAX_BATCH_BYTES {
             return Err(Error::CommitTooLarge { partitions: offsets.len(), size_bytes: batch_bytes, max_bytes: MAX_BATCH_BYTES });
         }
-        let first = self.open_log()?.append(&records, &timestamps, batch_bytes, now_ms)?;
+        let first = self.open_log()?.append(&records, &timestamps, batch_bytes, ProducerStamp::NONE, now_ms)?;
         Ok(first + records.len() as u64)
     }
 

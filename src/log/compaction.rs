@@ -22,8 +22,8 @@ use crate::error::{IoContext, Result};
 use crate::failpoint::failpoint;
 use crate::log::dir;
 use crate::log::format::{
-    self, FILE_HEADER_BYTES, FULLY_SYNCED, FileHeader, INDEX_MAGIC, IndexEntry, LogId, MAX_BATCH_BYTES, SEGMENT_COMPACTED,
-    SEGMENT_MAGIC, SYNCED_MARKER_AT,
+    self, FILE_HEADER_BYTES, FULLY_SYNCED, FileHeader, INDEX_MAGIC, IndexEntry, LogId, MAX_BATCH_BYTES, ProducerStamp,
+    SEGMENT_COMPACTED, SEGMENT_MAGIC, SYNCED_MARKER_AT,
 };
 use crate::log::partition::Partition;
 use crate::log::records::ConsumerRecord;
@@ -143,10 +143,16 @@ impl CleanedSegment {
         let max_timestamp_ms = if self.compression == Compression::None {
             self.buffer.clear();
             self.buffer.resize(batch_bytes as usize, 0);
-            format::write_batch(&mut self.buffer, base_offset, &records, &timestamps)
+            format::write_batch(&mut self.buffer, base_offset, ProducerStamp::NONE, &records, &timestamps)
         } else {
-            let max =
-                format::write_compressed_batch(&mut self.buffer, &mut self.scratch, self.compression, &records, &timestamps);
+            let max = format::write_compressed_batch(
+                &mut self.buffer,
+                &mut self.scratch,
+                self.compression,
+                ProducerStamp::NONE,
+                &records,
+                &timestamps,
+            );
             format::set_base_offset(&mut self.buffer, base_offset);
             max
         };

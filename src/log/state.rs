@@ -10,6 +10,7 @@
 //! 64  tail slot 0 (8 × u64)   128 tail slot 1 (8 × u64)
 //! 192 append mutex (pthread, robust, process-shared)   256 sync mutex   320 maintenance mutex
 //! 384 compactions u64 (counts segments replaced by compaction)   392.. reserved
+//! 512 producer table: 112 slots of 32 bytes, one per idempotent producer (see `ProducerSlot`)
 //! ```
 
 #![expect(unsafe_code, reason = "the state file is shared memory, reached through atomics in its mapping")]
@@ -24,7 +25,7 @@ use std::time::{Duration, Instant};
 use memmap2::MmapOptions;
 
 use crate::error::{Error, IoContext, Result};
-use crate::log::format::{self, FORMAT_VERSION, STATE_MAGIC};
+use crate::log::format::{self, FORMAT_VERSION, ProducerStamp, STATE_MAGIC};
 use crate::sys::map::SharedMap;
 use crate::sys::mutex::{RobustGuard, RobustMutex};
 use crate::sys::{file, futex, mutex};
@@ -44,6 +45,11 @@ const APPEND_MUTEX_AT: usize = 192;
 const SYNC_MUTEX_AT: usize = 256;
 const MAINTENANCE_MUTEX_AT: usize = 320;
 const COMPACTIONS_AT: usize = 384;
+const PRODUCERS_AT: usize = 512;
+const PRODUCER_SLOT_BYTES: usize = 32;
+/// Idempotent producers the partition remembers in one epoch; past that, the one that
+/// appended least recently is forgotten.
+pub(crate) const PRODUCER_SLOTS: usize = (STATE_FILE_BYTES as usize - PRODUCERS_AT) / PRODUCER_SLOT_BYTES;
 /// The longest a group-commit leader waits for the senders of the last round to publish again.
 const GATHER_MAX: Duration = Duration::from_millis(1);
 const _: () = assert!(mutex::MUTEX_BYTES <= 64, "a pthread mutex must fit its 64-byte slot");
@@ -138,6 +144,80 @@ impl AppendGuard<'_> {
     pub(crate) fn published_tail(&self) -> Tail {
         self.state.tail()
     }
+
+    /// What the producer table says of a batch of `record_count` records stamped `stamp` (an
+    /// idempotent producer's): the next of its producer's, a repeat of its last batch, or out of
+    /// turn. A producer the table does not know (new, or forgotten for others) may start at any
+    /// sequence number; a new epoch of a known one starts at 0.
+    pub(crate) fn check_producer(&self, stamp: ProducerStamp, record_count: u32) -> ProducerCheck {
+        let Some(slot) = self.find_producer(stamp.id) else {
+            return ProducerCheck::Next { slot: None };
+        };
+        let (epoch, expected) = (slot.epoch, slot.last_sequence.wrapping_add(slot.last_count));
+        let next = ProducerCheck::Next { slot: Some(slot.index) };
+        match stamp.epoch.cmp(&epoch) {
+            std::cmp::Ordering::Less => ProducerCheck::Fenced { epoch },
+            std::cmp::Ordering::Greater if stamp.base_sequence == 0 => next,
+            std::cmp::Ordering::Greater => ProducerCheck::OutOfOrder { expected: 0 },
+            std::cmp::Ordering::Equal if stamp.base_sequence == expected => next,
+            std::cmp::Ordering::Equal if stamp.base_sequence == slot.last_sequence && record_count == slot.last_count => {
+                ProducerCheck::Repeat { base_offset: slot.last_base_offset }
+            }
+            std::cmp::Ordering::Equal => ProducerCheck::OutOfOrder { expected },
+        }
+    }
+
+    /// Notes in the producer table that the batch stamped `stamp` of `record_count` records
+    /// was published at `base_offset`, in the `slot` that `check_producer` found for its
+    /// producer (or else a free one, or the least recently used).
+    pub(crate) fn note_producer(&self, slot: Option<usize>, stamp: ProducerStamp, record_count: u32, base_offset: u64) {
+        let index = slot.unwrap_or_else(|| self.state.free_or_oldest_producer_slot());
+        let written = ProducerSlot {
+            index,
+            id: stamp.id,
+            epoch: stamp.epoch,
+            last_sequence: stamp.base_sequence,
+            last_count: record_count,
+            last_base_offset: base_offset,
+        };
+        self.state.write_producer(written);
+    }
+
+    fn find_producer(&self, id: u64) -> Option<ProducerSlot> {
+        (0..PRODUCER_SLOTS).map(|index| self.state.read_producer(index)).find(|slot| slot.id == id)
+    }
+}
+
+/// What the producer table says of an idempotent producer's batch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum ProducerCheck {
+    /// The batch comes next (or its producer is not known): append it, and note it in `slot`,
+    /// its producer's (`None` when not known).
+    Next { slot: Option<usize> },
+    /// The batch repeats the producer's last one, which is at `base_offset`: do not append it again.
+    Repeat { base_offset: u64 },
+    /// A newer epoch of the producer appended since.
+    Fenced { epoch: u16 },
+    /// The batch skips or goes back: `expected` was the next sequence number.
+    OutOfOrder { expected: u32 },
+}
+
+/// One slot of the producer table: the last batch an idempotent producer appended in this
+/// epoch of the queue. Every field is read and written under the append lock; an empty slot
+/// has id 0, which no producer gets.
+///
+/// ```text
+/// 0 id u64   8 epoch u16   10 reserved u16   12 last_sequence u32   16 last_base_offset u64
+/// 24 last_count u32   28 reserved u32
+/// ```
+#[derive(Debug, Clone, Copy)]
+struct ProducerSlot {
+    index: usize,
+    id: u64,
+    epoch: u16,
+    last_sequence: u32,
+    last_count: u32,
+    last_base_offset: u64,
 }
 
 impl SharedState {
@@ -216,6 +296,41 @@ impl SharedState {
 
     fn word32(&self, at: usize) -> &AtomicU32 {
         self.map.word32(at)
+    }
+
+    fn read_producer(&self, index: usize) -> ProducerSlot {
+        let at = PRODUCERS_AT + index * PRODUCER_SLOT_BYTES;
+        let epoch_and_sequence = self.word64(at + 8).load(Ordering::Relaxed);
+        ProducerSlot {
+            index,
+            id: self.word64(at).load(Ordering::Relaxed),
+            epoch: epoch_and_sequence as u16,
+            last_sequence: (epoch_and_sequence >> 32) as u32,
+            last_base_offset: self.word64(at + 16).load(Ordering::Relaxed),
+            last_count: self.word64(at + 24).load(Ordering::Relaxed) as u32,
+        }
+    }
+
+    /// Writes `slot`; its id goes last, so that a writer dying half-way leaves either the
+    /// slot's old producer (whose facts are then mixed, which only that producer, in the dead
+    /// process, could notice) or an empty slot when it took a new one.
+    fn write_producer(&self, slot: ProducerSlot) {
+        let at = PRODUCERS_AT + slot.index * PRODUCER_SLOT_BYTES;
+        let id = self.word64(at);
+        if id.load(Ordering::Relaxed) != slot.id {
+            id.store(0, Ordering::Relaxed);
+        }
+        self.word64(at + 8).store(u64::from(slot.epoch) | u64::from(slot.last_sequence) << 32, Ordering::Relaxed);
+        self.word64(at + 16).store(slot.last_base_offset, Ordering::Relaxed);
+        self.word64(at + 24).store(u64::from(slot.last_count), Ordering::Relaxed);
+        id.store(slot.id, Ordering::Relaxed);
+    }
+
+    /// An empty slot of the producer table, or else the one whose producer appended least
+    /// recently (the lowest last offset).
+    fn free_or_oldest_producer_slot(&self) -> usize {
+        let slots = (0..PRODUCER_SLOTS).map(|index| self.read_producer(index));
+        slots.min_by_key(|slot| if slot.id == 0 { None } else { Some(slot.last_base_offset) }).map_or(0, |slot| slot.index)
     }
 
     fn write_slot(&self, slot: usize, tail: Tail) {

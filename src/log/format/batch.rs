@@ -40,10 +40,20 @@ const CODEC_MASK: u16 = 0b111;
 /// tell that a base offset was changed there: every batch of a compacted segment must have it.
 const OFFSET_CHECKSUMMED: u16 = 1 << 7;
 
-/// The producer fields of a batch no idempotent producer wrote.
-const NO_PRODUCER_ID: u64 = u64::MAX;
-const NO_PRODUCER_EPOCH: u16 = u16::MAX;
-const NO_SEQUENCE: u32 = u32::MAX;
+/// Who wrote a batch: an idempotent producer's id and epoch, and the sequence number of the
+/// batch's first record among the records that producer sent the partition (each record
+/// takes one, from 0). All ones ([`ProducerStamp::NONE`]) when no idempotent producer wrote it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct ProducerStamp {
+    pub(crate) id: u64,
+    pub(crate) epoch: u16,
+    pub(crate) base_sequence: u32,
+}
+
+impl ProducerStamp {
+    /// The producer fields of a batch no idempotent producer wrote.
+    pub(crate) const NONE: ProducerStamp = ProducerStamp { id: u64::MAX, epoch: u16::MAX, base_sequence: u32::MAX };
+}
 
 /// The fixed part of a record batch.
 ///
@@ -64,6 +74,7 @@ pub(crate) struct BatchHeader {
     pub(crate) base_offset: u64,
     pub(crate) record_count: u32,
     pub(crate) attributes: u16,
+    pub(crate) producer: ProducerStamp,
     pub(crate) first_timestamp_ms: u64,
     pub(crate) max_timestamp_ms: u64,
 }
@@ -77,6 +88,7 @@ impl BatchHeader {
             base_offset: u64_at(bytes, 8),
             record_count: u32_at(bytes, 16),
             attributes: u16_at(bytes, 20),
+            producer: ProducerStamp { id: u64_at(bytes, 24), epoch: u16_at(bytes, 22), base_sequence: u32_at(bytes, 32) },
             first_timestamp_ms: u64_at(bytes, 36),
             max_timestamp_ms: u64_at(bytes, 44),
         }
@@ -88,9 +100,9 @@ impl BatchHeader {
         out[8..16].copy_from_slice(&self.base_offset.to_le_bytes());
         out[16..20].copy_from_slice(&self.record_count.to_le_bytes());
         out[20..22].copy_from_slice(&self.attributes.to_le_bytes());
-        out[22..24].copy_from_slice(&NO_PRODUCER_EPOCH.to_le_bytes());
-        out[24..32].copy_from_slice(&NO_PRODUCER_ID.to_le_bytes());
-        out[32..36].copy_from_slice(&NO_SEQUENCE.to_le_bytes());
+        out[22..24].copy_from_slice(&self.producer.epoch.to_le_bytes());
+        out[24..32].copy_from_slice(&self.producer.id.to_le_bytes());
+        out[32..36].copy_from_slice(&self.producer.base_sequence.to_le_bytes());
         out[36..44].copy_from_slice(&self.first_timestamp_ms.to_le_bytes());
         out[44..52].copy_from_slice(&self.max_timestamp_ms.to_le_bytes());
     }
@@ -240,8 +252,14 @@ pub(crate) fn write_records(out: &mut [u8], first_timestamp_ms: u64, records: &[
 }
 
 /// Encodes `records` as one uncompressed batch into `out`, which must be exactly the batch's
-/// size (`batch_bytes`). Returns the batch's max timestamp.
-pub(crate) fn write_batch(out: &mut [u8], base_offset: u64, records: &[Record<'_>], timestamps_ms: &[u64]) -> u64 {
+/// size (`batch_bytes`), stamped with its `producer`. Returns the batch's max timestamp.
+pub(crate) fn write_batch(
+    out: &mut [u8],
+    base_offset: u64,
+    producer: ProducerStamp,
+    records: &[Record<'_>],
+    timestamps_ms: &[u64],
+) -> u64 {
     let first_timestamp_ms = timestamps_ms.first().copied().unwrap_or(0);
     let max_timestamp_ms = write_records(&mut out[BATCH_HEADER_BYTES as usize..], first_timestamp_ms, records, timestamps_ms);
     let header = BatchHeader {
@@ -250,6 +268,7 @@ pub(crate) fn write_batch(out: &mut [u8], base_offset: u64, records: &[Record<'_
         base_offset,
         record_count: records.len() as u32,
         attributes: u16::from(Compression::None.code()),
+        producer,
         first_timestamp_ms,
         max_timestamp_ms,
     };
@@ -259,12 +278,13 @@ pub(crate) fn write_batch(out: &mut [u8], base_offset: u64, records: &[Record<'_
 }
 
 /// Encodes `records` as one batch compressed with `compression` into `out` (replacing what it held),
-/// sealed, with base offset 0 (`set_base_offset` gives it its own). `scratch` holds the
-/// records uncompressed meanwhile. Returns the batch's max timestamp.
+/// sealed, stamped with its `producer`, with base offset 0 (`set_base_offset` gives it its
+/// own). `scratch` holds the records uncompressed meanwhile. Returns the batch's max timestamp.
 pub(crate) fn write_compressed_batch(
     out: &mut Vec<u8>,
     scratch: &mut Vec<u8>,
     compression: Compression,
+    producer: ProducerStamp,
     records: &[Record<'_>],
     timestamps_ms: &[u64],
 ) -> u64 {
@@ -282,6 +302,7 @@ pub(crate) fn write_compressed_batch(
         base_offset: 0,
         record_count: records.len() as u32,
         attributes: u16::from(compression.code()),
+        producer,
         first_timestamp_ms,
         max_timestamp_ms,
     };
@@ -297,6 +318,7 @@ pub(crate) fn frame_single_record(
     prefix: &mut Vec<u8>,
     suffix: &mut Vec<u8>,
     base_offset: u64,
+    producer: ProducerStamp,
     record: &Record<'_>,
     timestamp_ms: u64,
 ) {
@@ -315,6 +337,7 @@ pub(crate) fn frame_single_record(
         base_offset,
         record_count: 1,
         attributes: u16::from(Compression::None.code()),
+        producer,
         first_timestamp_ms: timestamp_ms,
         max_timestamp_ms: timestamp_ms,
     };
@@ -526,9 +549,11 @@ fn unzigzag(value: u64) -> u64 {
 mod tests {
     use super::*;
 
+    const STAMP: ProducerStamp = ProducerStamp { id: 1 << 32 | 5, epoch: 3, base_sequence: 41 };
+
     fn encode(records: &[Record<'_>], timestamps: &[u64]) -> Vec<u8> {
         let mut batch = vec![0u8; batch_bytes(records, timestamps) as usize];
-        write_batch(&mut batch, 77, records, timestamps);
+        write_batch(&mut batch, 77, STAMP, records, timestamps);
         batch
     }
 
@@ -538,6 +563,7 @@ mod tests {
         let batch = encode(&records, &[5, 9, 3]);
         let header = BatchHeader::read(&batch);
         assert_eq!((header.base_offset, header.record_count, header.batch_bytes as usize), (77, 3, batch.len()));
+        assert_eq!(header.producer, STAMP);
         assert_eq!((header.first_timestamp_ms, header.max_timestamp_ms, header.compression()), (5, 9, Some(Compression::None)));
         assert!(header.is_plausible() && batch_checksum_ok(&batch));
 
@@ -652,7 +678,7 @@ mod tests {
             let mut batch = encode(std::slice::from_ref(&record), &[42]);
             set_base_offset(&mut batch, 9);
             let (mut prefix, mut suffix) = (Vec::new(), Vec::new());
-            frame_single_record(&mut prefix, &mut suffix, 9, &record, 42);
+            frame_single_record(&mut prefix, &mut suffix, 9, STAMP, &record, 42);
             let framed = [prefix.as_slice(), record.value_bytes(), suffix.as_slice()].concat();
             assert_eq!(framed, batch);
         }
@@ -664,8 +690,9 @@ mod tests {
             (0..100).map(|i| Record::new(format!("{{\"id\":{i},\"status\":\"shipped\"}}").into_bytes()).key(b"k")).collect();
         let timestamps: Vec<u64> = (0..100).map(|i| 1000 + i).collect();
         let (mut batch, mut scratch) = (Vec::new(), Vec::new());
-        let max = write_compressed_batch(&mut batch, &mut scratch, Compression::Lz4, &records, &timestamps);
+        let max = write_compressed_batch(&mut batch, &mut scratch, Compression::Lz4, STAMP, &records, &timestamps);
         let header = BatchHeader::read(&batch);
+        assert_eq!(header.producer, STAMP);
         assert_eq!((max, header.max_timestamp_ms, header.first_timestamp_ms, header.record_count), (1099, 1099, 1000, 100));
         assert_eq!((header.compression(), header.batch_bytes as usize), (Some(Compression::Lz4), batch.len()));
         assert!(header.is_plausible() && batch_checksum_ok(&batch));

@@ -23,9 +23,9 @@ use std::path::Path;
 use crate::error::{Error, Result};
 
 pub(crate) use batch::{
-    BATCH_HEADER_BYTES, BatchHeader, FLAG_HAS_KEY, FLAG_TOMBSTONE, MAX_BATCH_BYTES, RecordLayout, TARGET_BATCH_BYTES,
-    batch_bytes, batch_checksum_ok, checksum_base_offset, frame_single_record, max_records_in, parse_headers, record_bytes,
-    set_base_offset, write_batch, write_compressed_batch,
+    BATCH_HEADER_BYTES, BatchHeader, FLAG_HAS_KEY, FLAG_TOMBSTONE, MAX_BATCH_BYTES, ProducerStamp, RecordLayout,
+    TARGET_BATCH_BYTES, batch_bytes, batch_checksum_ok, checksum_base_offset, frame_single_record, max_records_in, parse_headers,
+    record_bytes, set_base_offset, write_batch, write_compressed_batch,
 };
 pub(crate) use header::{
     FULLY_SYNCED, FileHeader, INDEX_ENTRY_BYTES, IndexEntry, LOG_ID_AT, LOG_START_FILE_BYTES, LogId, SEGMENT_COMPACTED,

@@ -12,33 +12,35 @@ use crate::failpoint::failpoint;
 use crate::log::dir::{self, list_segments, remove_segment_files};
 use crate::log::format::{
     self, BatchHeader, FILE_HEADER_BYTES, INDEX_ENTRY_BYTES, INDEX_RESERVE_STEP_BYTES, IndexEntry, LOG_RESERVE_STEP_BYTES,
-    MAX_BATCH_BYTES, PREFAULT_MAX_BYTES, PWRITE_MIN_BATCH_BYTES,
+    MAX_BATCH_BYTES, PREFAULT_MAX_BYTES, PWRITE_MIN_BATCH_BYTES, ProducerStamp,
 };
 use crate::log::segment::{Segment, UnusedSpace};
-use crate::log::state::{AppendGuard, Tail};
+use crate::log::state::{AppendGuard, ProducerCheck, Tail};
 use crate::record::Record;
 use crate::sys::file;
 use crate::topic::TopicConfig;
 
 impl Partition {
     /// Appends `records` (already checked against the size limits) as one uncompressed batch
-    /// and returns the offset of the first. `batch_bytes` is the encoded size of the batch.
-    /// Small batches are encoded straight into the mapping, under the lock.
+    /// stamped `producer`, and returns the offset of the first. `batch_bytes` is the encoded
+    /// size of the batch. Small batches are encoded straight into the mapping, under the lock.
     pub(crate) fn append(
         self: &Arc<Self>,
         records: &[Record<'_>],
         timestamps_ms: &[u64],
         batch_bytes: u64,
+        producer: ProducerStamp,
         now_ms: u64,
     ) -> Result<u64> {
         debug_assert!(!records.is_empty());
-        self.append_with(batch_bytes, records.len() as u64, now_ms, |buffers, segment, guard, position, base_offset| {
+        let count = records.len() as u64;
+        self.append_with(batch_bytes, count, producer, now_ms, |buffers, segment, guard, position, base_offset| {
             if let ([record], [timestamp_ms]) = (records, timestamps_ms)
                 && batch_bytes >= PWRITE_MIN_BATCH_BYTES
             {
                 // One large record: write its value straight from the caller's memory.
                 let Buffers { batch, suffix } = buffers;
-                format::frame_single_record(batch, suffix, base_offset, record, *timestamp_ms);
+                format::frame_single_record(batch, suffix, base_offset, producer, record, *timestamp_ms);
                 segment.pwrite_unpublished(guard, position, &[batch.as_slice(), record.value_bytes(), suffix.as_slice()])?;
                 Ok(*timestamp_ms)
             } else if batch_bytes >= PWRITE_MIN_BATCH_BYTES {
@@ -49,13 +51,13 @@ impl Partition {
                     buffer.resize(batch_bytes as usize, 0);
                 }
                 let out = &mut buffer[..batch_bytes as usize];
-                let max_timestamp_ms = format::write_batch(out, base_offset, records, timestamps_ms);
+                let max_timestamp_ms = format::write_batch(out, base_offset, producer, records, timestamps_ms);
                 segment.pwrite_unpublished(guard, position, &[out])?;
                 Ok(max_timestamp_ms)
             } else {
                 let mut max_timestamp_ms = 0;
                 segment.write_unpublished(guard, position, batch_bytes, |out| {
-                    max_timestamp_ms = format::write_batch(out, base_offset, records, timestamps_ms);
+                    max_timestamp_ms = format::write_batch(out, base_offset, producer, records, timestamps_ms);
                 })?;
                 Ok(max_timestamp_ms)
             }
@@ -68,7 +70,8 @@ impl Partition {
     pub(crate) fn append_encoded(self: &Arc<Self>, batch: &mut [u8], now_ms: u64) -> Result<u64> {
         let header = BatchHeader::read(batch);
         let batch_bytes = batch.len() as u64;
-        self.append_with(batch_bytes, u64::from(header.record_count), now_ms, |_, segment, guard, position, base_offset| {
+        let count = u64::from(header.record_count);
+        self.append_with(batch_bytes, count, header.producer, now_ms, |_, segment, guard, position, base_offset| {
             format::set_base_offset(batch, base_offset);
             if batch_bytes >= PWRITE_MIN_BATCH_BYTES {
                 segment.pwrite_unpublished(guard, position, &[batch])?;
@@ -79,14 +82,16 @@ impl Partition {
         })
     }
 
-    /// The append protocol around one batch of `batch_bytes` holding `record_count` records:
-    /// lock, roll if due, reserve, `write` the batch (given the writer's buffers, the segment,
-    /// the lock, the position and the base offset; it returns the batch's max timestamp),
-    /// index, publish, unlock, prefault. Returns the base offset.
+    /// The append protocol around one batch of `batch_bytes` holding `record_count` records
+    /// stamped `producer`: lock, check the producer's sequence, roll if due, reserve, `write`
+    /// the batch (given the writer's buffers, the segment, the lock, the position and the base
+    /// offset; it returns the batch's max timestamp), index, publish, unlock, prefault.
+    /// Returns the base offset (the first one's, for a repeat of a producer's last batch).
     fn append_with(
         self: &Arc<Self>,
         batch_bytes: u64,
         record_count: u64,
+        producer: ProducerStamp,
         now_ms: u64,
         write: impl FnOnce(&mut Buffers, &Segment, &AppendGuard<'_>, u64, u64) -> Result<u64>,
     ) -> Result<u64> {
@@ -95,6 +100,21 @@ impl Partition {
         let writer = &mut *locked;
         let guard = self.state.lock_append(|| self.repair())?;
         self.check_not_poisoned()?;
+        let mut producer_slot = None;
+        if producer != ProducerStamp::NONE {
+            match guard.check_producer(producer, record_count as u32) {
+                ProducerCheck::Next { slot } => producer_slot = slot,
+                ProducerCheck::Repeat { base_offset } => return Ok(base_offset),
+                ProducerCheck::Fenced { epoch } => {
+                    let (partition, producer_id, current_epoch) = (self.id.clone(), producer.id, epoch);
+                    return Err(Error::ProducerFenced { partition, producer_id, epoch: producer.epoch, current_epoch });
+                }
+                ProducerCheck::OutOfOrder { expected } => {
+                    let (partition, producer_id, found) = (self.id.clone(), producer.id, producer.base_sequence);
+                    return Err(Error::OutOfOrderSequence { partition, producer_id, expected, found });
+                }
+            }
+        }
         let mut tail = self.state.tail();
         // Borrowed from the writer, not counted: a reference count shared by the threads of a
         // process would be a cache line they pass around at every send.
@@ -163,6 +183,9 @@ impl Partition {
         tail.max_timestamp_ms = tail.max_timestamp_ms.max(max_timestamp_ms);
         failpoint!("append-before-publish");
         self.state.publish(&guard, tail);
+        if producer != ProducerStamp::NONE {
+            guard.note_producer(producer_slot, producer, record_count as u32, base_offset);
+        }
         drop(guard);
         // Only writes through the mapping fault; large batches go through `pwrite`, which a
         // prefaulter running beside it would only slow down (both fill the same pages).
@@ -743,6 +766,214 @@ mod tests {
         let partition = queue.inner.partition(&TopicPartition::new("t", 0)).unwrap();
         assert_eq!(partition.tail().active_base, 1, "the old segment rolled before the second send");
         drop((producer, partition, queue));
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    /// A step of an idempotent producer, as `the_producer_table_takes_each_batch_once_and_in_turn`
+    /// plays them.
+    #[derive(Debug, Clone)]
+    enum Step {
+        /// The next batch of `count` records.
+        Next { producer: usize, count: u32 },
+        /// The producer's last batch again.
+        Repeat { producer: usize },
+        /// A batch that skips `by` sequence numbers past the next one.
+        Skip { producer: usize, by: u32 },
+        /// A batch starting `by` sequence numbers before the next one.
+        Back { producer: usize, by: u32 },
+        /// A new epoch of the producer, which starts again at 0.
+        NewEpoch { producer: usize },
+        /// A batch from the epoch before the producer's current one.
+        OldEpoch { producer: usize },
+        /// Every handle closed and the queue opened alone: a new epoch of the queue.
+        Reopen,
+    }
+
+    fn step() -> impl proptest::strategy::Strategy<Value = Step> {
+        use proptest::prelude::*;
+        let producer = 0..3usize;
+        prop_oneof![
+            4 => (producer.clone(), 1..4u32).prop_map(|(producer, count)| Step::Next { producer, count }),
+            2 => producer.clone().prop_map(|producer| Step::Repeat { producer }),
+            1 => (producer.clone(), 1..3u32).prop_map(|(producer, by)| Step::Skip { producer, by }),
+            1 => (producer.clone(), 1..4u32).prop_map(|(producer, by)| Step::Back { producer, by }),
+            1 => producer.clone().prop_map(|producer| Step::NewEpoch { producer }),
+            1 => producer.prop_map(|producer| Step::OldEpoch { producer }),
+            1 => Just(Step::Reopen),
+        ]
+    }
+
+    /// What the model knows of one producer: its epoch, and the sequence number, size and
+    /// offset of its last batch in the partition's table (none once forgotten by a reopen).
+    #[derive(Debug, Clone, Copy, Default)]
+    struct Known {
+        epoch: u16,
+        last: Option<(u32, u32, u64)>,
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(48))]
+        #[test]
+        fn the_producer_table_takes_each_batch_once_and_in_turn(steps in proptest::collection::vec(step(), 1..40)) {
+            use crate::log::format::ProducerStamp;
+            let (mut queue, dir) = queue("producers");
+            queue.create_topic("t", 1).unwrap();
+            let tp = TopicPartition::new("t", 0);
+            let ids = [5u64 << 32 | 1, 5 << 32 | 2, 6 << 32 | 1];
+            let mut known = [Known::default(); 3];
+            // The model's log: each record's value names its producer and sequence number.
+            let mut log: Vec<Vec<u8>> = Vec::new();
+            let mut tag = 0u32;
+            for step in steps {
+                let producer = match step {
+                    Step::Reopen => {
+                        drop(queue);
+                        queue = Queue::open(&dir).unwrap();
+                        known.iter_mut().for_each(|k| k.last = None);
+                        continue;
+                    }
+                    Step::Next { producer, .. } | Step::Repeat { producer } | Step::Skip { producer, .. }
+                    | Step::Back { producer, .. } | Step::NewEpoch { producer } | Step::OldEpoch { producer } => producer,
+                };
+                let k = known[producer];
+                let next = k.last.map_or(0, |(sequence, count, _)| sequence.wrapping_add(count));
+                let (epoch, sequence, count) = match step {
+                    Step::Next { count, .. } => (k.epoch, next, count),
+                    Step::Repeat { .. } => match k.last {
+                        Some((sequence, count, _)) => (k.epoch, sequence, count),
+                        None => (k.epoch, next, 1),
+                    },
+                    Step::Skip { by, .. } => (k.epoch, next + by, 1),
+                    Step::Back { by, .. } => (k.epoch, next.wrapping_sub(by), 1),
+                    Step::NewEpoch { .. } => (k.epoch + 1, 0, 1),
+                    Step::OldEpoch { .. } => match k.epoch.checked_sub(1) {
+                        Some(epoch) => (epoch, 0, 1),
+                        None => continue,
+                    },
+                    Step::Reopen => unreachable!(),
+                };
+                // Kafka's rules: an older epoch is fenced; a newer one starts at 0; within an
+                // epoch the next batch is appended, a repeat of the last one is answered with
+                // its offsets, and anything else is out of turn. A producer the table does not
+                // know starts anywhere.
+                let expected: Result<Option<u64>, &str> = match k.last {
+                    None => Ok(None),
+                    Some(_) if epoch < k.epoch => Err("fenced"),
+                    Some(_) if epoch > k.epoch => if sequence == 0 { Ok(None) } else { Err("out of order") },
+                    Some(_) if sequence == next => Ok(None),
+                    Some((last_sequence, last_count, base)) if sequence == last_sequence && count == last_count => Ok(Some(base)),
+                    Some(_) => Err("out of order"),
+                };
+                let values: Vec<Vec<u8>> = (0..count).map(|_| { tag += 1; tag.to_le_bytes().to_vec() }).collect();
+                let records: Vec<Record<'_>> = values.iter().map(|v| Record::new(v.as_slice())).collect();
+                let timestamps = vec![1_000; records.len()];
+                let batch_bytes = format::batch_bytes(&records, &timestamps);
+                let stamp = ProducerStamp { id: ids[producer], epoch, base_sequence: sequence };
+                let partition = queue.inner.partition(&tp).unwrap();
+                let got = partition.append(&records, &timestamps, batch_bytes, stamp, 1_000);
+                match (expected, got) {
+                    (Ok(None), Ok(base)) => {
+                        proptest::prop_assert_eq!(base, log.len() as u64, "{:?}: appended at the end", step);
+                        log.extend(values);
+                        known[producer] = Known { epoch, last: Some((sequence, count, base)) };
+                    }
+                    (Ok(Some(first)), Ok(base)) => proptest::prop_assert_eq!(base, first, "{:?}: the repeat's offsets", step),
+                    (Err("fenced"), Err(Error::ProducerFenced { current_epoch, .. })) => {
+                        proptest::prop_assert_eq!(current_epoch, k.epoch)
+                    }
+                    (Err("out of order"), Err(Error::OutOfOrderSequence { expected, found, .. })) => {
+                        proptest::prop_assert_eq!((found, expected), (sequence, if epoch > k.epoch { 0 } else { next }))
+                    }
+                    (expected, got) => proptest::prop_assert!(false, "{:?}: expected {:?}, got {:?}", step, expected, got),
+                }
+            }
+            proptest::prop_assert_eq!(read_all(&queue), log);
+            drop(queue);
+            std::fs::remove_dir_all(&dir).unwrap();
+        }
+    }
+
+    #[test]
+    fn the_producer_table_forgets_the_producer_that_appended_least_recently_when_full() {
+        use crate::log::format::ProducerStamp;
+        use crate::log::state::PRODUCER_SLOTS;
+        let (queue, dir) = queue("producers-full");
+        queue.create_topic("t", 1).unwrap();
+        let partition = queue.inner.partition(&TopicPartition::new("t", 0)).unwrap();
+        let append = |id: u64, base_sequence: u32| {
+            let records = [Record::new(b"v")];
+            let stamp = ProducerStamp { id, epoch: 0, base_sequence };
+            partition.append(&records, &[1_000], format::batch_bytes(&records, &[1_000]), stamp, 1_000)
+        };
+        for id in 1..=PRODUCER_SLOTS as u64 {
+            append(id, 0).unwrap();
+        }
+        // Every producer is known: a skip is refused, a repeat answered.
+        assert!(matches!(append(1, 5), Err(Error::OutOfOrderSequence { expected: 1, found: 5, .. })));
+        assert_eq!(append(1, 0).unwrap(), 0, "a repeat gets the first batch's offset");
+        // One more producer takes the slot of the one that appended least recently: producer 1.
+        append(PRODUCER_SLOTS as u64 + 1, 0).unwrap();
+        assert_eq!(append(1, 5).unwrap(), PRODUCER_SLOTS as u64 + 1, "a forgotten producer starts anywhere");
+        // It took the slot of producer 2, the least recent then; the others are still known.
+        let last = PRODUCER_SLOTS as u64;
+        assert!(matches!(append(last, 3), Err(Error::OutOfOrderSequence { expected: 1, .. })), "producer {last} is known");
+        assert!(matches!(append(3, 3), Err(Error::OutOfOrderSequence { expected: 1, .. })), "producer 3 is known");
+        drop((partition, queue));
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn producer_ids_differ_between_handles_and_epochs() {
+        let (queue, dir) = queue("producer-ids");
+        let other = Queue::open(&dir).unwrap();
+        let ids = [queue.inner.new_producer_id(), other.inner.new_producer_id(), queue.inner.new_producer_id()];
+        assert!(ids[0] != ids[1] && ids[1] != ids[2] && ids[0] != ids[2], "{ids:x?}");
+        drop((queue, other));
+        let reopened = Queue::open(&dir).unwrap();
+        let later = reopened.inner.new_producer_id();
+        assert!(later >> 32 > ids[0] >> 32 && later != 0, "a new epoch of the queue: {later:x} after {ids:x?}");
+        drop(reopened);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn an_idempotent_producer_stamps_each_batch_with_its_id_and_next_sequence_number() {
+        use crate::log::format::{BATCH_HEADER_BYTES, BatchHeader, ProducerStamp};
+        let (queue, dir) = queue("stamps");
+        queue.create_topic_with("t", TopicConfig::new(1).compression(crate::Compression::Lz4)).unwrap();
+        queue.create_topic("plain", 1).unwrap();
+        let producer = queue.producer_with(ProducerConfig::new().idempotent(true));
+        let clone = producer.clone();
+        producer.send("t", Record::new(b"a")).unwrap();
+        producer.send_batch("t", [Record::new(b"b"), Record::new(b"c"), Record::new(b"d")]).unwrap();
+        clone.send("t", Record::new(b"e")).unwrap();
+        producer.send("t", Record::new(b"f")).unwrap();
+        producer.send("plain", Record::new(b"g")).unwrap();
+        queue.producer().send("t", Record::new(b"h")).unwrap();
+        let stamps = |topic: &str| {
+            let segment = queue.inner.partition(&TopicPartition::new(topic, 0)).unwrap().segment(0).unwrap();
+            let mut at = u64::from(FILE_HEADER_BYTES);
+            let mut stamps = Vec::new();
+            while let Ok(bytes) = segment.read(at, u64::from(BATCH_HEADER_BYTES)) {
+                let header = BatchHeader::read(bytes);
+                if header.batch_bytes == 0 {
+                    break;
+                }
+                stamps.push((header.producer, header.record_count));
+                at += u64::from(header.batch_bytes);
+            }
+            stamps
+        };
+        let stamps_t = stamps("t");
+        let (id, other) = (stamps_t[0].0.id, stamps_t[2].0.id);
+        assert!(id != other && id != ProducerStamp::NONE.id && other != ProducerStamp::NONE.id, "{stamps_t:?}");
+        let stamp = |id, base_sequence| ProducerStamp { id, epoch: 0, base_sequence };
+        assert_eq!(
+            stamps_t,
+            vec![(stamp(id, 0), 1), (stamp(id, 1), 3), (stamp(other, 0), 1), (stamp(id, 4), 1), (ProducerStamp::NONE, 1)]
+        );
+        assert_eq!(stamps("plain"), vec![(stamp(id, 0), 1)], "each partition numbers its own records");
+        drop((producer, clone, queue));
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }
