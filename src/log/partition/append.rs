@@ -478,6 +478,10 @@ mod tests {
     use crate::log::format::{self, FILE_HEADER_BYTES};
     use crate::{Durability, Error, ProducerConfig, Queue, Record, TopicConfig, TopicPartition};
 
+    /// Held by the tests that set `BEFORE_RENAME_UNDER`: it has one slot, and a test setting
+    /// it while another's hook waits for its roll would replace that hook.
+    static RENAME_HOOK: parking_lot::Mutex<()> = parking_lot::Mutex::new(());
+
     fn queue(name: &str) -> (Queue, std::path::PathBuf) {
         let dir = std::env::temp_dir().join(format!("streamlog-unit-{name}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
@@ -555,6 +559,7 @@ mod tests {
         // Another handle (as another process would) deletes the topic and creates it again
         // while this one is half-way through a roll: the new file cannot be renamed into the
         // directory that moved away, and the directory of the same name exists again.
+        let _hook = RENAME_HOOK.lock();
         let (queue, dir) = queue("roll-delete");
         queue.create_topic_with("t", TopicConfig::new(1).segment_bytes(1024)).unwrap();
         let producer = queue.producer();
@@ -715,6 +720,7 @@ mod tests {
         // the one of the segment sealed by the roll before, before it asks for space of its
         // own, and not the one it seals (a hole punched would cost the rolling send a few
         // hundred microseconds; the releaser does it).
+        let _hook = RENAME_HOOK.lock();
         let (queue, dir) = queue("release");
         queue.create_topic_with("t", TopicConfig::new(1).segment_bytes(4096)).unwrap();
         let producer = queue.producer();
