@@ -71,18 +71,18 @@ pub struct Producer {
     idempotence: Option<Idempotence>,
 }
 
-/// An idempotent producer's identity, and the sequence number of the next record it sends to
-/// each partition (by topic id, so that a topic deleted and created again starts over). The
-/// lock is held while a batch is appended, so that the numbers go to the partition in order.
+/// An idempotent producer's id, and the sequence number of the next record it sends to each
+/// partition (by topic id, so that a topic deleted and created again starts over). The lock is
+/// held while a batch is appended, so that the numbers go to the partition in order. Its epoch
+/// is always 0: only a transactional id, reused by a later instance, needs another.
 struct Idempotence {
     id: u64,
-    epoch: u16,
     next_sequences: Mutex<HashMap<(u64, u32), u32, BuildHasherDefault<PartitionHasher>>>,
 }
 
 impl Idempotence {
     fn new(queue: &Catalog) -> Self {
-        Idempotence { id: queue.new_producer_id(), epoch: 0, next_sequences: Mutex::default() }
+        Idempotence { id: queue.new_producer_id(), next_sequences: Mutex::default() }
     }
 }
 
@@ -277,7 +277,7 @@ impl Producer {
         };
         let mut sequences = idempotence.next_sequences.lock();
         let next = sequences.entry((topic.id, partition.id.partition())).or_insert(0);
-        let stamp = ProducerStamp { id: idempotence.id, epoch: idempotence.epoch, base_sequence: *next };
+        let stamp = ProducerStamp { id: idempotence.id, epoch: 0, base_sequence: *next };
         let base_offset = append(stamp)?;
         *next = next.wrapping_add(count);
         Ok(base_offset)

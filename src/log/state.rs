@@ -183,8 +183,12 @@ impl AppendGuard<'_> {
         self.state.write_producer(written);
     }
 
+    /// The slot of producer `id`, looked for by its id word alone (one load a slot: this runs
+    /// under the append lock at every idempotent send).
     fn find_producer(&self, id: u64) -> Option<ProducerSlot> {
-        (0..PRODUCER_SLOTS).map(|index| self.state.read_producer(index)).find(|slot| slot.id == id)
+        let at = |index: usize| PRODUCERS_AT + index * PRODUCER_SLOT_BYTES;
+        let index = (0..PRODUCER_SLOTS).find(|&index| self.state.word64(at(index)).load(Ordering::Relaxed) == id)?;
+        Some(self.state.read_producer(index))
     }
 }
 

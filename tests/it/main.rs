@@ -87,7 +87,7 @@ pub(crate) fn open_alone(dir: &Path) -> streamlog::Result<Queue> {
     let _no_spawns = SPAWNING.write().unwrap_or_else(std::sync::PoisonError::into_inner);
     if let Ok(directory) = std::fs::File::open(dir) {
         let deadline = std::time::Instant::now() + Duration::from_secs(30);
-        while directory.try_lock().is_err() {
+        while matches!(directory.try_lock(), Err(std::fs::TryLockError::WouldBlock)) {
             assert!(std::time::Instant::now() < deadline, "{} is still locked by another handle", dir.display());
             std::thread::sleep(Duration::from_millis(1));
         }

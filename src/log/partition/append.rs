@@ -982,4 +982,32 @@ mod tests {
         drop((producer, clone, queue));
         std::fs::remove_dir_all(&dir).unwrap();
     }
+
+    #[test]
+    fn threads_sharing_an_idempotent_producer_hand_their_sequence_numbers_over_in_order() {
+        // The producer's lock is held across each append: without it, two threads could take
+        // numbers in one order and append in the other, and the partition would refuse one.
+        let (queue, dir) = queue("shared-idempotent");
+        queue.create_topic("t", 2).unwrap();
+        let producer = queue.producer_with(ProducerConfig::new().idempotent(true));
+        std::thread::scope(|scope| {
+            for thread in 0..4u8 {
+                let producer = &producer;
+                scope.spawn(move || {
+                    for i in 0..500u32 {
+                        let record = Record::new(vec![thread; 8]).partition(i % 2);
+                        if i % 50 == 0 {
+                            producer.send_batch("t", [record, Record::new(vec![thread; 8]).partition(1)]).unwrap();
+                        } else {
+                            producer.send("t", record).unwrap();
+                        }
+                    }
+                });
+            }
+        });
+        let sent: u64 = (0..2).map(|p| queue.offsets(&TopicPartition::new("t", p)).unwrap().1).sum();
+        assert_eq!(sent, 4 * (500 + 10));
+        drop((producer, queue));
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 }
