@@ -5,6 +5,7 @@
 
 mod admin;
 pub(crate) mod files;
+pub(crate) mod transactions;
 
 use std::collections::HashMap;
 use std::fs::{self, File};
@@ -34,9 +35,10 @@ use crate::sys::file;
 use crate::sys::lock::{DirLock, lock_queue_directory};
 use crate::sys::map::SharedMap;
 use crate::topic::{TopicConfig, TopicPartition};
+use crate::transaction::Coordinator;
 
-/// How often each process's keeper thread heartbeats its group members and looks for dead
-/// members and new topics.
+/// How often each process's keeper thread heartbeats its group members, looks for dead
+/// members and new topics, and finishes the transactions of dead producers.
 const KEEPER_TICK: Duration = Duration::from_millis(100);
 
 /// Held by every handle a user holds (each `Queue`, `Producer` and `Consumer`). Background threads hold the queue for a moment at each tick, so the user's last
@@ -83,10 +85,13 @@ pub(crate) struct Catalog {
     /// The offset stores of the groups this process has used, subscribed or not; each group's
     /// `Group` shares its store from here.
     offset_stores: Mutex<HashMap<String, Arc<OffsetStore>>>,
-    /// Started by the first subscribing consumer.
+    /// Started by the first subscribing consumer, transactional producer or reader of
+    /// committed records.
     keeper: Mutex<Option<Ticker>>,
     /// Dropping the queue waits for it.
     maintenance: Mutex<Option<Ticker>>,
+    /// The transaction coordinators this process has used, opened on first use.
+    coordinators: Mutex<HashMap<String, Arc<Coordinator>>>,
     /// Set when the last user handle went: maintenance passes give up.
     closing: AtomicBool,
 }
@@ -116,6 +121,7 @@ impl Catalog {
         }
         file::create_dir_durably(&dir, &dir)?;
         let (users, alone) = lock_queue_directory(&dir)?;
+        let users = Arc::new(DirLock::new(users));
         if alone {
             // No other handle exists anywhere: start a new epoch, so every partition is
             // recovered from its files on first use before anyone maps it. `read_epoch`
@@ -126,25 +132,32 @@ impl Catalog {
                 file::create_dir_durably(&dir, &dir.join(sub))?;
             }
             clear_staging(&dir.join(STAGING_DIR))?;
-            users.unlock().during("unlock", &dir)?;
-            users.lock_shared().during("lock", &dir)?;
+            // Every transactional producer is gone: what they left open is finished before
+            // anyone else can read. One that cannot be (a damaged partition) is left to the
+            // keepers, which try again every tick.
+            let _ = Catalog::new(dir.clone(), epoch, Arc::clone(&users))?.finish_abandoned_transactions();
+            users.downgrade().during("lock", &dir)?;
         }
         // Read under the shared lock, which stops anyone from starting another epoch. The
         // downgrade above is not atomic: another opener may have found the queue alone in
         // between and started a newer epoch, which is then the one this handle lives in.
         let epoch =
             read_epoch(&dir)?.ok_or_else(|| Error::ForeignFile { path: dir.join(QUEUE_META_FILE), reason: "missing".into() })?;
+        Catalog::new(dir, epoch, users).map(Arc::new)
+    }
+
+    fn new(dir: PathBuf, epoch: u64, users: Arc<DirLock>) -> Result<Catalog> {
         for sub in [TOPICS_DIR, STAGING_DIR] {
             file::require_directory(&dir.join(sub))?;
         }
         let shared = open_queue_state(&dir)?;
         let topics_version = AtomicU64::new(shared.word64(TOPICS_VERSION_AT).load(Ordering::Acquire));
-        Ok(Arc::new(Catalog {
+        Ok(Catalog {
             dir,
             epoch,
             shared,
             topics_version,
-            users: Arc::new(DirLock::new(users)),
+            users,
             background: Arc::default(),
             topics: RwLock::new(HashMap::default()),
             last_topics: Mutex::new(Vec::new()),
@@ -153,8 +166,9 @@ impl Catalog {
             offset_stores: Mutex::new(HashMap::new()),
             keeper: Mutex::new(None),
             maintenance: Mutex::new(None),
+            coordinators: Mutex::new(HashMap::new()),
             closing: AtomicBool::new(false),
-        }))
+        })
     }
 
     /// The queue directory.
@@ -449,7 +463,8 @@ impl Catalog {
     }
 
     /// Starts this process's keeper thread, if it is not running: it heartbeats every group
-    /// member in the process, and expels dead or silent members of any process.
+    /// member in the process, expels dead or silent members of any process, and finishes the
+    /// transactions of dead transactional producers of any process.
     pub(crate) fn start_keeper(self: &Arc<Self>) {
         let mut keeper = self.keeper.lock();
         if keeper.is_some() {
@@ -465,6 +480,8 @@ impl Catalog {
                 // own calls; the keeper just tries again next tick.
                 let _ = group.tick(&counts);
             }
+            // Likewise: a transaction that cannot be finished now is tried again next tick.
+            let _ = queue.finish_abandoned_transactions();
             ControlFlow::Continue(())
         }));
     }

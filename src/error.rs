@@ -117,13 +117,30 @@ pub enum Error {
     /// of that last batch is not an error: it gets the offsets the first one got).
     #[error("producer {producer_id} sent {partition} sequence number {found}, where {expected} comes next")]
     OutOfOrderSequence { partition: TopicPartition, producer_id: u64, expected: u32, found: u32 },
-    /// The producer was fenced: another instance with the same identity, of a newer epoch,
-    /// appended to the partition since.
-    #[error("producer {producer_id} of epoch {epoch} is fenced on {partition} by its epoch {current_epoch}")]
-    ProducerFenced { partition: TopicPartition, producer_id: u64, epoch: u16, current_epoch: u16 },
+    /// The producer was fenced: another instance with the same identity (the same
+    /// transactional id) has a newer epoch. `partition` names the partition that refused the
+    /// batch, or is `None` when the transaction's coordinator refused the call.
+    #[error("producer {producer_id} of epoch {epoch} is fenced by its epoch {current_epoch}{}", on(partition))]
+    ProducerFenced { partition: Option<TopicPartition>, producer_id: u64, epoch: u16, current_epoch: u16 },
+    /// More transactions are open in the partition at once than its producer table holds.
+    #[error("{partition} has {max} transactions open already")]
+    TooManyOpenTransactions { partition: TopicPartition, max: usize },
+    /// A transactional id that cannot name a transaction's file: empty, too long, `.` or `..`,
+    /// or with a character outside ASCII letters, digits, `.`, `_` and `-`.
+    #[error("invalid transactional id {name:?}: {reason}")]
+    InvalidTransactionalId { name: String, reason: &'static str },
+    /// The transaction touches more partitions, or sends more offsets, than its coordinator's
+    /// file holds.
+    #[error("transaction {transactional_id:?} needs {size_bytes} bytes of state, more than the {max_bytes} its file holds")]
+    TransactionTooLarge { transactional_id: String, size_bytes: u64, max_bytes: u64 },
     /// A call that does not fit the consumer's state, such as `assign` on a subscribed consumer.
     #[error("{0}")]
     IllegalState(&'static str),
+}
+
+/// " on PARTITION", or nothing.
+fn on(partition: &Option<TopicPartition>) -> String {
+    partition.as_ref().map_or_else(String::new, |partition| format!(" on {partition}"))
 }
 
 /// The crate's result type.

@@ -637,15 +637,18 @@ mod queue;
 mod record;
 mod sys;
 mod topic;
+mod transaction;
 
 pub use client::consumer::{Consumer, RebalanceListener};
 pub use client::producer::{Producer, RecordMetadata, partition_for_key};
+pub use client::transactional::TransactionalProducer;
 pub use error::{Error, Result};
 pub use group::describe::{GroupDescription, MemberDescription, PartitionLag};
 pub use group::file::MAX_GROUP_MEMBERS;
 pub use log::records::{ConsumerRecord, Records, RecordsIntoIter, RecordsIter};
 pub use options::{
-    AssignmentStrategy, ConsumerConfig, Durability, MIN_SESSION_TIMEOUT, OffsetReset, ProducerConfig, QueueOptions,
+    AssignmentStrategy, ConsumerConfig, Durability, IsolationLevel, MIN_SESSION_TIMEOUT, OffsetReset, ProducerConfig,
+    QueueOptions,
 };
 pub use queue::Queue;
 pub use record::{IntoBytes, Record};

@@ -88,6 +88,20 @@ pub struct ConsumerConfig {
     pub(crate) max_poll_interval: Duration,
     pub(crate) auto_commit: Option<Duration>,
     pub(crate) commit_durability: Durability,
+    pub(crate) isolation_level: IsolationLevel,
+}
+
+/// Which records of transactional producers a consumer reads, as Kafka's `isolation.level`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum IsolationLevel {
+    /// Every record, those of open and aborted transactions included (Kafka's default).
+    #[default]
+    ReadUncommitted,
+    /// Only records outside transactions and those of committed transactions: a partition is
+    /// read up to its last stable offset (the first offset of its earliest open transaction),
+    /// and the records of aborted transactions are skipped. Markers are never returned
+    /// either way; they take offsets, so a position may move past records it did not return.
+    ReadCommitted,
 }
 
 impl ConsumerConfig {
@@ -108,6 +122,7 @@ impl ConsumerConfig {
             max_poll_interval: Duration::from_secs(300),
             auto_commit: Some(Duration::from_secs(5)),
             commit_durability: Durability::Buffered,
+            isolation_level: IsolationLevel::ReadUncommitted,
         }
     }
 
@@ -175,6 +190,13 @@ impl ConsumerConfig {
     /// `commit` returns; `Interval` fsyncs in the background. Buffered by default.
     pub fn commit_durability(mut self, durability: Durability) -> Self {
         self.commit_durability = durability;
+        self
+    }
+
+    /// Which records of transactions the consumer reads (`ReadUncommitted` by default, as in
+    /// Kafka).
+    pub fn isolation_level(mut self, level: IsolationLevel) -> Self {
+        self.isolation_level = level;
         self
     }
 
@@ -308,6 +330,11 @@ pub(crate) fn validate_topic_config(config: &TopicConfig) -> Result<()> {
 /// Checks a topic name: 1 to 249 bytes of `[A-Za-z0-9._-]`, and not `.` or `..`.
 pub(crate) fn validate_topic_name(name: &str) -> Result<()> {
     check_name(name).map_err(|reason| Error::InvalidTopicName { name: name.to_owned(), reason })
+}
+
+/// Checks a transactional id by the same rules as a topic name (it names a file).
+pub(crate) fn validate_transactional_id(name: &str) -> Result<()> {
+    check_name(name).map_err(|reason| Error::InvalidTransactionalId { name: name.to_owned(), reason })
 }
 
 /// Checks a consumer group name by the same rules as a topic name (it names a directory too).

@@ -7,6 +7,7 @@ use std::sync::Arc;
 use crate::catalog::{Catalog, UserHandle};
 use crate::client::consumer::Consumer;
 use crate::client::producer::Producer;
+use crate::client::transactional::TransactionalProducer;
 use crate::error::{Error, Result};
 use crate::group::describe::{GroupDescription, describe};
 use crate::options::{ConsumerConfig, Durability, ProducerConfig, QueueOptions, validate_group_name};
@@ -265,6 +266,32 @@ impl Queue {
             self.inner.start_flusher(interval);
         }
         Producer::new(Arc::clone(&self.inner), Arc::clone(&self.handle), config)
+    }
+
+    /// The current instance of the transactional producer `transactional_id`, with the default
+    /// options (see [`TransactionalProducer`]). Making it aborts the transaction a previous
+    /// instance (in any process) left open, and fences that instance.
+    ///
+    /// # Errors
+    /// [`Error::InvalidTransactionalId`]; file errors.
+    pub fn transactional_producer(&self, transactional_id: &str) -> Result<TransactionalProducer> {
+        self.transactional_producer_with(transactional_id, ProducerConfig::default())
+    }
+
+    /// A transactional producer with the given options (its durability applies to its records
+    /// and to its commits; it is idempotent whatever `config` says).
+    ///
+    /// # Errors
+    /// As [`transactional_producer`](Self::transactional_producer).
+    pub fn transactional_producer_with(&self, transactional_id: &str, config: ProducerConfig) -> Result<TransactionalProducer> {
+        if let Durability::Interval(interval) = config.durability {
+            self.inner.start_flusher(interval);
+        }
+        let instance = self.inner.init_transactions(transactional_id, config.durability == Durability::Sync)?;
+        // Its keeper finishes the transactions of producers that die, in any process.
+        self.inner.start_keeper();
+        let (queue, handle) = (Arc::clone(&self.inner), Arc::clone(&self.handle));
+        Ok(TransactionalProducer::new(|transaction| Producer::transactional(queue, handle, config, transaction), instance))
     }
 
     /// A consumer in `config`'s group; give it partitions with `subscribe` or `assign`. It

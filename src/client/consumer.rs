@@ -12,7 +12,7 @@ use crate::group::offsets::OffsetStore;
 use crate::log::partition::Partition;
 use crate::log::read::Cursor;
 use crate::log::records::Records;
-use crate::options::{ConsumerConfig, validate_topic_name};
+use crate::options::{ConsumerConfig, IsolationLevel, validate_topic_name};
 use crate::topic::TopicPartition;
 
 mod commit;
@@ -151,6 +151,11 @@ impl Consumer {
     pub(crate) fn new(handle: Arc<UserHandle>, catalog: Arc<Catalog>, config: ConsumerConfig) -> Result<Self> {
         config.validate()?;
         let offsets = catalog.offset_store(&config.group)?;
+        if config.isolation_level == IsolationLevel::ReadCommitted {
+            // Its keeper finishes the transactions of producers that die, which would hold
+            // this consumer back otherwise.
+            catalog.start_keeper();
+        }
         Ok(Consumer {
             _handle: handle,
             catalog,
@@ -262,12 +267,14 @@ impl Consumer {
         self.seek(partition, start)
     }
 
-    /// Moves to the end of the log: only records sent later are returned.
+    /// Moves to the end of the log (for a reader of committed records, to its last stable
+    /// offset, as in Kafka): only records sent later are returned.
     ///
     /// # Errors
     /// As [`seek`](Self::seek).
     pub fn seek_to_end(&mut self, partition: &TopicPartition) -> Result<()> {
-        let end = self.assignment_mut(partition)?.partition.tail().end_offset;
+        let log = Arc::clone(&self.assignment_mut(partition)?.partition);
+        let end = self.readable_end(&log);
         self.seek(partition, end)
     }
 

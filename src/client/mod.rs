@@ -4,3 +4,4 @@
 
 pub(crate) mod consumer;
 pub(crate) mod producer;
+pub(crate) mod transactional;

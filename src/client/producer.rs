@@ -7,10 +7,12 @@ use std::sync::atomic::{AtomicU32, Ordering};
 
 use parking_lot::Mutex;
 
+use crate::catalog::transactions::Transaction;
 use crate::catalog::{Catalog, LastTopic, Topic, UserHandle};
 use crate::error::{Error, Result};
 use crate::log::format::{self, BATCH_HEADER_BYTES, ProducerStamp, TARGET_BATCH_BYTES};
 use crate::log::partition::Partition;
+use crate::log::state::EpochFence;
 use crate::options::{Durability, ProducerConfig};
 use crate::record::Record;
 use crate::sys::clock;
@@ -71,18 +73,22 @@ pub struct Producer {
     idempotence: Option<Idempotence>,
 }
 
-/// An idempotent producer's id, and the sequence number of the next record it sends to each
-/// partition (by topic id, so that a topic deleted and created again starts over). The lock is
-/// held while a batch is appended, so that the numbers go to the partition in order. Its epoch
-/// is always 0: only a transactional id, reused by a later instance, needs another.
+/// An idempotent producer's id and epoch, and the sequence number of the next record it sends
+/// to each partition (by topic id, so that a topic deleted and created again starts over). The
+/// lock is held while a batch is appended, so that the numbers go to the partition in order
+/// (and, for a transactional producer, so that no batch is being appended while the
+/// transaction ends). The epoch is 0 but for a transactional producer, whose later instances
+/// have later ones.
 struct Idempotence {
     id: u64,
+    epoch: u16,
     next_sequences: Mutex<HashMap<(u64, u32), u32, BuildHasherDefault<PartitionHasher>>>,
+    transaction: Option<Arc<Transaction>>,
 }
 
 impl Idempotence {
     fn new(queue: &Catalog) -> Self {
-        Idempotence { id: queue.new_producer_id(), next_sequences: Mutex::default() }
+        Idempotence { id: queue.new_producer_id(), epoch: 0, next_sequences: Mutex::default(), transaction: None }
     }
 }
 
@@ -135,6 +141,34 @@ impl Producer {
         let last_topic = queue.last_topic();
         let idempotence = config.idempotent.then(|| Idempotence::new(&queue));
         Producer { queue, config, round_robin: AtomicU32::new(start), last_topic, idempotence, _handle: handle }
+    }
+
+    /// The producer of a transactional producer: stamped with its instance's producer id and
+    /// epoch, and sending only inside its transactions.
+    pub(crate) fn transactional(
+        queue: Arc<Catalog>,
+        handle: Arc<UserHandle>,
+        config: ProducerConfig,
+        transaction: Arc<Transaction>,
+    ) -> Self {
+        let mut producer = Producer::new(queue, handle, config);
+        let (id, epoch) = (transaction.instance.producer_id, transaction.instance.epoch);
+        producer.idempotence = Some(Idempotence { id, epoch, next_sequences: Mutex::default(), transaction: Some(transaction) });
+        producer
+    }
+
+    /// Runs `work` while no batch of this producer is being appended (and none can start).
+    pub(crate) fn between_sends<T>(&self, work: impl FnOnce() -> T) -> T {
+        let _sends = self.idempotence.as_ref().map(|idempotence| idempotence.next_sequences.lock());
+        work()
+    }
+
+    pub(crate) fn config(&self) -> &ProducerConfig {
+        &self.config
+    }
+
+    pub(crate) fn queue(&self) -> &Catalog {
+        &self.queue
     }
 
     /// Appends one record and returns where it landed. With `Durability::Sync` it returns
@@ -239,11 +273,11 @@ impl Producer {
                                 &mut encoded,
                                 &mut scratch,
                                 compression,
-                                producer,
+                                producer.0,
                                 batch,
                                 batch_timestamps,
                             );
-                            partition.append_encoded(&mut encoded, now_ms)
+                            partition.append_encoded(&mut encoded, producer.1, now_ms)
                         }
                     })
                     .map_err(|e| partition.explain(e))?;
@@ -264,21 +298,27 @@ impl Producer {
     /// Runs `append` for a batch of `count` records to `partition` with this producer's stamp:
     /// for an idempotent producer its id, epoch and next sequence number there, which move on
     /// by `count` once the batch is appended (the lock held meanwhile keeps the numbers in the
-    /// order of the appends).
+    /// order of the appends). A transactional producer's batch goes into its open transaction
+    /// (the partition added to it first), checked against its coordinator's epoch.
     fn stamped(
         &self,
         topic: &Topic,
         partition: &Partition,
         count: u32,
-        append: impl FnOnce(ProducerStamp) -> Result<u64>,
+        append: impl FnOnce((ProducerStamp, Option<&EpochFence>)) -> Result<u64>,
     ) -> Result<u64> {
         let Some(idempotence) = &self.idempotence else {
-            return append(ProducerStamp::NONE);
+            return append((ProducerStamp::NONE, None));
         };
         let mut sequences = idempotence.next_sequences.lock();
+        let fence = match &idempotence.transaction {
+            Some(transaction) => Some(transaction.join(&self.queue, topic, partition.id.partition())?),
+            None => None,
+        };
         let next = sequences.entry((topic.id, partition.id.partition())).or_insert(0);
-        let stamp = ProducerStamp { id: idempotence.id, epoch: 0, base_sequence: *next };
-        let base_offset = append(stamp)?;
+        let stamp =
+            ProducerStamp { id: idempotence.id, epoch: idempotence.epoch, base_sequence: *next, transactional: fence.is_some() };
+        let base_offset = append((stamp, fence.as_ref()))?;
         *next = next.wrapping_add(count);
         Ok(base_offset)
     }

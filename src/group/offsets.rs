@@ -156,7 +156,7 @@ impl OffsetStore {
         if batch_bytes > MAX_BATCH_BYTES {
             return Err(Error::CommitTooLarge { partitions: offsets.len(), size_bytes: batch_bytes, max_bytes: MAX_BATCH_BYTES });
         }
-        let first = self.open_log()?.append(&records, &timestamps, batch_bytes, ProducerStamp::NONE, now_ms)?;
+        let first = self.open_log()?.append(&records, &timestamps, batch_bytes, (ProducerStamp::NONE, None), now_ms)?;
         Ok(first + records.len() as u64)
     }
 

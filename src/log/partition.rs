@@ -172,6 +172,13 @@ impl Partition {
         self.state.tail()
     }
 
+    /// How far a reader of committed records may read in the log whose published end is
+    /// `tail` (read before this): to the first offset of the earliest open transaction, or
+    /// to the end when none is open (see `SharedState::last_stable_offset`).
+    pub(crate) fn last_stable_offset(&self, tail: &Tail) -> u64 {
+        self.state.last_stable_offset(tail)
+    }
+
     /// The log start and the published tail, checked against the segments they describe. The
     /// state file is shared memory that recovery rebuilds, but within an epoch nothing guards
     /// it against a stray write: a tail that does not fit its active segment is reported as

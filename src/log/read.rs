@@ -30,6 +30,9 @@ pub(crate) struct Cursor {
     /// The records of the current batch when it is compressed, expanded, and how far into
     /// them the cursor is (`position` then stays at the batch's start).
     expanded: Option<(Arc<ExpandedBatch>, usize)>,
+    /// For a reader of committed records only: what tells it which transactional batches
+    /// were aborted.
+    committed: Option<Box<Resolver>>,
 }
 
 impl Cursor {
@@ -43,6 +46,7 @@ impl Cursor {
             batch_end_offset: 0,
             first_timestamp_ms: 0,
             expanded: None,
+            committed: None,
         }
     }
 
@@ -50,11 +54,44 @@ impl Cursor {
     pub(crate) fn offset(&self) -> u64 {
         self.offset
     }
+
+    /// Moves to the start of a new segment, keeping what the cursor reads.
+    fn move_to(&mut self, segment: Arc<Segment>) {
+        let committed = self.committed.take();
+        *self = Cursor { committed, ..Cursor::at_start(segment) };
+    }
+}
+
+/// How a reader of committed records tells which transactional batches were aborted: each is
+/// decided by its producer's first marker after it (a commit of the same epoch commits it; an
+/// abort, or any marker of a newer epoch, aborts it), which a second cursor looks for ahead
+/// of the reader, walking batch headers only. Below the last stable offset every transaction
+/// is over, and its marker is published; a batch whose producer has no later marker at all
+/// was left by a transaction that never ended (its coordinator's state was lost to a power
+/// cut), which aborted it.
+#[derive(Default)]
+struct Resolver {
+    ahead: Option<Cursor>,
+    /// The markers `ahead` passed that the reader has not: (offset, producer id, epoch, commit).
+    markers: std::collections::VecDeque<(u64, u64, u16, bool)>,
 }
 
 impl Partition {
     /// A cursor whose next record is `offset`, which must lie in `[start_offset, tail.end_offset]`.
+    /// Like every cursor it passes markers without returning them.
     pub(crate) fn cursor_at(&self, offset: u64, tail: &Tail, check_crc: bool) -> Result<Cursor> {
+        self.cursor_reading(offset, tail, check_crc, None)
+    }
+
+    /// A cursor like `cursor_at`'s that also passes the records of aborted transactions. It
+    /// must read no further than the last stable offset (`last_stable_offset`): a transaction
+    /// still open there is not known to commit or abort. Its next record is the first
+    /// committed one at or after `offset`.
+    pub(crate) fn committed_cursor_at(&self, offset: u64, tail: &Tail, check_crc: bool) -> Result<Cursor> {
+        self.cursor_reading(offset, tail, check_crc, Some(Box::default()))
+    }
+
+    fn cursor_reading(&self, offset: u64, tail: &Tail, check_crc: bool, committed: Option<Box<Resolver>>) -> Result<Cursor> {
         let base = if offset >= tail.active_base {
             tail.active_base
         } else {
@@ -62,7 +99,7 @@ impl Partition {
             self.known_base_at_or_before(offset).ok_or_else(|| self.corrupt_at(0, format!("no segment holds offset {offset}")))?
         };
         let segment = self.segment(base)?;
-        let mut cursor = Cursor::at_start(Arc::clone(&segment));
+        let mut cursor = Cursor { committed, ..Cursor::at_start(Arc::clone(&segment)) };
         if let Some(entry) = self.index_entry_before(&segment, offset, tail) {
             // Trust an index entry only if the batch it points at agrees with it.
             let start = u64::from(entry.position);
@@ -200,59 +237,19 @@ impl Partition {
         Ok(None)
     }
 
-    /// Positions `cursor` inside the batch at its position, moving to the next segment or (when
-    /// not `reading`) skipping a batch that lies wholly before `until` as needed. Returns false
-    /// when the cursor moved without entering a batch (call again).
+    /// Positions `cursor` inside the batch at its position, moving to the next segment or
+    /// skipping a batch as needed: a marker, an aborted one for a reader of committed records,
+    /// or (when not `reading`) one that lies wholly before `until`. Returns false when the
+    /// cursor moved without entering a batch (call again).
     fn enter_batch(&self, cursor: &mut Cursor, tail: &Tail, until: u64, reading: bool, check_crc: bool) -> Result<bool> {
-        let base = cursor.segment.base_offset();
-        // The batches below `tail`'s end are published (the state's tail is at least as new).
-        cursor.segment.note_published(tail);
-        let limit = if base == tail.active_base {
-            cursor.segment.note_reserved(tail.log_reserved_bytes, tail.index_reserved_bytes);
-            tail.end_position
-        } else {
-            let next = match self.known_base_after(base) {
-                Some(next) => Some(next),
-                None => {
-                    self.refresh_segments(tail.active_base)?;
-                    self.known_base_after(base)
-                }
-            };
-            // A compacted segment's file ends where its data does, possibly before the offsets
-            // it covers do (their records were removed).
-            let compacted_end =
-                cursor.segment.is_compacted() && cursor.position + u64::from(BATCH_HEADER_BYTES) > cursor.segment.log_length()?;
-            match next {
-                Some(next) if cursor.offset == next || (compacted_end && cursor.offset < next) => {
-                    *cursor = Cursor::at_start(self.segment(next)?);
-                    return Ok(false);
-                }
-                Some(next) if cursor.offset > next => {
-                    return Err(cursor_corrupt(cursor, "the segment holds offsets of the next one"));
-                }
-                _ => cursor.segment.capacity_bytes(),
-            }
+        let Some(header) = self.batch_header(cursor, tail)? else {
+            return Ok(false);
         };
-        if cursor.position + u64::from(BATCH_HEADER_BYTES) > limit {
-            return Err(cursor_corrupt(cursor, format!("the log ends before offset {}", cursor.offset)));
-        }
-        let header = BatchHeader::read(cursor.segment.read(cursor.position, u64::from(BATCH_HEADER_BYTES))?);
-        if !header.is_plausible() || cursor.position + u64::from(header.batch_bytes) > limit {
-            return Err(cursor_corrupt(cursor, "impossible batch header"));
-        }
-        if cursor.segment.is_compacted() && !header.offset_checksummed() {
-            // Its offsets may skip: a base offset no checksum covers could be any.
-            return Err(cursor_corrupt(cursor, "a batch of a compacted segment without a checksummed base offset"));
-        }
-        let gap = cursor.segment.is_compacted() && header.base_offset > cursor.offset;
-        if header.base_offset != cursor.offset && !gap {
-            return Err(cursor_corrupt(
-                cursor,
-                format!("expected a batch starting at offset {}, found {}", cursor.offset, header.base_offset),
-            ));
-        }
-        if !reading && header.next_offset() <= until {
-            // The whole batch lies before the target: skip it without decoding its records.
+        let skip = (!reading && header.next_offset() <= until)
+            || header.is_marker()
+            || (header.producer.transactional && cursor.committed.is_some() && self.aborted(cursor, &header)?);
+        if skip {
+            // Passed without decoding its records.
             cursor.position += u64::from(header.batch_bytes);
             cursor.offset = header.next_offset();
             return Ok(false);
@@ -278,6 +275,104 @@ impl Partition {
         cursor.first_timestamp_ms = header.first_timestamp_ms;
         cursor.offset = header.base_offset;
         Ok(true)
+    }
+
+    /// Whether the transactional batch `header`, at the position of `cursor` (a reader of
+    /// committed records), was aborted (see `Resolver`).
+    fn aborted(&self, cursor: &mut Cursor, header: &BatchHeader) -> Result<bool> {
+        let after = header.next_offset();
+        let producer = header.producer;
+        let resolver = cursor.committed.as_mut().expect("only a reader of committed records resolves");
+        while resolver.markers.front().is_some_and(|&(offset, ..)| offset < after) {
+            resolver.markers.pop_front();
+        }
+        if resolver.ahead.as_ref().is_none_or(|ahead| ahead.offset < after) {
+            // Markers before this batch decide nothing from here on.
+            resolver.markers.clear();
+            let mut ahead = Cursor::at_start(Arc::clone(&cursor.segment));
+            ahead.position = cursor.position + u64::from(header.batch_bytes);
+            ahead.offset = after;
+            resolver.ahead = Some(ahead);
+        }
+        let ahead = resolver.ahead.as_mut().expect("set above");
+        let mut tail = self.tail();
+        loop {
+            let decided = resolver.markers.iter().find(|&&(_, id, epoch, _)| id == producer.id && epoch >= producer.epoch);
+            if let Some(&(_, _, epoch, commit)) = decided {
+                return Ok(!(commit && epoch == producer.epoch));
+            }
+            if ahead.offset >= tail.end_offset {
+                tail = self.tail();
+                if ahead.offset >= tail.end_offset {
+                    // No marker anywhere after it: its transaction never ended.
+                    return Ok(true);
+                }
+            }
+            let Some(next) = self.batch_header(ahead, &tail)? else {
+                continue;
+            };
+            if next.is_marker() {
+                let batch = ahead.segment.read(ahead.position, u64::from(next.batch_bytes))?;
+                let commit = format::batch_checksum_ok(batch).then(|| format::marker_commits(batch)).flatten();
+                let commit = commit.ok_or_else(|| cursor_corrupt(ahead, "a damaged transaction marker"))?;
+                resolver.markers.push_back((next.base_offset, next.producer.id, next.producer.epoch, commit));
+            }
+            ahead.position += u64::from(next.batch_bytes);
+            ahead.offset = next.next_offset();
+        }
+    }
+
+    /// The header of the batch at the position of `cursor`, checked against its place, or
+    /// `None` when the cursor moved to the next segment instead (call again).
+    fn batch_header(&self, cursor: &mut Cursor, tail: &Tail) -> Result<Option<BatchHeader>> {
+        let base = cursor.segment.base_offset();
+        // The batches below `tail`'s end are published (the state's tail is at least as new).
+        cursor.segment.note_published(tail);
+        let limit = if base == tail.active_base {
+            cursor.segment.note_reserved(tail.log_reserved_bytes, tail.index_reserved_bytes);
+            tail.end_position
+        } else {
+            let next = match self.known_base_after(base) {
+                Some(next) => Some(next),
+                None => {
+                    self.refresh_segments(tail.active_base)?;
+                    self.known_base_after(base)
+                }
+            };
+            // A compacted segment's file ends where its data does, possibly before the offsets
+            // it covers do (their records were removed).
+            let compacted_end =
+                cursor.segment.is_compacted() && cursor.position + u64::from(BATCH_HEADER_BYTES) > cursor.segment.log_length()?;
+            match next {
+                Some(next) if cursor.offset == next || (compacted_end && cursor.offset < next) => {
+                    cursor.move_to(self.segment(next)?);
+                    return Ok(None);
+                }
+                Some(next) if cursor.offset > next => {
+                    return Err(cursor_corrupt(cursor, "the segment holds offsets of the next one"));
+                }
+                _ => cursor.segment.capacity_bytes(),
+            }
+        };
+        if cursor.position + u64::from(BATCH_HEADER_BYTES) > limit {
+            return Err(cursor_corrupt(cursor, format!("the log ends before offset {}", cursor.offset)));
+        }
+        let header = BatchHeader::read(cursor.segment.read(cursor.position, u64::from(BATCH_HEADER_BYTES))?);
+        if !header.is_plausible() || cursor.position + u64::from(header.batch_bytes) > limit {
+            return Err(cursor_corrupt(cursor, "impossible batch header"));
+        }
+        if cursor.segment.is_compacted() && !header.offset_checksummed() {
+            // Its offsets may skip: a base offset no checksum covers could be any.
+            return Err(cursor_corrupt(cursor, "a batch of a compacted segment without a checksummed base offset"));
+        }
+        let gap = cursor.segment.is_compacted() && header.base_offset > cursor.offset;
+        if header.base_offset != cursor.offset && !gap {
+            return Err(cursor_corrupt(
+                cursor,
+                format!("expected a batch starting at offset {}, found {}", cursor.offset, header.base_offset),
+            ));
+        }
+        Ok(Some(header))
     }
 
     /// The earliest offset whose record has a timestamp at or after `timestamp_ms`, or `None`

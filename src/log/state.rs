@@ -9,8 +9,9 @@
 //! 56  log_start u64 (the first offset still in the log; only retention moves it, forward)
 //! 64  tail slot 0 (8 × u64)   128 tail slot 1 (8 × u64)
 //! 192 append mutex (pthread, robust, process-shared)   256 sync mutex   320 maintenance mutex
-//! 384 compactions u64 (counts segments replaced by compaction)   392.. reserved
-//! 512 producer table: 112 slots of 32 bytes, one per idempotent producer (see `ProducerSlot`)
+//! 384 compactions u64 (counts segments replaced by compaction)
+//! 392 first_open u64 (the first offset of the earliest open transaction; all ones when none)   400.. reserved
+//! 512 producer table: 89 slots of 40 bytes, one per idempotent producer (see `ProducerSlot`)
 //! ```
 
 #![expect(unsafe_code, reason = "the state file is shared memory, reached through atomics in its mapping")]
@@ -45,8 +46,11 @@ const APPEND_MUTEX_AT: usize = 192;
 const SYNC_MUTEX_AT: usize = 256;
 const MAINTENANCE_MUTEX_AT: usize = 320;
 const COMPACTIONS_AT: usize = 384;
+const FIRST_OPEN_AT: usize = 392;
 const PRODUCERS_AT: usize = 512;
-const PRODUCER_SLOT_BYTES: usize = 32;
+const PRODUCER_SLOT_BYTES: usize = 40;
+/// A producer slot's `open_from`, and the `first_open` word, when no transaction is open.
+const NO_OPEN_TRANSACTION: u64 = u64::MAX;
 /// Idempotent producers the partition remembers in one epoch; past that, the one that
 /// appended least recently is forgotten.
 pub(crate) const PRODUCER_SLOTS: usize = (STATE_FILE_BYTES as usize - PRODUCERS_AT) / PRODUCER_SLOT_BYTES;
@@ -168,19 +172,76 @@ impl AppendGuard<'_> {
     }
 
     /// Notes in the producer table that the batch stamped `stamp` of `record_count` records
-    /// was published at `base_offset`, in the `slot` that `check_producer` found for its
-    /// producer (or else a free one, or the least recently used).
-    pub(crate) fn note_producer(&self, slot: Option<usize>, stamp: ProducerStamp, record_count: u32, base_offset: u64) {
-        let index = slot.unwrap_or_else(|| self.state.free_or_oldest_producer_slot());
+    /// was published at `base_offset`, in `slot` (see `producer_slot`).
+    pub(crate) fn note_producer(&self, slot: usize, stamp: ProducerStamp, record_count: u32, base_offset: u64) {
+        let known = self.state.read_producer(slot);
+        let same_transaction = known.id == stamp.id && known.epoch == stamp.epoch;
+        let open_from = match stamp.transactional {
+            true if same_transaction && known.open_from != NO_OPEN_TRANSACTION => known.open_from,
+            true => base_offset,
+            false => NO_OPEN_TRANSACTION,
+        };
         let written = ProducerSlot {
-            index,
+            index: slot,
             id: stamp.id,
             epoch: stamp.epoch,
             last_sequence: stamp.base_sequence,
             last_count: record_count,
             last_base_offset: base_offset,
+            open_from,
         };
         self.state.write_producer(written);
+    }
+
+    /// What the producer table says of a marker stamped `stamp`: out of turn only when a newer
+    /// epoch of its producer appended since (a marker takes no sequence number).
+    pub(crate) fn check_marker(&self, stamp: ProducerStamp) -> ProducerCheck {
+        match self.find_producer(stamp.id) {
+            Some(slot) if stamp.epoch < slot.epoch => ProducerCheck::Fenced { epoch: slot.epoch },
+            slot => ProducerCheck::Next { slot: slot.map(|slot| slot.index) },
+        }
+    }
+
+    /// The slot a batch stamped `stamp` goes in: `found`, its producer's, or else a free one
+    /// or the least recently used. A slot whose producer has a transaction open here is never
+    /// taken from it (the partition would forget that the transaction holds back readers).
+    pub(crate) fn producer_slot(&self, found: Option<usize>, partition: &crate::topic::TopicPartition) -> Result<usize> {
+        if let Some(index) = found {
+            return Ok(index);
+        }
+        let slots = (0..PRODUCER_SLOTS).map(|index| self.state.read_producer(index));
+        slots
+            .filter(|slot| slot.open_from == NO_OPEN_TRANSACTION || slot.id == 0)
+            .min_by_key(|slot| if slot.id == 0 { None } else { Some(slot.last_base_offset) })
+            .map(|slot| slot.index)
+            .ok_or_else(|| Error::TooManyOpenTransactions { partition: partition.clone(), max: PRODUCER_SLOTS })
+    }
+
+    /// Before a transactional batch stamped `stamp` is published at `base_offset` (its
+    /// producer's in `slot`): if it opens its producer's transaction here, readers of committed
+    /// records must stop before it from the moment it is visible.
+    pub(crate) fn hold_back_readers(&self, slot: usize, stamp: ProducerStamp, base_offset: u64) {
+        let known = self.state.read_producer(slot);
+        let open = known.id == stamp.id && known.epoch == stamp.epoch && known.open_from != NO_OPEN_TRANSACTION;
+        if !open {
+            self.state.word64(FIRST_OPEN_AT).fetch_min(base_offset, Ordering::Release);
+        }
+    }
+
+    /// After a marker of producer `stamp` was published at `base_offset` in `slot`: its
+    /// transaction here is over, and readers of committed records may go as far as the next
+    /// open one (woken, since the marker's own publish woke them before this).
+    pub(crate) fn note_marker(&self, slot: usize, stamp: ProducerStamp, base_offset: u64) {
+        let known = self.state.read_producer(slot);
+        let mut written = known;
+        if known.id != stamp.id || known.epoch < stamp.epoch {
+            // A new producer, or a new epoch of this one, whose next batch starts at 0.
+            written = ProducerSlot { index: slot, id: stamp.id, epoch: stamp.epoch, last_sequence: 0, last_count: 0, ..known };
+        }
+        written.last_base_offset = base_offset;
+        written.open_from = NO_OPEN_TRANSACTION;
+        self.state.write_producer(written);
+        self.state.release_readers();
     }
 
     /// The slot of producer `id`, looked for by its id word alone (one load a slot: this runs
@@ -189,6 +250,20 @@ impl AppendGuard<'_> {
         let at = |index: usize| PRODUCERS_AT + index * PRODUCER_SLOT_BYTES;
         let index = (0..PRODUCER_SLOTS).find(|&index| self.state.word64(at(index)).load(Ordering::Relaxed) == id)?;
         Some(self.state.read_producer(index))
+    }
+}
+
+/// Where a transactional producer's coordinator keeps the producer's current epoch, which a
+/// newer instance of it moves on (before it aborts what the older one left open). Checked
+/// under each partition's append lock, it keeps every batch of the older instance out of
+/// every partition from then on.
+pub(crate) struct EpochFence<'a>(pub(crate) &'a AtomicU64);
+
+impl EpochFence<'_> {
+    /// The current epoch, if it is no longer `epoch`.
+    pub(crate) fn moved_from(&self, epoch: u16) -> Option<u16> {
+        let current = self.0.load(Ordering::Acquire) as u16;
+        (current != epoch).then_some(current)
     }
 }
 
@@ -207,12 +282,12 @@ pub(crate) enum ProducerCheck {
 }
 
 /// One slot of the producer table: the last batch an idempotent producer appended in this
-/// epoch of the queue. Every field is read and written under the append lock; an empty slot
-/// has id 0, which no producer gets.
+/// epoch of the queue, and where its open transaction here began. Every field is read and
+/// written under the append lock; an empty slot has id 0, which no producer gets.
 ///
 /// ```text
 /// 0 id u64   8 epoch u16   10 reserved u16   12 last_sequence u32   16 last_base_offset u64
-/// 24 last_count u32   28 reserved u32
+/// 24 last_count u32   28 reserved u32   32 open_from u64 (all ones when no transaction is open)
 /// ```
 #[derive(Debug, Clone, Copy)]
 struct ProducerSlot {
@@ -222,6 +297,7 @@ struct ProducerSlot {
     last_sequence: u32,
     last_count: u32,
     last_base_offset: u64,
+    open_from: u64,
 }
 
 impl SharedState {
@@ -257,6 +333,7 @@ impl SharedState {
         state.maintenance_mutex.init().during("initialise the maintenance lock in", path)?;
         state.word64(LOG_START_AT).store(log_start, Ordering::Release);
         state.word64(SYNCED_OFFSET_AT).store(synced_offset, Ordering::Release);
+        state.word64(FIRST_OPEN_AT).store(NO_OPEN_TRANSACTION, Ordering::Release);
         // SAFETY: the header bytes are inside the mapping and nobody else maps the file yet.
         unsafe {
             std::ptr::copy_nonoverlapping(STATE_MAGIC.as_ptr(), state.map.0.as_mut_ptr(), 8);
@@ -312,6 +389,7 @@ impl SharedState {
             last_sequence: (epoch_and_sequence >> 32) as u32,
             last_base_offset: self.word64(at + 16).load(Ordering::Relaxed),
             last_count: self.word64(at + 24).load(Ordering::Relaxed) as u32,
+            open_from: self.word64(at + 32).load(Ordering::Relaxed),
         }
     }
 
@@ -327,14 +405,32 @@ impl SharedState {
         self.word64(at + 8).store(u64::from(slot.epoch) | u64::from(slot.last_sequence) << 32, Ordering::Relaxed);
         self.word64(at + 16).store(slot.last_base_offset, Ordering::Relaxed);
         self.word64(at + 24).store(u64::from(slot.last_count), Ordering::Relaxed);
+        self.word64(at + 32).store(slot.open_from, Ordering::Relaxed);
         id.store(slot.id, Ordering::Relaxed);
     }
 
-    /// An empty slot of the producer table, or else the one whose producer appended least
-    /// recently (the lowest last offset).
-    fn free_or_oldest_producer_slot(&self) -> usize {
+    /// Sets `first_open` from the producer table, after a transaction ended (or a writer died
+    /// between lowering it and noting its transaction), and wakes the readers it holds back.
+    /// Raised only after the marker's publish: a reader that sees it raised also sees the
+    /// marker (see `last_stable_offset`).
+    fn release_readers(&self) {
         let slots = (0..PRODUCER_SLOTS).map(|index| self.read_producer(index));
-        slots.min_by_key(|slot| if slot.id == 0 { None } else { Some(slot.last_base_offset) }).map_or(0, |slot| slot.index)
+        let first_open = slots.filter(|slot| slot.id != 0).map(|slot| slot.open_from).min().unwrap_or(NO_OPEN_TRANSACTION);
+        self.word64(FIRST_OPEN_AT).store(first_open, Ordering::Release);
+        fence(Ordering::SeqCst);
+        if self.word32(WAITERS_AT).load(Ordering::Relaxed) > 0 {
+            self.wake_consumers();
+        }
+    }
+
+    /// The last stable offset of the log whose published end is `tail` (read before this):
+    /// the first offset of its earliest open transaction, or the end when none is open. Every
+    /// transactional batch below it belongs to a transaction that is over, and whose marker is
+    /// published in any tail read after this (see `release_readers`); a batch that opens a
+    /// transaction lowers it before its publish (`hold_back_readers`), so a reader whose
+    /// `tail` holds that batch sees it lowered.
+    pub(crate) fn last_stable_offset(&self, tail: &Tail) -> u64 {
+        self.word64(FIRST_OPEN_AT).load(Ordering::Acquire).min(tail.end_offset)
     }
 
     fn write_slot(&self, slot: usize, tail: Tail) {
@@ -405,7 +501,9 @@ impl SharedState {
         if held.owner_died() {
             repair();
             held.mark_consistent().during("recover the append lock in", &self.path)?;
-            // The dead writer may have published without waking anyone.
+            // The dead writer may have published without waking anyone, or held back readers
+            // for a transaction it did not live to note.
+            self.release_readers();
             self.wake_consumers();
         }
         Ok(AppendGuard { state: self, _held: held })

@@ -51,13 +51,20 @@ pub(crate) fn byte_locked_elsewhere(file: &File, byte: u64) -> io::Result<bool> 
 /// A shared flock on the queue directory itself, held by every open queue handle and every
 /// mapping made through one: while it is held, no process recovers (truncates) files.
 pub(crate) struct DirLock {
-    _file: File,
+    file: File,
 }
 
 impl DirLock {
     /// The lock held through `file`, the queue directory opened by [`lock_queue_directory`].
     pub(crate) fn new(file: File) -> DirLock {
-        DirLock { _file: file }
+        DirLock { file }
+    }
+
+    /// Turns the exclusive lock of a handle that opened the queue alone into a shared one.
+    /// Not atomic: another opener may find the queue alone in between.
+    pub(crate) fn downgrade(&self) -> io::Result<()> {
+        self.file.unlock()?;
+        self.file.lock_shared()
     }
 }
 

@@ -93,6 +93,7 @@ fn entry() {
         role if role.starts_with("powercut-") => crate::powercut::child(role, &args),
         history if history.starts_with("hist-") => crate::history::child(history, &args),
         failpoint if failpoint.starts_with("fp-") => crate::failpoints::child(failpoint, &args),
+        transaction if transaction.starts_with("txn-") => crate::transactions::child(transaction, &args),
         other => panic!("unknown child role {other}"),
     }
 }

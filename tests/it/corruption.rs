@@ -241,9 +241,9 @@ fn a_future_format_version_is_refused() {
     write_log(dir.path(), 1, TopicConfig::new(1));
     let meta = dir.path().join("streamlog.meta");
     let mut bytes = fs::read(&meta).unwrap();
-    bytes[8] = 5;
+    bytes[8] = 6;
     fs::write(&meta, &bytes).unwrap();
-    assert!(matches!(crate::open_alone(dir.path()), Err(Error::IncompatibleVersion { found: 5, supported: 4, .. })));
+    assert!(matches!(crate::open_alone(dir.path()), Err(Error::IncompatibleVersion { found: 6, supported: 5, .. })));
 }
 
 #[test]

@@ -19,6 +19,7 @@ const FLOORS: &[(&str, u32)] = &[
     ("background", 2),
     ("log", 3),
     ("group", 4),
+    ("transaction", 4),
     ("catalog", 5),
     ("client", 6),
     ("queue", 7),
@@ -29,6 +30,7 @@ const FLOORS: &[(&str, u32)] = &[
 const UNSAFE_FILES: &[&str] = &[
     "failpoint.rs",
     "group/file.rs",
+    "transaction.rs",
     "log/records.rs",
     "log/recovery.rs",
     "log/segment.rs",

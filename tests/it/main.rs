@@ -27,6 +27,7 @@ mod retention;
 mod space;
 mod tampering;
 mod testfs;
+mod transactions;
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU32, Ordering};

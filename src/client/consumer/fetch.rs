@@ -5,8 +5,9 @@ use std::time::{Duration, Instant};
 
 use super::{Assignment, Consumer};
 use crate::error::{Error, Result};
+use crate::log::partition::Partition;
 use crate::log::records::Records;
-use crate::options::{ConsumerConfig, OffsetReset};
+use crate::options::{ConsumerConfig, IsolationLevel, OffsetReset};
 use crate::sys::futex;
 
 impl Consumer {
@@ -22,7 +23,7 @@ impl Consumer {
         }
         let until = deadline.min(Instant::now() + SPIN_BEFORE_SLEEP);
         for round in 0u32.. {
-            if self.assigned.iter().any(|a| a.position.is_some_and(|p| p < a.partition.tail().end_offset)) {
+            if self.assigned.iter().any(|a| a.position.is_some_and(|p| p < self.readable_end(&a.partition))) {
                 return true;
             }
             if round < 6 {
@@ -37,6 +38,16 @@ impl Consumer {
             }
         }
         false
+    }
+
+    /// Where this consumer's reading of `partition` stops for now: the end of the log, or for
+    /// a reader of committed records its last stable offset.
+    pub(super) fn readable_end(&self, partition: &Partition) -> u64 {
+        let tail = partition.tail();
+        match self.config.isolation_level {
+            IsolationLevel::ReadCommitted => partition.last_stable_offset(&tail),
+            IsolationLevel::ReadUncommitted => tail.end_offset,
+        }
     }
 
     /// Reads what is available from every assigned partition, up to `max_poll_records`. A
@@ -81,7 +92,7 @@ impl Consumer {
         }
         // Re-check after registering: a record published before registration is seen here,
         // and one published after it wakes the futex.
-        let nothing_new = self.assigned.iter().all(|a| a.position.is_some_and(|p| p >= a.partition.tail().end_offset));
+        let nothing_new = self.assigned.iter().all(|a| a.position.is_some_and(|p| p >= self.readable_end(&a.partition)));
         if nothing_new {
             if words.is_empty() {
                 std::thread::sleep(deadline.saturating_duration_since(Instant::now()));
@@ -98,24 +109,31 @@ impl Consumer {
 /// How long `poll` watches for records before it sleeps.
 pub(super) const SPIN_BEFORE_SLEEP: Duration = Duration::from_micros(20);
 
-/// Reads what is available from one partition into `records`, up to `max_poll_records` in all.
+/// Reads what is available from one partition into `records`, up to `max_poll_records` in all:
+/// to the end of the log, or for a reader of committed records to its last stable offset.
 fn fetch_partition(assignment: &mut Assignment, config: &ConsumerConfig, records: &mut Records) -> Result<()> {
     let position = valid_position(assignment, config.auto_offset_reset, &config.group)?;
     let partition = &assignment.partition;
     let tail = partition.tail();
-    if position >= tail.end_offset {
+    let committed = config.isolation_level == IsolationLevel::ReadCommitted;
+    let until = if committed { partition.last_stable_offset(&tail) } else { tail.end_offset };
+    if position >= until {
         return Ok(());
     }
+    let new_cursor = || match committed {
+        true => partition.committed_cursor_at(position, &tail, config.check_crcs),
+        false => partition.cursor_at(position, &tail, config.check_crcs),
+    };
     let mut cursor = match assignment.cursor.take() {
         Some(cursor) if cursor.offset() == position => cursor,
-        _ => match partition.cursor_at(position, &tail, config.check_crcs) {
+        _ => match new_cursor() {
             Ok(cursor) => cursor,
             // Retention deleted the segment meanwhile: the next fetch applies the reset policy.
             Err(_) if position < partition.start_offset() => return Ok(()),
             Err(error) => return Err(error),
         },
     };
-    let result = partition.advance(&mut cursor, &tail, u64::MAX, Some((records, config.max_poll_records)), config.check_crcs);
+    let result = partition.advance(&mut cursor, &tail, until, Some((records, config.max_poll_records)), config.check_crcs);
     assignment.position = Some(cursor.offset());
     if result.is_err() && cursor.offset() < partition.start_offset() {
         // Retention deleted what the cursor was about to read: the next fetch resets.

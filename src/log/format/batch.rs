@@ -39,20 +39,37 @@ const CODEC_MASK: u16 = 0b111;
 /// its offset is). A compacted segment's offsets may skip, so nothing but the checksum can
 /// tell that a base offset was changed there: every batch of a compacted segment must have it.
 const OFFSET_CHECKSUMMED: u16 = 1 << 7;
+/// Attribute bit: a transactional producer wrote the batch; its records count only once the
+/// producer's next marker in the partition commits them (Kafka's bit).
+const TRANSACTIONAL: u16 = 1 << 4;
+/// Attribute bit: the batch is a marker (a control batch, Kafka's bit): one record that ends its
+/// producer's transaction in the partition, committing or aborting it. Readers never return it.
+const CONTROL: u16 = 1 << 5;
+/// A marker's one record has this key: which way the transaction ended.
+const MARKER_ABORT: u8 = 0;
+const MARKER_COMMIT: u8 = 1;
 
 /// Who wrote a batch: an idempotent producer's id and epoch, and the sequence number of the
 /// batch's first record among the records that producer sent the partition (each record
-/// takes one, from 0). All ones ([`ProducerStamp::NONE`]) when no idempotent producer wrote it.
+/// takes one, from 0), and whether the batch belongs to a transaction. All ones
+/// ([`ProducerStamp::NONE`]) when no idempotent producer wrote it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct ProducerStamp {
     pub(crate) id: u64,
     pub(crate) epoch: u16,
     pub(crate) base_sequence: u32,
+    pub(crate) transactional: bool,
 }
 
 impl ProducerStamp {
     /// The producer fields of a batch no idempotent producer wrote.
-    pub(crate) const NONE: ProducerStamp = ProducerStamp { id: u64::MAX, epoch: u16::MAX, base_sequence: u32::MAX };
+    pub(crate) const NONE: ProducerStamp =
+        ProducerStamp { id: u64::MAX, epoch: u16::MAX, base_sequence: u32::MAX, transactional: false };
+
+    /// The attribute bits the stamp sets.
+    fn attributes(&self) -> u16 {
+        if self.transactional { TRANSACTIONAL } else { 0 }
+    }
 }
 
 /// The fixed part of a record batch.
@@ -63,10 +80,11 @@ impl ProducerStamp {
 /// 24 producer_id u64   32 base_sequence u32   36 first_timestamp_ms u64   44 max_timestamp_ms u64
 /// 52 the records
 /// ```
-/// Attributes: bits 0 to 2 the compression codec (0 none; Kafka's numbers otherwise), bit 7
-/// set when the checksum covers the base offset too (bytes 8 on; see `OFFSET_CHECKSUMMED`),
-/// all others 0 (bits 4 and 5 are kept for Kafka's transactional and control flags). The producer
-/// fields are all ones when no idempotent producer wrote the batch.
+/// Attributes: bits 0 to 2 the compression codec (0 none; Kafka's numbers otherwise), bit 4
+/// set in a transactional producer's batches, bit 5 in markers (which have bit 4 too, one
+/// uncompressed record, and no sequence number), bit 7 set when the checksum covers the base
+/// offset too (bytes 8 on; see `OFFSET_CHECKSUMMED`), all others 0. The producer fields are all
+/// ones when no idempotent producer wrote the batch.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct BatchHeader {
     pub(crate) batch_bytes: u32,
@@ -88,7 +106,12 @@ impl BatchHeader {
             base_offset: u64_at(bytes, 8),
             record_count: u32_at(bytes, 16),
             attributes: u16_at(bytes, 20),
-            producer: ProducerStamp { id: u64_at(bytes, 24), epoch: u16_at(bytes, 22), base_sequence: u32_at(bytes, 32) },
+            producer: ProducerStamp {
+                id: u64_at(bytes, 24),
+                epoch: u16_at(bytes, 22),
+                base_sequence: u32_at(bytes, 32),
+                transactional: u16_at(bytes, 20) & TRANSACTIONAL != 0,
+            },
             first_timestamp_ms: u64_at(bytes, 36),
             max_timestamp_ms: u64_at(bytes, 44),
         }
@@ -115,7 +138,7 @@ impl BatchHeader {
 
     /// The codec the records are compressed with, or `None` for attributes no writer sets.
     pub(crate) fn compression(&self) -> Option<Compression> {
-        if self.attributes & !(CODEC_MASK | OFFSET_CHECKSUMMED) != 0 {
+        if self.attributes & !(CODEC_MASK | OFFSET_CHECKSUMMED | TRANSACTIONAL | CONTROL) != 0 {
             return None;
         }
         Compression::from_code((self.attributes & CODEC_MASK) as u8)
@@ -126,9 +149,19 @@ impl BatchHeader {
         self.attributes & OFFSET_CHECKSUMMED != 0
     }
 
+    /// Whether the batch is a marker, which ends a transaction and holds no record to return.
+    pub(crate) fn is_marker(&self) -> bool {
+        self.attributes & CONTROL != 0
+    }
+
     /// Whether the header's sizes and attributes are possible at all, before the checksum is
     /// looked at.
     pub(crate) fn is_plausible(&self) -> bool {
+        if self.is_marker()
+            && (self.record_count != 1 || !self.producer.transactional || self.compression() != Some(Compression::None))
+        {
+            return false;
+        }
         let records_fit = match self.compression() {
             Some(Compression::None) => {
                 u64::from(self.batch_bytes)
@@ -267,7 +300,7 @@ pub(crate) fn write_batch(
         crc: 0,
         base_offset,
         record_count: records.len() as u32,
-        attributes: u16::from(Compression::None.code()),
+        attributes: u16::from(Compression::None.code()) | producer.attributes(),
         producer,
         first_timestamp_ms,
         max_timestamp_ms,
@@ -301,7 +334,7 @@ pub(crate) fn write_compressed_batch(
         crc: 0,
         base_offset: 0,
         record_count: records.len() as u32,
-        attributes: u16::from(compression.code()),
+        attributes: u16::from(compression.code()) | producer.attributes(),
         producer,
         first_timestamp_ms,
         max_timestamp_ms,
@@ -336,7 +369,7 @@ pub(crate) fn frame_single_record(
         crc: 0,
         base_offset,
         record_count: 1,
-        attributes: u16::from(Compression::None.code()),
+        attributes: u16::from(Compression::None.code()) | producer.attributes(),
         producer,
         first_timestamp_ms: timestamp_ms,
         max_timestamp_ms: timestamp_ms,
@@ -359,6 +392,38 @@ pub(crate) fn frame_single_record(
     crc.update(value);
     crc.update(suffix);
     prefix[4..8].copy_from_slice(&crc.finalize().to_le_bytes());
+}
+
+/// Encodes the marker that ends `producer`'s transaction in a partition (committing it or
+/// not), sealed, with base offset 0 (`set_base_offset` gives it its own): a control batch of
+/// one record whose key says which way the transaction ended. It takes no sequence number.
+pub(crate) fn write_marker(producer_id: u64, epoch: u16, commit: bool, timestamp_ms: u64) -> Vec<u8> {
+    let key = [if commit { MARKER_COMMIT } else { MARKER_ABORT }];
+    let record = Record::new(Vec::new()).key(key.to_vec());
+    let timestamps = [timestamp_ms];
+    let mut out = vec![0u8; batch_bytes(std::slice::from_ref(&record), &timestamps) as usize];
+    let producer = ProducerStamp { id: producer_id, epoch, base_sequence: u32::MAX, transactional: true };
+    write_batch(&mut out, 0, producer, std::slice::from_ref(&record), &timestamps);
+    let attributes = u16_at(&out, 20) | CONTROL;
+    out[20..22].copy_from_slice(&attributes.to_le_bytes());
+    seal_batch(&mut out);
+    out
+}
+
+/// Which way the marker `batch` (one whole batch whose header says it is a marker, checksum
+/// checked) ended its transaction: true for a commit; `None` when its record is not a marker's.
+pub(crate) fn marker_commits(batch: &[u8]) -> Option<bool> {
+    let header = BatchHeader::read(batch);
+    let records = &batch[BATCH_HEADER_BYTES as usize..];
+    let layout = RecordLayout::parse(records, header.first_timestamp_ms)?;
+    if layout.record_bytes as usize != records.len() || layout.key_bytes != 1 || layout.flags & FLAG_HAS_KEY == 0 {
+        return None;
+    }
+    match records[layout.key_at as usize] {
+        MARKER_COMMIT => Some(true),
+        MARKER_ABORT => Some(false),
+        _ => None,
+    }
 }
 
 fn record_flags(record: &Record<'_>) -> u8 {
@@ -549,12 +614,42 @@ fn unzigzag(value: u64) -> u64 {
 mod tests {
     use super::*;
 
-    const STAMP: ProducerStamp = ProducerStamp { id: 1 << 32 | 5, epoch: 3, base_sequence: 41 };
+    const STAMP: ProducerStamp = ProducerStamp { id: 1 << 32 | 5, epoch: 3, base_sequence: 41, transactional: false };
 
     fn encode(records: &[Record<'_>], timestamps: &[u64]) -> Vec<u8> {
         let mut batch = vec![0u8; batch_bytes(records, timestamps) as usize];
         write_batch(&mut batch, 77, STAMP, records, timestamps);
         batch
+    }
+
+    #[test]
+    fn markers_say_which_way_their_transaction_ended_and_nothing_else_passes_for_one() {
+        for commit in [true, false] {
+            let marker = write_marker(9, 4, commit, 1_000);
+            let header = BatchHeader::read(&marker);
+            assert!(header.is_marker() && header.producer.transactional && header.is_plausible());
+            assert_eq!((header.producer.id, header.producer.epoch, header.record_count), (9, 4, 1));
+            assert!(batch_checksum_ok(&marker));
+            assert_eq!(marker_commits(&marker), Some(commit));
+        }
+        let transactional = ProducerStamp { transactional: true, ..STAMP };
+        let mut batch = vec![0u8; batch_bytes(&[Record::new(b"v")], &[1]) as usize];
+        write_batch(&mut batch, 0, transactional, &[Record::new(b"v")], &[1]);
+        let header = BatchHeader::read(&batch);
+        assert!(header.producer.transactional && !header.is_marker() && header.is_plausible());
+        // A marker bit on a batch of two records, or without the transactional bit, is damage.
+        let mut two = encode(&[Record::new(b"a"), Record::new(b"b")], &[1, 1]);
+        let attributes = u16_at(&two, 20) | CONTROL | TRANSACTIONAL;
+        two[20..22].copy_from_slice(&attributes.to_le_bytes());
+        assert!(!BatchHeader::read(&two).is_plausible());
+        let mut bare = write_marker(9, 4, true, 1_000);
+        let attributes = u16_at(&bare, 20) & !TRANSACTIONAL;
+        bare[20..22].copy_from_slice(&attributes.to_le_bytes());
+        assert!(!BatchHeader::read(&bare).is_plausible());
+        // A record whose key is not a marker's says nothing.
+        let mut other = vec![0u8; batch_bytes(&[Record::new(b"").key(b"x")], &[1]) as usize];
+        write_batch(&mut other, 0, transactional, &[Record::new(b"").key(b"x")], &[1]);
+        assert_eq!(marker_commits(&other), None);
     }
 
     #[test]
@@ -714,7 +809,7 @@ mod tests {
         assert_eq!(BatchHeader::read(&bytes).next_offset(), u64::MAX);
         bytes[0..4].copy_from_slice(&1000u32.to_le_bytes());
         assert!(BatchHeader::read(&bytes).is_plausible());
-        for attributes in [1u16, 2, 5, 1 << 4, 1 << 15] {
+        for attributes in [1u16, 2, 5, 1 << 5, 1 << 6, 1 << 15] {
             bytes[20..22].copy_from_slice(&attributes.to_le_bytes());
             assert!(!BatchHeader::read(&bytes).is_plausible(), "attributes {attributes:#x}");
         }

@@ -24,8 +24,8 @@ use crate::error::{Error, Result};
 
 pub(crate) use batch::{
     BATCH_HEADER_BYTES, BatchHeader, FLAG_HAS_KEY, FLAG_TOMBSTONE, MAX_BATCH_BYTES, ProducerStamp, RecordLayout,
-    TARGET_BATCH_BYTES, batch_bytes, batch_checksum_ok, checksum_base_offset, frame_single_record, max_records_in, parse_headers,
-    record_bytes, set_base_offset, write_batch, write_compressed_batch,
+    TARGET_BATCH_BYTES, batch_bytes, batch_checksum_ok, checksum_base_offset, frame_single_record, marker_commits,
+    max_records_in, parse_headers, record_bytes, set_base_offset, write_batch, write_compressed_batch, write_marker,
 };
 pub(crate) use header::{
     FULLY_SYNCED, FileHeader, INDEX_ENTRY_BYTES, IndexEntry, LOG_ID_AT, LOG_START_FILE_BYTES, LogId, SEGMENT_COMPACTED,
@@ -36,9 +36,11 @@ pub(crate) use names::{LOG_START_FILE, PartitionFile, STATE_FILE, classify, inde
 /// The format version this build writes and the only one it reads. Version 3 added the log id
 /// (topic id and partition) to segment and index headers; version 4 framed records with
 /// varints, left the base offset out of the batch checksum and gave batches a codec and
-/// producer fields. A queue of another version is refused as a whole
-/// (`Error::IncompatibleVersion` on its `streamlog.meta`), never half read.
-pub(crate) const FORMAT_VERSION: u16 = 4;
+/// producer fields; version 5 added transactions (the transactional and marker attribute bits,
+/// the open transactions in each partition's state, the transaction coordinators' files). A
+/// queue of another version is refused as a whole (`Error::IncompatibleVersion` on its
+/// `streamlog.meta`), never half read.
+pub(crate) const FORMAT_VERSION: u16 = 5;
 
 pub(crate) const SEGMENT_MAGIC: [u8; 8] = *b"SLOGSEG\0";
 pub(crate) const INDEX_MAGIC: [u8; 8] = *b"SLOGIDX\0";

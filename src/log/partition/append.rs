@@ -15,26 +15,28 @@ use crate::log::format::{
     MAX_BATCH_BYTES, PREFAULT_MAX_BYTES, PWRITE_MIN_BATCH_BYTES, ProducerStamp,
 };
 use crate::log::segment::{Segment, UnusedSpace};
-use crate::log::state::{AppendGuard, ProducerCheck, Tail};
+use crate::log::state::{AppendGuard, EpochFence, ProducerCheck, Tail};
 use crate::record::Record;
 use crate::sys::file;
 use crate::topic::TopicConfig;
 
 impl Partition {
     /// Appends `records` (already checked against the size limits) as one uncompressed batch
-    /// stamped `producer`, and returns the offset of the first. `batch_bytes` is the encoded
-    /// size of the batch. Small batches are encoded straight into the mapping, under the lock.
+    /// stamped `producer` (checked against `fence`, see `append_with`), and returns the offset
+    /// of the first. `batch_bytes` is the encoded size of the batch. Small batches are encoded
+    /// straight into the mapping, under the lock.
     pub(crate) fn append(
         self: &Arc<Self>,
         records: &[Record<'_>],
         timestamps_ms: &[u64],
         batch_bytes: u64,
-        producer: ProducerStamp,
+        (producer, fence): (ProducerStamp, Option<&EpochFence>),
         now_ms: u64,
     ) -> Result<u64> {
         debug_assert!(!records.is_empty());
         let count = records.len() as u64;
-        self.append_with(batch_bytes, count, producer, now_ms, |buffers, segment, guard, position, base_offset| {
+        let stamp = (producer, fence);
+        self.append_with(batch_bytes, count, stamp, false, now_ms, |buffers, segment, guard, position, base_offset| {
             if let ([record], [timestamp_ms]) = (records, timestamps_ms)
                 && batch_bytes >= PWRITE_MIN_BATCH_BYTES
             {
@@ -64,14 +66,15 @@ impl Partition {
         })
     }
 
-    /// Appends `batch`, encoded and sealed before the lock was taken (a compressed one), and
-    /// returns the offset of its first record. Only its base offset is filled in under the
-    /// lock: the checksum leaves it out.
-    pub(crate) fn append_encoded(self: &Arc<Self>, batch: &mut [u8], now_ms: u64) -> Result<u64> {
+    /// Appends `batch`, encoded and sealed before the lock was taken (a compressed one, or a
+    /// marker), and returns the offset of its first record. Only its base offset is filled in
+    /// under the lock: the checksum leaves it out.
+    pub(crate) fn append_encoded(self: &Arc<Self>, batch: &mut [u8], fence: Option<&EpochFence>, now_ms: u64) -> Result<u64> {
         let header = BatchHeader::read(batch);
         let batch_bytes = batch.len() as u64;
         let count = u64::from(header.record_count);
-        self.append_with(batch_bytes, count, header.producer, now_ms, |_, segment, guard, position, base_offset| {
+        let stamp = (header.producer, fence);
+        let write = |_: &mut Buffers, segment: &Segment, guard: &AppendGuard<'_>, position, base_offset| {
             format::set_base_offset(batch, base_offset);
             if batch_bytes >= PWRITE_MIN_BATCH_BYTES {
                 segment.pwrite_unpublished(guard, position, &[batch])?;
@@ -79,11 +82,14 @@ impl Partition {
                 segment.write_unpublished(guard, position, batch_bytes, |out| out.copy_from_slice(batch))?;
             }
             Ok(header.max_timestamp_ms)
-        })
+        };
+        self.append_with(batch_bytes, count, stamp, header.is_marker(), now_ms, write)
     }
 
     /// The append protocol around one batch of `batch_bytes` holding `record_count` records
-    /// stamped `producer`: lock, check the producer's sequence, roll if due, reserve, `write`
+    /// stamped `producer` (a `marker` when it ends a transaction): lock, check the producer's
+    /// sequence (and, for a transactional producer's batch, its `fence`: the epoch its
+    /// coordinator has now, which must still be the batch's), roll if due, reserve, `write`
     /// the batch (given the writer's buffers, the segment, the lock, the position and the base
     /// offset; it returns the batch's max timestamp), index, publish, unlock, prefault.
     /// Returns the base offset (the first one's, for a repeat of a producer's last batch).
@@ -91,7 +97,8 @@ impl Partition {
         self: &Arc<Self>,
         batch_bytes: u64,
         record_count: u64,
-        producer: ProducerStamp,
+        (producer, fence): (ProducerStamp, Option<&EpochFence>),
+        marker: bool,
         now_ms: u64,
         write: impl FnOnce(&mut Buffers, &Segment, &AppendGuard<'_>, u64, u64) -> Result<u64>,
     ) -> Result<u64> {
@@ -100,15 +107,22 @@ impl Partition {
         let writer = &mut *locked;
         let guard = self.state.lock_append(|| self.repair())?;
         self.check_not_poisoned()?;
+        let fenced = |current_epoch| {
+            let (partition, producer_id) = (Some(self.id.clone()), producer.id);
+            Error::ProducerFenced { partition, producer_id, epoch: producer.epoch, current_epoch }
+        };
+        if let Some(fence) = fence
+            && let Some(current_epoch) = fence.moved_from(producer.epoch)
+        {
+            return Err(fenced(current_epoch));
+        }
         let mut producer_slot = None;
         if producer != ProducerStamp::NONE {
-            match guard.check_producer(producer, record_count as u32) {
-                ProducerCheck::Next { slot } => producer_slot = slot,
+            let check = if marker { guard.check_marker(producer) } else { guard.check_producer(producer, record_count as u32) };
+            match check {
+                ProducerCheck::Next { slot } => producer_slot = Some(guard.producer_slot(slot, &self.id)?),
                 ProducerCheck::Repeat { base_offset } => return Ok(base_offset),
-                ProducerCheck::Fenced { epoch } => {
-                    let (partition, producer_id, current_epoch) = (self.id.clone(), producer.id, epoch);
-                    return Err(Error::ProducerFenced { partition, producer_id, epoch: producer.epoch, current_epoch });
-                }
+                ProducerCheck::Fenced { epoch } => return Err(fenced(epoch)),
                 ProducerCheck::OutOfOrder { expected } => {
                     let (partition, producer_id, found) = (self.id.clone(), producer.id, producer.base_sequence);
                     return Err(Error::OutOfOrderSequence { partition, producer_id, expected, found });
@@ -181,10 +195,18 @@ impl Partition {
         tail.end_offset += record_count;
         tail.end_position = end;
         tail.max_timestamp_ms = tail.max_timestamp_ms.max(max_timestamp_ms);
+        if let Some(slot) = producer_slot
+            && producer.transactional
+            && !marker
+        {
+            guard.hold_back_readers(slot, producer, base_offset);
+        }
         failpoint!("append-before-publish");
         self.state.publish(&guard, tail);
-        if producer != ProducerStamp::NONE {
-            guard.note_producer(producer_slot, producer, record_count as u32, base_offset);
+        match producer_slot {
+            Some(slot) if marker => guard.note_marker(slot, producer, base_offset),
+            Some(slot) => guard.note_producer(slot, producer, record_count as u32, base_offset),
+            None => {}
         }
         drop(guard);
         // Only writes through the mapping fault; large batches go through `pwrite`, which a
@@ -874,9 +896,9 @@ mod tests {
                 let records: Vec<Record<'_>> = values.iter().map(|v| Record::new(v.as_slice())).collect();
                 let timestamps = vec![1_000; records.len()];
                 let batch_bytes = format::batch_bytes(&records, &timestamps);
-                let stamp = ProducerStamp { id: ids[producer], epoch, base_sequence: sequence };
+                let stamp = ProducerStamp { id: ids[producer], epoch, base_sequence: sequence, transactional: false };
                 let partition = queue.inner.partition(&tp).unwrap();
-                let got = partition.append(&records, &timestamps, batch_bytes, stamp, 1_000);
+                let got = partition.append(&records, &timestamps, batch_bytes, (stamp, None), 1_000);
                 match (expected, got) {
                     (Ok(None), Ok(base)) => {
                         proptest::prop_assert_eq!(base, log.len() as u64, "{:?}: appended at the end", step);
@@ -908,8 +930,8 @@ mod tests {
         let partition = queue.inner.partition(&TopicPartition::new("t", 0)).unwrap();
         let append = |id: u64, base_sequence: u32| {
             let records = [Record::new(b"v")];
-            let stamp = ProducerStamp { id, epoch: 0, base_sequence };
-            partition.append(&records, &[1_000], format::batch_bytes(&records, &[1_000]), stamp, 1_000)
+            let stamp = ProducerStamp { id, epoch: 0, base_sequence, transactional: false };
+            partition.append(&records, &[1_000], format::batch_bytes(&records, &[1_000]), (stamp, None), 1_000)
         };
         for id in 1..=PRODUCER_SLOTS as u64 {
             append(id, 0).unwrap();
@@ -973,7 +995,7 @@ mod tests {
         let stamps_t = stamps("t");
         let (id, other) = (stamps_t[0].0.id, stamps_t[2].0.id);
         assert!(id != other && id != ProducerStamp::NONE.id && other != ProducerStamp::NONE.id, "{stamps_t:?}");
-        let stamp = |id, base_sequence| ProducerStamp { id, epoch: 0, base_sequence };
+        let stamp = |id, base_sequence| ProducerStamp { id, epoch: 0, base_sequence, transactional: false };
         assert_eq!(
             stamps_t,
             vec![(stamp(id, 0), 1), (stamp(id, 1), 3), (stamp(other, 0), 1), (stamp(id, 4), 1), (ProducerStamp::NONE, 1)]

@@ -1,0 +1,304 @@
+//! The transaction protocol, run under each transactional id's coordinator lock (the file is
+//! described in `transaction.rs`):
+//!
+//! - An instance starts (`init_transactions`) by moving the epoch on, which fences the one
+//!   before: every partition checks each transactional batch against the epoch under its append
+//!   lock. What the older instance left is finished first: an open transaction is aborted
+//!   (its markers carry the newer epoch), one being committed or aborted is finished the way it
+//!   was going.
+//! - Before its first batch to a partition, the instance adds the partition to its
+//!   transaction (`add_to_transaction`), so that whoever ends the transaction knows where
+//!   markers must go.
+//! - Ending a transaction (`end_transaction`) stores the decision (`PrepareCommit` or
+//!   `PrepareAbort`) and then writes a marker into each of its partitions: once the decision is
+//!   stored, whoever finds the transaction finishes it the same way, so a transaction commits
+//!   in all its partitions or in none.
+//! - A transaction whose instance died (its liveness lock released by the kernel) is aborted by
+//!   the keeper thread of any process that runs one (`finish_abandoned_transactions`), within a
+//!   keeper tick, and by the next process that opens the queue alone, before anyone reads.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+
+use parking_lot::Mutex;
+
+use crate::catalog::{Catalog, Topic};
+use crate::error::{Error, Result};
+use crate::log::format;
+use crate::log::state::EpochFence;
+use crate::options::validate_transactional_id;
+use crate::sys::{clock, file};
+use crate::transaction::{
+    Coordinator, CoordinatorGuard, Liveness, Phase, TRANSACTIONS_DIR, TransactionPartition, TransactionState,
+};
+
+/// The current instance of a transactional id: its producer id and epoch, and its claim to
+/// be alive.
+pub(crate) struct Instance {
+    pub(crate) coordinator: Arc<Coordinator>,
+    pub(crate) producer_id: u64,
+    pub(crate) epoch: u16,
+    _liveness: Liveness,
+}
+
+impl Instance {
+    /// `Error::ProducerFenced` unless `state` is still this instance's.
+    fn check_current(&self, state: &TransactionState) -> Result<()> {
+        if state.producer_id == self.producer_id && state.epoch == self.epoch {
+            return Ok(());
+        }
+        Err(Error::ProducerFenced {
+            partition: None,
+            producer_id: self.producer_id,
+            epoch: self.epoch,
+            current_epoch: state.epoch,
+        })
+    }
+}
+
+/// A transactional producer's instance and what this process knows of its transaction.
+pub(crate) struct Transaction {
+    pub(crate) instance: Instance,
+    local: Mutex<Local>,
+}
+
+/// Where the instance's transaction is, as the producer sees it.
+#[derive(Default)]
+struct Local {
+    /// Between `begin_transaction` and the end of the commit or abort.
+    open: bool,
+    /// A commit (true) or abort (false) failed part-way: only that, again, may follow.
+    ending: Option<bool>,
+    /// The partitions added to the transaction, by topic id and number.
+    partitions: HashSet<(u64, u32)>,
+}
+
+impl Transaction {
+    pub(crate) fn new(instance: Instance) -> Self {
+        Transaction { instance, local: Mutex::default() }
+    }
+
+    /// Starts a transaction here; nothing is written until the first batch.
+    pub(crate) fn begin(&self) -> Result<()> {
+        let mut local = self.local.lock();
+        self.check_not_fenced()?;
+        if local.open {
+            return Err(Error::IllegalState("a transaction is open already"));
+        }
+        local.open = true;
+        Ok(())
+    }
+
+    /// Whether a transaction is open here (and not ended).
+    pub(crate) fn is_open(&self) -> bool {
+        self.local.lock().open
+    }
+
+    /// Commits or aborts the open transaction (see `Catalog::end_transaction`). The caller
+    /// makes sure that no batch of the transaction is being appended meanwhile.
+    pub(crate) fn end(&self, queue: &Catalog, commit: bool, sync: bool) -> Result<()> {
+        let mut local = self.local.lock();
+        self.check_not_fenced()?;
+        if !local.open {
+            return Err(Error::IllegalState("no transaction is open"));
+        }
+        if local.ending.is_some_and(|ending| ending != commit) {
+            return Err(match commit {
+                true => Error::IllegalState("the transaction is being aborted: abort it again"),
+                false => Error::IllegalState("the transaction is being committed: commit it again"),
+            });
+        }
+        local.ending = Some(commit);
+        queue.end_transaction(&self.instance, commit, sync)?;
+        *local = Local::default();
+        Ok(())
+    }
+
+    /// Makes sure partition `number` of `topic` is in the open transaction, before a batch is
+    /// sent there; returns the fence that batch is checked against.
+    pub(crate) fn join(&self, queue: &Catalog, topic: &Topic, number: u32) -> Result<EpochFence<'_>> {
+        let mut local = self.local.lock();
+        self.check_not_fenced()?;
+        if !local.open {
+            return Err(Error::IllegalState("a transactional producer sends only inside a transaction: begin one first"));
+        }
+        if local.ending.is_some() {
+            return Err(Error::IllegalState("the transaction is being ended: finish the commit or abort first"));
+        }
+        if !local.partitions.contains(&(topic.id, number)) {
+            let partition = TransactionPartition { topic: topic.name.clone(), topic_id: topic.id, partition: number };
+            queue.add_to_transaction(&self.instance, partition)?;
+            local.partitions.insert((topic.id, number));
+        }
+        Ok(self.instance.coordinator.fence())
+    }
+
+    fn check_not_fenced(&self) -> Result<()> {
+        let instance = &self.instance;
+        match instance.coordinator.fence().moved_from(instance.epoch) {
+            Some(current_epoch) => Err(Error::ProducerFenced {
+                partition: None,
+                producer_id: instance.producer_id,
+                epoch: instance.epoch,
+                current_epoch,
+            }),
+            None => Ok(()),
+        }
+    }
+}
+
+impl Catalog {
+    /// The coordinator of `transactional_id`, opened (and created) on first use.
+    pub(crate) fn coordinator(&self, transactional_id: &str) -> Result<Arc<Coordinator>> {
+        validate_transactional_id(transactional_id)?;
+        if let Some(coordinator) = self.coordinators.lock().get(transactional_id) {
+            return Ok(Arc::clone(coordinator));
+        }
+        let dir = self.dir.join(TRANSACTIONS_DIR);
+        file::create_dir_durably(&self.dir, &dir)?;
+        let coordinator = Arc::new(Coordinator::open(transactional_id, &dir.join(transactional_id), self.epoch)?);
+        // Another thread may have opened it meanwhile: everyone uses the first.
+        Ok(Arc::clone(self.coordinators.lock().entry(transactional_id.to_owned()).or_insert(coordinator)))
+    }
+
+    /// Makes the caller the current instance of `transactional_id` (Kafka's
+    /// `initTransactions`): finishes what the previous instance left, moves the epoch on
+    /// (fencing that instance everywhere) and claims the new epoch's liveness lock. A
+    /// producer id that has used up its epochs is replaced by a new one.
+    pub(crate) fn init_transactions(&self, transactional_id: &str, sync: bool) -> Result<Instance> {
+        let coordinator = self.coordinator(transactional_id)?;
+        let guard = coordinator.lock()?;
+        let mut state = guard.state()?;
+        if state.phase == Phase::Ongoing {
+            // The newer epoch fences the older instance first, then aborts what it left open.
+            state.epoch += 1;
+            state.phase = Phase::PrepareAbort;
+            guard.store(&state)?;
+        }
+        self.finish(&guard, &mut state, sync)?;
+        if state.producer_id == 0 || state.epoch >= u16::MAX - 1 {
+            state.producer_id = self.new_producer_id();
+            state.epoch = 0;
+        } else {
+            state.epoch += 1;
+        }
+        guard.store(&state)?;
+        if sync {
+            guard.sync()?;
+        }
+        let liveness = guard.claim_liveness(state.epoch)?;
+        drop(guard);
+        Ok(Instance { coordinator, producer_id: state.producer_id, epoch: state.epoch, _liveness: liveness })
+    }
+
+    /// Adds `partition` to the open transaction of `instance` (opening one if none is), before
+    /// the instance's first batch there.
+    pub(crate) fn add_to_transaction(&self, instance: &Instance, partition: TransactionPartition) -> Result<()> {
+        let guard = instance.coordinator.lock()?;
+        let mut state = guard.state()?;
+        instance.check_current(&state)?;
+        if matches!(state.phase, Phase::PrepareCommit | Phase::PrepareAbort) {
+            return Err(Error::IllegalState("the transaction is being ended: finish the commit or abort first"));
+        }
+        if state.phase == Phase::Ongoing && state.partitions.contains(&partition) {
+            return Ok(());
+        }
+        state.phase = Phase::Ongoing;
+        state.partitions.push(partition);
+        guard.store(&state)
+    }
+
+    /// Ends the transaction of `instance`: stores the decision, then writes the markers (and
+    /// with `sync`, makes each durable before the next step). A transaction already being
+    /// ended the same way (a retry after an error) is finished; one being ended the other way
+    /// is an error.
+    pub(crate) fn end_transaction(&self, instance: &Instance, commit: bool, sync: bool) -> Result<()> {
+        let guard = instance.coordinator.lock()?;
+        let mut state = guard.state()?;
+        instance.check_current(&state)?;
+        let decided = if commit { Phase::PrepareCommit } else { Phase::PrepareAbort };
+        match state.phase {
+            Phase::Empty => return Ok(()),
+            Phase::Ongoing => {
+                state.phase = decided;
+                guard.store(&state)?;
+                if sync {
+                    guard.sync()?;
+                }
+            }
+            phase if phase == decided => {}
+            Phase::PrepareCommit => return Err(Error::IllegalState("the transaction is being committed: commit it again")),
+            Phase::PrepareAbort => return Err(Error::IllegalState("the transaction is being aborted: abort it again")),
+        }
+        self.finish(&guard, &mut state, sync)
+    }
+
+    /// Writes the markers of a transaction whose decision is stored, then stores it ended. A
+    /// marker written twice (by a retry after an error) ends nothing the second time: each
+    /// transactional batch is decided by its producer's first marker after it.
+    fn finish(&self, guard: &CoordinatorGuard<'_>, state: &mut TransactionState, sync: bool) -> Result<()> {
+        let commit = match state.phase {
+            Phase::Empty | Phase::Ongoing => return Ok(()),
+            Phase::PrepareCommit => true,
+            Phase::PrepareAbort => false,
+        };
+        let now_ms = clock::wall_clock_ms();
+        for written in &state.partitions {
+            let topic = match self.topic(&written.topic) {
+                Ok(topic) if topic.id == written.topic_id => topic,
+                // Deleted (perhaps created again): nothing of the transaction is left there.
+                Ok(_) | Err(Error::UnknownTopic(_)) => continue,
+                Err(error) => return Err(error),
+            };
+            let partition = topic.partition(written.partition, self)?;
+            let mut marker = format::write_marker(state.producer_id, state.epoch, commit, now_ms);
+            let appended = partition.append_encoded(&mut marker, None, now_ms).and_then(|offset| match sync {
+                true => partition.sync_through(offset + 1),
+                false => Ok(()),
+            });
+            match appended.map_err(|error| partition.explain(error)) {
+                Ok(()) | Err(Error::UnknownTopic(_)) => {}
+                Err(error) => return Err(error),
+            }
+        }
+        state.phase = Phase::Empty;
+        state.partitions.clear();
+        guard.store(state)
+    }
+
+    /// Finishes every transaction whose instance is dead: aborts it, or completes the commit
+    /// or abort it was in. Coordinators whose lock is held are left for the next call.
+    pub(crate) fn finish_abandoned_transactions(&self) -> Result<()> {
+        let dir = self.dir.join(TRANSACTIONS_DIR);
+        let names: Vec<String> = match std::fs::read_dir(&dir) {
+            Ok(entries) => entries.filter_map(|e| e.ok()).map(|e| e.file_name().to_string_lossy().into_owned()).collect(),
+            Err(_) => return Ok(()),
+        };
+        let mut first_error = None;
+        for name in names.iter().filter(|name| validate_transactional_id(name).is_ok()) {
+            if let Err(error) = self.finish_if_abandoned(name) {
+                first_error.get_or_insert(error);
+            }
+        }
+        first_error.map_or(Ok(()), Err)
+    }
+
+    fn finish_if_abandoned(&self, transactional_id: &str) -> Result<()> {
+        let coordinator = self.coordinator(transactional_id)?;
+        if !coordinator.may_be_open() {
+            return Ok(());
+        }
+        let Some(guard) = coordinator.try_lock()? else { return Ok(()) };
+        let mut state = guard.state()?;
+        if state.phase == Phase::Empty || guard.instance_alive(state.epoch)? {
+            return Ok(());
+        }
+        if state.phase == Phase::Ongoing {
+            state.phase = Phase::PrepareAbort;
+            guard.store(&state)?;
+        }
+        // A dead instance's transaction is finished with the durability the stronger
+        // promise needs: its producer's mode is not known here.
+        self.finish(&guard, &mut state, true)
+    }
+}

@@ -1,0 +1,384 @@
+//! Transaction coordinators, with no coordinator process: each transactional id has a file,
+//! `transactions/<id>`, that every process using the id maps, and whichever instance of the
+//! id is current changes it under its lock (the protocol itself, which writes markers into
+//! partitions, is in `catalog/transactions.rs`).
+//!
+//! ```text
+//! 0  magic [8]  8 version u16  16 epoch u64 (the queue's)  24 active_half u64
+//! 32 producer_epoch u64 (the fence: the current instance's epoch)  40 open u64 (mirror: 1 while a transaction is open)
+//! 64 mutex (pthread, robust, process-shared)
+//! 4096 state copy 0; 4096 + STATE_BYTES state copy 1: length u32, crc32 u32, the encoded `TransactionState`
+//! ```
+//! The state is written with pwrite into the inactive copy, which then becomes the active
+//! one: a writer that dies half-way leaves the previous state in force. The instance of epoch
+//! `e` holds an open-file-description lock on byte `LIVE_AT + e` while it lives, which the
+//! kernel releases when its process dies: a transaction left open by an instance whose byte is
+//! free is abandoned. Like the group file, the file is rebuilt in each new queue epoch (its
+//! mutex initialised again), keeping the state.
+
+#![expect(unsafe_code, reason = "the coordinator mutex and atomics live in the shared coordinator file")]
+
+use std::fs::File;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::Ordering;
+
+use memmap2::MmapOptions;
+
+use crate::error::{Error, IoContext, Result};
+use crate::log::format::{self, FORMAT_VERSION};
+use crate::log::state::EpochFence;
+use crate::sys::file::{self, Access};
+use crate::sys::lock;
+use crate::sys::map::SharedMap;
+use crate::sys::mutex::{RobustGuard, RobustMutex};
+
+pub(crate) const TRANSACTION_MAGIC: [u8; 8] = *b"SLOGTXN\0";
+/// The directory of the coordinators' files, in the queue directory.
+pub(crate) const TRANSACTIONS_DIR: &str = "transactions";
+
+const EPOCH_AT: usize = 16;
+const ACTIVE_HALF_AT: usize = 24;
+const PRODUCER_EPOCH_AT: usize = 32;
+const OPEN_AT: usize = 40;
+const MUTEX_AT: usize = 64;
+const HEAD_BYTES: usize = 4096;
+/// Room for one copy of the state, length and checksum included (the file is sparse).
+const STATE_BYTES: usize = 16 << 20;
+/// The instance of epoch `e` locks byte `LIVE_AT + e`.
+const LIVE_AT: u64 = 1 << 40;
+
+/// Where a transaction is: none open, open (partitions added), or being ended (markers being
+/// written; a transaction found here is finished the same way by whoever finds it).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Phase {
+    Empty,
+    Ongoing,
+    PrepareCommit,
+    PrepareAbort,
+}
+
+/// A partition a transaction wrote to: the topic's name and id (a topic created again under
+/// the name is another one, which gets no marker) and the partition's number.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub(crate) struct TransactionPartition {
+    pub(crate) topic: String,
+    pub(crate) topic_id: u64,
+    pub(crate) partition: u32,
+}
+
+/// What the coordinator keeps of a transactional id: its producer id and current epoch, and
+/// the partitions of the transaction open now (none when `Empty`). Producer id 0 means none
+/// was given out yet.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct TransactionState {
+    pub(crate) producer_id: u64,
+    pub(crate) epoch: u16,
+    pub(crate) phase: Phase,
+    pub(crate) partitions: Vec<TransactionPartition>,
+}
+
+impl TransactionState {
+    fn empty() -> Self {
+        TransactionState { producer_id: 0, epoch: 0, phase: Phase::Empty, partitions: Vec::new() }
+    }
+}
+
+/// One transactional id's coordinator as this process sees it.
+pub(crate) struct Coordinator {
+    pub(crate) transactional_id: String,
+    // Declared before `map`, so that it is dropped first.
+    mutex: RobustMutex,
+    map: SharedMap,
+    path: PathBuf,
+    file: File,
+}
+
+/// The coordinator's lock, held.
+pub(crate) struct CoordinatorGuard<'a> {
+    coordinator: &'a Coordinator,
+    _held: RobustGuard<'a>,
+}
+
+/// An instance's claim to be alive: its lock on its epoch's byte, released when dropped or
+/// when its process dies.
+pub(crate) struct Liveness(#[expect(dead_code, reason = "held for its lock")] File);
+
+impl Coordinator {
+    /// Opens (creating if needed) the coordinator file at `path`, rebuilding it in a new queue
+    /// `epoch`.
+    pub(crate) fn open(transactional_id: &str, path: &Path, epoch: u64) -> Result<Self> {
+        let file = file::open_file(path, Access::Create)?;
+        file.lock().during("lock", path)?;
+        let prepared = prepare(&file, path, epoch);
+        file.unlock().during("unlock", path)?;
+        prepared?;
+        let map = MmapOptions::new().len(HEAD_BYTES).map_raw(&file).during("map", path)?;
+        // SAFETY: the mutex lies at a 64-byte aligned offset inside the page-aligned mapping,
+        // which `Coordinator` owns and keeps until after the mutex handle is gone.
+        let mutex = unsafe { RobustMutex::at(map.as_mut_ptr().add(MUTEX_AT)) };
+        Ok(Coordinator {
+            transactional_id: transactional_id.to_owned(),
+            mutex,
+            map: SharedMap(map),
+            path: path.to_path_buf(),
+            file,
+        })
+    }
+
+    pub(crate) fn lock(&self) -> Result<CoordinatorGuard<'_>> {
+        let held = self.mutex.lock().during("take the transaction lock in", &self.path)?;
+        self.locked(held)
+    }
+
+    /// The lock if it is free now: the keeper never waits for it.
+    pub(crate) fn try_lock(&self) -> Result<Option<CoordinatorGuard<'_>>> {
+        match self.mutex.try_lock().during("take the transaction lock in", &self.path)? {
+            Some(held) => self.locked(held).map(Some),
+            None => Ok(None),
+        }
+    }
+
+    fn locked<'a>(&'a self, held: RobustGuard<'a>) -> Result<CoordinatorGuard<'a>> {
+        let owner_died = held.owner_died();
+        if owner_died {
+            held.mark_consistent().during("recover the transaction lock in", &self.path)?;
+        }
+        let guard = CoordinatorGuard { coordinator: self, _held: held };
+        if owner_died {
+            // The stored state is whole; the mirrors may lag behind it.
+            let state = guard.state()?;
+            guard.mirror(&state);
+        }
+        Ok(guard)
+    }
+
+    /// The word the current instance's epoch is kept in, which the partitions check every
+    /// batch of the transaction against.
+    pub(crate) fn fence(&self) -> EpochFence<'_> {
+        EpochFence(self.map.word64(PRODUCER_EPOCH_AT))
+    }
+
+    /// Whether a transaction may be open, read without the lock.
+    pub(crate) fn may_be_open(&self) -> bool {
+        self.map.word64(OPEN_AT).load(Ordering::Acquire) != 0
+    }
+}
+
+impl CoordinatorGuard<'_> {
+    /// Reads the current state.
+    pub(crate) fn state(&self) -> Result<TransactionState> {
+        let coordinator = self.coordinator;
+        read_state(&coordinator.file, &coordinator.path, coordinator.map.word64(ACTIVE_HALF_AT).load(Ordering::Acquire))
+    }
+
+    /// Replaces the state: writes the inactive copy, then makes it the active one.
+    pub(crate) fn store(&self, state: &TransactionState) -> Result<()> {
+        let coordinator = self.coordinator;
+        let blob = encode_blob(state);
+        if blob.len() > STATE_BYTES {
+            return Err(Error::TransactionTooLarge {
+                transactional_id: coordinator.transactional_id.clone(),
+                size_bytes: blob.len() as u64,
+                max_bytes: STATE_BYTES as u64,
+            });
+        }
+        let active = coordinator.map.word64(ACTIVE_HALF_AT);
+        let next = (active.load(Ordering::Relaxed) + 1) & 1;
+        coordinator.file.write_all_at(&blob, state_at(next)).during("write the transaction state to", &coordinator.path)?;
+        active.store(next, Ordering::Release);
+        self.mirror(state);
+        Ok(())
+    }
+
+    /// Makes the stored state durable (for `Durability::Sync`): the copies are written with
+    /// pwrite and the active half through the mapping, so both the file's data and the
+    /// mapping's page are synced.
+    pub(crate) fn sync(&self) -> Result<()> {
+        let coordinator = self.coordinator;
+        let head = &coordinator.map.0;
+        // SAFETY: the range is exactly the head mapping this coordinator owns.
+        let flushed = unsafe { libc::msync(head.as_mut_ptr().cast(), HEAD_BYTES, libc::MS_SYNC) };
+        if flushed != 0 {
+            return Err(Error::io("sync", &coordinator.path, std::io::Error::last_os_error()));
+        }
+        file::sync_data(&coordinator.file).during("sync", &coordinator.path)
+    }
+
+    fn mirror(&self, state: &TransactionState) {
+        let map = &self.coordinator.map;
+        map.word64(PRODUCER_EPOCH_AT).store(u64::from(state.epoch), Ordering::Release);
+        map.word64(OPEN_AT).store(u64::from(state.phase != Phase::Empty), Ordering::Release);
+    }
+
+    /// Whether the instance of `epoch` is alive: whether any open file description holds its
+    /// byte.
+    pub(crate) fn instance_alive(&self, epoch: u16) -> Result<bool> {
+        let coordinator = self.coordinator;
+        lock::byte_locked_elsewhere(&coordinator.file, LIVE_AT + u64::from(epoch)).during("probe a lock in", &coordinator.path)
+    }
+
+    /// Claims to be the live instance of `epoch` (under the lock, so that the keeper never
+    /// finds an instance's transaction between its epoch's store and this claim).
+    pub(crate) fn claim_liveness(&self, epoch: u16) -> Result<Liveness> {
+        let coordinator = self.coordinator;
+        let own = file::open_file(&coordinator.path, Access::ReadWrite)?;
+        match lock::try_lock_byte(&own, LIVE_AT + u64::from(epoch)).during("lock", &coordinator.path)? {
+            true => Ok(Liveness(own)),
+            false => Err(Error::corrupt(&coordinator.path, 0, format!("the instance of epoch {epoch} is locked already"))),
+        }
+    }
+}
+
+/// Where copy `half` (0 or 1) of the state starts.
+fn state_at(half: u64) -> u64 {
+    (HEAD_BYTES + (half & 1) as usize * STATE_BYTES) as u64
+}
+
+/// Length, checksum, then the encoded state.
+fn encode_blob(state: &TransactionState) -> Vec<u8> {
+    let bytes = encode_state(state);
+    let mut blob = Vec::with_capacity(bytes.len() + 8);
+    blob.extend_from_slice(&(bytes.len() as u32).to_le_bytes());
+    blob.extend_from_slice(&crc32fast::hash(&bytes).to_le_bytes());
+    blob.extend_from_slice(&bytes);
+    blob
+}
+
+/// ```text
+/// producer_id u64   epoch u16   phase u8 (0 empty, 1 ongoing, 2 prepare commit, 3 prepare abort)
+/// partition count u32, then per partition: topic length u8, topic (UTF-8), topic_id u64, partition u32
+/// ```
+fn encode_state(state: &TransactionState) -> Vec<u8> {
+    let mut out = Vec::with_capacity(15 + state.partitions.len() * 32);
+    out.extend_from_slice(&state.producer_id.to_le_bytes());
+    out.extend_from_slice(&state.epoch.to_le_bytes());
+    out.push(match state.phase {
+        Phase::Empty => 0,
+        Phase::Ongoing => 1,
+        Phase::PrepareCommit => 2,
+        Phase::PrepareAbort => 3,
+    });
+    out.extend_from_slice(&(state.partitions.len() as u32).to_le_bytes());
+    for partition in &state.partitions {
+        // Topic names are at most 249 bytes (`validate_topic_name`).
+        out.push(partition.topic.len() as u8);
+        out.extend_from_slice(partition.topic.as_bytes());
+        out.extend_from_slice(&partition.topic_id.to_le_bytes());
+        out.extend_from_slice(&partition.partition.to_le_bytes());
+    }
+    out
+}
+
+fn decode_state(bytes: &[u8], path: &Path, at: u64) -> Result<TransactionState> {
+    let damaged = || Error::corrupt(path, at, "transaction state does not decode");
+    let mut rest = bytes;
+    let mut take = |n: usize| -> Result<&[u8]> {
+        let (taken, after) = rest.split_at_checked(n).ok_or_else(damaged)?;
+        rest = after;
+        Ok(taken)
+    };
+    let producer_id = format::u64_at(take(8)?, 0);
+    let epoch = format::u16_at(take(2)?, 0);
+    let phase = match take(1)?[0] {
+        0 => Phase::Empty,
+        1 => Phase::Ongoing,
+        2 => Phase::PrepareCommit,
+        3 => Phase::PrepareAbort,
+        _ => return Err(damaged()),
+    };
+    let count = format::u32_at(take(4)?, 0);
+    let mut partitions = Vec::new();
+    for _ in 0..count {
+        let length = take(1)?[0];
+        let topic = String::from_utf8(take(usize::from(length))?.to_vec()).map_err(|_| damaged())?;
+        crate::options::validate_topic_name(&topic).map_err(|_| damaged())?;
+        let topic_id = format::u64_at(take(8)?, 0);
+        let partition = format::u32_at(take(4)?, 0);
+        partitions.push(TransactionPartition { topic, topic_id, partition });
+    }
+    if !rest.is_empty() {
+        return Err(damaged());
+    }
+    Ok(TransactionState { producer_id, epoch, phase, partitions })
+}
+
+fn read_state(file: &File, path: &Path, half: u64) -> Result<TransactionState> {
+    let at = state_at(half);
+    let mut prefix = [0u8; 8];
+    file.read_exact_at(&mut prefix, at).during("read the transaction state from", path)?;
+    let length = format::u32_at(&prefix, 0) as usize;
+    if length > STATE_BYTES - 8 {
+        return Err(Error::corrupt(path, at, "transaction state longer than its room"));
+    }
+    let mut bytes = vec![0u8; length];
+    file.read_exact_at(&mut bytes, at + 8).during("read the transaction state from", path)?;
+    if crc32fast::hash(&bytes) != format::u32_at(&prefix, 4) {
+        return Err(Error::corrupt(path, at, "transaction state checksum mismatch"));
+    }
+    decode_state(&bytes, path, at)
+}
+
+/// Makes the coordinator file ready for the queue's `epoch`: if it was last set up in another
+/// epoch, every process that used it is gone, and its head is written again (the mutex
+/// initialised), keeping the state. The caller holds the file's exclusive flock.
+fn prepare(file: &File, path: &Path, epoch: u64) -> Result<()> {
+    let length = file.metadata().during("stat", path)?.len();
+    let mut state = TransactionState::empty();
+    if length > 0 {
+        let mut head = [0u8; 48];
+        file.read_exact_at(&mut head, 0)
+            .map_err(|_| Error::ForeignFile { path: path.to_path_buf(), reason: format!("only {length} bytes long") })?;
+        if head.iter().any(|&b| b != 0) {
+            format::check_magic_version(&head, TRANSACTION_MAGIC).map_err(|mismatch| mismatch.into_error(path))?;
+            if format::u64_at(&head, EPOCH_AT) == epoch {
+                return Ok(());
+            }
+            state = read_state(file, path, format::u64_at(&head, ACTIVE_HALF_AT))?;
+        }
+    }
+    // Only the mapped head is allocated up front; the state copies are written with pwrite.
+    file::reserve(file, HEAD_BYTES as u64).during("reserve space for", path)?;
+    file.write_all_at(&encode_blob(&state), state_at(0)).during("write", path)?;
+    let mut head = [0u8; 48];
+    head[0..8].copy_from_slice(&TRANSACTION_MAGIC);
+    head[8..10].copy_from_slice(&FORMAT_VERSION.to_le_bytes());
+    head[PRODUCER_EPOCH_AT..PRODUCER_EPOCH_AT + 8].copy_from_slice(&u64::from(state.epoch).to_le_bytes());
+    head[OPEN_AT..OPEN_AT + 8].copy_from_slice(&u64::from(state.phase != Phase::Empty).to_le_bytes());
+    file.write_all_at(&head, 0).during("write", path)?;
+    let map = MmapOptions::new().len(HEAD_BYTES).map_raw(file).during("map", path)?;
+    // SAFETY: the mutex lies at a 64-byte aligned offset inside the mapping, which outlives
+    // this handle; no other process maps the file while it is being rebuilt (new epoch, and
+    // the caller holds the file's lock).
+    let mutex = unsafe { RobustMutex::at(map.as_mut_ptr().add(MUTEX_AT)) };
+    mutex.init().during("initialise the transaction lock in", path)?;
+    // The epoch goes last: a crash before it leaves the file to be rebuilt again.
+    file.write_all_at(&epoch.to_le_bytes(), EPOCH_AT as u64).during("write", path)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_state_round_trips_and_damage_is_refused() {
+        let state = TransactionState {
+            producer_id: 7 << 32 | 3,
+            epoch: 4,
+            phase: Phase::PrepareCommit,
+            partitions: vec![
+                TransactionPartition { topic: "orders".into(), topic_id: 11, partition: 2 },
+                TransactionPartition { topic: "x".into(), topic_id: 12, partition: 0 },
+            ],
+        };
+        let path = Path::new("state");
+        assert_eq!(decode_state(&encode_state(&state), path, 0).unwrap(), state);
+        let bytes = encode_state(&state);
+        for cut in 0..bytes.len() {
+            assert!(decode_state(&bytes[..cut], path, 0).is_err(), "cut at {cut}");
+        }
+        let mut bad_phase = bytes.clone();
+        bad_phase[10] = 9;
+        assert!(decode_state(&bad_phase, path, 0).is_err());
+    }
+}
