@@ -330,6 +330,15 @@
 //! # Ok(()) }
 //! ```
 //!
+//! # Transactions
+//!
+//! A [`TransactionalProducer`] ([`Queue::transactional_producer`]) sends records to any topics
+//! and partitions between `begin_transaction` and `commit_transaction`; a consumer with
+//! [`IsolationLevel::ReadCommitted`] sees them all once the transaction commits, and never if it
+//! aborts, is fenced by a newer instance of its transactional id ([`Error::ProducerFenced`]),
+//! or dies with its process. [`ProducerConfig::idempotent`] gives the id and sequence numbers
+//! alone: a repeated batch is not appended twice. The example is on [`TransactionalProducer`].
+//!
 //! # Retention and compaction
 //!
 //! Each topic's [`CleanupPolicy`] says what happens to old records, as in Kafka. With

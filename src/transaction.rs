@@ -331,7 +331,7 @@ fn prepare(file: &File, path: &Path, epoch: u64) -> Result<()> {
             .map_err(|_| Error::ForeignFile { path: path.to_path_buf(), reason: format!("only {length} bytes long") })?;
         if head.iter().any(|&b| b != 0) {
             format::check_magic_version(&head, TRANSACTION_MAGIC).map_err(|mismatch| mismatch.into_error(path))?;
-            if format::u64_at(&head, EPOCH_AT) == epoch {
+            if length >= HEAD_BYTES as u64 && format::u64_at(&head, EPOCH_AT) == epoch {
                 return Ok(());
             }
             state = read_state(file, path, format::u64_at(&head, ACTIVE_HALF_AT))?;

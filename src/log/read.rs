@@ -322,6 +322,23 @@ impl Partition {
         }
     }
 
+    /// Whether any batch of the sealed segment `base` (the next one starting at `next`) is a
+    /// transaction's (or a marker).
+    pub(crate) fn holds_transactions(&self, base: u64, next: u64, tail: &Tail) -> Result<bool> {
+        let mut cursor = Cursor::at_start(self.segment(base)?);
+        while cursor.offset < next && cursor.segment.base_offset() == base {
+            let Some(header) = self.batch_header(&mut cursor, tail)? else {
+                continue;
+            };
+            if header.producer.transactional {
+                return Ok(true);
+            }
+            cursor.position += u64::from(header.batch_bytes);
+            cursor.offset = header.next_offset();
+        }
+        Ok(false)
+    }
+
     /// The header of the batch at the position of `cursor`, checked against its place, or
     /// `None` when the cursor moved to the next segment instead (call again).
     fn batch_header(&self, cursor: &mut Cursor, tail: &Tail) -> Result<Option<BatchHeader>> {
