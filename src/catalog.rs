@@ -133,9 +133,10 @@ impl Catalog {
             }
             clear_staging(&dir.join(STAGING_DIR))?;
             // Every transactional producer is gone: what they left open is finished before
-            // anyone else can read. One that cannot be (a damaged partition) is left to the
-            // keepers, which try again every tick.
-            let _ = Catalog::new(dir.clone(), epoch, Arc::clone(&users))?.finish_abandoned_transactions();
+            // anyone else can read. The partitions' states were rebuilt without the open
+            // transactions, so an open cannot succeed before that: its error (a full disk, a
+            // damaged partition) is the open's.
+            Catalog::new(dir.clone(), epoch, Arc::clone(&users))?.finish_abandoned_transactions()?;
             users.downgrade().during("lock", &dir)?;
         }
         // Read under the shared lock, which stops anyone from starting another epoch. The

@@ -269,8 +269,9 @@ impl Queue {
     }
 
     /// The current instance of the transactional producer `transactional_id`, with the default
-    /// options (see [`TransactionalProducer`]). Making it aborts the transaction a previous
-    /// instance (in any process) left open, and fences that instance.
+    /// options (see [`TransactionalProducer`]). Making it fences the previous instance (in
+    /// any process) and aborts the transaction it left open, or finishes the commit or abort
+    /// it was in.
     ///
     /// # Errors
     /// [`Error::InvalidTransactionalId`]; file errors.

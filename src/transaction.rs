@@ -166,14 +166,20 @@ impl Coordinator {
 }
 
 impl CoordinatorGuard<'_> {
-    /// Reads the current state.
+    /// Reads the current state: the active copy, or the other one when the active one does
+    /// not check out (a power cut between a copy's write and its sync, in a mode that does not
+    /// sync it first).
     pub(crate) fn state(&self) -> Result<TransactionState> {
         let coordinator = self.coordinator;
-        read_state(&coordinator.file, &coordinator.path, coordinator.map.word64(ACTIVE_HALF_AT).load(Ordering::Acquire))
+        let active = coordinator.map.word64(ACTIVE_HALF_AT).load(Ordering::Acquire);
+        read_state(&coordinator.file, &coordinator.path, active)
+            .or_else(|error| read_state(&coordinator.file, &coordinator.path, active + 1).map_err(|_| error))
     }
 
-    /// Replaces the state: writes the inactive copy, then makes it the active one.
-    pub(crate) fn store(&self, state: &TransactionState) -> Result<()> {
+    /// Replaces the state: writes the inactive copy, then makes it the active one. With
+    /// `durable`, the copy is synced before the switch and the switch after it, so that a power
+    /// cut leaves either state, whole.
+    pub(crate) fn store(&self, state: &TransactionState, durable: bool) -> Result<()> {
         let coordinator = self.coordinator;
         let blob = encode_blob(state);
         if blob.len() > STATE_BYTES {
@@ -186,23 +192,20 @@ impl CoordinatorGuard<'_> {
         let active = coordinator.map.word64(ACTIVE_HALF_AT);
         let next = (active.load(Ordering::Relaxed) + 1) & 1;
         coordinator.file.write_all_at(&blob, state_at(next)).during("write the transaction state to", &coordinator.path)?;
+        if durable {
+            file::sync_data(&coordinator.file).during("sync", &coordinator.path)?;
+        }
         active.store(next, Ordering::Release);
         self.mirror(state);
-        Ok(())
-    }
-
-    /// Makes the stored state durable (for `Durability::Sync`): the copies are written with
-    /// pwrite and the active half through the mapping, so both the file's data and the
-    /// mapping's page are synced.
-    pub(crate) fn sync(&self) -> Result<()> {
-        let coordinator = self.coordinator;
-        let head = &coordinator.map.0;
-        // SAFETY: the range is exactly the head mapping this coordinator owns.
-        let flushed = unsafe { libc::msync(head.as_mut_ptr().cast(), HEAD_BYTES, libc::MS_SYNC) };
-        if flushed != 0 {
-            return Err(Error::io("sync", &coordinator.path, std::io::Error::last_os_error()));
+        if durable {
+            let head = &coordinator.map.0;
+            // SAFETY: the range is exactly the head mapping this coordinator owns.
+            let flushed = unsafe { libc::msync(head.as_mut_ptr().cast(), HEAD_BYTES, libc::MS_SYNC) };
+            if flushed != 0 {
+                return Err(Error::io("sync", &coordinator.path, std::io::Error::last_os_error()));
+            }
         }
-        file::sync_data(&coordinator.file).during("sync", &coordinator.path)
+        Ok(())
     }
 
     fn mirror(&self, state: &TransactionState) {
@@ -325,6 +328,9 @@ fn read_state(file: &File, path: &Path, half: u64) -> Result<TransactionState> {
 fn prepare(file: &File, path: &Path, epoch: u64) -> Result<()> {
     let length = file.metadata().during("stat", path)?.len();
     let mut state = TransactionState::empty();
+    // The state is written again into the copy that is not the active one, which stays whole
+    // meanwhile.
+    let mut half = 0;
     if length > 0 {
         let mut head = [0u8; 48];
         file.read_exact_at(&mut head, 0)
@@ -334,15 +340,19 @@ fn prepare(file: &File, path: &Path, epoch: u64) -> Result<()> {
             if length >= HEAD_BYTES as u64 && format::u64_at(&head, EPOCH_AT) == epoch {
                 return Ok(());
             }
-            state = read_state(file, path, format::u64_at(&head, ACTIVE_HALF_AT))?;
+            let active = format::u64_at(&head, ACTIVE_HALF_AT);
+            state = read_state(file, path, active).or_else(|error| read_state(file, path, active + 1).map_err(|_| error))?;
+            half = (active + 1) & 1;
         }
     }
     // Only the mapped head is allocated up front; the state copies are written with pwrite.
     file::reserve(file, HEAD_BYTES as u64).during("reserve space for", path)?;
-    file.write_all_at(&encode_blob(&state), state_at(0)).during("write", path)?;
+    file.write_all_at(&encode_blob(&state), state_at(half)).during("write", path)?;
+    file::sync_data(file).during("sync", path)?;
     let mut head = [0u8; 48];
     head[0..8].copy_from_slice(&TRANSACTION_MAGIC);
     head[8..10].copy_from_slice(&FORMAT_VERSION.to_le_bytes());
+    head[ACTIVE_HALF_AT..ACTIVE_HALF_AT + 8].copy_from_slice(&half.to_le_bytes());
     head[PRODUCER_EPOCH_AT..PRODUCER_EPOCH_AT + 8].copy_from_slice(&u64::from(state.epoch).to_le_bytes());
     head[OPEN_AT..OPEN_AT + 8].copy_from_slice(&u64::from(state.phase != Phase::Empty).to_le_bytes());
     file.write_all_at(&head, 0).during("write", path)?;

@@ -170,10 +170,11 @@ impl Catalog {
         let guard = coordinator.lock()?;
         let mut state = guard.state()?;
         if state.phase == Phase::Ongoing {
-            // The newer epoch fences the older instance first, then aborts what it left open.
-            state.epoch += 1;
+            // The newer epoch fences the older instance first, then aborts what it left open
+            // (an id at its last epoch is replaced below, which fences it too).
+            state.epoch = state.epoch.saturating_add(1);
             state.phase = Phase::PrepareAbort;
-            guard.store(&state)?;
+            guard.store(&state, sync)?;
         }
         self.finish(&guard, &mut state, sync)?;
         if state.producer_id == 0 || state.epoch >= u16::MAX - 1 {
@@ -182,10 +183,9 @@ impl Catalog {
         } else {
             state.epoch += 1;
         }
-        guard.store(&state)?;
-        if sync {
-            guard.sync()?;
-        }
+        // Durable whatever the mode: an epoch given out twice (the first lost to a power cut)
+        // would let the second instance's commit marker commit the first one's orphans.
+        guard.store(&state, true)?;
         let liveness = guard.claim_liveness(state.epoch)?;
         drop(guard);
         Ok(Instance { coordinator, producer_id: state.producer_id, epoch: state.epoch, _liveness: liveness })
@@ -205,7 +205,7 @@ impl Catalog {
         }
         state.phase = Phase::Ongoing;
         state.partitions.push(partition);
-        guard.store(&state)
+        guard.store(&state, false)
     }
 
     /// Ends the transaction of `instance`: stores the decision, then writes the markers (and
@@ -221,10 +221,7 @@ impl Catalog {
             Phase::Empty => return Ok(()),
             Phase::Ongoing => {
                 state.phase = decided;
-                guard.store(&state)?;
-                if sync {
-                    guard.sync()?;
-                }
+                guard.store(&state, sync)?;
             }
             phase if phase == decided => {}
             Phase::PrepareCommit => return Err(Error::IllegalState("the transaction is being committed: commit it again")),
@@ -234,8 +231,10 @@ impl Catalog {
     }
 
     /// Writes the markers of a transaction whose decision is stored, then stores it ended. A
-    /// marker written twice (by a retry after an error) ends nothing the second time: each
-    /// transactional batch is decided by its producer's first marker after it.
+    /// partition that fails does not keep the others from their markers; the transaction stays
+    /// undecided-in-part (its decision stored) and the first error is returned, for a retry.
+    /// A marker written twice (by a retry) ends nothing the second time: each transactional
+    /// batch is decided by its producer's first marker after it.
     fn finish(&self, guard: &CoordinatorGuard<'_>, state: &mut TransactionState, sync: bool) -> Result<()> {
         let commit = match state.phase {
             Phase::Empty | Phase::Ongoing => return Ok(()),
@@ -243,27 +242,45 @@ impl Catalog {
             Phase::PrepareAbort => false,
         };
         let now_ms = clock::wall_clock_ms();
+        let mut first_error = None;
         for written in &state.partitions {
-            let topic = match self.topic(&written.topic) {
-                Ok(topic) if topic.id == written.topic_id => topic,
-                // Deleted (perhaps created again): nothing of the transaction is left there.
-                Ok(_) | Err(Error::UnknownTopic(_)) => continue,
-                Err(error) => return Err(error),
-            };
-            let partition = topic.partition(written.partition, self)?;
-            let mut marker = format::write_marker(state.producer_id, state.epoch, commit, now_ms);
-            let appended = partition.append_encoded(&mut marker, None, now_ms).and_then(|offset| match sync {
-                true => partition.sync_through(offset + 1),
-                false => Ok(()),
-            });
-            match appended.map_err(|error| partition.explain(error)) {
-                Ok(()) | Err(Error::UnknownTopic(_)) => {}
-                Err(error) => return Err(error),
+            if let Err(error) = self.write_marker(written, state, commit, sync, now_ms) {
+                first_error.get_or_insert(error);
             }
+        }
+        if let Some(error) = first_error {
+            return Err(error);
         }
         state.phase = Phase::Empty;
         state.partitions.clear();
-        guard.store(state)
+        guard.store(state, sync)
+    }
+
+    /// Appends the marker of `state`'s transaction to the partition `written` (nothing if its
+    /// topic was deleted, perhaps created again: nothing of the transaction is left there).
+    fn write_marker(
+        &self,
+        written: &TransactionPartition,
+        state: &TransactionState,
+        commit: bool,
+        sync: bool,
+        now_ms: u64,
+    ) -> Result<()> {
+        let topic = match self.topic(&written.topic) {
+            Ok(topic) if topic.id == written.topic_id => topic,
+            Ok(_) | Err(Error::UnknownTopic(_)) => return Ok(()),
+            Err(error) => return Err(error),
+        };
+        let partition = topic.partition(written.partition, self)?;
+        let mut marker = format::write_marker(state.producer_id, state.epoch, commit, now_ms);
+        let appended = partition.append_encoded(&mut marker, None, now_ms).and_then(|offset| match sync {
+            true => partition.sync_through(offset + 1),
+            false => Ok(()),
+        });
+        match appended.map_err(|error| partition.explain(error)) {
+            Ok(()) | Err(Error::UnknownTopic(_)) => Ok(()),
+            Err(error) => Err(error),
+        }
     }
 
     /// Finishes every transaction whose instance is dead: aborts it, or completes the commit
@@ -295,7 +312,7 @@ impl Catalog {
         }
         if state.phase == Phase::Ongoing {
             state.phase = Phase::PrepareAbort;
-            guard.store(&state)?;
+            guard.store(&state, true)?;
         }
         // A dead instance's transaction is finished with the durability the stronger
         // promise needs: its producer's mode is not known here.

@@ -286,10 +286,9 @@ impl Consumer {
     /// As [`seek`](Self::seek); with `OffsetReset::None`, [`Error::NoOffset`] when there is no
     /// position and [`Error::OffsetOutOfRange`] when it lies outside the log.
     pub fn position(&mut self, partition: &TopicPartition) -> Result<u64> {
-        let reset = self.config.auto_offset_reset;
-        let group = self.config.group.clone();
+        let config = self.config.clone();
         let assignment = self.assignment_mut(partition)?;
-        valid_position(assignment, reset, &group)
+        valid_position(assignment, &config)
     }
 
     fn assignment_mut(&mut self, partition: &TopicPartition) -> Result<&mut Assignment> {

@@ -21,7 +21,8 @@ use crate::record::Record;
 /// open and fences it, so that its next call fails with [`Error::ProducerFenced`](crate::Error::ProducerFenced). A
 /// transaction whose process dies is aborted by the keeper thread of any process using the
 /// queue's transactions (within about a tenth of a second), or by the next process that opens
-/// the queue alone. Dropping the producer aborts its open transaction.
+/// the queue alone. Dropping the producer aborts its open transaction. A commit or abort that
+/// failed part-way (its decision stored) is finished that way by whoever finds it.
 ///
 /// ```
 /// # fn main() -> Result<(), streamlog::Error> {

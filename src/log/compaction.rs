@@ -265,8 +265,8 @@ impl Partition {
             self.refresh_segments(tail.active_base)?;
             let start = self.start_offset();
             let bases: Vec<u64> = self.segments.read().keys().copied().filter(|&b| b >= start).collect();
-            // Only below the last stable offset is every transaction decided: what aborted goes,
-            // what committed stays as plain records, and markers go with them.
+            // Only below the last stable offset is every transaction decided: a key's newest
+            // record is its newest committed one (an aborted record replaces nothing).
             let stable = self.last_stable_offset(&tail);
             let sealed: Vec<(u64, u64)> =
                 bases.windows(2).map(|pair| (pair[0], pair[1])).take_while(|&(_, next)| next <= stable).collect();
@@ -319,10 +319,9 @@ impl Partition {
     }
 
     /// Replaces sealed segment `base` (whose successor starts at `next`) by a copy holding only
-    /// the records compaction keeps, without markers or aborted records, the committed ones of
-    /// transactions written as plain records; false if it would keep them all and holds no
-    /// transaction's batch. Segments are cleaned oldest first, so a transaction's batches are
-    /// made plain before the marker that decided them is dropped from a later segment.
+    /// the records compaction keeps; false if it would keep them all. A segment holding any
+    /// transaction's batch or marker is left whole: a reader deciding a batch by a marker in
+    /// another segment may still map the old files of one and the new of the other.
     fn rewrite_segment(
         &self,
         base: u64,
@@ -335,17 +334,20 @@ impl Partition {
         let segment = self.segment(base)?;
         let keeps = |r: &ConsumerRecord| keeps(r, latest, now_ms, config.delete_retention_ms);
         // A first pass: is there anything to remove?
+        if self.holds_transactions(base, next, tail)? {
+            return Ok(false);
+        }
         let from = base.max(self.start_offset());
-        let mut cursor = self.committed_cursor_at(from, tail, true)?;
+        let mut cursor = self.cursor_at(from, tail, true)?;
         let removable = self.scan(&mut cursor, tail, next, 4096, |records, _| {
             Ok(if records.iter().any(|r| !keeps(r)) { ControlFlow::Break(()) } else { ControlFlow::Continue(()) })
         })?;
-        if removable.is_none() && !self.holds_transactions(base, next, tail)? {
+        if removable.is_none() {
             return Ok(false);
         }
         let mut cleaned = CleanedSegment::create(&self.dir, base, self.log_id, segment.created_ms(), config)?;
         let written = (|| {
-            let mut cursor = self.committed_cursor_at(from, tail, true)?;
+            let mut cursor = self.cursor_at(from, tail, true)?;
             self.scan(&mut cursor, tail, next, 4096, |records, _| {
                 for record in records.into_iter().filter(|r| keeps(r)) {
                     cleaned.push(record)?;

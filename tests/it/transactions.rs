@@ -408,7 +408,7 @@ proptest! {
 }
 
 #[test]
-fn compaction_drops_aborted_records_keeps_committed_ones_and_leaves_open_transactions_alone() {
+fn compaction_leaves_transactions_whole_and_never_passes_the_last_stable_offset() {
     let dir = TempDir::new("txn-compact");
     let queue = Queue::open(dir.path()).unwrap();
     let config = streamlog::TopicConfig::new(1)
@@ -418,41 +418,58 @@ fn compaction_drops_aborted_records_keeps_committed_ones_and_leaves_open_transac
     queue.create_topic_with("t", config).unwrap();
     let producer = queue.transactional_producer("compacted").unwrap();
     let plain = queue.producer();
-    let filler = |n: u32| {
-        for i in 0..n {
-            plain.send("t", Record::new(vec![b'f'; 100]).key(format!("filler-{i}").into_bytes())).unwrap();
+    // Plain records of three keys, enough to fill segments of their own.
+    let filler = || {
+        for i in 0..20 {
+            plain.send("t", Record::new(vec![b'f'; 100]).key(format!("filler-{}", i % 3).into_bytes())).unwrap();
         }
     };
+    filler();
     producer.begin_transaction().unwrap();
     producer.send("t", Record::new(b"committed").key(b"k")).unwrap();
     producer.commit_transaction().unwrap();
     producer.begin_transaction().unwrap();
     producer.send("t", Record::new(b"aborted").key(b"k")).unwrap();
-    producer.send("t", Record::new(b"aborted too").key(b"gone")).unwrap();
     producer.abort_transaction().unwrap();
-    filler(20);
+    filler();
     let other = queue.transactional_producer("still-open").unwrap();
     other.begin_transaction().unwrap();
     other.send("t", Record::new(b"open").key(b"k")).unwrap();
-    filler(20);
-    queue.run_maintenance().unwrap();
+    filler();
     let tp = TopicPartition::new("t", 0);
+    let segments_before = std::fs::read_dir(dir.path().join("topics/t/0")).unwrap().count();
+    assert!(queue.run_maintenance().unwrap() > 0, "plain segments below the last stable offset are compacted");
     let mut uncommitted = reader(&queue, IsolationLevel::ReadUncommitted, std::slice::from_ref(&tp));
-    let values_of_k: Vec<Vec<u8>> = drain(&mut uncommitted, Duration::from_millis(20))
-        .into_iter()
-        .filter(|(_, _, v)| !v.starts_with(b"f"))
-        .map(|(_, _, v)| v)
-        .collect();
-    // The aborted records are gone even for a reader of uncommitted records; the open
-    // transaction's record lies past the last stable offset, which compaction does not pass.
-    assert_eq!(values_of_k, [b"committed".to_vec(), b"open".to_vec()]);
+    let seen = drain(&mut uncommitted, Duration::from_millis(20));
+    let not_filler = |seen: &[(u32, u64, Vec<u8>)]| -> Vec<Vec<u8>> {
+        seen.iter().filter(|(_, _, v)| !v.starts_with(b"f")).map(|(_, _, v)| v.clone()).collect()
+    };
+    // The segment holding the transactions is left whole (its aborted record too); the open
+    // transaction's record lies past the last stable offset.
+    assert_eq!(not_filler(&seen), [b"committed".to_vec(), b"aborted".to_vec(), b"open".to_vec()]);
+    assert!(seen.len() < 3 + 60, "some filler was compacted away ({} records, {segments_before} files)", seen.len());
     other.commit_transaction().unwrap();
     let mut committed = reader(&queue, IsolationLevel::ReadCommitted, std::slice::from_ref(&tp));
-    let seen: Vec<Vec<u8>> = drain(&mut committed, Duration::from_millis(20))
-        .into_iter()
-        .filter(|(_, _, v)| !v.starts_with(b"f"))
-        .map(|(_, _, v)| v)
-        .collect();
-    assert_eq!(seen, [b"committed".to_vec(), b"open".to_vec()]);
+    let seen = drain(&mut committed, Duration::from_millis(20));
+    assert_eq!(not_filler(&seen), [b"committed".to_vec(), b"open".to_vec()]);
     drop((committed, uncommitted, other, producer, plain, queue));
+}
+
+#[test]
+fn a_reader_of_committed_records_without_a_position_starts_at_the_last_stable_offset() {
+    let dir = TempDir::new("txn-latest");
+    let queue = Queue::open(dir.path()).unwrap();
+    queue.create_topic("t", 1).unwrap();
+    let producer = queue.transactional_producer("late").unwrap();
+    producer.begin_transaction().unwrap();
+    producer.send("t", Record::new(b"pending")).unwrap();
+    let config = ConsumerConfig::new("latest").isolation_level(IsolationLevel::ReadCommitted).auto_commit(None);
+    let mut consumer = queue.consumer(config).unwrap();
+    let tp = TopicPartition::new("t", 0);
+    consumer.assign(std::slice::from_ref(&tp)).unwrap();
+    // The end of the log would skip the open transaction's record for good.
+    assert_eq!(consumer.position(&tp).unwrap(), 0);
+    producer.commit_transaction().unwrap();
+    assert_eq!(values(&drain(&mut consumer, Duration::from_millis(20))), [b"pending".to_vec()]);
+    drop((consumer, producer, queue));
 }

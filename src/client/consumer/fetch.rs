@@ -112,7 +112,7 @@ pub(super) const SPIN_BEFORE_SLEEP: Duration = Duration::from_micros(20);
 /// Reads what is available from one partition into `records`, up to `max_poll_records` in all:
 /// to the end of the log, or for a reader of committed records to its last stable offset.
 fn fetch_partition(assignment: &mut Assignment, config: &ConsumerConfig, records: &mut Records) -> Result<()> {
-    let position = valid_position(assignment, config.auto_offset_reset, &config.group)?;
+    let position = valid_position(assignment, config)?;
     let partition = &assignment.partition;
     let tail = partition.tail();
     let committed = config.isolation_level == IsolationLevel::ReadCommitted;
@@ -146,15 +146,22 @@ fn fetch_partition(assignment: &mut Assignment, config: &ConsumerConfig, records
 
 /// The assignment's position, applying the reset policy if it has none or lies outside the log.
 /// A reset from below the log start (retention deleted records not read yet) adds what it
-/// skips to the records the next poll reports missed.
-pub(super) fn valid_position(assignment: &mut Assignment, reset: OffsetReset, group: &str) -> Result<u64> {
+/// skips to the records the next poll reports missed. `Latest` is the end of the log, or for a
+/// reader of committed records its last stable offset (as in Kafka: a transaction open there
+/// may yet commit).
+pub(super) fn valid_position(assignment: &mut Assignment, config: &ConsumerConfig) -> Result<u64> {
+    let (reset, group) = (config.auto_offset_reset, &config.group);
     let start = assignment.partition.start_offset();
-    let end = assignment.partition.tail().end_offset;
+    let tail = assignment.partition.tail();
+    let end = tail.end_offset;
     match assignment.position {
         Some(position) if (start..=end).contains(&position) => Ok(position),
         position => {
             let reset_to = match reset {
                 OffsetReset::Earliest => start,
+                OffsetReset::Latest if config.isolation_level == IsolationLevel::ReadCommitted => {
+                    assignment.partition.last_stable_offset(&tail)
+                }
                 OffsetReset::Latest => end,
                 OffsetReset::None => {
                     let partition = assignment.tp.clone();

@@ -120,6 +120,8 @@ impl Partition {
         if producer != ProducerStamp::NONE {
             let check = if marker { guard.check_marker(producer) } else { guard.check_producer(producer, record_count as u32) };
             match check {
+                // A marker of a producer the table does not know ends nothing open here.
+                ProducerCheck::Next { slot: None } if marker => {}
                 ProducerCheck::Next { slot } => producer_slot = Some(guard.producer_slot(slot, &self.id)?),
                 ProducerCheck::Repeat { base_offset } => return Ok(base_offset),
                 ProducerCheck::Fenced { epoch } => return Err(fenced(epoch)),
