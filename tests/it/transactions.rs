@@ -33,6 +33,14 @@ fn drain(consumer: &mut streamlog::Consumer, wait: Duration) -> Vec<(u32, u64, V
     }
 }
 
+/// A fresh queue in a directory of its own, with topic `t` of `partitions` partitions.
+fn queue_with_topic(name: &str, partitions: u32) -> (TempDir, Queue) {
+    let dir = TempDir::new(name);
+    let queue = Queue::open(dir.path()).unwrap();
+    queue.create_topic("t", partitions).unwrap();
+    (dir, queue)
+}
+
 fn values(seen: &[(u32, u64, Vec<u8>)]) -> Vec<Vec<u8>> {
     let mut values: Vec<Vec<u8>> = seen.iter().map(|(_, _, v)| v.clone()).collect();
     values.sort();
@@ -45,9 +53,7 @@ fn all_partitions(topic: &str, count: u32) -> Vec<TopicPartition> {
 
 #[test]
 fn committed_records_appear_together_and_aborted_ones_never() {
-    let dir = TempDir::new("txn-basic");
-    let queue = Queue::open(dir.path()).unwrap();
-    queue.create_topic("t", 2).unwrap();
+    let (_dir, queue) = queue_with_topic("txn-basic", 2);
     queue.create_topic("u", 1).unwrap();
     let producer = queue.transactional_producer("writer").unwrap();
     let mut committed = reader(&queue, IsolationLevel::ReadCommitted, &[all_partitions("t", 2), all_partitions("u", 1)].concat());
@@ -81,9 +87,7 @@ fn committed_records_appear_together_and_aborted_ones_never() {
 
 #[test]
 fn a_reader_of_committed_records_stops_at_the_first_open_transaction() {
-    let dir = TempDir::new("txn-lso");
-    let queue = Queue::open(dir.path()).unwrap();
-    queue.create_topic("t", 1).unwrap();
+    let (_dir, queue) = queue_with_topic("txn-lso", 1);
     let plain = queue.producer();
     let first = queue.transactional_producer("first").unwrap();
     let second = queue.transactional_producer("second").unwrap();
@@ -110,9 +114,7 @@ fn a_reader_of_committed_records_stops_at_the_first_open_transaction() {
 
 #[test]
 fn a_poll_waiting_at_the_last_stable_offset_wakes_when_the_transaction_commits() {
-    let dir = TempDir::new("txn-wake");
-    let queue = Queue::open(dir.path()).unwrap();
-    queue.create_topic("t", 1).unwrap();
+    let (_dir, queue) = queue_with_topic("txn-wake", 1);
     let producer = queue.transactional_producer("waker").unwrap();
     let mut committed = reader(&queue, IsolationLevel::ReadCommitted, &all_partitions("t", 1));
     producer.begin_transaction().unwrap();
@@ -132,9 +134,7 @@ fn a_poll_waiting_at_the_last_stable_offset_wakes_when_the_transaction_commits()
 
 #[test]
 fn a_new_instance_aborts_what_the_old_one_left_open_and_fences_it() {
-    let dir = TempDir::new("txn-fence");
-    let queue = Queue::open(dir.path()).unwrap();
-    queue.create_topic("t", 2).unwrap();
+    let (_dir, queue) = queue_with_topic("txn-fence", 2);
     let old = queue.transactional_producer("enricher").unwrap();
     old.begin_transaction().unwrap();
     old.send("t", Record::new(b"zombie").partition(0)).unwrap();
@@ -154,9 +154,7 @@ fn a_new_instance_aborts_what_the_old_one_left_open_and_fences_it() {
 
 #[test]
 fn misuse_is_an_error_and_dropping_a_producer_aborts_its_transaction() {
-    let dir = TempDir::new("txn-misuse");
-    let queue = Queue::open(dir.path()).unwrap();
-    queue.create_topic("t", 1).unwrap();
+    let (_dir, queue) = queue_with_topic("txn-misuse", 1);
     assert!(matches!(queue.transactional_producer("../x"), Err(Error::InvalidTransactionalId { .. })));
     let producer = queue.transactional_producer("p").unwrap();
     assert!(matches!(producer.send("t", Record::new(b"x")), Err(Error::IllegalState(_))), "outside a transaction");
@@ -211,9 +209,7 @@ fn spawn_holder(dir: &Path, id: &str, partitions: u32) -> (std::process::Child, 
 
 #[test]
 fn the_transaction_of_a_killed_process_is_aborted_within_a_second() {
-    let dir = TempDir::new("txn-dead");
-    let queue = Queue::open(dir.path()).unwrap();
-    queue.create_topic("t", 2).unwrap();
+    let (dir, queue) = queue_with_topic("txn-dead", 2);
     let mut committed = reader(&queue, IsolationLevel::ReadCommitted, &all_partitions("t", 2));
     let (mut holder, _reaper) = spawn_holder(dir.path(), "doomed", 2);
     queue.producer().send("t", Record::new(b"behind").partition(0)).unwrap();
@@ -457,9 +453,7 @@ fn compaction_leaves_transactions_whole_and_never_passes_the_last_stable_offset(
 
 #[test]
 fn a_reader_of_committed_records_without_a_position_starts_at_the_last_stable_offset() {
-    let dir = TempDir::new("txn-latest");
-    let queue = Queue::open(dir.path()).unwrap();
-    queue.create_topic("t", 1).unwrap();
+    let (_dir, queue) = queue_with_topic("txn-latest", 1);
     let producer = queue.transactional_producer("late").unwrap();
     producer.begin_transaction().unwrap();
     producer.send("t", Record::new(b"pending")).unwrap();
