@@ -73,6 +73,9 @@ pub fn batch(data: &[u8]) -> usize {
             // anyway, the producer fields and the batch's max timestamp) are left out.
             let mut whole = vec![0u8; batch.len()];
             format::write_batch(&mut whole, header.base_offset, header.producer, &rebuilt, &timestamps);
+            if header.is_marker() {
+                format::batch::mark_as_marker(&mut whole);
+            }
             if header.offset_checksummed() {
                 format::checksum_base_offset(&mut whole);
             }

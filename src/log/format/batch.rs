@@ -404,26 +404,27 @@ pub(crate) fn write_marker(producer_id: u64, epoch: u16, commit: bool, timestamp
     let mut out = vec![0u8; batch_bytes(std::slice::from_ref(&record), &timestamps) as usize];
     let producer = ProducerStamp { id: producer_id, epoch, base_sequence: u32::MAX, transactional: true };
     write_batch(&mut out, 0, producer, std::slice::from_ref(&record), &timestamps);
-    let attributes = u16_at(&out, 20) | CONTROL;
-    out[20..22].copy_from_slice(&attributes.to_le_bytes());
-    seal_batch(&mut out);
+    mark_as_marker(&mut out);
     out
 }
 
+/// Sets the marker bit of `batch` (one whole sealed batch) and seals it again.
+pub(crate) fn mark_as_marker(batch: &mut [u8]) {
+    let attributes = u16_at(batch, 20) | CONTROL;
+    batch[20..22].copy_from_slice(&attributes.to_le_bytes());
+    seal_batch(batch);
+}
+
 /// Which way the marker `batch` (one whole batch whose header says it is a marker, checksum
-/// checked) ended its transaction: true for a commit; `None` when its record is not a marker's.
+/// checked) ended its transaction: true for a commit; `None` when its record is not exactly
+/// the one `write_marker` writes.
 pub(crate) fn marker_commits(batch: &[u8]) -> Option<bool> {
     let header = BatchHeader::read(batch);
     let records = &batch[BATCH_HEADER_BYTES as usize..];
-    let layout = RecordLayout::parse(records, header.first_timestamp_ms)?;
-    if layout.record_bytes as usize != records.len() || layout.key_bytes != 1 || layout.flags & FLAG_HAS_KEY == 0 {
-        return None;
-    }
-    match records[layout.key_at as usize] {
-        MARKER_COMMIT => Some(true),
-        MARKER_ABORT => Some(false),
-        _ => None,
-    }
+    [true, false].into_iter().find(|&commit| {
+        let canonical = write_marker(header.producer.id, header.producer.epoch, commit, header.first_timestamp_ms);
+        canonical[BATCH_HEADER_BYTES as usize..] == *records
+    })
 }
 
 fn record_flags(record: &Record<'_>) -> u8 {
