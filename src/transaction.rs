@@ -240,12 +240,7 @@ fn state_at(half: u64) -> u64 {
 
 /// Length, checksum, then the encoded state.
 fn encode_blob(state: &TransactionState) -> Vec<u8> {
-    let bytes = encode_state(state);
-    let mut blob = Vec::with_capacity(bytes.len() + 8);
-    blob.extend_from_slice(&(bytes.len() as u32).to_le_bytes());
-    blob.extend_from_slice(&crc32fast::hash(&bytes).to_le_bytes());
-    blob.extend_from_slice(&bytes);
-    blob
+    file::checksummed(&encode_state(state))
 }
 
 /// ```text
@@ -308,18 +303,7 @@ fn decode_state(bytes: &[u8], path: &Path, at: u64) -> Result<TransactionState> 
 
 fn read_state(file: &File, path: &Path, half: u64) -> Result<TransactionState> {
     let at = state_at(half);
-    let mut prefix = [0u8; 8];
-    file.read_exact_at(&mut prefix, at).during("read the transaction state from", path)?;
-    let length = format::u32_at(&prefix, 0) as usize;
-    if length > STATE_BYTES - 8 {
-        return Err(Error::corrupt(path, at, "transaction state longer than its room"));
-    }
-    let mut bytes = vec![0u8; length];
-    file.read_exact_at(&mut bytes, at + 8).during("read the transaction state from", path)?;
-    if crc32fast::hash(&bytes) != format::u32_at(&prefix, 4) {
-        return Err(Error::corrupt(path, at, "transaction state checksum mismatch"));
-    }
-    decode_state(&bytes, path, at)
+    decode_state(&file::read_checksummed(file, path, at, STATE_BYTES, "transaction state")?, path, at)
 }
 
 /// Makes the coordinator file ready for the queue's `epoch`: if it was last set up in another

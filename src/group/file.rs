@@ -224,10 +224,7 @@ impl GroupGuard<'_> {
         }
         let active = group.map.word64(ACTIVE_HALF_AT);
         let next = (active.load(Ordering::Relaxed) + 1) & 1;
-        let mut blob = Vec::with_capacity(bytes.len() + 8);
-        blob.extend_from_slice(&(bytes.len() as u32).to_le_bytes());
-        blob.extend_from_slice(&crc32fast::hash(&bytes).to_le_bytes());
-        blob.extend_from_slice(&bytes);
+        let blob = file::checksummed(&bytes);
         group.file.write_all_at(&blob, blob_at(next)).during("write the group state to", &group.path)?;
         failpoint!("group-store-before-switch");
         active.store(next, Ordering::Release);
@@ -246,19 +243,7 @@ pub(crate) fn blob_at(half: u64) -> u64 {
 
 /// Reads copy `half` of the group state: length, checksum, then the encoded state.
 fn read_state(file: &File, path: &Path, half: u64) -> Result<GroupState> {
-    let at = blob_at(half);
-    let mut prefix = [0u8; 8];
-    file.read_exact_at(&mut prefix, at).during("read the group state from", path)?;
-    let length = format::u32_at(&prefix, 0) as usize;
-    if length > BLOB_BYTES - 8 {
-        return Err(Error::corrupt(path, at, "group state longer than its room"));
-    }
-    let mut bytes = vec![0u8; length];
-    file.read_exact_at(&mut bytes, at + 8).during("read the group state from", path)?;
-    if crc32fast::hash(&bytes) != format::u32_at(&prefix, 4) {
-        return Err(Error::corrupt(path, at, "group state checksum mismatch"));
-    }
-    decode_group_state(&bytes, path)
+    decode_group_state(&file::read_checksummed(file, path, blob_at(half), BLOB_BYTES, "group state")?, path)
 }
 
 fn open_members_lock(path: &Path) -> Result<File> {
@@ -301,10 +286,7 @@ fn initialize_group_file(file: &File, path: &Path, epoch: u64, carried: &GroupSt
     head[0..8].copy_from_slice(&GROUP_MAGIC);
     head[8..10].copy_from_slice(&FORMAT_VERSION.to_le_bytes());
     head[GENERATION_AT..GENERATION_AT + 8].copy_from_slice(&carried.generation.to_le_bytes());
-    let mut blob = (bytes.len() as u32).to_le_bytes().to_vec();
-    blob.extend_from_slice(&crc32fast::hash(&bytes).to_le_bytes());
-    blob.extend_from_slice(&bytes);
-    file.write_all_at(&blob, blob_at(0)).during("write", path)?;
+    file.write_all_at(&file::checksummed(&bytes), blob_at(0)).during("write", path)?;
     file.write_all_at(&head, 0).during("write", path)?;
     let map = MmapOptions::new().len(BLOBS_AT).map_raw(file).during("map", path)?;
     // SAFETY: the mutex lies at a 64-byte aligned offset inside the mapping, which outlives

@@ -17,7 +17,7 @@
 use std::fs::{self, File, FileType, OpenOptions};
 use std::io::{self, Read, Write};
 use std::os::fd::AsRawFd;
-use std::os::unix::fs::{FileTypeExt, OpenOptionsExt};
+use std::os::unix::fs::{FileExt, FileTypeExt, OpenOptionsExt};
 use std::path::{Component, Path, PathBuf};
 
 use crate::error::{Error, IoContext, Result};
@@ -362,6 +362,32 @@ pub(crate) fn write_all_vectored_at(file: &File, pieces: &[&[u8]], mut offset: u
         }
     }
     Ok(())
+}
+
+/// `bytes` after their length (u32) and CRC-32: a record `read_checksummed` tells whole from torn.
+pub(crate) fn checksummed(bytes: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(bytes.len() + 8);
+    out.extend_from_slice(&(bytes.len() as u32).to_le_bytes());
+    out.extend_from_slice(&crc32fast::hash(bytes).to_le_bytes());
+    out.extend_from_slice(bytes);
+    out
+}
+
+/// The bytes `checksummed` wrote at `at` in `file` (at `path`), `room` bytes at most with the
+/// prefix; `Error::Corrupt`, naming `what` they are, when longer or not matching their checksum.
+pub(crate) fn read_checksummed(file: &File, path: &Path, at: u64, room: usize, what: &str) -> Result<Vec<u8>> {
+    let mut prefix = [0u8; 8];
+    file.read_exact_at(&mut prefix, at).during("read", path)?;
+    let length = u32::from_le_bytes(prefix[0..4].try_into().expect("four bytes")) as usize;
+    if length > room.saturating_sub(8) {
+        return Err(Error::corrupt(path, at, format!("{what} longer than its room")));
+    }
+    let mut bytes = vec![0u8; length];
+    file.read_exact_at(&mut bytes, at + 8).during("read", path)?;
+    if crc32fast::hash(&bytes) != u32::from_le_bytes(prefix[4..8].try_into().expect("four bytes")) {
+        return Err(Error::corrupt(path, at, format!("{what} checksum mismatch")));
+    }
+    Ok(bytes)
 }
 
 #[cfg(test)]
