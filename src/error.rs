@@ -112,6 +112,12 @@ pub enum Error {
     /// new generation it has not joined yet, or it is no longer a member at all.
     #[error("commit to group {group:?} refused: {reason}")]
     CommitFailed { group: String, reason: String },
+    /// Offsets of the partition were sent to a transaction that is still open, so its
+    /// committed offset may yet move: a reader of committed records does not start there until
+    /// the transaction ends (Kafka's `UnstableOffsetCommitException`). `poll` waits for it by
+    /// itself; retry after a poll.
+    #[error("the committed offset of {partition} in group {group:?} waits for an open transaction")]
+    UnstableOffsetCommit { group: String, partition: TopicPartition },
     /// An idempotent producer's batch was not the next one the partition expected from it: it
     /// skips sequence numbers or goes back to ones before its producer's last batch (a repeat
     /// of that last batch is not an error: it gets the offsets the first one got).

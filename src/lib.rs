@@ -648,7 +648,7 @@ mod sys;
 mod topic;
 mod transaction;
 
-pub use client::consumer::{Consumer, RebalanceListener};
+pub use client::consumer::{Consumer, ConsumerGroupMetadata, RebalanceListener};
 pub use client::producer::{Producer, RecordMetadata, partition_for_key};
 pub use client::transactional::TransactionalProducer;
 pub use error::{Error, Result};

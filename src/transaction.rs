@@ -58,29 +58,29 @@ pub(crate) enum Phase {
     PrepareAbort,
 }
 
-/// A partition a transaction wrote to: the topic's name and id (a topic created again under
-/// the name is another one, which gets no marker) and the partition's number.
+/// Where a transaction wrote, and so where its markers go: a partition of a topic (the topic's
+/// name and id: a topic created again under the name is another one, which gets no marker),
+/// or a consumer group's offset log (offsets sent to the transaction).
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub(crate) struct TransactionPartition {
-    pub(crate) topic: String,
-    pub(crate) topic_id: u64,
-    pub(crate) partition: u32,
+pub(crate) enum Participant {
+    Partition { topic: String, topic_id: u64, partition: u32 },
+    GroupOffsets { group: String },
 }
 
 /// What the coordinator keeps of a transactional id: its producer id and current epoch, and
-/// the partitions of the transaction open now (none when `Empty`). Producer id 0 means none
+/// where the transaction open now wrote (nowhere when `Empty`). Producer id 0 means none
 /// was given out yet.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct TransactionState {
     pub(crate) producer_id: u64,
     pub(crate) epoch: u16,
     pub(crate) phase: Phase,
-    pub(crate) partitions: Vec<TransactionPartition>,
+    pub(crate) participants: Vec<Participant>,
 }
 
 impl TransactionState {
     fn empty() -> Self {
-        TransactionState { producer_id: 0, epoch: 0, phase: Phase::Empty, partitions: Vec::new() }
+        TransactionState { producer_id: 0, epoch: 0, phase: Phase::Empty, participants: Vec::new() }
     }
 }
 
@@ -245,10 +245,12 @@ fn encode_blob(state: &TransactionState) -> Vec<u8> {
 
 /// ```text
 /// producer_id u64   epoch u16   phase u8 (0 empty, 1 ongoing, 2 prepare commit, 3 prepare abort)
-/// partition count u32, then per partition: topic length u8, topic (UTF-8), topic_id u64, partition u32
+/// participant count u32, then per participant a kind u8 and a name length u8 and name (UTF-8):
+///   kind 0, a topic's partition: the topic's name, then topic_id u64, partition u32
+///   kind 1, a group's offset log: the group's name
 /// ```
 fn encode_state(state: &TransactionState) -> Vec<u8> {
-    let mut out = Vec::with_capacity(15 + state.partitions.len() * 32);
+    let mut out = Vec::with_capacity(15 + state.participants.len() * 32);
     out.extend_from_slice(&state.producer_id.to_le_bytes());
     out.extend_from_slice(&state.epoch.to_le_bytes());
     out.push(match state.phase {
@@ -257,13 +259,22 @@ fn encode_state(state: &TransactionState) -> Vec<u8> {
         Phase::PrepareCommit => 2,
         Phase::PrepareAbort => 3,
     });
-    out.extend_from_slice(&(state.partitions.len() as u32).to_le_bytes());
-    for partition in &state.partitions {
-        // Topic names are at most 249 bytes (`validate_topic_name`).
-        out.push(partition.topic.len() as u8);
-        out.extend_from_slice(partition.topic.as_bytes());
-        out.extend_from_slice(&partition.topic_id.to_le_bytes());
-        out.extend_from_slice(&partition.partition.to_le_bytes());
+    out.extend_from_slice(&(state.participants.len() as u32).to_le_bytes());
+    // Topic and group names are at most 249 bytes (`validate_topic_name`, `validate_group_name`).
+    let name = |out: &mut Vec<u8>, kind: u8, name: &str| {
+        out.push(kind);
+        out.push(name.len() as u8);
+        out.extend_from_slice(name.as_bytes());
+    };
+    for participant in &state.participants {
+        match participant {
+            Participant::Partition { topic, topic_id, partition } => {
+                name(&mut out, 0, topic);
+                out.extend_from_slice(&topic_id.to_le_bytes());
+                out.extend_from_slice(&partition.to_le_bytes());
+            }
+            Participant::GroupOffsets { group } => name(&mut out, 1, group),
+        }
     }
     out
 }
@@ -286,19 +297,26 @@ fn decode_state(bytes: &[u8], path: &Path, at: u64) -> Result<TransactionState> 
         _ => return Err(damaged()),
     };
     let count = format::u32_at(take(4)?, 0);
-    let mut partitions = Vec::new();
+    let mut participants = Vec::new();
     for _ in 0..count {
+        let kind = take(1)?[0];
         let length = take(1)?[0];
-        let topic = String::from_utf8(take(usize::from(length))?.to_vec()).map_err(|_| damaged())?;
-        crate::options::validate_topic_name(&topic).map_err(|_| damaged())?;
-        let topic_id = format::u64_at(take(8)?, 0);
-        let partition = format::u32_at(take(4)?, 0);
-        partitions.push(TransactionPartition { topic, topic_id, partition });
+        let name = String::from_utf8(take(usize::from(length))?.to_vec()).map_err(|_| damaged())?;
+        crate::options::validate_topic_name(&name).map_err(|_| damaged())?;
+        participants.push(match kind {
+            0 => {
+                let topic_id = format::u64_at(take(8)?, 0);
+                let partition = format::u32_at(take(4)?, 0);
+                Participant::Partition { topic: name, topic_id, partition }
+            }
+            1 => Participant::GroupOffsets { group: name },
+            _ => return Err(damaged()),
+        });
     }
     if !rest.is_empty() {
         return Err(damaged());
     }
-    Ok(TransactionState { producer_id, epoch, phase, partitions })
+    Ok(TransactionState { producer_id, epoch, phase, participants })
 }
 
 fn read_state(file: &File, path: &Path, half: u64) -> Result<TransactionState> {
@@ -360,9 +378,10 @@ mod tests {
             producer_id: 7 << 32 | 3,
             epoch: 4,
             phase: Phase::PrepareCommit,
-            partitions: vec![
-                TransactionPartition { topic: "orders".into(), topic_id: 11, partition: 2 },
-                TransactionPartition { topic: "x".into(), topic_id: 12, partition: 0 },
+            participants: vec![
+                Participant::Partition { topic: "orders".into(), topic_id: 11, partition: 2 },
+                Participant::GroupOffsets { group: "enrichers".into() },
+                Participant::Partition { topic: "x".into(), topic_id: 12, partition: 0 },
             ],
         };
         let path = Path::new("state");
@@ -374,5 +393,8 @@ mod tests {
         let mut bad_phase = bytes.clone();
         bad_phase[10] = 9;
         assert!(decode_state(&bad_phase, path, 0).is_err());
+        let mut bad_kind = bytes.clone();
+        bad_kind[15] = 2;
+        assert!(decode_state(&bad_kind, path, 0).is_err());
     }
 }

@@ -8,7 +8,9 @@
 //!   was going.
 //! - Before its first batch to a partition, the instance adds the partition to its
 //!   transaction (`add_to_transaction`), so that whoever ends the transaction knows where
-//!   markers must go.
+//!   markers must go. Offsets sent to the transaction go the same way into the group's offset
+//!   log, as a transactional batch, under the group lock and only while the consumer that read
+//!   them is still a member of the generation it read them in (`send_offsets`).
 //! - Ending a transaction (`end_transaction`) stores the decision (`PrepareCommit` or
 //!   `PrepareAbort`) and then writes a marker into each of its partitions: once the decision is
 //!   stored, whoever finds the transaction finishes it the same way, so a transaction commits
@@ -17,20 +19,20 @@
 //!   the keeper thread of any process that runs one (`finish_abandoned_transactions`), within a
 //!   keeper tick, and by the next process that opens the queue alone, before anyone reads.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use parking_lot::Mutex;
 
 use crate::catalog::{Catalog, Topic};
 use crate::error::{Error, Result};
-use crate::log::format;
+use crate::group::file::MemberKey;
+use crate::log::format::{self, ProducerStamp};
 use crate::log::state::EpochFence;
 use crate::options::validate_transactional_id;
 use crate::sys::{clock, file};
-use crate::transaction::{
-    Coordinator, CoordinatorGuard, Liveness, Phase, TRANSACTIONS_DIR, TransactionPartition, TransactionState,
-};
+use crate::topic::TopicPartition;
+use crate::transaction::{Coordinator, CoordinatorGuard, Liveness, Participant, Phase, TRANSACTIONS_DIR, TransactionState};
 
 /// The current instance of a transactional id: its producer id and epoch, and its claim to
 /// be alive.
@@ -69,8 +71,41 @@ struct Local {
     open: bool,
     /// A commit (true) or abort (false) failed part-way: only that, again, may follow.
     ending: Option<bool>,
-    /// The partitions added to the transaction, by topic id and number.
-    partitions: HashSet<(u64, u32)>,
+    /// Where the transaction wrote.
+    participants: HashSet<Participant>,
+    /// Per group: the sequence number of this instance's next batch of offsets to its log.
+    offset_sequences: HashMap<String, u32>,
+}
+
+impl Local {
+    /// Forgets the transaction that ended.
+    fn ended(&mut self) {
+        self.open = false;
+        self.ending = None;
+        self.participants.clear();
+    }
+
+    /// `IllegalState` unless a transaction is open here and not being ended.
+    fn check_sending(&self) -> Result<()> {
+        if !self.open {
+            return Err(Error::IllegalState("a transactional producer sends only inside a transaction: begin one first"));
+        }
+        if self.ending.is_some() {
+            return Err(Error::IllegalState("the transaction is being ended: finish the commit or abort first"));
+        }
+        Ok(())
+    }
+}
+
+/// The consumer that read the offsets sent to a transaction, as its group knew it then.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum ReadBy {
+    /// A consumer of assigned partitions: there is no membership to fence.
+    Assignment,
+    /// A member of the group, in `generation`.
+    Member { member: MemberKey, generation: u64 },
+    /// A subscribed consumer that had been removed from the group.
+    Expelled,
 }
 
 impl Transaction {
@@ -110,7 +145,7 @@ impl Transaction {
         }
         local.ending = Some(commit);
         queue.end_transaction(&self.instance, commit, sync)?;
-        *local = Local::default();
+        local.ended();
         Ok(())
     }
 
@@ -119,18 +154,61 @@ impl Transaction {
     pub(crate) fn join(&self, queue: &Catalog, topic: &Topic, number: u32) -> Result<EpochFence<'_>> {
         let mut local = self.local.lock();
         self.check_not_fenced()?;
-        if !local.open {
-            return Err(Error::IllegalState("a transactional producer sends only inside a transaction: begin one first"));
-        }
-        if local.ending.is_some() {
-            return Err(Error::IllegalState("the transaction is being ended: finish the commit or abort first"));
-        }
-        if !local.partitions.contains(&(topic.id, number)) {
-            let partition = TransactionPartition { topic: topic.name.clone(), topic_id: topic.id, partition: number };
-            queue.add_to_transaction(&self.instance, partition)?;
-            local.partitions.insert((topic.id, number));
-        }
+        local.check_sending()?;
+        let participant = Participant::Partition { topic: topic.name.clone(), topic_id: topic.id, partition: number };
+        self.add(queue, &mut local, participant)?;
         Ok(self.instance.coordinator.fence())
+    }
+
+    fn add(&self, queue: &Catalog, local: &mut Local, participant: Participant) -> Result<()> {
+        if !local.participants.contains(&participant) {
+            queue.add_to_transaction(&self.instance, participant.clone())?;
+            local.participants.insert(participant);
+        }
+        Ok(())
+    }
+
+    /// Sends `offsets` (each the next offset to read) to the open transaction as consumer
+    /// group `group`'s: they become its committed offsets when the transaction commits. Read
+    /// by a member, only while it is still in the group's generation it read them in:
+    /// otherwise `Error::CommitFailed`, and the transaction must abort (another member may be
+    /// reading the same records now).
+    pub(crate) fn send_offsets(
+        &self,
+        queue: &Catalog,
+        group: &str,
+        read_by: ReadBy,
+        offsets: &[(TopicPartition, u64)],
+    ) -> Result<()> {
+        let mut local = self.local.lock();
+        self.check_not_fenced()?;
+        local.check_sending()?;
+        if offsets.is_empty() {
+            return Ok(());
+        }
+        let group_handle = queue.group(group)?;
+        let store = queue.offset_store(group)?;
+        self.add(queue, &mut local, Participant::GroupOffsets { group: group.to_owned() })?;
+        let instance = &self.instance;
+        let sequence = local.offset_sequences.get(group).copied().unwrap_or(0);
+        let stamp =
+            ProducerStamp { id: instance.producer_id, epoch: instance.epoch, base_sequence: sequence, transactional: true };
+        let fence = instance.coordinator.fence();
+        let topic_id = |tp: &TopicPartition| queue.topic_id(tp.topic());
+        match read_by {
+            ReadBy::Member { member, generation } => group_handle.fenced(member, generation, None, || {
+                store.send_to_transaction(offsets, (member.id, generation), topic_id, (stamp, &fence))
+            })?,
+            ReadBy::Assignment => store.send_to_transaction(offsets, (0, 0), topic_id, (stamp, &fence))?,
+            ReadBy::Expelled => {
+                return Err(Error::CommitFailed {
+                    group: group.to_owned(),
+                    reason: "the consumer was removed from the group: abort the transaction, then poll to rejoin".into(),
+                });
+            }
+        };
+        local.offset_sequences.insert(group.to_owned(), sequence.wrapping_add(offsets.len() as u32));
+        Ok(())
     }
 
     fn check_not_fenced(&self) -> Result<()> {
@@ -193,18 +271,18 @@ impl Catalog {
 
     /// Adds `partition` to the open transaction of `instance` (opening one if none is), before
     /// the instance's first batch there.
-    pub(crate) fn add_to_transaction(&self, instance: &Instance, partition: TransactionPartition) -> Result<()> {
+    pub(crate) fn add_to_transaction(&self, instance: &Instance, participant: Participant) -> Result<()> {
         let guard = instance.coordinator.lock()?;
         let mut state = guard.state()?;
         instance.check_current(&state)?;
         if matches!(state.phase, Phase::PrepareCommit | Phase::PrepareAbort) {
             return Err(Error::IllegalState("the transaction is being ended: finish the commit or abort first"));
         }
-        if state.phase == Phase::Ongoing && state.partitions.contains(&partition) {
+        if state.phase == Phase::Ongoing && state.participants.contains(&participant) {
             return Ok(());
         }
         state.phase = Phase::Ongoing;
-        state.partitions.push(partition);
+        state.participants.push(participant);
         guard.store(&state, false)
     }
 
@@ -243,7 +321,7 @@ impl Catalog {
         };
         let now_ms = clock::wall_clock_ms();
         let mut first_error = None;
-        for written in &state.partitions {
+        for written in &state.participants {
             if let Err(error) = self.write_marker(written, state, commit, sync, now_ms) {
                 first_error.get_or_insert(error);
             }
@@ -252,27 +330,25 @@ impl Catalog {
             return Err(error);
         }
         state.phase = Phase::Empty;
-        state.partitions.clear();
+        state.participants.clear();
         guard.store(state, sync)
     }
 
-    /// Appends the marker of `state`'s transaction to the partition `written` (nothing if its
-    /// topic was deleted, perhaps created again: nothing of the transaction is left there).
-    fn write_marker(
-        &self,
-        written: &TransactionPartition,
-        state: &TransactionState,
-        commit: bool,
-        sync: bool,
-        now_ms: u64,
-    ) -> Result<()> {
-        let topic = match self.topic(&written.topic) {
-            Ok(topic) if topic.id == written.topic_id => topic,
+    /// Appends the marker of `state`'s transaction where it wrote: to a topic's partition
+    /// (nothing if its topic was deleted, perhaps created again: nothing of the transaction is
+    /// left there), or to a group's offset log.
+    fn write_marker(&self, written: &Participant, state: &TransactionState, commit: bool, sync: bool, now_ms: u64) -> Result<()> {
+        let mut marker = format::write_marker(state.producer_id, state.epoch, commit, now_ms);
+        let (topic, topic_id, number) = match written {
+            Participant::Partition { topic, topic_id, partition } => (topic, *topic_id, *partition),
+            Participant::GroupOffsets { group } => return self.offset_store(group)?.append_marker(&mut marker, sync, now_ms),
+        };
+        let topic = match self.topic(topic) {
+            Ok(topic) if topic.id == topic_id => topic,
             Ok(_) | Err(Error::UnknownTopic(_)) => return Ok(()),
             Err(error) => return Err(error),
         };
-        let partition = topic.partition(written.partition, self)?;
-        let mut marker = format::write_marker(state.producer_id, state.epoch, commit, now_ms);
+        let partition = topic.partition(number, self)?;
         let appended = partition.append_encoded(&mut marker, None, now_ms).and_then(|offset| match sync {
             true => partition.sync_through(offset + 1),
             false => Ok(()),

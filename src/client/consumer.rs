@@ -5,6 +5,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use crate::catalog::transactions::ReadBy;
 use crate::catalog::{Catalog, UserHandle};
 use crate::error::{Error, Result};
 use crate::group::file::{Group, Membership};
@@ -88,6 +89,10 @@ struct Assignment {
     /// the next poll's `Records::missed`, whichever call moved the position.
     missed: u64,
     cursor: Option<Cursor>,
+    /// For a reader of committed records: offsets of the partition were sent to a transaction
+    /// still open when it was assigned, so it waits (no position, no reset) until the
+    /// transaction ends and then starts from the committed offset.
+    awaiting_stable: bool,
 }
 
 /// Reads records, from partitions it was given with [`assign`](Consumer::assign) or that its
@@ -251,6 +256,7 @@ impl Consumer {
     pub fn seek(&mut self, partition: &TopicPartition, offset: u64) -> Result<()> {
         let assignment = self.assignment_mut(partition)?;
         assignment.position = Some(offset);
+        assignment.awaiting_stable = false;
         assignment.cursor = None;
         // The application chose where reading goes on; a reset of this new position counts
         // what it skips afresh.
@@ -284,10 +290,17 @@ impl Consumer {
     ///
     /// # Errors
     /// As [`seek`](Self::seek); with `OffsetReset::None`, [`Error::NoOffset`] when there is no
-    /// position and [`Error::OffsetOutOfRange`] when it lies outside the log.
+    /// position and [`Error::OffsetOutOfRange`] when it lies outside the log;
+    /// [`Error::UnstableOffsetCommit`] for a reader of committed records while the partition's
+    /// committed offset waits for an open transaction (see `poll`).
     pub fn position(&mut self, partition: &TopicPartition) -> Result<u64> {
+        self.assignment_mut(partition)?;
+        self.start_settled()?;
         let config = self.config.clone();
         let assignment = self.assignment_mut(partition)?;
+        if assignment.awaiting_stable {
+            return Err(Error::UnstableOffsetCommit { group: config.group, partition: partition.clone() });
+        }
         valid_position(assignment, &config)
     }
 
@@ -449,11 +462,39 @@ impl Consumer {
 
     /// A new assignment of `tp`, positioned at the committed offset if there is one in the log.
     /// A committed offset past the end of the log is clamped to the end and returned as
-    /// (committed, end) so the listener can be told.
+    /// (committed, end) so the listener can be told. A reader of committed records whose
+    /// partition has offsets in an open transaction gets no position yet (`awaiting_stable`).
     fn start(&self, tp: &TopicPartition) -> Result<(Assignment, Option<(u64, u64)>)> {
         let partition = self.catalog.partition(tp)?;
-        let committed = self.committed(tp)?;
-        let end = partition.tail().end_offset;
+        let awaiting_stable = self.requires_stable() && self.offsets.unstable(std::slice::from_ref(tp))?;
+        let topic_id = self.catalog.topic_id(tp.topic());
+        let mut assignment = Assignment {
+            tp: tp.clone(),
+            topic_id,
+            partition,
+            position: None,
+            processed: None,
+            missed: 0,
+            cursor: None,
+            awaiting_stable,
+        };
+        let clamped = match awaiting_stable {
+            true => None,
+            false => self.start_at_committed(&mut assignment)?,
+        };
+        Ok((assignment, clamped))
+    }
+
+    /// Whether this consumer waits for offsets sent to open transactions before it starts from
+    /// the committed offset: a reader of committed records does, as in Kafka.
+    fn requires_stable(&self) -> bool {
+        self.config.isolation_level == IsolationLevel::ReadCommitted
+    }
+
+    /// Positions `assignment` at its committed offset, if there is one (see `start`).
+    fn start_at_committed(&self, assignment: &mut Assignment) -> Result<Option<(u64, u64)>> {
+        let committed = self.committed(&assignment.tp)?;
+        let end = assignment.partition.tail().end_offset;
         let (position, clamped) = match committed {
             Some(committed) if committed > end => (Some(end), Some((committed, end))),
             // Below the log start, the reset policy applies on the first fetch, which reports
@@ -461,8 +502,84 @@ impl Consumer {
             Some(committed) => (Some(committed), None),
             None => (None, None),
         };
-        let topic_id = self.catalog.topic_id(tp.topic());
-        Ok((Assignment { tp: tp.clone(), topic_id, partition, position, processed: None, missed: 0, cursor: None }, clamped))
+        assignment.position = position;
+        assignment.awaiting_stable = false;
+        Ok(clamped)
+    }
+
+    /// Starts the partitions that waited for an open transaction's offsets, once it ended (a
+    /// committed offset past the end is clamped to it, without telling the listener).
+    fn start_settled(&mut self) -> Result<()> {
+        if !self.assigned.iter().any(|a| a.awaiting_stable) {
+            return Ok(());
+        }
+        let mut assigned = std::mem::take(&mut self.assigned);
+        let mut result = Ok(());
+        for assignment in assigned.iter_mut().filter(|a| a.awaiting_stable) {
+            let started = match self.offsets.unstable(std::slice::from_ref(&assignment.tp)) {
+                Ok(true) => Ok(None),
+                Ok(false) => self.start_at_committed(assignment),
+                Err(error) => Err(error),
+            };
+            if let Err(error) = started {
+                result = Err(error);
+                break;
+            }
+        }
+        self.assigned = assigned;
+        result
+    }
+
+    /// The consumer's group and its place in it, for offsets sent to a transaction
+    /// ([`TransactionalProducer::send_offsets_to_transaction`](crate::TransactionalProducer::send_offsets_to_transaction)),
+    /// as Kafka's `groupMetadata`: the transaction then commits them only while this
+    /// consumer is still a member of the generation it is in now.
+    pub fn group_metadata(&self) -> ConsumerGroupMetadata {
+        let read_by = match &self.subscription {
+            None => ReadBy::Assignment,
+            Some(Subscription { member: Some(member), generation, .. }) => {
+                ReadBy::Member { member: member.key(), generation: *generation }
+            }
+            Some(Subscription { member: None, .. }) => ReadBy::Expelled,
+        };
+        ConsumerGroupMetadata { group_id: self.config.group.clone(), read_by }
+    }
+}
+
+/// What a transaction needs to know of the consumer whose offsets it commits (Kafka's
+/// `ConsumerGroupMetadata`): its group, and for a subscribed consumer its member id and
+/// generation, so that a member expelled since (a zombie) cannot have its offsets committed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConsumerGroupMetadata {
+    group_id: String,
+    read_by: ReadBy,
+}
+
+impl ConsumerGroupMetadata {
+    /// The consumer group's name.
+    pub fn group_id(&self) -> &str {
+        &self.group_id
+    }
+
+    /// The generation the consumer was in; `None` for a consumer of assigned partitions.
+    pub fn generation_id(&self) -> Option<u64> {
+        match self.read_by {
+            ReadBy::Member { generation, .. } => Some(generation),
+            ReadBy::Assignment | ReadBy::Expelled => None,
+        }
+    }
+
+    /// The consumer's member id; `None` for a consumer of assigned partitions or one that was
+    /// removed from its group.
+    pub fn member_id(&self) -> Option<u64> {
+        match self.read_by {
+            ReadBy::Member { member, .. } => Some(member.id),
+            ReadBy::Assignment | ReadBy::Expelled => None,
+        }
+    }
+
+    pub(crate) fn read_by(&self) -> ReadBy {
+        self.read_by
     }
 }
 

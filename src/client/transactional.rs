@@ -4,10 +4,12 @@
 use std::sync::Arc;
 
 use crate::catalog::transactions::{Instance, Transaction};
+use crate::client::consumer::ConsumerGroupMetadata;
 use crate::client::producer::{Producer, RecordMetadata};
 use crate::error::Result;
-use crate::options::Durability;
+use crate::options::{Durability, validate_group_name, validate_topic_name};
 use crate::record::Record;
+use crate::topic::TopicPartition;
 
 /// A producer whose records go out in transactions, as Kafka's transactional producer's do:
 /// between [`begin_transaction`](Self::begin_transaction) and
@@ -102,6 +104,38 @@ impl TransactionalProducer {
     /// As [`send`](Self::send).
     pub fn send_batch<'a>(&self, topic: &str, records: impl IntoIterator<Item = Record<'a>>) -> Result<Vec<RecordMetadata>> {
         self.producer.send_batch(topic, records)
+    }
+
+    /// Sends consumer offsets to the open transaction (Kafka's `sendOffsetsToTransaction`):
+    /// `offsets` (each the next offset to read, as [`Consumer::commit_offsets`] takes them)
+    /// become the committed offsets of the consumer's group when the transaction commits, and
+    /// never if it aborts. Until it ends, a reader of committed records that is given one of
+    /// these partitions waits before it starts from the committed offset, so that it does not
+    /// read again what this transaction consumed.
+    ///
+    /// `metadata` is [`Consumer::group_metadata`] of the consumer that read the records: a
+    /// subscribed consumer's offsets are taken only while it is still a member of the
+    /// generation it was in, so a member expelled since (a zombie whose partitions another
+    /// member may be reading) cannot commit them. Call it again after each poll.
+    ///
+    /// [`Consumer::commit_offsets`]: crate::Consumer::commit_offsets
+    /// [`Consumer::group_metadata`]: crate::Consumer::group_metadata
+    ///
+    /// # Errors
+    /// - [`Error::CommitFailed`](crate::Error::CommitFailed): the consumer is no longer a member
+    ///   of that generation; abort the transaction, poll, and process again.
+    /// - [`Error::ProducerFenced`](crate::Error::ProducerFenced),
+    ///   [`Error::IllegalState`](crate::Error::IllegalState) outside a transaction,
+    ///   [`Error::InvalidTopicName`](crate::Error::InvalidTopicName),
+    ///   [`Error::InvalidGroupName`](crate::Error::InvalidGroupName),
+    ///   [`Error::CommitTooLarge`](crate::Error::CommitTooLarge), file errors of the group's
+    ///   offset log.
+    pub fn send_offsets_to_transaction(&self, offsets: &[(TopicPartition, u64)], metadata: &ConsumerGroupMetadata) -> Result<()> {
+        validate_group_name(metadata.group_id())?;
+        for (tp, _) in offsets {
+            validate_topic_name(tp.topic())?;
+        }
+        self.transaction.send_offsets(self.producer.queue(), metadata.group_id(), metadata.read_by(), offsets)
     }
 
     /// Commits the open transaction (Kafka's `commitTransaction`): a marker goes into every

@@ -29,7 +29,7 @@ use crate::sys::futex;
 use crate::sys::map::SharedMap;
 use crate::sys::mutex::{RobustGuard, RobustMutex};
 
-pub(crate) use protocol::{JoinRequest, Membership, View};
+pub(crate) use protocol::{JoinRequest, MemberKey, Membership, View};
 
 pub(crate) const GROUP_MAGIC: [u8; 8] = *b"SLOGGRP\0";
 /// The group's shared file, in its directory under `groups/`.

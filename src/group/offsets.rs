@@ -5,11 +5,17 @@
 //! one, never a mix. Each process folds the log into a map, reading only what was appended since
 //! it last looked.
 //!
+//! Offsets sent to a transaction (`send_offsets_to_transaction`) are a transactional batch in
+//! the same log, stamped with the transaction's producer. The fold keeps them pending until the
+//! producer's marker: a commit applies them (unless a later commit of the partition came
+//! first), an abort drops them. A partition with pending offsets is unstable: a reader of
+//! committed records waits before it starts from the committed offset, as Kafka's consumers do
+//! (`require_stable`), or it would read again what the transaction consumed.
+//!
 //! The log's files are created by the group's first commit, not before: a consumer that only
 //! reads (assigned partitions, no commits) needs no disk space, so it works on a full disk.
 
 use std::collections::HashMap;
-use std::ops::ControlFlow;
 use std::path::PathBuf;
 use std::sync::Arc;
 
@@ -18,7 +24,8 @@ use parking_lot::Mutex;
 use crate::error::{Error, Result};
 use crate::log::format::{self, LogId, MAX_BATCH_BYTES, ProducerStamp};
 use crate::log::partition::Partition;
-use crate::log::read::Cursor;
+use crate::log::read::{Cursor, ScannedBatch};
+use crate::log::state::EpochFence;
 use crate::options::Durability;
 use crate::record::Record;
 use crate::sys::clock;
@@ -102,7 +109,48 @@ struct View {
     /// The log offset up to which `committed` is folded in.
     read_to: u64,
     /// Per partition: the committed offset and the id of the topic it was committed for.
-    committed: HashMap<TopicPartition, (u64, u64)>,
+    committed: HashMap<TopicPartition, Committed>,
+    /// Per producer id: offsets sent to its open transaction, not decided yet.
+    pending: HashMap<u64, Pending>,
+}
+
+/// A committed offset, the id of the topic it was committed for, and where in the log its
+/// record lies (a transaction's offsets apply at its commit only over older ones).
+#[derive(Clone, Copy)]
+struct Committed {
+    offset: u64,
+    topic_id: u64,
+    at: u64,
+}
+
+/// The offsets a producer sent to its open transaction: its epoch, where its first batch of
+/// them lies, and the offsets.
+struct Pending {
+    epoch: u16,
+    first_at: u64,
+    offsets: Vec<(TopicPartition, Committed)>,
+}
+
+impl View {
+    fn get(&self, partition: &TopicPartition) -> Option<(u64, u64)> {
+        self.committed.get(partition).map(|c| (c.offset, c.topic_id))
+    }
+
+    /// Applies what a marker of `producer` decides of its pending offsets.
+    fn decide(&mut self, producer: ProducerStamp, commit: bool) {
+        let Some(pending) = self.pending.remove(&producer.id) else { return };
+        if !commit || pending.epoch != producer.epoch {
+            return;
+        }
+        for (partition, entry) in pending.offsets {
+            match self.committed.get(&partition) {
+                Some(newer) if newer.at > entry.at => {}
+                _ => {
+                    self.committed.insert(partition, entry);
+                }
+            }
+        }
+    }
 }
 
 impl OffsetStore {
@@ -143,6 +191,31 @@ impl OffsetStore {
         generation: u64,
         topic_id: impl Fn(&TopicPartition) -> u64,
     ) -> Result<u64> {
+        self.append(offsets, member_id, generation, topic_id, (ProducerStamp::NONE, None))
+    }
+
+    /// Appends `offsets`, sent to a transaction, as one batch stamped `producer` (a
+    /// transactional producer's, checked against `fence`): they count once its transaction
+    /// commits. Returns the log's end offset after them.
+    pub(crate) fn send_to_transaction(
+        &self,
+        offsets: &[(TopicPartition, u64)],
+        (member_id, generation): (u64, u64),
+        topic_id: impl Fn(&TopicPartition) -> u64,
+        (producer, fence): (ProducerStamp, &EpochFence<'_>),
+    ) -> Result<u64> {
+        debug_assert!(producer.transactional && !offsets.is_empty());
+        self.append(offsets, member_id, generation, topic_id, (producer, Some(fence)))
+    }
+
+    fn append(
+        &self,
+        offsets: &[(TopicPartition, u64)],
+        member_id: u64,
+        generation: u64,
+        topic_id: impl Fn(&TopicPartition) -> u64,
+        stamp: (ProducerStamp, Option<&EpochFence<'_>>),
+    ) -> Result<u64> {
         if offsets.is_empty() {
             return Ok(self.existing_log()?.map_or(0, |log| log.tail().end_offset));
         }
@@ -156,7 +229,7 @@ impl OffsetStore {
         if batch_bytes > MAX_BATCH_BYTES {
             return Err(Error::CommitTooLarge { partitions: offsets.len(), size_bytes: batch_bytes, max_bytes: MAX_BATCH_BYTES });
         }
-        let first = self.open_log()?.append(&records, &timestamps, batch_bytes, (ProducerStamp::NONE, None), now_ms)?;
+        let first = self.open_log()?.append(&records, &timestamps, batch_bytes, stamp, now_ms)?;
         Ok(first + records.len() as u64)
     }
 
@@ -164,6 +237,18 @@ impl OffsetStore {
     #[cfg(test)]
     pub(crate) fn log(&self) -> Arc<Partition> {
         self.open_log().expect("the offset log opens")
+    }
+
+    /// Appends a transaction's `marker` (encoded) to the log, if the log exists (a transaction
+    /// that sent offsets created it; a group deleted since has nothing left to decide), and
+    /// with `sync` makes it durable.
+    pub(crate) fn append_marker(&self, marker: &mut [u8], sync: bool, now_ms: u64) -> Result<()> {
+        let Some(log) = self.existing_log()? else { return Ok(()) };
+        let offset = log.append_encoded(marker, None, now_ms).map_err(|error| log.explain(error))?;
+        match sync {
+            true => log.sync_through(offset + 1),
+            false => Ok(()),
+        }
     }
 
     /// Waits until the log is durable through `end_offset`, per `durability`.
@@ -202,7 +287,7 @@ impl OffsetStore {
     pub(crate) fn committed(&self, partition: &TopicPartition) -> Result<Option<(u64, u64)>> {
         let mut view = self.view.lock();
         self.catch_up(&mut view)?;
-        Ok(view.committed.get(partition).copied())
+        Ok(view.get(partition))
     }
 
     /// The committed offsets of `partitions`, as `committed` gives them, all as of one moment:
@@ -210,45 +295,82 @@ impl OffsetStore {
     pub(crate) fn committed_many(&self, partitions: &[TopicPartition]) -> Result<Vec<Option<(u64, u64)>>> {
         let mut view = self.view.lock();
         self.catch_up(&mut view)?;
-        Ok(partitions.iter().map(|partition| view.committed.get(partition).copied()).collect())
+        Ok(partitions.iter().map(|partition| view.get(partition)).collect())
+    }
+
+    /// Whether offsets of any of `partitions` were sent to a transaction still open: their
+    /// committed offset may yet move.
+    pub(crate) fn unstable(&self, partitions: &[TopicPartition]) -> Result<bool> {
+        let mut view = self.view.lock();
+        self.catch_up(&mut view)?;
+        Ok(view.pending.values().any(|pending| pending.offsets.iter().any(|(tp, _)| partitions.contains(tp))))
     }
 
     /// Every committed offset.
     pub(crate) fn all(&self) -> Result<HashMap<TopicPartition, (u64, u64)>> {
         let mut view = self.view.lock();
         self.catch_up(&mut view)?;
-        Ok(view.committed.clone())
+        Ok(view.committed.iter().map(|(partition, c)| (partition.clone(), (c.offset, c.topic_id))).collect())
     }
 
-    /// Folds the records appended since the last look into the map.
+    /// Folds the records appended since the last look into the map, and the markers into the
+    /// pending offsets they decide.
     fn catch_up(&self, view: &mut View) -> Result<()> {
         let Some(log) = self.existing_log()? else {
             return Ok(());
         };
+        // Read before the tail: a transaction not open at this moment has its marker below the
+        // tail read next.
+        let stable = log.last_stable_offset(&log.tail());
         let tail = log.tail();
-        if view.read_to >= tail.end_offset {
-            return Ok(());
+        if view.read_to < tail.end_offset {
+            let mut cursor = match view.cursor.take() {
+                Some(cursor) if cursor.offset() == view.read_to => cursor,
+                _ => log.cursor_at(view.read_to.max(log.start_offset()), &tail, true)?,
+            };
+            log.scan_batches(&mut cursor, &tail, tail.end_offset, |batch| {
+                match batch {
+                    ScannedBatch::Marker { producer, commit, .. } => view.decide(producer, commit),
+                    ScannedBatch::Records { producer, records } => {
+                        for record in &records {
+                            let parsed = record.key().and_then(decode_commit_key).zip(decode_commit_value(record.value()));
+                            let Some((partition, (offset, topic_id))) = parsed else {
+                                return Err(Error::corrupt(
+                                    &log.dir,
+                                    0,
+                                    format!("the offset record at offset {} does not parse", record.offset()),
+                                ));
+                            };
+                            let entry = Committed { offset, topic_id, at: record.offset() };
+                            match producer.transactional {
+                                false => {
+                                    view.committed.insert(partition, entry);
+                                }
+                                true => {
+                                    let pending = view.pending.entry(producer.id).or_insert(Pending {
+                                        epoch: producer.epoch,
+                                        first_at: entry.at,
+                                        offsets: Vec::new(),
+                                    });
+                                    if pending.epoch != producer.epoch {
+                                        // The older epoch's transaction ended without a marker
+                                        // here (lost to a power cut), which aborted it.
+                                        *pending = Pending { epoch: producer.epoch, first_at: entry.at, offsets: Vec::new() };
+                                    }
+                                    pending.offsets.push((partition, entry));
+                                }
+                            }
+                        }
+                    }
+                }
+                Ok(())
+            })?;
+            view.read_to = cursor.offset();
+            view.cursor = Some(cursor);
         }
-        let mut cursor = match view.cursor.take() {
-            Some(cursor) if cursor.offset() == view.read_to => cursor,
-            _ => log.cursor_at(view.read_to.max(log.start_offset()), &tail, true)?,
-        };
-        log.scan(&mut cursor, &tail, tail.end_offset, 4096, |records, reached| {
-            for record in &records {
-                let parsed = record.key().and_then(decode_commit_key).zip(decode_commit_value(record.value()));
-                let Some((partition, offset)) = parsed else {
-                    return Err(Error::corrupt(
-                        &log.dir,
-                        0,
-                        format!("the offset record at offset {} does not parse", record.offset()),
-                    ));
-                };
-                view.committed.insert(partition, offset);
-            }
-            view.read_to = reached;
-            Ok(ControlFlow::<()>::Continue(()))
-        })?;
-        view.cursor = Some(cursor);
+        // Below the last stable offset no transaction is open: one with no marker after its
+        // offsets never ended (its coordinator's state was lost to a power cut), which aborted it.
+        view.pending.retain(|_, pending| pending.first_at >= stable);
         Ok(())
     }
 }

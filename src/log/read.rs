@@ -7,7 +7,9 @@ use std::sync::Arc;
 
 use crate::error::{Error, Result};
 use crate::log::format::codec::{self, ExpandError};
-use crate::log::format::{self, BATCH_HEADER_BYTES, BatchHeader, FILE_HEADER_BYTES, IndexEntry, MAX_BATCH_BYTES, RecordLayout};
+use crate::log::format::{
+    self, BATCH_HEADER_BYTES, BatchHeader, FILE_HEADER_BYTES, IndexEntry, MAX_BATCH_BYTES, ProducerStamp, RecordLayout,
+};
 use crate::log::partition::Partition;
 use crate::log::records::{ExpandedBatch, Records};
 use crate::log::segment::Segment;
@@ -60,6 +62,14 @@ impl Cursor {
         let committed = self.committed.take();
         *self = Cursor { committed, ..Cursor::at_start(segment) };
     }
+}
+
+/// One batch as `scan_batches` hands it out.
+pub(crate) enum ScannedBatch {
+    /// A batch of records, stamped by its producer (transactional or not).
+    Records { producer: ProducerStamp, records: Records },
+    /// A transaction's marker: its producer's transaction there committed or aborted.
+    Marker { producer: ProducerStamp, commit: bool },
 }
 
 /// How a reader of committed records tells which transactional batches were aborted: each is
@@ -235,6 +245,41 @@ impl Partition {
             }
         }
         Ok(None)
+    }
+
+    /// Hands each batch from `cursor` up to offset `until` (at most the published end in
+    /// `tail`) to `each` with its producer's stamp, markers included, for a reader that decides
+    /// transactions itself (the offset store). The cursor must stand between batches; the
+    /// records' CRCs are checked.
+    pub(crate) fn scan_batches(
+        &self,
+        cursor: &mut Cursor,
+        tail: &Tail,
+        until: u64,
+        mut each: impl FnMut(ScannedBatch) -> Result<()>,
+    ) -> Result<()> {
+        let until = until.min(tail.end_offset);
+        while cursor.offset < until {
+            if cursor.batch_end != 0 {
+                return Err(cursor_corrupt(cursor, "a batch scan began inside a batch"));
+            }
+            let Some(header) = self.batch_header(cursor, tail)? else {
+                continue;
+            };
+            if header.is_marker() {
+                let batch = cursor.segment.read(cursor.position, u64::from(header.batch_bytes))?;
+                let commit = format::batch_checksum_ok(batch).then(|| format::marker_commits(batch)).flatten();
+                let commit = commit.ok_or_else(|| cursor_corrupt(cursor, "a damaged transaction marker"))?;
+                cursor.position += u64::from(header.batch_bytes);
+                cursor.offset = header.next_offset();
+                each(ScannedBatch::Marker { producer: header.producer, commit })?;
+                continue;
+            }
+            let mut records = Records::with_capacity((header.record_count as usize).min(4096));
+            self.advance(cursor, tail, header.next_offset(), Some((&mut records, usize::MAX)), true)?;
+            each(ScannedBatch::Records { producer: header.producer, records })?;
+        }
+        Ok(())
     }
 
     /// Positions `cursor` inside the batch at its position, moving to the next segment or

@@ -241,9 +241,9 @@ fn a_future_format_version_is_refused() {
     write_log(dir.path(), 1, TopicConfig::new(1));
     let meta = dir.path().join("streamlog.meta");
     let mut bytes = fs::read(&meta).unwrap();
-    bytes[8] = 6;
+    bytes[8] = 7;
     fs::write(&meta, &bytes).unwrap();
-    assert!(matches!(crate::open_alone(dir.path()), Err(Error::IncompatibleVersion { found: 6, supported: 5, .. })));
+    assert!(matches!(crate::open_alone(dir.path()), Err(Error::IncompatibleVersion { found: 7, supported: 6, .. })));
 }
 
 #[test]
@@ -252,10 +252,10 @@ fn a_future_topic_format_is_refused() {
     write_log(dir.path(), 1, TopicConfig::new(1));
     let meta = dir.path().join("topics/t/topic.meta");
     let mut bytes = fs::read(&meta).unwrap();
-    bytes[8] = 7;
+    bytes[8] = 8;
     fs::write(&meta, &bytes).unwrap();
     let queue = crate::open_alone(dir.path()).unwrap();
-    assert!(matches!(queue.partition_count("t"), Err(Error::IncompatibleVersion { found: 7, .. })));
+    assert!(matches!(queue.partition_count("t"), Err(Error::IncompatibleVersion { found: 8, .. })));
 }
 
 #[test]

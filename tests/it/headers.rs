@@ -129,20 +129,20 @@ fn an_index_copied_from_another_partition_is_rebuilt() {
 fn files_of_the_previous_format_version_are_refused() {
     let dir = TempDir::new("old-version");
     write_topic(dir.path(), TopicConfig::new(1), 3);
-    // A segment of version 4 (no transactions) in a queue of this version.
+    // A segment of version 5 (no offsets in transactions) in a queue of this version.
     let log = log_path(dir.path(), 0, 0);
-    rewrite_header(&log, |header| header[8] = 4);
+    rewrite_header(&log, |header| header[8] = 5);
     let queue = Queue::open(dir.path()).unwrap();
     let error = queue.offsets(&TopicPartition::new("t", 0)).unwrap_err();
-    assert!(matches!(&error, Error::IncompatibleVersion { path, found: 4, supported: 5 } if *path == log), "{error}");
+    assert!(matches!(&error, Error::IncompatibleVersion { path, found: 5, supported: 6 } if *path == log), "{error}");
     drop(queue);
-    // A whole queue of version 4 is refused at the door.
+    // A whole queue of version 5 is refused at the door.
     let meta = dir.path().join("streamlog.meta");
     let mut bytes = fs::read(&meta).unwrap();
-    bytes[8] = 4;
+    bytes[8] = 5;
     fs::write(&meta, &bytes).unwrap();
     let error = Queue::open(dir.path()).expect_err("an old queue must be refused");
-    assert!(matches!(&error, Error::IncompatibleVersion { path, found: 4, supported: 5 } if *path == meta), "{error}");
+    assert!(matches!(&error, Error::IncompatibleVersion { path, found: 5, supported: 6 } if *path == meta), "{error}");
 }
 
 #[test]

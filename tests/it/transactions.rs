@@ -172,8 +172,7 @@ fn misuse_is_an_error_and_dropping_a_producer_aborts_its_transaction() {
 }
 
 /// Child role `txn-hold DIR ID TOPIC PARTITIONS`: opens a transaction, sends one record to each
-/// partition, says `ready`, and waits to be killed. `txn-commit-loop DIR ID TOPIC` commits
-/// one-record transactions until killed.
+/// partition and group `held`'s offset 1 of partition 0, says `ready`, and waits to be killed.
 pub(crate) fn child(role: &str, args: &[String]) {
     let [dir, id, topic, partitions] = args else { panic!("bad arguments {args:?}") };
     let queue = Queue::open(Path::new(dir)).unwrap();
@@ -186,6 +185,9 @@ pub(crate) fn child(role: &str, args: &[String]) {
             for partition in 0..partitions {
                 producer.send(topic, Record::new(b"from the dead").partition(partition)).unwrap();
             }
+            let mut consumer = queue.consumer(ConsumerConfig::new("held")).unwrap();
+            consumer.assign(&[TopicPartition::new(topic, 0)]).unwrap();
+            producer.send_offsets_to_transaction(&[(TopicPartition::new(topic, 0), 1)], &consumer.group_metadata()).unwrap();
             writeln!(out, "ready").unwrap();
             out.flush().unwrap();
             loop {
@@ -222,6 +224,22 @@ fn the_transaction_of_a_killed_process_is_aborted_within_a_second() {
     let elapsed = killed.elapsed();
     assert_eq!(records.iter().map(|r| r.value().to_vec()).collect::<Vec<_>>(), [b"behind".to_vec()]);
     assert!(elapsed < Duration::from_secs(5), "aborted {elapsed:?} after the kill");
+    // Its offsets were aborted with it: the group starts where it had committed (nowhere).
+    let config =
+        ConsumerConfig::new("held").isolation_level(IsolationLevel::ReadCommitted).auto_offset_reset(OffsetReset::Earliest);
+    let mut held = queue.consumer(config).unwrap();
+    let tp = TopicPartition::new("t", 0);
+    held.assign(std::slice::from_ref(&tp)).unwrap();
+    // Markers go to one participant after another: the offset log's may come a moment later.
+    let position = loop {
+        match held.position(&tp) {
+            Err(Error::UnstableOffsetCommit { .. }) if killed.elapsed() < Duration::from_secs(30) => {
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            position => break position.unwrap(),
+        }
+    };
+    assert_eq!((held.committed(&tp).unwrap(), position), (None, 0));
     // A new instance of the id starts from a finished transaction.
     let producer = queue.transactional_producer("doomed").unwrap();
     producer.begin_transaction().unwrap();
@@ -254,6 +272,103 @@ fn opening_the_queue_alone_aborts_what_dead_processes_left_open() {
     drop((committed, queue));
 }
 
+/// A consumer of group `group` reading `partitions` of committed records from the start.
+fn group_reader(queue: &Queue, group: &str, partitions: &[TopicPartition]) -> streamlog::Consumer {
+    let config = ConsumerConfig::new(group)
+        .isolation_level(IsolationLevel::ReadCommitted)
+        .auto_offset_reset(OffsetReset::Earliest)
+        .auto_commit(None);
+    let mut consumer = queue.consumer(config).unwrap();
+    consumer.assign(partitions).unwrap();
+    consumer
+}
+
+#[test]
+fn offsets_sent_to_a_transaction_are_committed_exactly_when_it_commits() {
+    let (_dir, queue) = queue_with_topic("txn-offsets", 1);
+    queue.create_topic("out", 1).unwrap();
+    let input = TopicPartition::new("t", 0);
+    for i in 0..8u8 {
+        queue.producer().send("t", Record::new(vec![i])).unwrap();
+    }
+    let mut source = group_reader(&queue, "stage", std::slice::from_ref(&input));
+    assert_eq!(drain(&mut source, Duration::ZERO).len(), 8);
+    let producer = queue.transactional_producer("stage-1").unwrap();
+    producer.begin_transaction().unwrap();
+    producer.send("out", Record::new(b"first five")).unwrap();
+    producer.send_offsets_to_transaction(&[(input.clone(), 5)], &source.group_metadata()).unwrap();
+    assert_eq!(source.committed(&input).unwrap(), None, "counted before the commit");
+    // A reader given the partition now waits for the transaction instead of starting from the
+    // old committed offset (or the reset policy), and is woken by the commit.
+    let mut next = group_reader(&queue, "stage", std::slice::from_ref(&input));
+    assert!(matches!(next.position(&input), Err(Error::UnstableOffsetCommit { .. })));
+    assert!(next.poll(Duration::from_millis(20)).unwrap().is_empty());
+    let waiting = std::thread::spawn(move || {
+        let records = next.poll(Duration::from_secs(30)).unwrap();
+        records.iter().map(|r| r.offset()).collect::<Vec<_>>()
+    });
+    std::thread::sleep(Duration::from_millis(50));
+    producer.commit_transaction().unwrap();
+    assert_eq!(waiting.join().unwrap(), [5, 6, 7], "the waiting reader starts at the offsets the transaction committed");
+    assert_eq!(source.committed(&input).unwrap(), Some(5));
+    // An aborted transaction's offsets never count.
+    producer.begin_transaction().unwrap();
+    producer.send_offsets_to_transaction(&[(input.clone(), 8)], &source.group_metadata()).unwrap();
+    producer.abort_transaction().unwrap();
+    assert_eq!(source.committed(&input).unwrap(), Some(5));
+    let mut after = group_reader(&queue, "stage", std::slice::from_ref(&input));
+    assert_eq!(after.position(&input).unwrap(), 5);
+    drop((source, after, producer, queue));
+}
+
+#[test]
+fn a_commit_made_after_offsets_were_sent_to_a_transaction_stays_in_force() {
+    let (_dir, queue) = queue_with_topic("txn-offsets-order", 1);
+    let input = TopicPartition::new("t", 0);
+    let mut consumer = group_reader(&queue, "g", std::slice::from_ref(&input));
+    let producer = queue.transactional_producer("p").unwrap();
+    producer.begin_transaction().unwrap();
+    producer.send_offsets_to_transaction(&[(input.clone(), 3)], &consumer.group_metadata()).unwrap();
+    consumer.commit_offsets(&[(input.clone(), 7)]).unwrap();
+    producer.commit_transaction().unwrap();
+    // As in Kafka's group coordinator: the transaction's offset is older than the commit.
+    assert_eq!(consumer.committed(&input).unwrap(), Some(7));
+    drop((consumer, producer, queue));
+}
+
+#[test]
+fn a_member_expelled_from_its_generation_cannot_commit_through_a_transaction() {
+    let (_dir, queue) = queue_with_topic("txn-zombie", 2);
+    let config = || ConsumerConfig::new("members").isolation_level(IsolationLevel::ReadCommitted).auto_commit(None);
+    let mut first = queue.consumer(config()).unwrap();
+    first.subscribe(&["t"]).unwrap();
+    while first.assignment().len() < 2 {
+        first.poll(Duration::from_millis(10)).unwrap();
+    }
+    let stale = first.group_metadata();
+    assert_eq!((stale.group_id(), stale.member_id().is_some()), ("members", true));
+    let mut second = queue.consumer(config()).unwrap();
+    second.subscribe(&["t"]).unwrap();
+    second.poll(Duration::ZERO).unwrap();
+    let producer = queue.transactional_producer("zombie").unwrap();
+    producer.begin_transaction().unwrap();
+    let offsets = [(TopicPartition::new("t", 0), 1)];
+    let refused = producer.send_offsets_to_transaction(&offsets, &stale);
+    assert!(matches!(refused, Err(Error::CommitFailed { .. })), "{refused:?}");
+    producer.abort_transaction().unwrap();
+    // Caught up with the new generation, the member's offsets go through.
+    while first.group_metadata().generation_id() == stale.generation_id() {
+        first.poll(Duration::from_millis(10)).unwrap();
+        second.poll(Duration::ZERO).unwrap();
+    }
+    let owned = first.assignment();
+    producer.begin_transaction().unwrap();
+    producer.send_offsets_to_transaction(&[(owned[0].clone(), 1)], &first.group_metadata()).unwrap();
+    producer.commit_transaction().unwrap();
+    assert_eq!(first.committed(&owned[0]).unwrap(), Some(1));
+    drop((first, second, producer, queue));
+}
+
 /// Who wrote a record: a producer and its transaction's number, or nobody (a plain send).
 type Writer = Option<(usize, u64)>;
 
@@ -273,6 +388,17 @@ enum Step {
     Plain {
         partition: u32,
     },
+    /// The producer sends group `g`'s offset of `in` partition `partition` to its transaction.
+    Offsets {
+        producer: usize,
+        partition: u32,
+        offset: u8,
+    },
+    /// A consumer of group `g` commits the offset itself.
+    CommitOffset {
+        partition: u32,
+        offset: u8,
+    },
     /// Every handle closed and the queue opened again alone.
     Reopen,
 }
@@ -285,6 +411,8 @@ fn step() -> impl Strategy<Value = Step> {
         2 => (0..3usize).prop_map(Step::Abort),
         1 => (0..3usize).prop_map(Step::Restart),
         2 => (0..3u32).prop_map(|partition| Step::Plain { partition }),
+        3 => (0..3usize, 0..2u32, any::<u8>()).prop_map(|(producer, partition, offset)| Step::Offsets { producer, partition, offset }),
+        1 => (0..2u32, any::<u8>()).prop_map(|(partition, offset)| Step::CommitOffset { partition, offset }),
         1 => Just(Step::Reopen),
     ]
 }
@@ -299,6 +427,12 @@ struct Model {
     open: [Option<u64>; 3],
     committed: std::collections::BTreeSet<(usize, u64)>,
     next_transaction: u64,
+    /// Group `g`'s committed offsets of `in`, with the place of each in the offset log.
+    offsets: BTreeMap<u32, (u64, u64)>,
+    /// Per producer: offsets sent to its open transaction (partition, offset, place).
+    pending: [Vec<(u32, u64, u64)>; 3],
+    /// Offset-log appends so far.
+    appended: u64,
 }
 
 impl Model {
@@ -316,6 +450,42 @@ impl Model {
         }
         out
     }
+
+    /// Ends producer `p`'s transaction: a commit applies its offsets over older ones.
+    fn end(&mut self, p: usize, txn: u64, commit: bool) {
+        let pending = std::mem::take(&mut self.pending[p]);
+        if commit {
+            self.committed.insert((p, txn));
+            for (partition, offset, place) in pending {
+                if self.offsets.get(&partition).is_none_or(|&(_, newer)| newer < place) {
+                    self.offsets.insert(partition, (offset, place));
+                }
+            }
+        }
+    }
+
+    fn append_offset(&mut self) -> u64 {
+        self.appended += 1;
+        self.appended
+    }
+}
+
+/// Checks group `g`'s committed offsets of `in` and which of them wait for an open
+/// transaction, as a new reader of committed records in the group finds them.
+fn check_offsets(queue: &Queue, model: &Model) -> Result<(), TestCaseError> {
+    let config = ConsumerConfig::new("g").isolation_level(IsolationLevel::ReadCommitted).auto_commit(None);
+    let mut consumer = queue.consumer(config).unwrap();
+    let partitions = all_partitions("in", 2);
+    consumer.assign(&partitions).unwrap();
+    let committed: Vec<Option<u64>> = consumer.committed_offsets(&partitions).unwrap().into_iter().map(|(_, o)| o).collect();
+    let expected: Vec<Option<u64>> = (0..2).map(|p| model.offsets.get(&p).map(|&(offset, _)| offset)).collect();
+    prop_assert_eq!(committed, expected);
+    for tp in &partitions {
+        let waits = model.pending.iter().flatten().any(|&(partition, _, _)| partition == tp.partition());
+        let position = consumer.position(tp);
+        prop_assert_eq!(matches!(position, Err(Error::UnstableOffsetCommit { .. })), waits, "{}: {:?}", tp, position);
+    }
+    Ok(())
 }
 
 proptest! {
@@ -326,6 +496,12 @@ proptest! {
         let dir = TempDir::new("txn-model");
         let mut queue = Queue::open(dir.path()).unwrap();
         queue.create_topic("t", 3).unwrap();
+        queue.create_topic("in", 2).unwrap();
+        let group = |queue: &Queue| {
+            let mut consumer = queue.consumer(ConsumerConfig::new("g").auto_commit(None)).unwrap();
+            consumer.assign(&all_partitions("in", 2)).unwrap();
+            consumer
+        };
         let ids = ["a", "b", "c"];
         let mut producers: Vec<Option<TransactionalProducer>> =
             ids.iter().map(|id| Some(queue.transactional_producer(id).unwrap())).collect();
@@ -360,9 +536,7 @@ proptest! {
                     match model.open[p].take() {
                         Some(txn) => {
                             prop_assert!(result.is_ok(), "{:?}", result);
-                            if commit {
-                                model.committed.insert((p, txn));
-                            }
+                            model.end(p, txn, commit);
                         }
                         None => prop_assert!(matches!(result, Err(Error::IllegalState(_))), "{:?}", result),
                     }
@@ -371,7 +545,11 @@ proptest! {
                     let replacement = queue.transactional_producer(ids[p]).unwrap();
                     // The old instance is fenced: its next call fails.
                     let old = producers[p].replace(replacement).unwrap();
-                    let fenced = if model.open[p].take().is_some() { old.commit_transaction() } else { old.begin_transaction() };
+                    let was_open = model.open[p].take();
+                    if let Some(txn) = was_open {
+                        model.end(p, txn, false);
+                    }
+                    let fenced = if was_open.is_some() { old.commit_transaction() } else { old.begin_transaction() };
                     prop_assert!(matches!(fenced, Err(Error::ProducerFenced { .. })), "{:?}", fenced);
                 }
                 Step::Plain { partition } => {
@@ -380,11 +558,33 @@ proptest! {
                     queue.producer().send("t", Record::new(&value).partition(partition)).unwrap();
                     model.logs.entry(partition).or_default().push((value, None));
                 }
+                Step::Offsets { producer: p, partition, offset } => {
+                    let metadata = group(&queue).group_metadata();
+                    let offsets = [(TopicPartition::new("in", partition), u64::from(offset))];
+                    let sent = producers[p].as_ref().unwrap().send_offsets_to_transaction(&offsets, &metadata);
+                    match model.open[p] {
+                        Some(_) => {
+                            prop_assert!(sent.is_ok(), "{:?}", sent);
+                            let place = model.append_offset();
+                            model.pending[p].push((partition, u64::from(offset), place));
+                        }
+                        None => prop_assert!(matches!(sent, Err(Error::IllegalState(_))), "{:?}", sent),
+                    }
+                }
+                Step::CommitOffset { partition, offset } => {
+                    group(&queue).commit_offsets(&[(TopicPartition::new("in", partition), u64::from(offset))]).unwrap();
+                    let place = model.append_offset();
+                    model.offsets.insert(partition, (u64::from(offset), place));
+                }
                 Step::Reopen => {
                     // Dropping a producer aborts its open transaction (a killed process's is
                     // aborted by the next open alone: see the test above).
                     producers.iter_mut().for_each(|producer| drop(producer.take()));
-                    model.open = [None; 3];
+                    for p in 0..3 {
+                        if let Some(txn) = model.open[p].take() {
+                            model.end(p, txn, false);
+                        }
+                    }
                     drop(queue);
                     queue = crate::open_alone(dir.path()).unwrap();
                     for (p, id) in ids.iter().enumerate() {
@@ -398,6 +598,7 @@ proptest! {
                 let got: Vec<Vec<u8>> = seen.iter().filter(|(p, _, _)| *p == partition).map(|(_, _, v)| v.clone()).collect();
                 prop_assert_eq!(got, model.visible(partition), "partition {} after {:?}", partition, step);
             }
+            check_offsets(&queue, &model)?;
         }
         drop((producers, queue));
     }

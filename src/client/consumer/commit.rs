@@ -54,7 +54,7 @@ impl Consumer {
             Some(Subscription { group, member: Some(member), generation, revoking, .. }) => {
                 let partitions: Vec<TopicPartition> = offsets.iter().map(|(tp, _)| tp.clone()).collect();
                 let revoking = revoking.then_some(partitions.as_slice());
-                group.fenced(member, *generation, revoking, || {
+                group.fenced(member.key(), *generation, revoking, || {
                     store.commit(offsets, member.id, *generation, |tp| self.catalog.topic_id(tp.topic()))
                 })?
             }

@@ -54,6 +54,7 @@ impl Consumer {
     /// partition that fails does not hold up the others: its error is returned only when no
     /// partition had records, and its position stays at the failing offset.
     pub(super) fn fetch(&mut self, records: &mut Records) -> Result<()> {
+        self.start_settled()?;
         let count = self.assigned.len();
         let max = self.config.max_poll_records;
         let mut first_error = None;
@@ -90,9 +91,21 @@ impl Consumer {
             // Wake in time to note the poll before `max_poll_interval` runs out.
             deadline = deadline.min(Instant::now() + (self.config.max_poll_interval / 2).min(Duration::from_secs(1)));
         }
+        // A partition waiting for an open transaction's offsets wakes with the offset log.
+        let offset_log = self.assigned.iter().any(|a| a.awaiting_stable).then(|| self.offsets.opened_log()).flatten();
+        if let Some(log) = &offset_log {
+            words.push(log.begin_wait());
+        }
         // Re-check after registering: a record published before registration is seen here,
         // and one published after it wakes the futex.
-        let nothing_new = self.assigned.iter().all(|a| a.position.is_some_and(|p| p >= self.readable_end(&a.partition)));
+        let settled = || {
+            self.assigned
+                .iter()
+                .any(|a| a.awaiting_stable && self.offsets.unstable(std::slice::from_ref(&a.tp)).is_ok_and(|u| !u))
+        };
+        let nothing_new =
+            self.assigned.iter().all(|a| a.awaiting_stable || a.position.is_some_and(|p| p >= self.readable_end(&a.partition)))
+                && !settled();
         if nothing_new {
             if words.is_empty() {
                 std::thread::sleep(deadline.saturating_duration_since(Instant::now()));
@@ -103,6 +116,9 @@ impl Consumer {
         for assignment in &self.assigned {
             assignment.partition.end_wait();
         }
+        if let Some(log) = &offset_log {
+            log.end_wait();
+        }
     }
 }
 
@@ -112,6 +128,9 @@ pub(super) const SPIN_BEFORE_SLEEP: Duration = Duration::from_micros(20);
 /// Reads what is available from one partition into `records`, up to `max_poll_records` in all:
 /// to the end of the log, or for a reader of committed records to its last stable offset.
 fn fetch_partition(assignment: &mut Assignment, config: &ConsumerConfig, records: &mut Records) -> Result<()> {
+    if assignment.awaiting_stable {
+        return Ok(());
+    }
     let position = valid_position(assignment, config)?;
     let partition = &assignment.partition;
     let tail = partition.tail();

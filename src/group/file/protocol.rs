@@ -37,6 +37,20 @@ pub(crate) struct Membership {
     _alive: File,
 }
 
+impl Membership {
+    /// What names this member to the group, for a commit made on its behalf.
+    pub(crate) fn key(&self) -> MemberKey {
+        MemberKey { id: self.id, slot: self.slot }
+    }
+}
+
+/// A member's id and slot: enough for the group to tell whether it is still that member.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct MemberKey {
+    pub(crate) id: u64,
+    slot: u32,
+}
+
 /// What a member sees when it looks at the group.
 pub(crate) enum View {
     /// It is no longer a member: it was expelled (or never joined).
@@ -223,14 +237,15 @@ impl Group {
     /// make their next owner read again what this member already processed.
     pub(crate) fn fenced<T>(
         &self,
-        member: &Membership,
+        member: MemberKey,
         generation: u64,
         revoking: Option<&[TopicPartition]>,
         commit: impl FnOnce() -> Result<T>,
     ) -> Result<T> {
         let guard = self.lock()?;
         let fail = |reason: String| Err(Error::CommitFailed { group: self.name.clone(), reason });
-        if !self.is_member(member) || !self.heartbeat_fresh(member.slot, clock::monotonic_now_ns()) {
+        let still_member = self.slot_word(member.slot, SLOT_MEMBER_ID).load(Ordering::Acquire) == member.id;
+        if !still_member || !self.heartbeat_fresh(member.slot, clock::monotonic_now_ns()) {
             return fail(format!(
                 "member {} was removed from the group (it left, its session timed out, or it did not poll within \
                  max_poll_interval); poll to rejoin",

@@ -37,10 +37,11 @@ pub(crate) use names::{LOG_START_FILE, PartitionFile, STATE_FILE, classify, inde
 /// (topic id and partition) to segment and index headers; version 4 framed records with
 /// varints, left the base offset out of the batch checksum and gave batches a codec and
 /// producer fields; version 5 added transactions (the transactional and marker attribute bits,
-/// the open transactions in each partition's state, the transaction coordinators' files). A
+/// the open transactions in each partition's state, the transaction coordinators' files);
+/// version 6 let transactions write to a group's offset log (offsets sent to a transaction). A
 /// queue of another version is refused as a whole (`Error::IncompatibleVersion` on its
 /// `streamlog.meta`), never half read.
-pub(crate) const FORMAT_VERSION: u16 = 5;
+pub(crate) const FORMAT_VERSION: u16 = 6;
 
 pub(crate) const SEGMENT_MAGIC: [u8; 8] = *b"SLOGSEG\0";
 pub(crate) const INDEX_MAGIC: [u8; 8] = *b"SLOGIDX\0";
