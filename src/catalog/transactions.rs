@@ -29,7 +29,7 @@ use crate::error::{Error, Result};
 use crate::group::file::MemberKey;
 use crate::log::format::{self, ProducerStamp};
 use crate::log::state::EpochFence;
-use crate::options::validate_transactional_id;
+use crate::options::{Durability, validate_transactional_id};
 use crate::sys::{clock, file};
 use crate::topic::TopicPartition;
 use crate::transaction::{Coordinator, CoordinatorGuard, Liveness, Participant, Phase, TRANSACTIONS_DIR, TransactionState};
@@ -173,12 +173,14 @@ impl Transaction {
     /// by a member, only while it is still in the group's generation it read them in:
     /// otherwise `Error::CommitFailed`, and the transaction must abort (another member may be
     /// reading the same records now).
+    /// With `sync`, the offsets are durable when it returns, before any decision is stored.
     pub(crate) fn send_offsets(
         &self,
         queue: &Catalog,
         group: &str,
         read_by: ReadBy,
         offsets: &[(TopicPartition, u64)],
+        sync: bool,
     ) -> Result<()> {
         let mut local = self.local.lock();
         self.check_not_fenced()?;
@@ -195,7 +197,7 @@ impl Transaction {
             ProducerStamp { id: instance.producer_id, epoch: instance.epoch, base_sequence: sequence, transactional: true };
         let fence = instance.coordinator.fence();
         let topic_id = |tp: &TopicPartition| queue.topic_id(tp.topic());
-        match read_by {
+        let end = match read_by {
             ReadBy::Member { member, generation } => group_handle.fenced(member, generation, None, || {
                 store.send_to_transaction(offsets, (member.id, generation), topic_id, (stamp, &fence))
             })?,
@@ -208,7 +210,8 @@ impl Transaction {
             }
         };
         local.offset_sequences.insert(group.to_owned(), sequence.wrapping_add(offsets.len() as u32));
-        Ok(())
+        // Durable before the commit's decision is: a commit must never find its offsets gone.
+        store.make_durable(end, if sync { Durability::Sync } else { Durability::Buffered })
     }
 
     fn check_not_fenced(&self) -> Result<()> {

@@ -116,7 +116,8 @@ impl TransactionalProducer {
     /// `metadata` is [`Consumer::group_metadata`] of the consumer that read the records: a
     /// subscribed consumer's offsets are taken only while it is still a member of the
     /// generation it was in, so a member expelled since (a zombie whose partitions another
-    /// member may be reading) cannot commit them. Call it again after each poll.
+    /// member may be reading) cannot commit them. Call it again after each poll. With
+    /// `Durability::Sync` the offsets are on stable storage when it returns.
     ///
     /// [`Consumer::commit_offsets`]: crate::Consumer::commit_offsets
     /// [`Consumer::group_metadata`]: crate::Consumer::group_metadata
@@ -135,7 +136,8 @@ impl TransactionalProducer {
         for (tp, _) in offsets {
             validate_topic_name(tp.topic())?;
         }
-        self.transaction.send_offsets(self.producer.queue(), metadata.group_id(), metadata.read_by(), offsets)
+        let sync = self.producer.config().durability == Durability::Sync;
+        self.transaction.send_offsets(self.producer.queue(), metadata.group_id(), metadata.read_by(), offsets, sync)
     }
 
     /// Commits the open transaction (Kafka's `commitTransaction`): a marker goes into every

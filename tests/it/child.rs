@@ -94,6 +94,7 @@ fn entry() {
         history if history.starts_with("hist-") => crate::history::child(history, &args),
         failpoint if failpoint.starts_with("fp-") => crate::failpoints::child(failpoint, &args),
         transaction if transaction.starts_with("txn-") => crate::transactions::child(transaction, &args),
+        pipeline if pipeline.starts_with("eo-") => crate::exactly_once::child(pipeline, &args),
         other => panic!("unknown child role {other}"),
     }
 }

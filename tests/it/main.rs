@@ -10,6 +10,7 @@ mod consumer_edges;
 mod corruption;
 mod crash;
 mod disk_full;
+mod exactly_once;
 mod failpoints;
 mod fuzz_corpus;
 mod group_processes;
