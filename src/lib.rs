@@ -336,8 +336,14 @@
 //! and partitions between `begin_transaction` and `commit_transaction`; a consumer with
 //! [`IsolationLevel::ReadCommitted`] sees them all once the transaction commits, and never if it
 //! aborts, is fenced by a newer instance of its transactional id ([`Error::ProducerFenced`]),
-//! or dies with its process. [`ProducerConfig::idempotent`] gives the id and sequence numbers
-//! alone: a repeated batch is not appended twice. The example is on [`TransactionalProducer`].
+//! or dies with its process. A consume-transform-produce step is exactly once when the
+//! transaction also carries the input's offsets
+//! ([`send_offsets_to_transaction`](TransactionalProducer::send_offsets_to_transaction) with
+//! [`Consumer::group_metadata`]): they become the group's committed offsets with the commit, and
+//! a member expelled since cannot commit them. [`ProducerConfig::idempotent`] gives the id and
+//! sequence numbers alone: a repeated batch is not appended twice. The example is on
+//! [`TransactionalProducer`]; `examples/exactly_once.rs` runs a transform stage in three
+//! processes and kills one.
 //!
 //! # Retention and compaction
 //!
