@@ -71,6 +71,9 @@ struct Local {
     open: bool,
     /// A commit (true) or abort (false) failed part-way: only that, again, may follow.
     ending: Option<bool>,
+    /// Offsets could not be sent to the transaction (a fenced member, a file error): it may
+    /// only abort, or its output would commit without the input's offsets.
+    abort_only: bool,
     /// Where the transaction wrote.
     participants: HashSet<Participant>,
     /// Per group: the sequence number of this instance's next batch of offsets to its log.
@@ -82,6 +85,7 @@ impl Local {
     fn ended(&mut self) {
         self.open = false;
         self.ending = None;
+        self.abort_only = false;
         self.participants.clear();
     }
 
@@ -137,6 +141,9 @@ impl Transaction {
         if !local.open {
             return Err(Error::IllegalState("no transaction is open"));
         }
+        if commit && local.abort_only && local.ending.is_none() {
+            return Err(Error::IllegalState("sending offsets to the transaction failed: abort it"));
+        }
         if local.ending.is_some_and(|ending| ending != commit) {
             return Err(match commit {
                 true => Error::IllegalState("the transaction is being aborted: abort it again"),
@@ -172,7 +179,7 @@ impl Transaction {
     /// group `group`'s: they become its committed offsets when the transaction commits. Read
     /// by a member, only while it is still in the group's generation it read them in:
     /// otherwise `Error::CommitFailed`, and the transaction must abort (another member may be
-    /// reading the same records now).
+    /// reading the same records now). After any failure the transaction may only abort.
     /// With `sync`, the offsets are durable when it returns, before any decision is stored.
     pub(crate) fn send_offsets(
         &self,
@@ -188,9 +195,25 @@ impl Transaction {
         if offsets.is_empty() {
             return Ok(());
         }
+        let sent = self.append_offsets(queue, &mut local, group, read_by, offsets, sync);
+        // Whatever failed, the transaction may hold this group's offset log by now (or the
+        // caller may think it does): committing it could commit output without the offsets.
+        local.abort_only |= sent.is_err();
+        sent
+    }
+
+    fn append_offsets(
+        &self,
+        queue: &Catalog,
+        local: &mut Local,
+        group: &str,
+        read_by: ReadBy,
+        offsets: &[(TopicPartition, u64)],
+        sync: bool,
+    ) -> Result<()> {
         let group_handle = queue.group(group)?;
         let store = queue.offset_store(group)?;
-        self.add(queue, &mut local, Participant::GroupOffsets { group: group.to_owned() })?;
+        self.add(queue, local, Participant::GroupOffsets { group: group.to_owned() })?;
         let instance = &self.instance;
         let sequence = local.offset_sequences.get(group).copied().unwrap_or(0);
         let stamp =

@@ -294,8 +294,9 @@ impl Consumer {
     /// [`Error::UnstableOffsetCommit`] for a reader of committed records while the partition's
     /// committed offset waits for an open transaction (see `poll`).
     pub fn position(&mut self, partition: &TopicPartition) -> Result<u64> {
-        self.assignment_mut(partition)?;
-        self.start_settled()?;
+        if self.assignment_mut(partition)?.awaiting_stable {
+            self.start_settled()?;
+        }
         let config = self.config.clone();
         let assignment = self.assignment_mut(partition)?;
         if assignment.awaiting_stable {

@@ -122,9 +122,15 @@ impl TransactionalProducer {
     /// [`Consumer::commit_offsets`]: crate::Consumer::commit_offsets
     /// [`Consumer::group_metadata`]: crate::Consumer::group_metadata
     ///
+    /// After any error here the transaction may only abort (`commit_transaction` fails with
+    /// [`Error::IllegalState`](crate::Error::IllegalState)): its output must not commit
+    /// without its input's offsets.
+    ///
     /// # Errors
     /// - [`Error::CommitFailed`](crate::Error::CommitFailed): the consumer is no longer a member
     ///   of that generation; abort the transaction, poll, and process again.
+    /// - [`Error::TooManyOpenTransactions`](crate::Error::TooManyOpenTransactions): more
+    ///   transactions than the group's offset log keeps track of are sending it offsets at once.
     /// - [`Error::ProducerFenced`](crate::Error::ProducerFenced),
     ///   [`Error::IllegalState`](crate::Error::IllegalState) outside a transaction,
     ///   [`Error::InvalidTopicName`](crate::Error::InvalidTopicName),

@@ -355,6 +355,8 @@ fn a_member_expelled_from_its_generation_cannot_commit_through_a_transaction() {
     let offsets = [(TopicPartition::new("t", 0), 1)];
     let refused = producer.send_offsets_to_transaction(&offsets, &stale);
     assert!(matches!(refused, Err(Error::CommitFailed { .. })), "{refused:?}");
+    // Its output must not commit without the offsets: only an abort may follow.
+    assert!(matches!(producer.commit_transaction(), Err(Error::IllegalState(_))));
     producer.abort_transaction().unwrap();
     // Caught up with the new generation, the member's offsets go through.
     while first.group_metadata().generation_id() == stale.generation_id() {

@@ -54,10 +54,10 @@ impl Consumer {
     /// partition that fails does not hold up the others: its error is returned only when no
     /// partition had records, and its position stays at the failing offset.
     pub(super) fn fetch(&mut self, records: &mut Records) -> Result<()> {
-        self.start_settled()?;
+        // A failure to read the offset log holds up only the partitions waiting for it.
+        let mut first_error = self.start_settled().err();
         let count = self.assigned.len();
         let max = self.config.max_poll_records;
-        let mut first_error = None;
         for i in 0..count {
             if records.len() >= max {
                 break;
